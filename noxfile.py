@@ -1,0 +1,145 @@
+"""Sessions for the b4t monorepo.
+
+nox                                   # what CI runs: lint, tests x torch, isolated, build
+nox -s tests                          # every package's tests, once per torch version
+nox -s "tests(torch='2.13.0')"        # one torch version
+nox -s "isolated(package='b4t-tokenizers')"
+nox -s bench -- tokenizers models     # benchmarks (never part of CI)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+
+nox.options.sessions = ["lint", "tests", "isolated", "build"]
+nox.options.error_on_missing_interpreters = True
+
+# Each distribution and the siblings it depends on (transitively), in install order.
+PACKAGES: dict[str, list[str]] = {
+    "b4t-tokenizers": [],
+    "b4t-layers": [],
+    "b4t-models": ["b4t-layers"],
+    "b4t-trainer": [],
+    "b4t-generation": [],
+    "b4t-adversarial": ["b4t-trainer"],
+}
+TORCH_FREE = {"b4t-tokenizers"}
+
+# The torch axis: the oldest supported release (the floor in every pyproject),
+# the CPU build on this machine's disk (the default), and the newest pip installs here.
+# Companion pins go beside a torch version that needs them.
+TORCH_DEFAULT = "2.13.0"
+TORCH_VERSIONS: dict[str, list[str]] = {
+    "2.5.1": [],
+    TORCH_DEFAULT: [],
+    "2.14.1": [],
+}
+# Releases not on this machine's disk are downloaded once (several GB of CUDA
+# wheels) into a wheelhouse kept between runs; pip's HTTP cache does not keep them.
+WHEELHOUSE = Path(os.environ.get("B4T_WHEELHOUSE", Path.home() / ".cache" / "b4t" / "wheelhouse"))
+LOCAL_TORCH = {TORCH_DEFAULT, "2.14.1"}
+
+TEST_TOOLS = ["pytest>=7", "pytest-xdist>=3"]
+ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off", "HF_HUB_OFFLINE": "1"}
+
+
+def _path(package: str) -> str:
+    return str(ROOT / "packages" / package)
+
+
+def _install_all(session: nox.Session, torch: str, editable: bool = True) -> None:
+    """Install torch (with its companion pins) and every package with its test extra."""
+    if torch not in LOCAL_TORCH:
+        WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+        session.run(
+            "python", "-m", "pip", "download", "--quiet", "-d", str(WHEELHOUSE), f"torch=={torch}"
+        )
+        session.install("--find-links", str(WHEELHOUSE), f"torch=={torch}")
+    session.install(f"torch=={torch}", *TORCH_VERSIONS.get(torch, []), *TEST_TOOLS)
+    targets: list[str] = []
+    for package in PACKAGES:
+        if editable:
+            targets.append("-e")
+        targets.append(f"{_path(package)}[test]")
+    # One pip call, so each sibling requirement resolves to the local folder.
+    session.install(*targets, f"torch=={torch}", *TORCH_VERSIONS.get(torch, []))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check, configured once in the root pyproject.toml."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+@nox.parametrize("torch", list(TORCH_VERSIONS))
+def tests(session: nox.Session, torch: str) -> None:
+    """All six packages in one env at the given torch; every package's tests together."""
+    _install_all(session, torch)
+    session.run("python", "-c", "import torch; print('torch', torch.__version__)")
+    session.run(
+        "pytest",
+        *[f"packages/{p}/tests" for p in PACKAGES],
+        *session.posargs,
+        env=ENV,
+    )
+
+
+@nox.session
+@nox.parametrize("package", list(PACKAGES))
+def isolated(session: nox.Session, package: str) -> None:
+    """A fresh env holding one package, its declared dependencies and its test deps only."""
+    pins = [] if package in TORCH_FREE else [f"torch=={TORCH_DEFAULT}"]
+    siblings = [_path(p) for p in PACKAGES[package]]
+    session.install(f"{_path(package)}[test]", *siblings, *pins, *TEST_TOOLS)
+    if package in TORCH_FREE:
+        session.run(
+            "python",
+            "-c",
+            "import importlib.util, sys; "
+            "sys.exit('torch is installed beside ' + sys.argv[1]) "
+            "if importlib.util.find_spec('torch') else print('no torch: ok')",
+            package,
+        )
+    session.run("pytest", f"packages/{package}/tests", *session.posargs, env=ENV)
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """sdist + wheel per package; each wheel installs alone and declares its dependencies."""
+    session.install("build")
+    dist = ROOT / "dist"
+    for old in dist.glob("*"):
+        old.unlink()
+    for package in PACKAGES:
+        session.run("python", "-m", "build", "--outdir", str(dist), _path(package), silent=True)
+    session.run(
+        "python",
+        "tools/check_wheels.py",
+        str(dist),
+        "--torch",
+        TORCH_DEFAULT,
+        env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks against the references, interleaved in one run: nox -s bench -- NAME..."""
+    _install_all(session, TORCH_DEFAULT)
+    names = session.posargs or sorted(
+        p.stem.removeprefix("bench_") for p in (ROOT / "benchmarks").glob("bench_*.py")
+    )
+    for name in names:
+        script = ROOT / "benchmarks" / f"bench_{name}.py"
+        if not script.exists():
+            session.error(f"no benchmark named {name!r} (looked for {script})")
+        threads = os.environ.get("OMP_NUM_THREADS", "2")
+        session.run("python", str(script), env={**ENV, "OMP_NUM_THREADS": threads})

@@ -1,0 +1,100 @@
+"""The ``Callback`` base class: keras hook names plus an ``on_after_backward`` seam.
+
+A trainer calls a hook only on callbacks that define it (override it), so an
+empty hook costs nothing. Before ``on_train_begin`` the trainer calls
+``set_trainer(trainer)``; a callback then reaches the run through
+``self.trainer``. The attributes a callback may rely on:
+
+- ``trainer.module``: the user's ``nn.Module`` (never a DDP/DP wrapper).
+- ``trainer.current_batch``: the ``(X, y)`` micro-batch being trained on,
+  already on the training device.
+- ``trainer.compute_loss(X, y) -> (loss, logs)``: forward pass (under the
+  configured autocast) and the compiled loss; ``loss`` is a scalar tensor,
+  not yet divided by the accumulation steps.
+- ``trainer.backward(loss)``: backward through the AMP grad scaler with the
+  same ``1 / grad_accumulation_steps`` scaling as the main loss.
+
+``on_after_backward`` runs after each micro-batch's backward and before the
+optimizer step (and before gradient clipping), so a callback can add gradients
+(adversarial training) or change them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import MutableMapping
+
+Logs = dict[str, Any]
+
+HOOK_NAMES: tuple[str, ...] = (
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_batch_begin",
+    "on_batch_end",
+    "on_after_backward",
+    "on_dataloader_end",
+)
+
+
+class Callback:
+    """Base class of every callback; override only the hooks you need.
+
+    Hook signatures (bert4torch's, plus ``on_after_backward``):
+
+    - ``on_train_begin(logs)`` / ``on_train_end(logs)``
+    - ``on_epoch_begin(global_step, epoch, logs)`` / ``on_epoch_end(global_step, epoch, logs)``
+    - ``on_batch_begin(global_step, local_step, logs)``
+    - ``on_batch_end(global_step, local_step, logs)``
+    - ``on_after_backward(global_step, local_step, logs)``
+    - ``on_dataloader_end(logs)``: the train loader ran out inside an epoch.
+    """
+
+    trainer: Any = None
+
+    def set_trainer(self, trainer: Any) -> None:
+        """Attach the trainer running this callback (called before ``on_train_begin``)."""
+        self.trainer = trainer
+
+    def defines(self, hook: str) -> bool:
+        """Whether this callback overrides ``hook`` (the trainer calls only those)."""
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {hook!r}; hooks are {HOOK_NAMES}")
+        return getattr(type(self), hook, None) is not getattr(Callback, hook)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in a checkpoint so a resumed run continues exactly."""
+        return {}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    # Hooks: no-ops here; the trainer skips them unless a subclass overrides them.
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        """Called once before the first epoch."""
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        """Called once after the last epoch (or after a stop)."""
+
+    def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        """Called at the start of each epoch."""
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        """Called at the end of each epoch."""
+
+    def on_batch_begin(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        """Called before each training batch."""
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        """Called after each training batch (after the optimizer step)."""
+
+    def on_after_backward(
+        self, global_step: int, local_step: int, logs: Logs | None = None
+    ) -> None:
+        """Called after each micro-batch's backward, before clipping and the optimizer step."""
+
+    def on_dataloader_end(self, logs: Logs | None = None) -> None:
+        """Called when the training dataloader is exhausted inside an epoch."""

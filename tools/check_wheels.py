@@ -1,0 +1,83 @@
+"""Check built wheels: each installs alone into a fresh venv and declares its dependencies.
+
+    python tools/check_wheels.py dist/ --torch 2.13.0
+
+For every ``b4t_*.whl`` in the folder: the Requires-Dist lines of the wheel's
+METADATA must equal the ``dependencies`` and ``optional-dependencies`` of the
+package's pyproject.toml; a new venv gets the wheel (siblings resolved from the
+same folder) and imports it; b4t-tokenizers' venv must hold no torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import tomllib
+import venv
+import zipfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def declared(package_dir: Path) -> set[str]:
+    """Requirements from pyproject.toml, normalised like wheel metadata."""
+    project = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
+    reqs = {str(Requirement(r)) for r in project.get("dependencies", [])}
+    for extra, items in project.get("optional-dependencies", {}).items():
+        for item in items:
+            req = Requirement(item)
+            marker = f'extra == "{extra}"'
+            req.marker = None
+            reqs.add(f"{req}; {marker}")
+    return reqs
+
+
+def in_metadata(wheel: Path) -> set[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        lines = zf.read(meta).decode().splitlines()
+    prefix = "Requires-Dist:"
+    return {str(Requirement(ln[len(prefix) :].strip())) for ln in lines if ln.startswith(prefix)}
+
+
+def check(wheel: Path, dist: Path, torch: str) -> None:
+    name = wheel.name.split("-")[0].replace("_", "-")
+    short = name.removeprefix("b4t-")
+    want, got = declared(ROOT / "packages" / name), in_metadata(wheel)
+    if want != got:
+        raise SystemExit(f"{wheel.name}: metadata {sorted(got)} != pyproject {sorted(want)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        venv.create(tmp, with_pip=True)
+        py = str(Path(tmp) / "bin" / "python")
+        pins = [] if short == "tokenizers" else [f"torch=={torch}"]
+        pip = [py, "-m", "pip", "install", "--quiet", "--find-links", str(dist)]
+        subprocess.run([*pip, str(wheel), *pins], check=True)
+        probe = (
+            f"import importlib.util, b4t.{short} as m; print(m.__name__, m.__version__); "
+            f"assert {short!r} != 'tokenizers' or importlib.util.find_spec('torch') is None, "
+            "'torch was installed with b4t-tokenizers'"
+        )
+        subprocess.run([py, "-c", probe], check=True)
+    print(f"ok {wheel.name}: installs alone, requires {sorted(got)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dist", type=Path)
+    parser.add_argument("--torch", required=True, help="torch version to pin in the venvs")
+    args = parser.parse_args()
+    wheels = sorted(args.dist.glob("b4t_*.whl"))
+    sdists = sorted(args.dist.glob("b4t_*.tar.gz"))
+    if len(wheels) != 6 or len(sdists) != 6:
+        raise SystemExit(f"expected 6 wheels and 6 sdists in {args.dist}, got {wheels + sdists}")
+    for wheel in wheels:
+        check(wheel, args.dist, args.torch)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

