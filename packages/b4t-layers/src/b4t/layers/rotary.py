@@ -1,0 +1,119 @@
+"""Rotary position embedding (RoPE) as in RoFormer.
+
+Pairs of features ``(x[2i], x[2i+1])`` are rotated by the angle
+``pos * base ** (-2i / dim)``: for a query at position ``m`` and a key at
+position ``n`` the dot product then depends on ``m - n`` only. The layout is
+the interleaved one of RoFormer, bert4torch and transformers' RoFormer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RoPEPositionEncoding", "apply_rotary", "rotary_cos_sin", "rotate_half_interleaved"]
+
+
+def rotary_cos_sin(
+    positions: Tensor,
+    dim: int,
+    base: float = 10000.0,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Tensor, Tensor]:
+    """Cos and sin tables for the rotation, repeated per pair.
+
+    Args:
+        positions: integer positions, any shape ``(...)``.
+        dim: feature size to rotate; must be even.
+        base: the frequency base (10000 in RoFormer).
+        dtype: dtype of the returned tables (angles are computed in float64).
+
+    Returns:
+        ``(cos, sin)``, each of shape ``(..., dim)`` where features ``2i`` and
+        ``2i+1`` share the angle ``pos * base ** (-2i / dim)``.
+    """
+    if dim % 2 != 0:
+        raise ValueError(f"rotary dim must be even, got {dim}")
+    inv_freq = base ** (
+        -torch.arange(0, dim, 2, dtype=torch.float64, device=positions.device) / dim
+    )
+    angles = positions.to(torch.float64)[..., None] * inv_freq  # (..., dim/2)
+    angles = angles.repeat_interleave(2, dim=-1)  # (..., dim)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half_interleaved(x: Tensor) -> Tensor:
+    """Map ``[x0, x1, x2, x3, ...]`` to ``[-x1, x0, -x3, x2, ...]`` on the last axis."""
+    pairs = x.unflatten(-1, (-1, 2))
+    return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+
+
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate ``x`` (``(..., seq, dim)``) by tables ``cos``/``sin`` broadcastable to it."""
+    return x * cos + rotate_half_interleaved(x) * sin
+
+
+class RoPEPositionEncoding(nn.Module):
+    """Rotary position embedding for query/key tensors.
+
+    The tables hold no parameters and are not saved with the state dict; they
+    are cached per (length, device, dtype), so a model built on the meta
+    device needs no re-initialisation.
+
+    Args:
+        max_position: positions beyond this are an error, as with a learned table;
+            ``None`` allows any length.
+        embedding_size: per-head feature size to rotate (even).
+        base: the frequency base.
+    """
+
+    def __init__(
+        self, max_position: int | None, embedding_size: int, base: float = 10000.0
+    ) -> None:
+        super().__init__()
+        if embedding_size % 2 != 0:
+            raise ValueError(f"rotary embedding_size must be even, got {embedding_size}")
+        self.embedding_size = embedding_size
+        self.max_position = max_position
+        self.base = base
+        self._cache: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+
+    def cos_sin(
+        self, seq_len: int, device: torch.device, dtype: torch.dtype, offset: int = 0
+    ) -> tuple[Tensor, Tensor]:
+        """Tables ``(seq_len, embedding_size)`` for positions ``offset .. offset + seq_len - 1``."""
+        end = offset + seq_len
+        if self.max_position is not None and end > self.max_position:
+            raise ValueError(
+                f"sequence reaches position {end} but the rotary table allows "
+                f"max_position={self.max_position}"
+            )
+        key = (end, device, dtype)
+        if key not in self._cache:
+            if len(self._cache) > 8:
+                self._cache.clear()
+            positions = torch.arange(end, device=device)
+            self._cache[key] = rotary_cos_sin(positions, self.embedding_size, self.base, dtype)
+        cos, sin = self._cache[key]
+        return cos[offset:], sin[offset:]
+
+    def forward(self, x: Tensor, position_ids: Tensor | None = None, offset: int = 0) -> Tensor:
+        """Rotate ``x`` of shape ``(batch, heads, seq, dim)`` (or ``(..., seq, dim)``).
+
+        Args:
+            x: queries or keys; the last axis is the rotated one.
+            position_ids: optional ``(batch, seq)`` or ``(seq,)`` positions; when
+                given they replace ``offset + arange(seq)``.
+            offset: first position (for cached decoding).
+        """
+        if x.shape[-1] != self.embedding_size:
+            raise ValueError(
+                f"rotary expects last dim {self.embedding_size}, got shape {tuple(x.shape)}"
+            )
+        if position_ids is not None:
+            cos, sin = rotary_cos_sin(position_ids, self.embedding_size, self.base, x.dtype)
+            if position_ids.dim() == 2 and x.dim() == 4:
+                cos, sin = cos[:, None], sin[:, None]  # (batch, 1, seq, dim)
+            return apply_rotary(x, cos, sin)
+        cos, sin = self.cos_sin(x.shape[-2], x.device, x.dtype, offset)
+        return apply_rotary(x, cos, sin)
