@@ -1,0 +1,549 @@
+"""``AutoRegressiveDecoder``: the bert4keras/bert4torch decoding contract, batched.
+
+Subclass it and write ``predict(self, inputs, output_ids, states)`` decorated
+by :meth:`AutoRegressiveDecoder.wraps`:
+
+- ``inputs``: the list of input tensors given to the search, each with a
+  leading row dim ``(rows, ...)`` that the decoder keeps aligned with the
+  beams/samples (rows are repeated, reordered and dropped for you);
+- ``output_ids``: ``(rows, length)`` ids generated so far (starting with
+  ``start_id`` when it is not ``None``);
+- ``states``: whatever the previous call returned (``None`` at the first
+  step); with ``use_states=True`` ``predict`` returns ``(scores, states)`` and
+  the states are row-selected like ``inputs`` (see :mod:`b4t.generation.states`),
+  so a KV cache stays valid through beam search and sampling.
+
+``scores`` is ``(rows, vocab)``: probabilities when ``default_rtype='probas'``,
+unnormalised logits when ``'logits'``. The temperature is applied as in the
+seed: ``softmax(logits / T)`` or ``probas ** (1 / T)`` renormalised.
+
+Differences from the seed, all additive: a batch of independent inputs is
+decoded together (``batch_beam_search`` / ``batch_random_sample``), states are
+kept aligned with the rows, ``stream_*`` generators yield partial outputs,
+``repetition_penalty`` is available, and ``minlen`` forbids ``end_id`` until
+``minlen`` tokens (counting the end token) have been generated.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from b4t.generation.filters import apply_repetition_penalty, top_k_filter, top_p_filter
+from b4t.generation.states import select_states
+
+__all__ = ["AutoRegressiveDecoder"]
+
+_RTYPES = ("probas", "logits")
+
+
+def _run(gen: Generator[Any, None, Any]) -> Any:
+    """Exhaust a step generator and return its ``return`` value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+class AutoRegressiveDecoder:
+    """Beam search and random sampling around a user ``predict``.
+
+    Args:
+        start_id: id put first in every output, or ``None`` to start empty.
+        end_id: id that ends a sequence, or ``None`` to always run ``maxlen`` steps.
+        maxlen: the most tokens to generate.
+        minlen: the fewest tokens to generate, counting the end token.
+        device: where ``output_ids`` and the inputs are placed.
+    """
+
+    def __init__(
+        self,
+        start_id: int | None,
+        end_id: int | None,
+        maxlen: int,
+        minlen: int = 1,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if int(maxlen) < 1:
+            raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        if int(minlen) < 0:
+            raise ValueError(f"minlen must be >= 0, got {minlen}")
+        self.start_id = start_id
+        self.end_id = end_id
+        self.maxlen = int(maxlen)
+        self.minlen = int(minlen)
+        self.device = torch.device(device)
+        if start_id is None:
+            self.first_output_ids = torch.empty((1, 0), dtype=torch.long, device=self.device)
+        else:
+            self.first_output_ids = torch.tensor([[start_id]], dtype=torch.long, device=self.device)
+
+    # ------------------------------------------------------------------ predict
+
+    @staticmethod
+    def wraps(
+        default_rtype: str = "probas", use_states: bool = False
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorate ``predict(self, inputs, output_ids, states)``.
+
+        The decorated method takes ``(inputs, output_ids, states, temperature=1,
+        rtype=default_rtype)`` and returns ``(scores, states)`` where ``scores``
+        is ``(rows, vocab)`` probabilities (``rtype='probas'``) or
+        log-probabilities (``rtype='logits'``).
+
+        Args:
+            default_rtype: what the raw ``predict`` returns: ``'probas'`` or ``'logits'``.
+            use_states: the raw ``predict`` returns ``(scores, states)``.
+        """
+        if default_rtype not in _RTYPES:
+            raise ValueError(f"default_rtype must be one of {_RTYPES}, got {default_rtype!r}")
+
+        def decorator(predict: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(predict)
+            def new_predict(
+                self: AutoRegressiveDecoder,
+                inputs: list[torch.Tensor],
+                output_ids: torch.Tensor,
+                states: Any,
+                temperature: float = 1,
+                rtype: str = default_rtype,
+            ) -> tuple[torch.Tensor, Any]:
+                if rtype not in _RTYPES:
+                    raise ValueError(f"rtype must be one of {_RTYPES}, got {rtype!r}")
+                if temperature <= 0:
+                    raise ValueError(f"temperature must be > 0, got {temperature}")
+                result = predict(self, inputs, output_ids, states)
+                if use_states:
+                    if not (isinstance(result, tuple | list) and len(result) == 2):
+                        raise TypeError(
+                            "predict wrapped with use_states=True must return (scores, states), "
+                            f"got {type(result).__name__}"
+                        )
+                    scores, new_states = result
+                else:
+                    scores, new_states = result, None
+                scores = torch.as_tensor(scores, device=self.device).float()
+                if scores.dim() != 2:
+                    raise ValueError(
+                        "predict must return scores of shape (rows, vocab), "
+                        f"got {tuple(scores.shape)}"
+                    )
+                if default_rtype == "logits":
+                    log_probas = torch.log_softmax(scores / temperature, dim=-1)
+                    if rtype == "logits":
+                        return log_probas, new_states
+                    return log_probas.exp(), new_states
+                probas = scores
+                if temperature != 1:
+                    probas = probas.pow(1.0 / temperature)
+                    probas = probas / probas.sum(dim=-1, keepdim=True)
+                if rtype == "probas":
+                    return probas, new_states
+                return torch.log(probas + 1e-12), new_states
+
+            new_predict.use_states = use_states  # type: ignore[attr-defined]
+            new_predict.default_rtype = default_rtype  # type: ignore[attr-defined]
+            return new_predict
+
+        return decorator
+
+    def predict(
+        self, inputs: list[torch.Tensor], output_ids: torch.Tensor, states: Any = None
+    ) -> Any:
+        """Score the next token; override and decorate with :meth:`wraps`."""
+        raise NotImplementedError("subclass AutoRegressiveDecoder and write a wrapped predict")
+
+    # ------------------------------------------------------------------ inputs
+
+    def _to_tensor(self, value: Any, add_btz_dim: bool) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            tensor = value.to(self.device)
+        elif isinstance(value, list | tuple | np.ndarray):
+            try:
+                tensor = torch.as_tensor(np.asarray(value), device=self.device)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    "an input is a ragged list; pad it to one length before decoding"
+                ) from exc
+        else:
+            raise TypeError(
+                "decoder inputs must be tensors, arrays, lists or tuples, "
+                f"got {type(value).__name__}"
+            )
+        return tensor.unsqueeze(0) if add_btz_dim else tensor
+
+    def _batch_inputs(self, inputs: Sequence[Any], add_btz_dim: bool) -> list[torch.Tensor]:
+        tensors = [self._to_tensor(value, add_btz_dim) for value in inputs]
+        sizes = {t.shape[0] for t in tensors if t.dim() > 0}
+        if any(t.dim() == 0 for t in tensors):
+            raise ValueError("every decoder input needs a leading batch dim")
+        if len(sizes) > 1:
+            raise ValueError(f"decoder inputs disagree on the batch size: {sorted(sizes)}")
+        return tensors
+
+    # ------------------------------------------------------------------ scores
+
+    def _mask_end(self, scores: torch.Tensor, step: int, fill: float) -> torch.Tensor:
+        """Forbid ``end_id`` while fewer than ``minlen`` tokens would be generated."""
+        if self.end_id is not None and step + 1 < self.minlen:
+            scores = scores.clone()
+            scores[:, self.end_id] = fill
+        return scores
+
+    def _generated(self, output_ids: torch.Tensor) -> torch.Tensor:
+        return output_ids[:, self.first_output_ids.shape[1] :]
+
+    # ------------------------------------------------------------------ beam search
+
+    def _beam_steps(
+        self,
+        inputs: list[torch.Tensor],
+        batch_size: int,
+        topk: int,
+        states: Any,
+        temperature: float,
+        min_ends: int,
+        repetition_penalty: float,
+    ) -> Generator[list[torch.Tensor], None, list[torch.Tensor]]:
+        """Beam search over ``batch_size`` independent problems.
+
+        Rows are kept grouped by problem. Each step yields the current best
+        sequence of every problem; the return value holds the final ones.
+        """
+        if int(topk) < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        output_ids = self.first_output_ids.repeat(batch_size, 1)
+        output_scores = torch.zeros(batch_size, device=self.device)
+        groups: list[tuple[int, int]] = [(b, 1) for b in range(batch_size)]  # (problem, rows)
+        width = [int(topk)] * batch_size
+        results: list[torch.Tensor | None] = [None] * batch_size
+        for step in range(self.maxlen):
+            scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
+            if repetition_penalty != 1:
+                scores = apply_repetition_penalty(
+                    scores, self._generated(output_ids), repetition_penalty
+                )
+            scores = self._mask_end(scores, step, -float("inf"))
+            candidates = output_scores.reshape(-1, 1) + scores  # (rows, vocab)
+            vocab = candidates.shape[1]
+            parents, tokens, new_scores, new_groups = [], [], [], []
+            row = 0
+            for problem, rows in groups:
+                block = candidates[row : row + rows].reshape(-1)
+                k = min(width[problem], block.numel())
+                top_scores, top_index = block.topk(k)
+                parents.append(row + torch.div(top_index, vocab, rounding_mode="floor"))
+                tokens.append(top_index % vocab)
+                new_scores.append(top_scores)
+                new_groups.append((problem, k))
+                row += rows
+            parent = torch.cat(parents)
+            output_ids = torch.cat([output_ids[parent], torch.cat(tokens).reshape(-1, 1)], 1)
+            output_scores = torch.cat(new_scores)
+            inputs = [i[parent] for i in inputs]
+            states = select_states(states, parent)
+            groups = new_groups
+
+            if self.end_id is not None:
+                is_end = output_ids[:, -1] == self.end_id
+                finished = (is_end & ((output_ids == self.end_id).sum(1) >= min_ends)).tolist()
+                keep: list[int] = []
+                kept_groups: list[tuple[int, int]] = []
+                row = 0
+                for problem, rows in groups:
+                    best = row + int(output_scores[row : row + rows].argmax())
+                    if finished[best]:
+                        results[problem] = output_ids[best]
+                    else:
+                        alive = [r for r in range(row, row + rows) if not finished[r]]
+                        keep.extend(alive)
+                        kept_groups.append((problem, len(alive)))
+                        width[problem] = len(alive)
+                    row += rows
+                if len(keep) < output_ids.shape[0]:
+                    index = torch.tensor(keep, dtype=torch.long, device=self.device)
+                    output_ids = output_ids[index]
+                    output_scores = output_scores[index]
+                    inputs = [i[index] for i in inputs]
+                    states = select_states(states, index)
+                    groups = kept_groups
+            if not groups:
+                break
+            if step + 1 < self.maxlen:
+                yield self._best_per_problem(results, groups, output_ids, output_scores)
+        row = 0
+        for problem, rows in groups:
+            results[problem] = output_ids[row + int(output_scores[row : row + rows].argmax())]
+            row += rows
+        final = [r for r in results if r is not None]
+        yield final
+        return final
+
+    @staticmethod
+    def _best_per_problem(
+        results: list[torch.Tensor | None],
+        groups: list[tuple[int, int]],
+        output_ids: torch.Tensor,
+        output_scores: torch.Tensor,
+    ) -> list[torch.Tensor]:
+        current = list(results)
+        row = 0
+        for problem, rows in groups:
+            current[problem] = output_ids[row + int(output_scores[row : row + rows].argmax())]
+            row += rows
+        return [c for c in current if c is not None]
+
+    def beam_search(
+        self,
+        inputs_raw: Sequence[Any],
+        topk: int,
+        states: Any = None,
+        temperature: float = 1,
+        min_ends: int = 1,
+        add_btz_dim: bool = True,
+        *,
+        repetition_penalty: float = 1.0,
+    ) -> torch.Tensor:
+        """Beam search for one input; returns the best ``(length,)`` id sequence.
+
+        Args:
+            inputs_raw: the model inputs; each gets a batch dim of 1 when
+                ``add_btz_dim`` (pass already-batched ``(1, ...)`` tensors with
+                ``add_btz_dim=False``).
+            topk: the beam width.
+            states: initial states given to the first ``predict`` call.
+            temperature: softens (>1) or sharpens (<1) the distribution.
+            min_ends: how many ``end_id`` a sequence needs to count as finished.
+            repetition_penalty: see :func:`b4t.generation.apply_repetition_penalty`.
+        """
+        inputs = self._batch_inputs(inputs_raw, add_btz_dim)
+        self._check_single(inputs)
+        steps = self._beam_steps(inputs, 1, topk, states, temperature, min_ends, repetition_penalty)
+        return _run(steps)[0]
+
+    def stream_beam_search(
+        self,
+        inputs_raw: Sequence[Any],
+        topk: int,
+        states: Any = None,
+        temperature: float = 1,
+        min_ends: int = 1,
+        add_btz_dim: bool = True,
+        *,
+        repetition_penalty: float = 1.0,
+    ) -> Iterator[torch.Tensor]:
+        """Like :meth:`beam_search`, yielding the current best sequence after each step.
+
+        The last item yielded is what :meth:`beam_search` returns.
+        """
+        inputs = self._batch_inputs(inputs_raw, add_btz_dim)
+        self._check_single(inputs)
+        steps = self._beam_steps(inputs, 1, topk, states, temperature, min_ends, repetition_penalty)
+        for best in steps:
+            yield best[0]
+
+    def batch_beam_search(
+        self,
+        inputs: Sequence[Any],
+        topk: int,
+        states: Any = None,
+        temperature: float = 1,
+        min_ends: int = 1,
+        *,
+        repetition_penalty: float = 1.0,
+    ) -> list[torch.Tensor]:
+        """Beam search for a batch of independent inputs, decoded together.
+
+        Args:
+            inputs: model inputs, each with a leading batch dim ``(batch, ...)``
+                (pad variable-length inputs yourself).
+            states: initial states with ``batch`` rows, or ``None``.
+
+        Returns:
+            ``batch`` id sequences, each what :meth:`beam_search` would return
+            for that input alone.
+        """
+        tensors = self._batch_inputs(inputs, add_btz_dim=False)
+        batch = tensors[0].shape[0] if tensors else 1
+        steps = self._beam_steps(
+            tensors, batch, topk, states, temperature, min_ends, repetition_penalty
+        )
+        return _run(steps)
+
+    @staticmethod
+    def _check_single(inputs: list[torch.Tensor]) -> None:
+        if inputs and inputs[0].shape[0] != 1:
+            raise ValueError(
+                f"beam_search decodes one input but got a batch of {inputs[0].shape[0]}; "
+                "use batch_beam_search"
+            )
+
+    # ------------------------------------------------------------------ sampling
+
+    def _sample_steps(
+        self,
+        inputs: list[torch.Tensor],
+        batch_size: int,
+        n: int,
+        topk: int | None,
+        topp: float | None,
+        states: Any,
+        temperature: float,
+        min_ends: int,
+        repetition_penalty: float,
+        generator: torch.Generator | None,
+        stream: bool,
+    ) -> Generator[list[list[torch.Tensor]], None, list[list[torch.Tensor]]]:
+        """Draw ``n`` samples for each of ``batch_size`` problems.
+
+        Each step yields (only when ``stream``) every sample's current ids per
+        problem; the return value holds, per problem, finished samples in the
+        order they finished followed by the unfinished ones.
+        """
+        if int(n) < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if topk is not None and int(topk) < 1:
+            raise ValueError(f"topk must be >= 1, got {topk}")
+        if topp is not None and not 0 < topp <= 1:
+            raise ValueError(f"topp must be in (0, 1], got {topp}")
+        output_ids = self.first_output_ids.repeat(batch_size, 1)
+        slots = torch.arange(batch_size, device=self.device)  # which sample each row is
+        finished: list[list[int]] = [[] for _ in range(batch_size)]
+        latest: dict[int, torch.Tensor] = {}
+        for step in range(self.maxlen):
+            probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+            probas = probas / probas.sum(dim=-1, keepdim=True)
+            if step == 0:
+                index = torch.arange(batch_size, device=self.device).repeat_interleave(n)
+                probas = probas[index]
+                inputs = [i[index] for i in inputs]
+                output_ids = output_ids[index]
+                states = select_states(states, index)
+                slots = torch.arange(batch_size * n, device=self.device)
+            if repetition_penalty != 1:
+                log_probas = apply_repetition_penalty(
+                    torch.log(probas + 1e-12), self._generated(output_ids), repetition_penalty
+                )
+                probas = log_probas.exp()
+            probas = self._mask_end(probas, step, 0.0)
+            if topk is not None:
+                probas = top_k_filter(probas, int(topk))
+            if topp is not None:
+                probas = top_p_filter(probas, float(topp))
+            if not torch.isfinite(probas).all() or (probas.sum(-1) <= 0).any():
+                raise ValueError(
+                    f"step {step}: no token left to sample (all probabilities are zero or NaN)"
+                )
+            sample_ids = torch.multinomial(probas, 1, generator=generator)
+            output_ids = torch.cat([output_ids, sample_ids], 1)
+            if stream:
+                for slot, ids in zip(slots.tolist(), output_ids):
+                    latest[slot] = ids
+            if self.end_id is not None:
+                is_end = output_ids[:, -1] == self.end_id
+                done = is_end & ((output_ids == self.end_id).sum(1) >= min_ends)
+                if done.any():
+                    for slot, ids in zip(slots[done].tolist(), output_ids[done]):
+                        finished[slot // n].append(slot)
+                        latest[slot] = ids
+                    alive = ~done
+                    inputs = [i[alive] for i in inputs]
+                    output_ids = output_ids[alive]
+                    slots = slots[alive]
+                    states = select_states(states, alive.nonzero().flatten())
+            if stream:
+                yield [[latest[b * n + j] for j in range(n)] for b in range(batch_size)]
+            if output_ids.shape[0] == 0:
+                break
+        for slot, ids in zip(slots.tolist(), output_ids):
+            latest[slot] = ids
+            finished[slot // n].append(slot)
+        return [[latest[slot] for slot in finished[b]] for b in range(batch_size)]
+
+    def random_sample(
+        self,
+        inputs: Sequence[Any],
+        n: int,
+        topk: int | None = None,
+        topp: float | None = None,
+        states: Any = None,
+        temperature: float = 1,
+        min_ends: int = 1,
+        *,
+        repetition_penalty: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[torch.Tensor]:
+        """Draw ``n`` random sequences for one input (each input gets a batch dim of 1).
+
+        Args:
+            n: how many samples.
+            topk: sample only among the ``topk`` most probable tokens.
+            topp: sample only among the most probable tokens whose mass reaches ``topp``.
+            generator: a ``torch.Generator`` for reproducible draws.
+
+        Returns:
+            ``n`` id sequences: finished ones in the order they finished, then
+            those cut at ``maxlen``.
+        """
+        tensors = self._batch_inputs(inputs, add_btz_dim=True)
+        steps = self._sample_steps(
+            tensors, 1, n, topk, topp, states, temperature, min_ends,
+            repetition_penalty, generator, stream=False,
+        )  # fmt: skip
+        return _run(steps)[0]
+
+    def stream_random_sample(
+        self,
+        inputs: Sequence[Any],
+        n: int = 1,
+        topk: int | None = None,
+        topp: float | None = None,
+        states: Any = None,
+        temperature: float = 1,
+        min_ends: int = 1,
+        *,
+        repetition_penalty: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[list[torch.Tensor]]:
+        """Like :meth:`random_sample`, yielding the ``n`` samples' current ids after each step."""
+        tensors = self._batch_inputs(inputs, add_btz_dim=True)
+        steps = self._sample_steps(
+            tensors, 1, n, topk, topp, states, temperature, min_ends,
+            repetition_penalty, generator, stream=True,
+        )  # fmt: skip
+        for current in steps:
+            yield current[0]
+
+    def batch_random_sample(
+        self,
+        inputs: Sequence[Any],
+        n: int,
+        topk: int | None = None,
+        topp: float | None = None,
+        states: Any = None,
+        temperature: float = 1,
+        min_ends: int = 1,
+        *,
+        repetition_penalty: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> list[list[torch.Tensor]]:
+        """``n`` samples for each of a batch of independent inputs, decoded together.
+
+        Args:
+            inputs: model inputs with a leading batch dim ``(batch, ...)``.
+
+        Returns:
+            ``batch`` lists of ``n`` id sequences.
+        """
+        tensors = self._batch_inputs(inputs, add_btz_dim=False)
+        batch = tensors[0].shape[0] if tensors else 1
+        steps = self._sample_steps(
+            tensors, batch, n, topk, topp, states, temperature, min_ends,
+            repetition_penalty, generator, stream=False,
+        )  # fmt: skip
+        return _run(steps)
