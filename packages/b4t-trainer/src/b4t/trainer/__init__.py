@@ -4,6 +4,57 @@ a keras-like compile/fit trainer with callbacks, resume and torch.distributed su
 """
 
 from b4t.trainer._version import __version__
+from b4t.trainer.base_model import BaseModel, BaseModelDDP, BaseModelDP
 from b4t.trainer.callback import HOOK_NAMES, Callback
+from b4t.trainer.callbacks import (
+    EMA,
+    Checkpoint,
+    EarlyStopping,
+    Evaluator,
+    History,
+    LambdaCallback,
+    Logger,
+    ProgressBar,
+    Tensorboard,
+    TerminateOnNaN,
+)
+from b4t.trainer.data import ListDataset, seed_everything
+from b4t.trainer.ema import ExponentialMovingAverage, extend_with_exponential_moving_average
+from b4t.trainer.metrics import METRICS, resolve_metrics
+from b4t.trainer.schedules import (
+    get_constant_schedule_with_warmup,
+    get_cosine_schedule_with_warmup,
+    get_linear_schedule_with_warmup,
+)
+from b4t.trainer.state import atomic_save
+from b4t.trainer.trainer import Trainer
 
-__all__ = ["HOOK_NAMES", "Callback", "__version__"]
+__all__ = [
+    "EMA",
+    "HOOK_NAMES",
+    "METRICS",
+    "BaseModel",
+    "BaseModelDDP",
+    "BaseModelDP",
+    "Callback",
+    "Checkpoint",
+    "EarlyStopping",
+    "Evaluator",
+    "ExponentialMovingAverage",
+    "History",
+    "LambdaCallback",
+    "ListDataset",
+    "Logger",
+    "ProgressBar",
+    "Tensorboard",
+    "TerminateOnNaN",
+    "Trainer",
+    "__version__",
+    "atomic_save",
+    "extend_with_exponential_moving_average",
+    "get_constant_schedule_with_warmup",
+    "get_cosine_schedule_with_warmup",
+    "get_linear_schedule_with_warmup",
+    "resolve_metrics",
+    "seed_everything",
+]

@@ -1,0 +1,163 @@
+"""``BaseModel``: an ``nn.Module`` mixin with bert4torch's trainer surface.
+
+``BaseModel`` adds ``compile / fit / evaluate / predict / save_weights /
+load_weights / save_steps_params / load_steps_params``; each delegates to the
+:class:`~b4t.trainer.trainer.Trainer` the model owns (``model.trainer``).
+Note that ``compile`` here is the trainer's (bert4torch's), not
+``nn.Module.compile``; use ``torch.compile(model)`` for the latter.
+
+``BaseModelDP`` and ``BaseModelDDP`` wrap an existing module in
+``DataParallel`` / ``DistributedDataParallel`` and give it the same surface;
+``model.module`` is the wrapped user module, weights are saved without any
+``module.`` prefix, and under DDP only ``master_rank`` prints and saves.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.trainer.callback import Callback
+from b4t.trainer.callbacks import History
+from b4t.trainer.trainer import Trainer
+
+
+class BaseModel(nn.Module):
+    """Subclass this instead of ``nn.Module`` to get ``model.compile(...)`` / ``model.fit(...)``."""
+
+    def _make_trainer(self) -> Trainer:
+        return Trainer(self)
+
+    @property
+    def trainer(self) -> Trainer:
+        """The :class:`Trainer` this model delegates to (created on first use)."""
+        trainer = self.__dict__.get("_b4t_trainer")
+        if trainer is None:
+            trainer = self._make_trainer()
+            self.__dict__["_b4t_trainer"] = trainer
+        return trainer
+
+    def compile(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """:meth:`Trainer.compile`: loss, optimizer, scheduler, metrics, AMP, ..."""
+        self.trainer.compile(*args, **kwargs)
+
+    def fit(
+        self,
+        train_dataloader: Iterable[Any],
+        epochs: int = 1,
+        steps_per_epoch: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+        verbose: int = 1,
+        resume_from: str | os.PathLike[str] | None = None,
+    ) -> History:
+        """:meth:`Trainer.fit`."""
+        return self.trainer.fit(
+            train_dataloader, epochs, steps_per_epoch, callbacks, verbose, resume_from
+        )
+
+    def evaluate(self, dataloader: Iterable[Any]) -> dict[str, float]:
+        """:meth:`Trainer.evaluate`."""
+        return self.trainer.evaluate(dataloader)
+
+    def predict(self, X: Any) -> Any:
+        """:meth:`Trainer.predict`: eval mode, no gradients."""
+        return self.trainer.predict(X)
+
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`Trainer.save_weights`."""
+        self.trainer.save_weights(path)
+
+    def load_weights(self, path: str | os.PathLike[str], strict: bool = True) -> None:
+        """:meth:`Trainer.load_weights`."""
+        self.trainer.load_weights(path, strict=strict)
+
+    def save_steps_params(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`Trainer.save_steps_params`."""
+        self.trainer.save_steps_params(path)
+
+    def load_steps_params(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """:meth:`Trainer.load_steps_params`."""
+        return self.trainer.load_steps_params(path)
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`Trainer.save_checkpoint`: a full resume checkpoint."""
+        self.trainer.save_checkpoint(path)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """:meth:`Trainer.load_checkpoint`."""
+        self.trainer.load_checkpoint(path)
+
+
+class _WrapperModel(BaseModel):
+    """A BaseModel whose forward runs a parallel wrapper around the user's module."""
+
+    wrapper: nn.Module
+
+    @property
+    def module(self) -> nn.Module:  # the user's module, as DDP/DP expose it
+        return self.wrapper.module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.wrapper(*args, **kwargs)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """The user module's state dict (no ``wrapper.module.`` prefix)."""
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return self.module.load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+class BaseModelDP(_WrapperModel):
+    """``nn.DataParallel(module, device_ids, output_device, dim)`` with the trainer surface."""
+
+    def __init__(
+        self,
+        module: nn.Module,
+        device_ids: Sequence[int] | None = None,
+        output_device: int | None = None,
+        dim: int = 0,
+    ) -> None:
+        super().__init__()
+        self.wrapper = nn.DataParallel(module, device_ids, output_device, dim)
+
+    def _make_trainer(self) -> Trainer:
+        return Trainer(self.module, forward_module=self.wrapper)
+
+
+class BaseModelDDP(_WrapperModel):
+    """``DistributedDataParallel`` with the trainer surface; only ``master_rank`` prints/saves.
+
+    Call ``torch.distributed.init_process_group`` first (torchrun sets the
+    environment). Extra keyword arguments go to ``DistributedDataParallel``.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        master_rank: int = 0,
+        device_ids: Sequence[int] | None = None,
+        output_device: int | None = None,
+        find_unused_parameters: bool = False,
+        **ddp_kwargs: Any,
+    ) -> None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise RuntimeError(
+                "BaseModelDDP needs torch.distributed.init_process_group(...) to be called first"
+            )
+        super().__init__()
+        self.master_rank = master_rank
+        self.wrapper = nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=device_ids,
+            output_device=output_device,
+            find_unused_parameters=find_unused_parameters,
+            **ddp_kwargs,
+        )
+
+    def _make_trainer(self) -> Trainer:
+        return Trainer(self.module, forward_module=self.wrapper, master_rank=self.master_rank)

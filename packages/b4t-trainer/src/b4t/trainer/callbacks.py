@@ -1,0 +1,511 @@
+"""The built-in callbacks.
+
+``ProgressBar`` and ``History`` are added by ``fit`` itself (the bar unless
+``verbose=0``). The others are passed in ``fit(callbacks=[...])``; they run
+in list order, so put an ``Evaluator`` before the ``EarlyStopping`` or
+``Checkpoint`` that monitors its values.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
+from b4t.trainer.ema import ExponentialMovingAverage
+
+
+def _finite(value: Any) -> bool:
+    return not isinstance(value, (int, float)) or math.isfinite(value)
+
+
+def _format_logs(logs: Mapping[str, Any]) -> dict[str, str]:
+    return {k: f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in logs.items()}
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch showing the running mean of the loss and metrics.
+
+    The bar is redrawn at most every ``interval`` seconds, so its cost per
+    step is a clock read. Only the master rank shows it.
+    """
+
+    def __init__(self, interval: float = 0.5, file: Any = None) -> None:
+        self.interval = interval
+        self.file = file
+        self.bar: Any = None
+        self._pending = 0
+        self._last = 0.0
+
+    def _open(self) -> None:
+        from tqdm.auto import tqdm
+
+        trainer = self.trainer
+        self.bar = tqdm(
+            total=trainer.steps_per_epoch,
+            initial=trainer.local_step,
+            desc=f"Epoch {trainer.epoch + 1}/{trainer.epochs}",
+            file=self.file if self.file is not None else sys.stderr,
+            disable=not trainer.is_master,
+            dynamic_ncols=True,
+            leave=True,
+        )
+        self._pending = 0
+        self._last = time.monotonic()
+
+    def _running_means(self) -> dict[str, str]:
+        trainer = self.trainer
+        count = max(1, trainer._epoch_count)
+        return _format_logs({k: v / count for k, v in trainer._epoch_sums.items()})
+
+    def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self._close()
+        self._open()
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        self._pending += 1
+        now = time.monotonic()
+        if now - self._last >= self.interval:
+            if self.bar is None:
+                self._open()
+            self.bar.set_postfix(self._running_means(), refresh=False)
+            self.bar.update(self._pending)
+            self._pending = 0
+            self._last = now
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if self.bar is None:
+            self._open()
+        self.bar.set_postfix(_format_logs(logs or {}), refresh=False)
+        self._close()
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            if self._pending:
+                self.bar.update(self._pending)
+            self.bar.close()
+            self.bar = None
+            self._pending = 0
+
+
+class History(Callback):
+    """Per-epoch logs: ``history.history['loss'][e]``; ``history.epoch`` lists the epochs."""
+
+    def __init__(self) -> None:
+        self.epoch: list[int] = []
+        self.history: dict[str, list[Any]] = {}
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        self.epoch = list(state["epoch"])
+        self.history = {k: list(v) for k, v in state["history"].items()}
+
+
+class Logger(Callback):
+    """Append one tab-separated line of logs per epoch (and every ``interval`` steps) to ``path``.
+
+    Only the master rank writes.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], interval: int | None = None) -> None:
+        if interval is not None and interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}")
+        self.path = Path(path)
+        self.interval = interval
+        self._file: Any = None
+
+    def _write(self, head: str, logs: Mapping[str, Any] | None) -> None:
+        if self._file is None:
+            return
+        fields = "\t".join(f"{k}={v}" for k, v in _format_logs(logs or {}).items())
+        self._file.write(f"{head}\t{fields}\n")
+        self._file.flush()
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if self.trainer.is_master:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+            self._write(time.strftime("%Y-%m-%d %H:%M:%S") + "\tstart", {})
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if self.interval and (global_step + 1) % self.interval == 0:
+            self._write(f"step {global_step + 1}", logs)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self._write(f"epoch {epoch + 1}", logs)
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self._file is not None:
+            self._write("end", {})
+            self._file.close()
+            self._file = None
+
+
+class Tensorboard(Callback):
+    """Write logs as TensorBoard scalars (needs ``pip install 'b4t-trainer[tensorboard]'``).
+
+    ``method='epoch'`` writes epoch logs at the epoch index; ``'step'`` writes
+    batch logs every ``interval`` steps at the global step. ``writer`` may be
+    any object with ``add_scalar(tag, value, step)`` (and optionally ``close``).
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike[str],
+        method: str = "epoch",
+        interval: int = 10,
+        prefix: str = "train/",
+        writer: Any = None,
+    ) -> None:
+        if method not in ("epoch", "step"):
+            raise ValueError(f"method must be 'epoch' or 'step', got {method!r}")
+        self.log_dir = os.fspath(log_dir)
+        self.method, self.interval, self.prefix = method, interval, prefix
+        self.writer = writer
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if self.writer is not None or not self.trainer.is_master:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as exc:
+            raise ImportError(
+                "the Tensorboard callback needs the tensorboard package: "
+                "pip install 'b4t-trainer[tensorboard]'"
+            ) from exc
+        self.writer = SummaryWriter(log_dir=self.log_dir)
+
+    def _write(self, logs: Mapping[str, Any] | None, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in (logs or {}).items():
+            if isinstance(value, (int, float)):
+                self.writer.add_scalar(f"{self.prefix}{key}", value, step)
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if self.method == "step" and (global_step + 1) % self.interval == 0:
+            self._write(logs, global_step + 1)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if self.method == "epoch":
+            self._write(logs, epoch + 1)
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.writer is not None and hasattr(self.writer, "flush"):
+            self.writer.flush()
+
+
+class _Monitor:
+    """Track the best value of a logged quantity (``mode`` 'min' or 'max')."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float = 0.0) -> None:
+        if mode == "auto":
+            mode = "max" if any(w in monitor for w in ("acc", "f1", "auc", "perf")) else "min"
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+        self.monitor, self.mode, self.min_delta = monitor, mode, abs(min_delta)
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def value(self, logs: Mapping[str, Any] | None, who: str) -> float:
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(
+                f"{who} monitors {self.monitor!r}, which is not in the logs: {sorted(logs)}"
+            )
+        return float(logs[self.monitor])
+
+    def improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    ``restore_best=True`` loads the best epoch's weights when training ends.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "loss",
+        mode: str = "auto",
+        patience: int = 0,
+        min_delta: float = 0.0,
+        restore_best: bool = False,
+        verbose: int = 0,
+    ) -> None:
+        if patience < 0:
+            raise ValueError(f"patience must be >= 0, got {patience}")
+        self._monitor = _Monitor(monitor, mode, min_delta)
+        self.patience, self.restore_best, self.verbose = patience, restore_best, verbose
+        self.wait = 0
+        self.stopped_epoch: int | None = None
+        self.best_epoch: int | None = None
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def best(self) -> float:
+        return self._monitor.best
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        value = self._monitor.value(logs, "EarlyStopping")
+        if self._monitor.improved(value):
+            self._monitor.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best:
+                self.best_weights = {
+                    k: v.detach().to("cpu", copy=True)
+                    for k, v in self.trainer.module.state_dict().items()
+                }
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.trainer.stop_training = True
+            if self.verbose and self.trainer.is_master:
+                print(f"EarlyStopping: stopped at epoch {epoch + 1}, best epoch {self.best_epoch}")
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.restore_best and self.best_weights is not None:
+            self.trainer.module.load_state_dict(self.best_weights)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self._monitor.best,
+            "wait": self.wait,
+            "stopped_epoch": self.stopped_epoch,
+            "best_epoch": self.best_epoch,
+            "best_weights": self.best_weights,
+        }
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        self._monitor.best = state["best"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+        self.best_epoch, self.best_weights = state["best_epoch"], state["best_weights"]
+
+
+def _state_is_finite(trainer: Any, logs: Mapping[str, Any] | None) -> bool:
+    if not all(_finite(v) for v in (logs or {}).values()):
+        return False
+    return all(bool(torch.isfinite(p).all()) for p in trainer.module.parameters())
+
+
+class Checkpoint(Callback):
+    """Save full resume checkpoints in ``directory`` (master rank only).
+
+    - ``last.pt`` after each epoch (``save_last``) and every ``every_n_steps`` steps;
+    - ``best.pt`` and the ``top_k`` best epochs by ``monitor``
+      (``epoch{N}.pt``; ``top_k=0`` keeps none).
+
+    A state with a non-finite logged value or weight is never saved, so after
+    a NaN the files hold the last good state. Load with
+    ``fit(..., resume_from=directory / 'last.pt')``.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        monitor: str = "loss",
+        mode: str = "auto",
+        top_k: int = 1,
+        save_last: bool = True,
+        every_n_steps: int | None = None,
+    ) -> None:
+        if top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {top_k}")
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.directory = Path(directory)
+        self._monitor = _Monitor(monitor, mode)
+        self.top_k, self.save_last, self.every_n_steps = top_k, save_last, every_n_steps
+        self.kept: list[tuple[float, str]] = []  # (value, file name), best first
+
+    @property
+    def last_path(self) -> Path:
+        return self.directory / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.directory / "best.pt"
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        due = self.every_n_steps and (global_step + 1) % self.every_n_steps == 0
+        if due and _state_is_finite(self.trainer, logs):
+            self.trainer.save_checkpoint(self.last_path)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if not _state_is_finite(self.trainer, logs):
+            return
+        if self.save_last:
+            self.trainer.save_checkpoint(self.last_path)
+        if not self.top_k:
+            return
+        value = self._monitor.value(logs, "Checkpoint")
+        reverse = self._monitor.mode == "max"
+        if len(self.kept) >= self.top_k:
+            worst = self.kept[-1][0]
+            if (value <= worst) if reverse else (value >= worst):
+                return
+        name = f"epoch{epoch + 1}.pt"
+        if not self.kept or self._monitor.improved(value):
+            self._monitor.best = value
+            self.trainer.save_checkpoint(self.best_path)
+        self.trainer.save_checkpoint(self.directory / name)
+        self.kept.append((value, name))
+        self.kept.sort(key=lambda item: item[0], reverse=reverse)
+        for _, dropped in self.kept[self.top_k :]:
+            if self.trainer.is_master:
+                (self.directory / dropped).unlink(missing_ok=True)
+        del self.kept[self.top_k :]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self._monitor.best, "kept": [list(item) for item in self.kept]}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        self._monitor.best = state["best"]
+        self.kept = [(float(v), str(n)) for v, n in state["kept"]]
+
+
+class Evaluator(Callback):
+    """Base for validation callbacks: override ``evaluate() -> dict`` (or a float).
+
+    At each epoch end (or every ``interval`` steps) the results are added to
+    the epoch logs (so later callbacks can monitor them); when ``monitor``
+    improves and ``save_path`` is set the weights are saved there.
+    """
+
+    def __init__(
+        self,
+        monitor: str = "perf",
+        mode: str = "max",
+        save_path: str | os.PathLike[str] | None = None,
+        interval: int | None = None,
+    ) -> None:
+        self._monitor = _Monitor(monitor, mode)
+        self.save_path = save_path
+        self.interval = interval
+        self.results: dict[str, float] = {}
+
+    @property
+    def best(self) -> float:
+        return self._monitor.best
+
+    def evaluate(self) -> Mapping[str, float] | float:
+        """Return validation metrics; override this."""
+        raise NotImplementedError(f"{type(self).__name__} must override evaluate()")
+
+    def _run(self, logs: Logs | None) -> None:
+        results = self.evaluate()
+        if not isinstance(results, Mapping):
+            results = {self._monitor.monitor: float(results)}
+        self.results = dict(results)
+        if logs is not None:
+            logs.update(self.results)
+        if self._monitor.monitor in self.results:
+            value = float(self.results[self._monitor.monitor])
+            if self._monitor.improved(value):
+                self._monitor.best = value
+                if self.save_path is not None:
+                    self.trainer.save_weights(self.save_path)
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if self.interval and (global_step + 1) % self.interval == 0:
+            self._run(logs)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if not self.interval:
+            self._run(logs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self._monitor.best}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        self._monitor.best = state["best"]
+
+
+class TerminateOnNaN(Callback):
+    """Stop training as soon as a logged batch value (the loss) is NaN or infinite."""
+
+    def __init__(self) -> None:
+        self.stopped_step: int | None = None
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        bad = [k for k, v in (logs or {}).items() if not _finite(v)]
+        if bad:
+            self.stopped_step = global_step
+            self.trainer.stop_training = True
+            if self.trainer.is_master:
+                print(f"TerminateOnNaN: non-finite {bad} at step {global_step}; stopping")
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions: ``LambdaCallback(on_epoch_end=fn, ...)``."""
+
+    def __init__(self, **hooks: Callable[..., None]) -> None:
+        unknown = set(hooks) - set(HOOK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown hook(s) {sorted(unknown)}; hooks are {HOOK_NAMES}")
+        for name, fn in hooks.items():
+            if not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+            setattr(self, name, fn)
+        self._defined = frozenset(hooks)
+
+    def defines(self, hook: str) -> bool:
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {hook!r}; hooks are {HOOK_NAMES}")
+        return hook in self._defined
+
+
+class EMA(Callback):
+    """Keep an :class:`ExponentialMovingAverage` of the weights, stepped after each optimizer step.
+
+    ``self.ema.apply_ema_weights()`` / ``restore_raw_weights()`` swap the
+    averages in and out (e.g. inside an Evaluator); ``apply_at_end=True``
+    leaves the averaged weights in the model when training ends.
+    """
+
+    def __init__(self, decay: float = 0.999, apply_at_end: bool = False) -> None:
+        self.decay = decay
+        self.apply_at_end = apply_at_end
+        self.ema: ExponentialMovingAverage | None = None
+
+    def set_trainer(self, trainer: Any) -> None:
+        super().set_trainer(trainer)
+        if self.ema is None or self.ema.model is not trainer.module:
+            self.ema = ExponentialMovingAverage(trainer.module, self.decay)
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if (global_step + 1) % self.trainer.grad_accumulation_steps == 0:
+            assert self.ema is not None
+            self.ema.step()
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.apply_at_end and self.ema is not None:
+            self.ema.apply_ema_weights()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.ema.state_dict() if self.ema is not None else {}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        if state and self.ema is not None:
+            self.ema.load_state_dict(state)

@@ -1,0 +1,94 @@
+"""Metrics: names ('accuracy', 'mae', ...), callables and ``{'name': fn}``.
+
+A metric is ``fn(y_pred, y_true) -> float`` computed on one batch (without
+gradients); the trainer averages it over an epoch weighted by batch size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+MetricFn = Callable[[Any, Any], Any]
+
+
+def _tensor(y_pred: Any, name: str) -> torch.Tensor:
+    if not isinstance(y_pred, torch.Tensor):
+        raise TypeError(
+            f"metric {name!r} needs the model output to be a tensor, got {type(y_pred).__name__}; "
+            "pass a callable metric that picks the right output"
+        )
+    return y_pred
+
+
+def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    """Fraction of correct classes: argmax over the last dim when ``y_pred`` has one more dim."""
+    y_pred = _tensor(y_pred, "accuracy")
+    if y_pred.dim() == y_true.dim() + 1:
+        y_pred = y_pred.argmax(dim=-1)
+    elif y_pred.shape != y_true.shape:
+        raise ValueError(
+            f"accuracy: y_pred shape {tuple(y_pred.shape)} does not fit y_true shape "
+            f"{tuple(y_true.shape)}"
+        )
+    return (y_pred == y_true).float().mean().item()
+
+
+def binary_accuracy(y_pred: torch.Tensor, y_true: torch.Tensor, threshold: float = 0.5) -> float:
+    """Fraction with ``(y_pred > threshold) == y_true`` (``y_pred`` are probabilities)."""
+    y_pred = _tensor(y_pred, "binary_accuracy")
+    return ((y_pred > threshold).to(y_true.dtype) == y_true).float().mean().item()
+
+
+def mean_absolute_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    """Mean of ``|y_pred - y_true|``."""
+    return (_tensor(y_pred, "mae") - y_true).abs().float().mean().item()
+
+
+def mean_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    """Mean of ``(y_pred - y_true) ** 2``."""
+    return (_tensor(y_pred, "mse") - y_true).float().pow(2).mean().item()
+
+
+METRICS: dict[str, MetricFn] = {
+    "accuracy": accuracy,
+    "acc": accuracy,
+    "binary_accuracy": binary_accuracy,
+    "mae": mean_absolute_error,
+    "mean_absolute_error": mean_absolute_error,
+    "mse": mean_squared_error,
+    "mean_squared_error": mean_squared_error,
+}
+
+
+def resolve_metrics(metrics: Any) -> dict[str, MetricFn]:
+    """Normalise ``compile(metrics=...)`` into ``{log_name: fn}``.
+
+    Accepts ``None``, a name, a callable, ``{'name': fn}``, or a list of those.
+    """
+    if metrics is None:
+        return {}
+    if isinstance(metrics, (str, Mapping)) or callable(metrics):
+        metrics = [metrics]
+    if not isinstance(metrics, Sequence):
+        raise TypeError(f"metrics must be a name, callable, dict or list, got {type(metrics)}")
+    resolved: dict[str, MetricFn] = {}
+    for item in metrics:
+        if isinstance(item, str):
+            if item not in METRICS:
+                raise ValueError(f"unknown metric name {item!r}; known: {sorted(METRICS)}")
+            resolved[item] = METRICS[item]
+        elif isinstance(item, Mapping):
+            for name, fn in item.items():
+                if not callable(fn):
+                    raise TypeError(f"metric {name!r} must be callable, got {type(fn).__name__}")
+                resolved[str(name)] = fn
+        elif callable(item):
+            resolved[getattr(item, "__name__", type(item).__name__)] = item
+        else:
+            raise TypeError(f"metric must be a name, callable or dict, got {item!r}")
+    if "loss" in resolved:
+        raise ValueError("a metric may not be named 'loss' (the loss is logged under that name)")
+    return resolved

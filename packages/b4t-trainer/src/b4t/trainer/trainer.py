@@ -1,0 +1,662 @@
+"""``Trainer``: compile / fit / evaluate / predict around any ``nn.Module``.
+
+The trainer holds the module; it does not inherit from it nor proxy its
+methods. ``forward_module`` (the module itself, or a DDP/DP wrapper around
+it) runs the forward pass; ``module`` is always the user's own module.
+
+Counters: ``global_step`` counts micro-batches trained (as bert4torch does),
+the optimizer steps every ``grad_accumulation_steps`` of them. A checkpoint
+records the loader position (the RNG states in force when the current
+iterator was created plus how many batches it yielded), so a resumed run
+recreates the same iterator, skips the batches already seen and goes on
+bit-identically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
+from b4t.trainer.callbacks import History, ProgressBar
+from b4t.trainer.metrics import MetricFn, resolve_metrics
+from b4t.trainer.state import atomic_save, get_rng_state, load_file, set_rng_state
+
+CHECKPOINT_FORMAT = 1
+
+
+def _is_master(master_rank: int) -> bool:
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == master_rank
+    return True
+
+
+def _to_device(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device == device else obj.to(device, non_blocking=True)
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(o, device) for o in obj)
+    if isinstance(obj, Mapping):
+        return {k: _to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+def _batch_size(y: Any) -> int:
+    if isinstance(y, torch.Tensor) and y.dim() > 0:
+        return int(y.shape[0])
+    if isinstance(y, (list, tuple)) and y:
+        return _batch_size(y[0])
+    if isinstance(y, Mapping) and y:
+        return _batch_size(next(iter(y.values())))
+    return 1
+
+
+def _generators(loader: Any) -> list[torch.Generator]:
+    """The explicit torch generators a DataLoader (or its sampler) draws from."""
+    found: list[torch.Generator] = []
+    for owner in (
+        loader,
+        getattr(loader, "sampler", None),
+        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
+    ):
+        gen = getattr(owner, "generator", None)
+        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+            found.append(gen)
+    return found
+
+
+class Trainer:
+    """Train ``module`` keras-style.
+
+    >>> trainer = Trainer(model)
+    >>> trainer.compile(loss=nn.CrossEntropyLoss(), optimizer=opt, metrics=["accuracy"])
+    >>> history = trainer.fit(loader, epochs=3)
+
+    Args:
+        module: the ``nn.Module`` to train.
+        forward_module: what runs the forward pass, e.g. a DDP wrapper around
+            ``module``; defaults to ``module``.
+        master_rank: under ``torch.distributed``, the rank that prints and saves.
+    """
+
+    def __init__(
+        self, module: nn.Module, forward_module: nn.Module | None = None, master_rank: int = 0
+    ) -> None:
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"Trainer needs an nn.Module, got {type(module).__name__}")
+        self.module = module
+        self.forward_module = forward_module if forward_module is not None else module
+        self.master_rank = master_rank
+        self.compiled = False
+        self.loss_fn: Callable[..., Any] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.schedulers: list[Any] = []
+        self.clip_grad_norm: float | None = None
+        self.grad_accumulation_steps = 1
+        self.metrics: dict[str, MetricFn] = {}
+        self.mixed_precision: str | None = None
+        self.scaler: Any = None
+        self.callbacks: list[Callback] = []
+        self.history = History()
+        self.current_batch: tuple[Any, Any] | None = None
+        self.stop_training = False
+        self.epoch = 0
+        self.local_step = 0
+        self.global_step = 0
+        self.epochs = 0
+        self.steps_per_epoch = 0
+        self._resume: dict[str, Any] | None = None
+        self._pending_saves: list[str] = []
+        self._in_hooks = False
+        self._reset_loader_state()
+        self._epoch_sums: dict[str, float] = {}
+        self._epoch_count = 0
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def is_master(self) -> bool:
+        """True on the rank that prints and saves (always true without distribution)."""
+        return _is_master(self.master_rank)
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the module's first parameter or buffer (CPU if it has none)."""
+        for tensor in self.module.parameters():
+            return tensor.device
+        for tensor in self.module.buffers():
+            return tensor.device
+        return torch.device("cpu")
+
+    def compile(
+        self,
+        loss: Callable[..., Any],
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        clip_grad_norm: float | None = None,
+        grad_accumulation_steps: int = 1,
+        metrics: Any = None,
+        mixed_precision: str | None = None,
+    ) -> None:
+        """Set the loss, optimizer, schedulers (one or a list), metrics and AMP.
+
+        ``loss(y_pred, y_true)`` returns a scalar tensor, a dict with a
+        ``'loss'`` key, or a tuple whose first item is the loss; the other
+        parts are logged. ``mixed_precision`` is ``'bf16'`` (CPU or CUDA
+        autocast) or ``'fp16'`` (CUDA only, with a ``GradScaler``).
+        """
+        if not callable(loss):
+            raise TypeError(f"loss must be callable, got {type(loss).__name__}")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer)}")
+        if scheduler is None:
+            schedulers = []
+        elif isinstance(scheduler, (list, tuple)):
+            schedulers = list(scheduler)
+        else:
+            schedulers = [scheduler]
+        for sched in schedulers:
+            if not hasattr(sched, "step") or not hasattr(sched, "state_dict"):
+                raise TypeError(f"scheduler {sched!r} has no step()/state_dict()")
+        if not isinstance(grad_accumulation_steps, int) or grad_accumulation_steps < 1:
+            raise ValueError(
+                f"grad_accumulation_steps must be an int >= 1, got {grad_accumulation_steps!r}"
+            )
+        if clip_grad_norm is not None and clip_grad_norm <= 0:
+            raise ValueError(f"clip_grad_norm must be > 0, got {clip_grad_norm}")
+        if mixed_precision not in (None, "fp16", "bf16"):
+            raise ValueError(
+                f"mixed_precision must be None, 'fp16' or 'bf16', got {mixed_precision!r}"
+            )
+        self.scaler = None
+        if mixed_precision == "fp16":
+            if self.device.type != "cuda":
+                raise ValueError(
+                    "mixed_precision='fp16' needs the model on a CUDA device (it uses a "
+                    f"GradScaler); the model is on {self.device}. Use mixed_precision='bf16' on CPU"
+                )
+            self.scaler = torch.amp.GradScaler("cuda")
+        self.loss_fn = loss
+        self.optimizer = optimizer
+        self.schedulers = schedulers
+        self.clip_grad_norm = clip_grad_norm
+        self.grad_accumulation_steps = grad_accumulation_steps
+        self.metrics = resolve_metrics(metrics)
+        self.mixed_precision = mixed_precision
+        self.compiled = True
+
+    def _require_compiled(self, what: str) -> None:
+        if not self.compiled:
+            raise RuntimeError(f"call compile(loss=..., optimizer=...) before {what}()")
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context of the configured ``mixed_precision`` (a no-op without)."""
+        if self.mixed_precision is None:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # ------------------------------------------------------------- one batch
+    def forward(self, X: Any) -> Any:
+        """Run ``forward_module`` on ``X``: ``*X`` for a list/tuple, ``**X`` for a dict."""
+        if isinstance(X, (list, tuple)):
+            return self.forward_module(*X)
+        if isinstance(X, Mapping):
+            return self.forward_module(**X)
+        return self.forward_module(X)
+
+    def _loss_parts(self, raw: Any) -> tuple[torch.Tensor, Logs]:
+        extras: Logs = {}
+        if isinstance(raw, Mapping):
+            if "loss" not in raw:
+                raise ValueError(f"the loss returned a dict without a 'loss' key: {sorted(raw)}")
+            loss = raw["loss"]
+            extras = {k: v for k, v in raw.items() if k != "loss"}
+        elif isinstance(raw, (list, tuple)):
+            if not raw:
+                raise ValueError("the loss returned an empty tuple")
+            loss = raw[0]
+            extras = {f"loss_{i}": v for i, v in enumerate(raw[1:], start=1)}
+        else:
+            loss = raw
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(f"the loss must be a tensor, got {type(loss).__name__}")
+        if loss.dim() != 0:
+            raise ValueError(
+                f"the loss must be a scalar tensor, got shape {tuple(loss.shape)}; "
+                "reduce it (e.g. reduction='mean')"
+            )
+        return loss, extras
+
+    def _compute(self, X: Any, y: Any) -> tuple[torch.Tensor, Logs, Any]:
+        assert self.loss_fn is not None
+        with self.autocast():
+            y_pred = self.forward(X)
+            raw = self.loss_fn(y_pred, y)
+        loss, extras = self._loss_parts(raw)
+        return loss, extras, y_pred
+
+    def compute_loss(self, X: Any, y: Any) -> tuple[torch.Tensor, Logs]:
+        """Forward (under autocast) plus the compiled loss: ``(scalar loss, extra logs)``."""
+        self._require_compiled("compute_loss")
+        loss, extras, _ = self._compute(X, y)
+        return loss, extras
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backward of ``loss / grad_accumulation_steps`` through the AMP scaler, if any."""
+        if self.grad_accumulation_steps > 1:
+            loss = loss / self.grad_accumulation_steps
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    def _split_batch(self, batch: Any, where: str) -> tuple[Any, Any]:
+        if not isinstance(batch, (list, tuple)) or len(batch) != 2:
+            got = (
+                f"a {type(batch).__name__} of length {len(batch)}"
+                if isinstance(batch, (list, tuple))
+                else f"a {type(batch).__name__}"
+            )
+            raise TypeError(f"{where} must yield (X, y) pairs, got {got}")
+        device = self._device
+        return _to_device(batch[0], device), _to_device(batch[1], device)
+
+    def _optimizer_step(self) -> None:
+        assert self.optimizer is not None
+        if self.scaler is not None:
+            if self.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            if self.clip_grad_norm is not None:
+                nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad_norm)
+            self.optimizer.step()
+        for sched in self.schedulers:
+            sched.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train_step(self, batch: Any) -> Logs:
+        """Train on one micro-batch; step the optimizer at accumulation boundaries."""
+        X, y = self._split_batch(batch, "train_dataloader")
+        self.current_batch = (X, y)
+        boundary = (self.global_step + 1) % self.grad_accumulation_steps == 0
+        sync = contextlib.nullcontext()
+        if not boundary and hasattr(self.forward_module, "no_sync"):
+            sync = self.forward_module.no_sync()
+        with sync:
+            loss, extras, y_pred = self._compute(X, y)
+            self.backward(loss)
+        logs: Logs = {"loss": loss.item()}
+        for key, value in extras.items():
+            logs[key] = value.item() if isinstance(value, torch.Tensor) else value
+        if self.metrics:
+            with torch.no_grad():
+                for name, fn in self.metrics.items():
+                    value = fn(y_pred, y)
+                    logs[name] = value.item() if isinstance(value, torch.Tensor) else value
+        for hook in self._hooks["on_after_backward"]:
+            hook(self.global_step, self.local_step, logs)
+        if boundary:
+            self._optimizer_step()
+        return logs
+
+    # ------------------------------------------------------------- callbacks
+    def _set_callbacks(self, callbacks: Sequence[Callback], verbose: int) -> None:
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
+        builtins: list[Callback] = [ProgressBar()] if verbose else []
+        self.callbacks = [*builtins, *callbacks, self.history]
+        for cb in self.callbacks:
+            cb.set_trainer(self)
+        self._hooks: dict[str, list[Callable[..., None]]] = {
+            name: [getattr(cb, name) for cb in self.callbacks if cb.defines(name)]
+            for name in HOOK_NAMES
+        }
+
+    def _call(self, name: str, *args: Any) -> None:
+        hooks = self._hooks[name]
+        if not hooks:
+            return
+        self._in_hooks = True
+        try:
+            for hook in hooks:
+                hook(*args)
+        finally:
+            self._in_hooks = False
+
+    # ---------------------------------------------------------------- loader
+    def _reset_loader_state(self) -> None:
+        self._iterator: Iterator[Any] | None = None
+        self._loader_rng: dict[str, Any] | None = None
+        self._loader_gens: list[torch.Tensor] = []
+        self._loader_consumed = 0
+        self._loader_epoch = 0
+
+    def _new_iterator(self, loader: Iterable[Any]) -> None:
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._loader_epoch)
+        self._loader_rng = get_rng_state()
+        self._loader_gens = [g.get_state() for g in _generators(loader)]
+        self._iterator = iter(loader)
+        self._loader_consumed = 0
+        self._loader_epoch += 1
+
+    def _restore_iterator(self, loader: Iterable[Any], state: Mapping[str, Any]) -> None:
+        """Recreate the checkpointed iterator and skip the batches it had yielded."""
+        self._loader_epoch = state["iterations"]
+        if state["rng"] is None:
+            self._iterator = None
+            return
+        sampler = getattr(loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self._loader_epoch - 1)
+        set_rng_state(state["rng"])
+        gens = _generators(loader)
+        if len(gens) != len(state["generators"]):
+            raise ValueError("the train_dataloader's generators differ from the checkpoint's")
+        for gen, gen_state in zip(gens, state["generators"]):
+            gen.set_state(gen_state)
+        self._loader_rng = state["rng"]
+        self._loader_gens = list(state["generators"])
+        self._iterator = iter(loader)
+        for skipped in range(state["consumed"]):
+            try:
+                next(self._iterator)
+            except StopIteration:
+                raise RuntimeError(
+                    f"the train_dataloader ran out after {skipped} batches while skipping the "
+                    f"{state['consumed']} already trained on; is it the same loader?"
+                ) from None
+        self._loader_consumed = state["consumed"]
+
+    def _next_batch(self, loader: Iterable[Any]) -> Any:
+        if self._iterator is None:
+            self._new_iterator(loader)
+        assert self._iterator is not None
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._call("on_dataloader_end", {})
+            self._new_iterator(loader)
+            try:
+                batch = next(self._iterator)
+            except StopIteration:
+                raise ValueError("train_dataloader yielded no batches") from None
+        self._loader_consumed += 1
+        return batch
+
+    # ------------------------------------------------------------------- fit
+    def fit(
+        self,
+        train_dataloader: Iterable[Any],
+        epochs: int = 1,
+        steps_per_epoch: int | None = None,
+        callbacks: Sequence[Callback] | None = None,
+        verbose: int = 1,
+        resume_from: str | os.PathLike[str] | None = None,
+    ) -> History:
+        """Train for ``epochs`` epochs of ``steps_per_epoch`` batches; returns the History.
+
+        ``steps_per_epoch=None`` is one pass over the loader; a larger value
+        cycles it (``on_dataloader_end`` fires at each wrap). ``resume_from``
+        loads a checkpoint written by :meth:`save_checkpoint` (or a
+        ``Checkpoint`` callback) and continues exactly where it stopped.
+        """
+        self._require_compiled("fit")
+        if steps_per_epoch is None:
+            try:
+                steps_per_epoch = len(train_dataloader)  # type: ignore[arg-type]
+            except TypeError:
+                raise TypeError("train_dataloader has no len(); pass steps_per_epoch") from None
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self._device = self.device
+        self.history = History()
+        self._set_callbacks(list(callbacks or []), verbose)
+        self.stop_training = False
+        self._reset_loader_state()
+        self._epoch_sums, self._epoch_count = {}, 0
+        self.epoch = self.local_step = self.global_step = 0
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            self.epoch, self.global_step = resume["epoch"], resume["global_step"]
+            self.local_step = resume["local_step"]
+            loader_state = resume.get("loader")
+            if loader_state is not None:
+                self._restore_iterator(train_dataloader, loader_state)
+            elif self.local_step:  # manual recipe: skip batches of a fresh iterator
+                self._new_iterator(train_dataloader)
+                for _ in range(self.local_step % max(1, len(train_dataloader))):  # type: ignore[arg-type]
+                    self._next_batch(train_dataloader)
+            if "callbacks" in resume:
+                self._load_callback_states(resume["callbacks"])
+            if "rng" in resume:
+                set_rng_state(resume["rng"])
+            if "epoch_sums" in resume:
+                self._epoch_sums = dict(resume["epoch_sums"])
+                self._epoch_count = resume["epoch_count"]
+        self.forward_module.train()
+        self._call("on_train_begin", {})
+        try:
+            self._fit_loop(train_dataloader)
+        finally:
+            self.current_batch = None
+        self._call("on_train_end", {})
+        self._flush_saves()
+        return self.history
+
+    def _fit_loop(self, loader: Iterable[Any]) -> None:
+        hooks = self._hooks
+        while self.epoch < self.epochs and not self.stop_training:
+            if self.local_step == 0:
+                self._call("on_epoch_begin", self.global_step, self.epoch, {})
+            sums = self._epoch_sums
+            while self.local_step < self.steps_per_epoch:
+                batch = self._next_batch(loader)
+                if hooks["on_batch_begin"]:
+                    self._call("on_batch_begin", self.global_step, self.local_step, {})
+                logs = self.train_step(batch)
+                for key, value in logs.items():
+                    if isinstance(value, (int, float)):
+                        sums[key] = sums.get(key, 0.0) + value
+                self._epoch_count += 1
+                self._call("on_batch_end", self.global_step, self.local_step, logs)
+                self.global_step += 1
+                self.local_step += 1
+                if self._pending_saves:
+                    self._flush_saves()
+                if self.stop_training:
+                    return
+            count = max(1, self._epoch_count)
+            epoch_logs: Logs = {k: v / count for k, v in sums.items()}
+            self._call("on_epoch_end", self.global_step, self.epoch, epoch_logs)
+            self.epoch += 1
+            self.local_step = 0
+            self._epoch_sums, self._epoch_count = {}, 0
+            self._flush_saves()
+
+    # ---------------------------------------------------------- eval/predict
+    @torch.no_grad()
+    def predict(self, X: Any) -> Any:
+        """The module's output for ``X`` in eval mode, without gradients."""
+        was_training = self.forward_module.training
+        self.forward_module.eval()
+        try:
+            with self.autocast():
+                return self.forward(_to_device(X, self.device))
+        finally:
+            self.forward_module.train(was_training)
+
+    @torch.no_grad()
+    def evaluate(self, dataloader: Iterable[Any]) -> dict[str, float]:
+        """Mean loss and metrics over ``dataloader`` (weighted by batch size), in eval mode."""
+        self._require_compiled("evaluate")
+        self._device = self.device
+        was_training = self.forward_module.training
+        self.forward_module.eval()
+        totals: dict[str, float] = {}
+        seen = 0
+        try:
+            for batch in dataloader:
+                X, y = self._split_batch(batch, "the evaluation dataloader")
+                loss, extras, y_pred = self._compute(X, y)
+                n = _batch_size(y)
+                values = {"loss": loss.item()}
+                values.update({k: float(v) for k, v in extras.items()})
+                for name, fn in self.metrics.items():
+                    values[name] = float(fn(y_pred, y))
+                for key, value in values.items():
+                    totals[key] = totals.get(key, 0.0) + value * n
+                seen += n
+        finally:
+            self.forward_module.train(was_training)
+        if not seen:
+            raise ValueError("the evaluation dataloader yielded no batches")
+        return {k: v / seen for k, v in totals.items()}
+
+    # ------------------------------------------------------ weights & resume
+    def save_weights(self, path: str | os.PathLike[str]) -> None:
+        """Save ``module.state_dict()`` (on the master rank only), atomically."""
+        if self.is_master:
+            atomic_save(self.module.state_dict(), path)
+
+    def load_weights(self, path: str | os.PathLike[str], strict: bool = True) -> None:
+        """Load a state dict written by :meth:`save_weights` (``weights_only``)."""
+        state = load_file(path)
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{path} does not hold a state dict")
+        self.module.load_state_dict(state, strict=strict)
+
+    def save_steps_params(self, path: str | os.PathLike[str]) -> None:
+        """bert4torch's recipe: save epoch and step counters (pair with save_weights)."""
+        if self.is_master:
+            atomic_save(
+                {
+                    "epoch": self.epoch,
+                    "global_step": self.global_step,
+                    "local_step": self.local_step,
+                    "schedulers": [s.state_dict() for s in self.schedulers],
+                },
+                path,
+            )
+
+    def load_steps_params(self, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Load what :meth:`save_steps_params` wrote; the next ``fit`` continues from there."""
+        self._require_compiled("load_steps_params")
+        state = load_file(path)
+        for key in ("epoch", "global_step", "local_step"):
+            if key not in state:
+                raise KeyError(f"{path} has no {key!r}: not written by save_steps_params")
+        for sched, sched_state in zip(self.schedulers, state.get("schedulers", [])):
+            sched.load_state_dict(sched_state)
+        self._resume = {k: state[k] for k in ("epoch", "global_step", "local_step")}
+        return state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: weights, optimizer, schedulers, scaler,
+        callback states, counters, the loader position and the RNG states."""
+        self._require_compiled("state_dict")
+        assert self.optimizer is not None
+        grads = None
+        if self.global_step % self.grad_accumulation_steps:  # mid-accumulation
+            grads = {
+                n: p.grad.detach().clone()
+                for n, p in self.module.named_parameters()
+                if p.grad is not None
+            }
+        loader = None
+        if self._loader_rng is not None:
+            loader = {
+                "rng": self._loader_rng,
+                "generators": self._loader_gens,
+                "consumed": self._loader_consumed,
+                "iterations": self._loader_epoch,
+            }
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "callbacks": [
+                {"name": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks
+            ],
+            "epoch": self.epoch,
+            "local_step": self.local_step,
+            "global_step": self.global_step,
+            "epoch_sums": dict(self._epoch_sums),
+            "epoch_count": self._epoch_count,
+            "grads": grads,
+            "loader": loader,
+            "rng": get_rng_state(),
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`state_dict` to ``path`` atomically (master rank only).
+
+        Called from inside a hook, the write waits until every callback of
+        that hook has run, so the saved callback states are complete.
+        """
+        if self._in_hooks:
+            self._pending_saves.append(os.fspath(path))
+        elif self.is_master:
+            atomic_save(self.state_dict(), path)
+
+    def _flush_saves(self) -> None:
+        pending, self._pending_saves = self._pending_saves, []
+        if pending and self.is_master:
+            state = self.state_dict()
+            for path in dict.fromkeys(pending):
+                atomic_save(state, path)
+
+    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
+        """Restore a checkpoint; the next ``fit`` (same loader and callbacks) resumes it.
+
+        Model, optimizer, schedulers and scaler are restored now; counters,
+        loader position, callback states and RNG states when ``fit`` starts.
+        """
+        self._require_compiled("load_checkpoint")
+        assert self.optimizer is not None
+        state = load_file(path)
+        if not isinstance(state, Mapping) or state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a b4t trainer checkpoint (see save_checkpoint)")
+        self.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if len(state["schedulers"]) != len(self.schedulers):
+            raise ValueError(
+                f"{path} holds {len(state['schedulers'])} scheduler states but "
+                f"{len(self.schedulers)} schedulers are compiled"
+            )
+        for sched, sched_state in zip(self.schedulers, state["schedulers"]):
+            sched.load_state_dict(sched_state)
+        if state["scaler"] is not None and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if state["grads"]:
+            params = dict(self.module.named_parameters())
+            for name, grad in state["grads"].items():
+                params[name].grad = grad.to(params[name].device)
+        self._resume = dict(state)
+
+    def _load_callback_states(self, saved: list[Mapping[str, Any]]) -> None:
+        names = [type(cb).__name__ for cb in self.callbacks]
+        saved_names = [entry["name"] for entry in saved]
+        if names != saved_names:
+            raise ValueError(
+                f"the checkpoint's callbacks {saved_names} differ from this run's {names}; "
+                "resume with the same callbacks in the same order"
+            )
+        for cb, entry in zip(self.callbacks, saved):
+            cb.load_state_dict(entry["state"])
