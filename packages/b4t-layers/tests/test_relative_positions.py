@@ -91,3 +91,23 @@ def test_deberta_matches_transformers():
         deberta_log_bucket_position(rel, 256, 512),
         ref.make_log_bucket_position(rel, 256, 512).long(),
     )
+
+
+def test_nezha_attention_matches_written_out_formula():
+    from b4t.layers.relative_positions import NezhaAttention
+
+    torch.manual_seed(0)
+    att = NezhaAttention(8, 2, max_relative_position=2).eval()
+    x = torch.randn(1, 5, 8)
+    with torch.no_grad():
+        got, _, _ = att(x)
+        q, k, v = (t[0] for t in att.split_heads(x))  # (N, L, D)
+        enc = RelativePositionsEncoding(4, 2)(5, 5)
+        ctx = torch.zeros(2, 5, 4)
+        for h in range(2):
+            for i in range(5):
+                s = torch.stack([q[h, i] @ (k[h, j] + enc[i, j]) for j in range(5)]) / 2.0
+                p = torch.softmax(s, -1)
+                ctx[h, i] = sum(p[j] * (v[h, j] + enc[i, j]) for j in range(5))
+        expected = att.o(ctx.transpose(0, 1).reshape(1, 5, 8))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

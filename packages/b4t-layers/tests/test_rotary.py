@@ -75,3 +75,35 @@ def test_matches_transformers_roformer():
     rope = RoPEPositionEncoding(64, head_dim)
     torch.testing.assert_close(rope(q), ref_q, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(rope(k), ref_k, atol=1e-6, rtol=1e-6)
+
+
+def test_rotary_attention_sdpa_equals_eager_and_manual():
+    from b4t.layers.rotary import RotaryAttention
+
+    torch.manual_seed(0)
+    att = RotaryAttention(8, 2, max_position=16).eval()
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        fast, probs_none, _ = att(x)
+        slow, probs, _ = att(x, output_attentions=True)
+        q, k, v = att.split_heads(x)
+        rope = RoPEPositionEncoding(16, 4)
+        p = torch.softmax(rope(q) @ rope(k).transpose(-1, -2) / 2.0, -1)
+        manual = att.o((p @ v).transpose(1, 2).reshape(2, 5, 8))
+    assert probs_none is None and probs is not None
+    torch.testing.assert_close(fast, manual, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(slow, manual, atol=1e-6, rtol=1e-5)
+
+
+def test_rotary_attention_kv_cache_matches_full_causal():
+    from b4t.layers.rotary import RotaryAttention
+
+    torch.manual_seed(0)
+    att = RotaryAttention(8, 2, is_causal=True).eval()
+    x = torch.randn(1, 6, 8)
+    with torch.no_grad():
+        full, _, _ = att(x)
+        first, _, cache = att(x[:, :4], use_cache=True)
+        last, _, _ = att(x[:, 4:5], past_key_value=cache)
+    torch.testing.assert_close(first, full[:, :4], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(last, full[:, 4:5], atol=1e-6, rtol=1e-5)

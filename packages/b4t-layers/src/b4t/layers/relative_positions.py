@@ -9,11 +9,15 @@ Sign conventions follow each original model:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from b4t.layers.attention import MultiHeadAttention
+
 __all__ = [
+    "NezhaAttention",
     "RelativePositionsEncoding",
     "T5RelativePositionBias",
     "deberta_log_bucket_position",
@@ -88,6 +92,45 @@ class RelativePositionsEncoding(nn.Module):
             table = nezha_relative_table(2 * m + 1, self.depth, device)
             self._cache[key] = table[index].to(dtype)
         return self._cache[key]
+
+
+class NezhaAttention(MultiHeadAttention):
+    """Multi-head attention with NEZHA's functional relative positions (eager path).
+
+    Scores: ``(q_i . k_j + q_i . R[i, j]) / sqrt(D)``; context:
+    ``sum_j p_ij (v_j + R[i, j])``, with ``R`` from :class:`RelativePositionsEncoding`
+    of depth ``D`` (shared by all heads).
+
+    Args (beyond :class:`MultiHeadAttention`):
+        max_relative_position: the clipping distance (64 in NEZHA checkpoints).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        attention_head_size: int | None = None,
+        max_relative_position: int = 64,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(hidden_size, num_attention_heads, attention_head_size, **kwargs)
+        self.relative_positions = RelativePositionsEncoding(self.head_size, max_relative_position)
+
+    def needs_eager(self, **kwargs: Any) -> bool:
+        return True
+
+    def _table(self, x: Tensor, q_len: int, k_len: int) -> Tensor:
+        return self.relative_positions(q_len, k_len, x.device, x.dtype)
+
+    def attention_scores(self, q: Tensor, k: Tensor, **kwargs: Any) -> Tensor:
+        r = self._table(q, q.shape[-2], k.shape[-2])  # (Q, K, D)
+        scores = torch.matmul(q, k.transpose(-1, -2))
+        scores = scores + torch.einsum("bnqd,qkd->bnqk", q, r)
+        return scores * self.scale
+
+    def attention_context(self, probs: Tensor, v: Tensor, **kwargs: Any) -> Tensor:
+        r = self._table(v, probs.shape[-2], probs.shape[-1])
+        return torch.matmul(probs, v) + torch.einsum("bnqk,qkd->bnqd", probs, r)
 
 
 # --------------------------------------------------------------------------- T5

@@ -8,10 +8,20 @@ the interleaved one of RoFormer, bert4torch and transformers' RoFormer.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RoPEPositionEncoding", "apply_rotary", "rotary_cos_sin", "rotate_half_interleaved"]
+from b4t.layers.attention import MultiHeadAttention
+
+__all__ = [
+    "RoPEPositionEncoding",
+    "RotaryAttention",
+    "apply_rotary",
+    "rotary_cos_sin",
+    "rotate_half_interleaved",
+]
 
 
 def rotary_cos_sin(
@@ -117,3 +127,41 @@ class RoPEPositionEncoding(nn.Module):
             return apply_rotary(x, cos, sin)
         cos, sin = self.cos_sin(x.shape[-2], x.device, x.dtype, offset)
         return apply_rotary(x, cos, sin)
+
+
+class RotaryAttention(MultiHeadAttention):
+    """Multi-head attention whose queries and keys are rotated per head (RoFormer).
+
+    Args (beyond :class:`MultiHeadAttention`):
+        max_position: rotary length limit (None: unlimited).
+        rotary_base: the frequency base.
+
+    Works on both the SDPA and the eager path; with a KV cache, new queries and keys
+    are rotated from the cached length on (``forward(..., position_ids=...)`` overrides).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        attention_head_size: int | None = None,
+        max_position: int | None = None,
+        rotary_base: float = 10000.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(hidden_size, num_attention_heads, attention_head_size, **kwargs)
+        self.rotary = RoPEPositionEncoding(max_position, self.head_size, rotary_base)
+
+    def transform_qk(
+        self,
+        q: Tensor,
+        k: Tensor,
+        past_key_value: tuple[Tensor, Tensor] | None = None,
+        position_ids: Tensor | None = None,
+        **kwargs: Any,
+    ) -> tuple[Tensor, Tensor]:
+        offset = 0 if past_key_value is None else past_key_value[0].shape[2]
+        return (
+            self.rotary(q, position_ids, offset),
+            self.rotary(k, position_ids, offset),
+        )
