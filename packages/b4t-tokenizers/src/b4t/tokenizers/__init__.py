@@ -4,6 +4,43 @@ Pure-Python WordPiece and SentencePiece tokenizers and text preprocessing
 helpers for BERT-family models (no torch).
 """
 
+from b4t.tokenizers._base import TokenizerBase
+from b4t.tokenizers._bert import Tokenizer
+from b4t.tokenizers._padding import sequence_padding
+from b4t.tokenizers._parallel import parallel_apply, parallel_apply_generator
+from b4t.tokenizers._sentencepiece import SpTokenizer
+from b4t.tokenizers._text import (
+    convert_to_unicode,
+    lowercase_and_normalize,
+    merge_segmentate,
+    text_augmentation,
+    text_segmentate,
+    truncate_sequences,
+    whitespace_tokenize,
+)
+from b4t.tokenizers._trie import Trie
 from b4t.tokenizers._version import __version__
+from b4t.tokenizers._vocab import load_vocab, save_vocab
+from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
 
-__all__ = ["__version__"]
+__all__ = [
+    "BasicTokenizer",
+    "SpTokenizer",
+    "Tokenizer",
+    "TokenizerBase",
+    "Trie",
+    "WordpieceTokenizer",
+    "__version__",
+    "convert_to_unicode",
+    "load_vocab",
+    "lowercase_and_normalize",
+    "merge_segmentate",
+    "parallel_apply",
+    "parallel_apply_generator",
+    "save_vocab",
+    "sequence_padding",
+    "text_augmentation",
+    "text_segmentate",
+    "truncate_sequences",
+    "whitespace_tokenize",
+]

@@ -1,0 +1,314 @@
+"""The encode/decode surface shared by the WordPiece and SentencePiece tokenizers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from b4t.tokenizers._text import truncate_sequences
+
+Offsets = list[tuple[int, int]]
+PATTERNS = ("S*E*E", "S*ES*E")
+
+
+class TokenizerBase:
+    """Special tokens, id <-> token maps, ``encode`` (single, pair, batch) and ``decode``.
+
+    Subclasses provide ``_tokenize(text) -> tokens`` (no special tokens),
+    ``_text_ids(text) -> ids`` and ``_text_ids_offsets(text) -> (ids, offsets)``,
+    and fill ``self._token_dict`` / ``self._id_to_token`` before ``_setup_specials``.
+    """
+
+    _token_dict: Mapping[str, int]
+    _id_to_token: Sequence[str] | Mapping[int, str]
+
+    def __init__(
+        self,
+        token_start: str | None = "[CLS]",
+        token_end: str | None = "[SEP]",
+        token_unk: str | None = "[UNK]",
+        token_pad: str | None = "[PAD]",
+        token_mask: str | None = "[MASK]",
+        add_special_tokens: str | Iterable[str] | None = None,
+        pre_tokenize: Callable[[str], Iterable[str]] | None = None,
+        token_translate: Mapping[str, str] | None = None,
+    ) -> None:
+        self._token_start = token_start
+        self._token_end = token_end
+        self._token_unk = token_unk
+        self._token_pad = token_pad
+        self._token_mask = token_mask
+        if isinstance(add_special_tokens, str):
+            add_special_tokens = [add_special_tokens]
+        self._extra_specials = list(add_special_tokens or ())
+        if pre_tokenize is not None and not callable(pre_tokenize):
+            raise TypeError("pre_tokenize must be a callable text -> iterable of words")
+        self._pre_tokenize = pre_tokenize
+        self._token_translate = dict(token_translate or {})
+        self._token_translate_inv = {v: k for k, v in self._token_translate.items()}
+
+    # -- special tokens ---------------------------------------------------------------------
+    def _setup_specials(self, required: Iterable[str | None]) -> None:
+        """Resolve special-token ids; each token in ``required`` must be in the vocab."""
+        for token in required:
+            if token is not None and token not in self._token_dict:
+                raise ValueError(f"special token {token!r} is not in the vocabulary")
+        get = self._token_dict.get
+        self._token_start_id = get(self._token_start) if self._token_start else None
+        self._token_end_id = get(self._token_end) if self._token_end else None
+        self._token_unk_id = get(self._token_unk) if self._token_unk else None
+        self._token_pad_id = get(self._token_pad) if self._token_pad else None
+        self._token_mask_id = get(self._token_mask) if self._token_mask else None
+        names = [self._token_start, self._token_end, self._token_pad, self._token_mask]
+        self._special_tokens = {t for t in names + self._extra_specials if t}
+        self._n_start = int(self._token_start_id is not None)
+        self._n_end = int(self._token_end_id is not None)
+
+    @property
+    def special_tokens(self) -> set[str]:
+        """Tokens dropped by ``decode`` (start, end, pad, mask and ``add_special_tokens``)."""
+        return set(self._special_tokens)
+
+    # -- vocabulary ---------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of ids."""
+        return len(self._id_to_token)
+
+    def token_to_id(self, token: str) -> int:
+        """Id of ``token`` (the unknown token's id when absent)."""
+        found = self._token_dict.get(token)
+        if found is None:
+            if self._token_unk_id is None:
+                raise KeyError(
+                    f"token {token!r} is not in the vocabulary and there is no unk token"
+                )
+            return self._token_unk_id
+        return found
+
+    def id_to_token(self, i: int) -> str:
+        """Token of id ``i``; ``IndexError`` naming the id when out of range."""
+        try:
+            if i < 0:
+                raise IndexError
+            return self._id_to_token[i]
+        except (IndexError, KeyError):
+            raise IndexError(f"id {i} is outside the vocabulary (size {self.vocab_size})") from None
+
+    def tokens_to_ids(self, tokens: Iterable[str]) -> list[int]:
+        """Ids of ``tokens``."""
+        return [self.token_to_id(t) for t in tokens]
+
+    def ids_to_tokens(self, ids: Iterable[int]) -> list[str]:
+        """Tokens of ``ids``."""
+        return [self.id_to_token(int(i)) for i in ids]
+
+    @staticmethod
+    def stem(token: str) -> str:
+        """The token without a leading ``##``."""
+        return token[2:] if token[:2] == "##" else token
+
+    # -- tokenize -----------------------------------------------------------------------------
+    def _tokenize(self, text: str) -> list[str]:
+        raise NotImplementedError
+
+    def _text_ids(self, text: str) -> list[int]:
+        return self.tokens_to_ids(self._translated(text))
+
+    def _text_ids_offsets(self, text: str) -> tuple[list[int], Offsets]:
+        raise NotImplementedError
+
+    def _translated(self, text: str) -> list[str]:
+        tokens = self._tokenize(text)
+        if self._token_translate:
+            get = self._token_translate.get
+            tokens = [get(t) or t for t in tokens]
+        return tokens
+
+    def tokenize(self, text: str, maxlen: int | None = None) -> list[str]:
+        """Tokens of ``text`` with the start and end tokens (bert4torch's convention)."""
+        _check_text(text, "text")
+        tokens = self._translated(text)
+        if maxlen is not None:
+            budget = maxlen - self._n_start - self._n_end
+            _check_budget(maxlen, budget, self._n_start + self._n_end)
+            del tokens[budget:]
+        return self._with_specials(tokens, self._token_start, self._token_end)
+
+    @staticmethod
+    def _with_specials(body: list, start: Any, end: Any) -> list:
+        out = [start] if start is not None else []
+        out += body
+        if end is not None:
+            out.append(end)
+        return out
+
+    # -- encode -------------------------------------------------------------------------------
+    def encode(
+        self,
+        first_texts: str | Sequence[str],
+        second_texts: str | Sequence[str] | None = None,
+        maxlen: int | None = None,
+        pattern: str = "S*E*E",
+        truncate_from: str | int = "right",
+        return_offsets: bool | str = False,
+    ) -> tuple:
+        """Token ids and segment ids of one text, a pair, or a batch of either.
+
+        Args:
+            first_texts: a text or a list of texts.
+            second_texts: the second text of a pair (or a list, one per first text).
+            maxlen: the most ids per example, special tokens included; the longer
+                of the two texts is cut first (the first on a tie).
+            pattern: ``'S*E*E'`` -> ``[CLS] a [SEP] b [SEP]``; ``'S*ES*E'`` ->
+                ``[CLS] a [SEP] [CLS] b [SEP]``.
+            truncate_from: ``'right'`` drops tokens at the end, ``'left'`` at the
+                start, an int drops the token at that index of the text's tokens.
+            return_offsets: ``True`` (or ``'transformers'``) adds ``(start, end)``
+                character spans into the original text per id, ``(0, 0)`` for
+                special tokens (spans of a pair's second part index the second text);
+                ``'rematch'`` adds bert4torch-style lists of character indices.
+
+        Returns:
+            ``(token_ids, segment_ids)`` or ``(token_ids, segment_ids, offsets)``;
+            lists for one input, lists of lists for a batch.
+        """
+        single = isinstance(first_texts, str)
+        if (
+            single
+            and second_texts is None
+            and maxlen is None
+            and not return_offsets
+            and pattern == "S*E*E"
+        ):
+            ids = self._text_ids(first_texts)
+            if self._token_start_id is not None:
+                ids.insert(0, self._token_start_id)
+            if self._token_end_id is not None:
+                ids.append(self._token_end_id)
+            return ids, [0] * len(ids)
+        if pattern not in PATTERNS:
+            raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+        if return_offsets not in (False, True, "transformers", "rematch"):
+            raise ValueError(
+                f"return_offsets must be False, True, 'transformers' or 'rematch', "
+                f"got {return_offsets!r}"
+            )
+        firsts = [first_texts] if single else list(first_texts)
+        if second_texts is None:
+            seconds: list[str | None] = [None] * len(firsts)
+        elif isinstance(second_texts, str):
+            if not single:
+                raise ValueError("second_texts must be a list when first_texts is a list")
+            seconds = [second_texts]
+        else:
+            if single:
+                raise ValueError("second_texts must be a str when first_texts is a str")
+            seconds = list(second_texts)
+            if len(seconds) != len(firsts):
+                raise ValueError(f"{len(firsts)} first texts but {len(seconds)} second texts")
+        all_ids, all_segments, all_offsets = [], [], []
+        for first, second in zip(firsts, seconds):
+            ids, segments, offsets = self._encode_one(
+                first, second, maxlen, pattern, truncate_from, bool(return_offsets)
+            )
+            all_ids.append(ids)
+            all_segments.append(segments)
+            if return_offsets:
+                if return_offsets == "rematch":
+                    offsets = [list(range(s, e)) for s, e in offsets]
+                all_offsets.append(offsets)
+        if single:
+            out: tuple = (all_ids[0], all_segments[0])
+            return out + (all_offsets[0],) if return_offsets else out
+        return (all_ids, all_segments, all_offsets) if return_offsets else (all_ids, all_segments)
+
+    def _pieces(self, text: str, with_offsets: bool) -> tuple[list[int], Offsets | None]:
+        _check_text(text, "text")
+        if with_offsets:
+            return self._text_ids_offsets(text)
+        return self._text_ids(text), None
+
+    def _encode_one(
+        self,
+        first: str,
+        second: str | None,
+        maxlen: int | None,
+        pattern: str,
+        truncate_from: str | int,
+        with_offsets: bool,
+    ) -> tuple[list[int], list[int], Offsets | None]:
+        ids_a, off_a = self._pieces(first, with_offsets)
+        ids_b, off_b = self._pieces(second, with_offsets) if second is not None else (None, None)
+        n_se = self._n_start + self._n_end
+        if ids_b is None:
+            n_special = n_se
+        elif pattern == "S*E*E":
+            n_special = n_se + self._n_end
+        else:
+            n_special = 2 * n_se
+        if maxlen is not None:
+            budget = maxlen - n_special
+            _check_budget(maxlen, budget, n_special)
+            index = _truncate_index(truncate_from)
+            seqs = [ids_a] if ids_b is None else [ids_a, ids_b]
+            if with_offsets:
+                # Cut the offsets alongside the ids: same lengths, same index.
+                keep = [list(range(len(s))) for s in seqs]
+                truncate_sequences(budget, index, *keep)
+                ids_a = [ids_a[i] for i in keep[0]]
+                off_a = [off_a[i] for i in keep[0]]
+                if ids_b is not None:
+                    ids_b = [ids_b[i] for i in keep[1]]
+                    off_b = [off_b[i] for i in keep[1]]
+            else:
+                truncate_sequences(budget, index, *seqs)
+        start, end = self._token_start_id, self._token_end_id
+        ids = self._with_specials(ids_a, start, end)
+        offsets = (
+            self._with_specials(
+                off_a, (0, 0) if start is not None else None, (0, 0) if end is not None else None
+            )
+            if with_offsets
+            else None
+        )
+        segments = [0] * len(ids)
+        if ids_b is not None:
+            b_start = start if pattern == "S*ES*E" else None
+            part = self._with_specials(ids_b, b_start, end)
+            ids += part
+            segments += [1] * len(part)
+            if with_offsets:
+                offsets += self._with_specials(
+                    off_b,
+                    (0, 0) if b_start is not None else None,
+                    (0, 0) if end is not None else None,
+                )
+        return ids, segments, offsets
+
+    # -- decode -------------------------------------------------------------------------------
+    def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
+        """Readable text of ``ids`` (or of ``tokens`` when given)."""
+        raise NotImplementedError
+
+
+def _check_text(text: Any, name: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{name} must be str, got {type(text).__name__}")
+
+
+def _check_budget(maxlen: int, budget: int, n_special: int) -> None:
+    if budget < 0:
+        raise ValueError(
+            f"maxlen={maxlen} is smaller than the {n_special} special tokens it must hold"
+        )
+
+
+def _truncate_index(truncate_from: str | int) -> int:
+    if truncate_from == "right":
+        return -1
+    if truncate_from == "left":
+        return 0
+    if isinstance(truncate_from, int) and not isinstance(truncate_from, bool):
+        return truncate_from
+    raise ValueError(f"truncate_from must be 'right', 'left' or an int, got {truncate_from!r}")

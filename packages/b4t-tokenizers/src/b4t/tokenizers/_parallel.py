@@ -1,0 +1,138 @@
+"""``parallel_apply`` / ``parallel_apply_generator``: a bounded, seeded multiprocess map."""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+_WORKER_FUNC: Callable[[Any], Any] | None = None
+
+
+def _init_worker(func: Callable[[Any], Any], seeds: Any) -> None:
+    """Runs once in each worker process: remember ``func`` and seed the RNGs."""
+    global _WORKER_FUNC
+    _WORKER_FUNC = func
+    if seeds is None:
+        return
+    try:
+        seed = seeds.get_nowait()
+    except queue.Empty:
+        return
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")
+    random.seed(seed)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(seed % 2**32)
+
+
+def _run(item: tuple[int, Any]) -> tuple[int, Any]:
+    index, data = item
+    assert _WORKER_FUNC is not None
+    return index, _WORKER_FUNC(data)
+
+
+def parallel_apply_generator(
+    func: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    workers: int,
+    max_queue_size: int,
+    dummy: bool = False,
+    random_seeds: bool | Sequence[int | None] | None = True,
+    unordered: bool = True,
+) -> Iterator[tuple[int, Any]]:
+    """Apply ``func`` to every item on ``workers`` processes (threads with ``dummy=True``).
+
+    Yields ``(index, func(item))`` as results arrive (in input order with
+    ``unordered=False``). At most ``max_queue_size`` items are in flight, so
+    an endless ``iterable`` is fine. ``random_seeds=True`` gives each worker
+    process a fresh random seed (``random`` and, if loaded, ``numpy``); a list
+    gives worker ``k`` seed ``k``; ``False``/``None`` leaves the forked state.
+    On Linux workers are forked, so ``func`` may be a lambda or a closure.
+    An exception raised by ``func`` is raised here.
+    """
+    if workers < 1 or max_queue_size < 1:
+        raise ValueError(
+            f"workers and max_queue_size must be >= 1, got {workers}, {max_queue_size}"
+        )
+    if dummy:
+        from multiprocessing.pool import ThreadPool
+
+        pool = ThreadPool(workers, _init_worker, (func, None))
+    else:
+        import multiprocessing
+
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        seeds = None
+        if random_seeds is True:
+            random_seeds = [None] * workers
+        if random_seeds:
+            seeds = context.Queue()
+            for seed in random_seeds:
+                seeds.put(seed)
+        pool = context.Pool(workers, _init_worker, (func, seeds))
+    done: queue.Queue = queue.Queue()
+    waiting: dict[int, Any] = {}
+    next_out = 0
+    in_flight = 0
+
+    def take() -> Iterator[tuple[int, Any]]:
+        nonlocal in_flight, next_out
+        ok, payload = done.get()
+        in_flight -= 1
+        if not ok:
+            raise payload
+        if unordered:
+            yield payload
+            return
+        waiting[payload[0]] = payload[1]
+        while next_out in waiting:
+            yield next_out, waiting.pop(next_out)
+            next_out += 1
+
+    try:
+        for index, data in enumerate(iterable):
+            while in_flight >= max_queue_size:
+                yield from take()
+            pool.apply_async(
+                _run,
+                ((index, data),),
+                callback=lambda r: done.put((True, r)),
+                error_callback=lambda e: done.put((False, e)),
+            )
+            in_flight += 1
+        while in_flight:
+            yield from take()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def parallel_apply(
+    func: Callable[[Any], Any],
+    iterable: Iterable[Any],
+    workers: int,
+    max_queue_size: int,
+    callback: Callable[[Any], Any] | None = None,
+    dummy: bool = False,
+    random_seeds: bool | Sequence[int | None] | None = True,
+    unordered: bool = True,
+) -> list[Any] | None:
+    """``func`` over ``iterable`` in parallel; a list of results, or ``None`` with ``callback``.
+
+    ``unordered=True`` returns results as they finish; ``False`` in input order.
+    With ``callback`` every result is passed to it (in the same order) instead.
+    """
+    generator = parallel_apply_generator(
+        func, iterable, workers, max_queue_size, dummy, random_seeds, unordered
+    )
+    if callback is None:
+        return [result for _, result in generator]
+    for _, result in generator:
+        callback(result)
+    return None

@@ -1,0 +1,66 @@
+"""A character trie that cuts a text around a set of protected tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+_END = ""  # key marking "a token ends here" (no real character is the empty string)
+
+
+class Trie:
+    """Leftmost-longest matching of whole tokens (special tokens, ``never_split``).
+
+    >>> Trie(["[CLS]", "[SEP]"]).split("[CLS] hi[SEP]")
+    ['[CLS]', ' hi', '[SEP]']
+    """
+
+    def __init__(self, tokens: Iterable[str] = ()) -> None:
+        self.data: dict = {}
+        self.tokens: set[str] = set()
+        for token in tokens:
+            self.add(token)
+
+    def add(self, token: str) -> None:
+        """Protect ``token`` (the empty string is ignored)."""
+        if not token:
+            return
+        self.tokens.add(token)
+        node = self.data
+        for char in token:
+            node = node.setdefault(char, {})
+        node[_END] = True
+
+    def _longest_at(self, text: str, start: int) -> int:
+        """End of the longest token starting at ``start``, or -1."""
+        node = self.data
+        best = -1
+        for pos in range(start, len(text)):
+            node = node.get(text[pos])
+            if node is None:
+                break
+            if _END in node:
+                best = pos + 1
+        return best
+
+    def split(self, text: str) -> list[str]:
+        """Cut ``text`` into protected tokens and the (non-empty) pieces between them."""
+        if not self.tokens:
+            return [text] if text else []
+        pieces: list[str] = []
+        first = self.data
+        last = 0
+        pos = 0
+        n = len(text)
+        while pos < n:
+            if text[pos] in first:
+                end = self._longest_at(text, pos)
+                if end > 0:
+                    if pos > last:
+                        pieces.append(text[last:pos])
+                    pieces.append(text[pos:end])
+                    last = pos = end
+                    continue
+            pos += 1
+        if last < n:
+            pieces.append(text[last:])
+        return pieces

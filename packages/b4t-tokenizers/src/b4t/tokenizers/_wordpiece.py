@@ -1,0 +1,141 @@
+"""BERT's two tokenization stages: ``BasicTokenizer`` (text -> words) and
+``WordpieceTokenizer`` (word -> greedy longest-match sub-words).
+
+Both follow Google's BERT and transformers' ``BertTokenizerFast`` rules. The
+basic stage is a handful of C-level string passes (``lower``, NFD when accents
+are stripped, one ``str.translate`` with a lazily filled table, ``split``)
+instead of a Python loop per character.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Mapping
+
+from b4t.tokenizers._chars import split_table
+
+
+class BasicTokenizer:
+    """Text -> words: clean, lower-case, strip accents, split CJK and punctuation.
+
+    Args:
+        do_lower_case: lower-case the text (and, unless ``strip_accents`` says
+            otherwise, strip accents).
+        never_split: words kept as they are when they appear whole between
+            whitespace (no lower-casing, no punctuation split).
+        tokenize_chinese_chars: make every CJK ideograph a word of its own.
+        strip_accents: ``None`` follows ``do_lower_case``.
+        do_split_on_punc: make every punctuation character a word of its own.
+    """
+
+    def __init__(
+        self,
+        do_lower_case: bool = True,
+        never_split: Iterable[str] | None = None,
+        tokenize_chinese_chars: bool = True,
+        strip_accents: bool | None = None,
+        do_split_on_punc: bool = True,
+    ) -> None:
+        self.do_lower_case = bool(do_lower_case)
+        self.never_split = set(never_split or ())
+        self.tokenize_chinese_chars = bool(tokenize_chinese_chars)
+        self.strip_accents = self.do_lower_case if strip_accents is None else bool(strip_accents)
+        self.do_split_on_punc = bool(do_split_on_punc)
+        self.table = split_table(self.strip_accents, self.tokenize_chinese_chars, do_split_on_punc)
+        # Cleaning and CJK splitting only: the pass that comes before never_split matching.
+        self._pre_table = split_table(False, self.tokenize_chinese_chars, False)
+
+    def normalize(self, text: str) -> str:
+        """Lower-case and decompose as configured; returns text for ``self.table``."""
+        if self.do_lower_case:
+            text = text.lower()
+        if self.strip_accents and not text.isascii():
+            text = unicodedata.normalize("NFD", text)
+        return text
+
+    def tokenize(self, text: str) -> list[str]:
+        """Split ``text`` into words (strings without whitespace)."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        if self.never_split:
+            words: list[str] = []
+            for word in text.translate(self._pre_table).split():
+                if word in self.never_split:
+                    words.append(word)
+                else:
+                    words += self.normalize(word).translate(self.table).split()
+            return words
+        return self.normalize(text).translate(self.table).split()
+
+
+class WordpieceTokenizer:
+    """Greedy longest-match-first sub-words of a word, ``##`` marking continuations.
+
+    Args:
+        vocab: token -> id.
+        unk_token: emitted for a word that cannot be covered (or for one
+            character at a time with ``do_tokenize_unk``).
+        max_input_chars_per_word: longer words become ``unk_token``.
+        do_tokenize_unk: when a word cannot be covered, keep the pieces found
+            and put ``unk_token`` only for the characters that match nothing.
+    """
+
+    def __init__(
+        self,
+        vocab: Mapping[str, int],
+        unk_token: str = "[UNK]",
+        max_input_chars_per_word: int = 100,
+        do_tokenize_unk: bool = False,
+    ) -> None:
+        if max_input_chars_per_word < 1:
+            raise ValueError(
+                f"max_input_chars_per_word must be >= 1, got {max_input_chars_per_word}"
+            )
+        self.vocab = vocab
+        self.unk_token = unk_token
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.do_tokenize_unk = do_tokenize_unk
+        # No vocab entry is longer than this, so longer candidates need not be tried.
+        self._longest = max((len(t) for t in vocab), default=1)
+
+    def spans(self, word: str) -> list[tuple[str, int, int]]:
+        """``(token, start, end)`` for each sub-word; start/end index characters of ``word``."""
+        n = len(word)
+        if n > self.max_input_chars_per_word:
+            return [(self.unk_token, 0, n)]
+        vocab = self.vocab
+        if word in vocab:
+            return [(word, 0, n)]
+        out: list[tuple[str, int, int]] = []
+        start = 0
+        longest = self._longest
+        while start < n:
+            prefix = "##" if start else ""
+            end = min(n, start + longest - len(prefix))
+            found = None
+            while end > start:
+                piece = prefix + word[start:end]
+                if piece in vocab:
+                    found = piece
+                    break
+                end -= 1
+            if found is None:
+                if not self.do_tokenize_unk:
+                    return [(self.unk_token, 0, n)]
+                out.append((self.unk_token, start, start + 1))
+                start += 1
+                continue
+            out.append((found, start, end))
+            start = end
+        return out
+
+    def word_pieces(self, word: str) -> list[str]:
+        """The sub-word tokens of one word."""
+        return [token for token, _, _ in self.spans(word)]
+
+    def tokenize(self, text: str) -> list[str]:
+        """Sub-words of every whitespace-separated word of ``text``."""
+        out: list[str] = []
+        for word in text.split():
+            out += self.word_pieces(word)
+        return out
