@@ -220,7 +220,7 @@ class TokenizerBase:
                 all_offsets.append(offsets)
         if single:
             out: tuple = (all_ids[0], all_segments[0])
-            return out + (all_offsets[0],) if return_offsets else out
+            return (*out, all_offsets[0]) if return_offsets else out
         return (all_ids, all_segments, all_offsets) if return_offsets else (all_ids, all_segments)
 
     def _pieces(self, text: str, with_offsets: bool) -> tuple[list[int], Offsets | None]:

@@ -310,7 +310,7 @@ def join_wordpieces(tokens: Iterable[str]) -> str:
                 prev in _ATTACH_RIGHT
                 and not (prev == "'" and prev_prev.isalnum() and token not in _CONTRACTIONS)
             )
-            or (prev in ".," and prev_prev.isdigit() and token[:1].isdigit())
+            or (prev in (".", ",") and prev_prev.isdigit() and token[:1].isdigit())
         ):
             pass
         else:

@@ -91,7 +91,7 @@ class SpTokenizer(TokenizerBase):
         self._token_dict = _PieceDict((sp.id_to_piece(i), i) for i in range(sp.get_piece_size()))
         self._id_to_token = _PieceTable(sp)
         required = [self._token_start, self._token_end, self._token_unk, self._token_pad]
-        self._setup_specials(required + [self._token_mask, *self._extra_specials])
+        self._setup_specials([*required, self._token_mask, *self._extra_specials])
 
     def preprocess_text(self, text: str) -> str:
         """The text handed to sentencepiece after the configured clean-up."""
