@@ -278,7 +278,7 @@ class EarlyStopping(Callback):
                 }
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:
             self.stopped_epoch = epoch
             self.trainer.stop_training = True
             if self.verbose and self.trainer.is_master:

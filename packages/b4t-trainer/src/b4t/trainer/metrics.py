@@ -42,14 +42,24 @@ def binary_accuracy(y_pred: torch.Tensor, y_true: torch.Tensor, threshold: float
     return ((y_pred > threshold).to(y_true.dtype) == y_true).float().mean().item()
 
 
+def _same_shape(y_pred: Any, y_true: torch.Tensor, name: str) -> torch.Tensor:
+    y_pred = _tensor(y_pred, name)
+    if y_pred.shape != y_true.shape:
+        raise ValueError(
+            f"{name}: y_pred shape {tuple(y_pred.shape)} differs from y_true shape "
+            f"{tuple(y_true.shape)}"
+        )
+    return y_pred
+
+
 def mean_absolute_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
-    """Mean of ``|y_pred - y_true|``."""
-    return (_tensor(y_pred, "mae") - y_true).abs().float().mean().item()
+    """Mean of ``|y_pred - y_true|`` (same shapes)."""
+    return (_same_shape(y_pred, y_true, "mae") - y_true).abs().float().mean().item()
 
 
 def mean_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
-    """Mean of ``(y_pred - y_true) ** 2``."""
-    return (_tensor(y_pred, "mse") - y_true).float().pow(2).mean().item()
+    """Mean of ``(y_pred - y_true) ** 2`` (same shapes)."""
+    return (_same_shape(y_pred, y_true, "mse") - y_true).float().pow(2).mean().item()
 
 
 METRICS: dict[str, MetricFn] = {

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -651,12 +652,18 @@ class Trainer:
         self._resume = dict(state)
 
     def _load_callback_states(self, saved: list[Mapping[str, Any]]) -> None:
-        names = [type(cb).__name__ for cb in self.callbacks]
-        saved_names = [entry["name"] for entry in saved]
-        if names != saved_names:
-            raise ValueError(
-                f"the checkpoint's callbacks {saved_names} differ from this run's {names}; "
-                "resume with the same callbacks in the same order"
+        """Give each callback the saved state of the same class and occurrence index."""
+        by_name: dict[str, list[Any]] = {}
+        for entry in saved:
+            by_name.setdefault(entry["name"], []).append(entry["state"])
+        for cb in self.callbacks:
+            states = by_name.get(type(cb).__name__)
+            if states:
+                cb.load_state_dict(states.pop(0))
+        left = [name for name, states in by_name.items() for state in states if state]
+        if left:
+            warnings.warn(
+                f"checkpoint states of callbacks {left} were not used: this run has no such "
+                "callbacks",
+                stacklevel=3,
             )
-        for cb, entry in zip(self.callbacks, saved):
-            cb.load_state_dict(entry["state"])

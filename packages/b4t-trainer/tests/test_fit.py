@@ -1,0 +1,191 @@
+"""fit / evaluate / predict: hooks, logs, metrics, loss forms, loader cycling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from b4t.trainer import Callback, LambdaCallback, Trainer
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin",))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end",))
+
+    def on_epoch_begin(self, global_step, epoch, logs=None):
+        self.calls.append(("epoch_begin", global_step, epoch))
+
+    def on_epoch_end(self, global_step, epoch, logs=None):
+        self.calls.append(("epoch_end", global_step, epoch, sorted(logs)))
+
+    def on_batch_begin(self, global_step, local_step, logs=None):
+        self.calls.append(("batch_begin", global_step, local_step))
+
+    def on_batch_end(self, global_step, local_step, logs=None):
+        self.calls.append(("batch_end", global_step, local_step, sorted(logs)))
+
+    def on_after_backward(self, global_step, local_step, logs=None):
+        grads = [p.grad for p in self.trainer.module.parameters()]
+        assert all(g is not None for g in grads)
+        self.calls.append(("after_backward", global_step, local_step))
+
+    def on_dataloader_end(self, logs=None):
+        self.calls.append(("dataloader_end",))
+
+
+def test_hook_order_and_arguments(tiny_net, loader) -> None:
+    torch.manual_seed(0)
+    model = tiny_net()
+    model.compile(nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    rec = Recorder()
+    # 2 batches per pass, 3 steps per epoch: the loader wraps inside epoch 0 and again in epoch 1.
+    model.fit(loader(n=8, batch_size=4), epochs=2, steps_per_epoch=3, callbacks=[rec], verbose=0)
+    keys = ["loss"]
+    expected: list[tuple] = [("train_begin",)]
+    step = 0
+    for epoch in range(2):
+        expected.append(("epoch_begin", step, epoch))
+        for local in range(3):
+            if step in (2, 4):
+                expected.append(("dataloader_end",))
+            expected += [
+                ("batch_begin", step, local),
+                ("after_backward", step, local),
+                ("batch_end", step, local, keys),
+            ]
+            step += 1
+        expected.append(("epoch_end", step, epoch, keys))
+    expected.append(("train_end",))
+    assert rec.calls == expected
+
+
+def test_only_defined_hooks_are_called(tiny_net, loader) -> None:
+    calls = []
+    cb = LambdaCallback(on_epoch_end=lambda g, e, logs: calls.append(e))
+    assert cb.defines("on_epoch_end") and not cb.defines("on_batch_end")
+    model = tiny_net()
+    model.compile(nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    model.fit(loader(), epochs=2, callbacks=[cb], verbose=0)
+    assert calls == [0, 1]
+    assert cb in model.trainer.callbacks
+    assert cb.on_epoch_end not in model.trainer._hooks["on_batch_end"]
+    with pytest.raises(ValueError, match="unknown hook"):
+        LambdaCallback(on_batch_ending=print)
+
+
+def test_metrics_and_history_match_hand_computation(tiny_net, data) -> None:
+    torch.manual_seed(0)
+    model = tiny_net()
+    x, y = data(12)
+    # lr=0 keeps the weights fixed, so the per-batch values are known in advance.
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def top_logit(y_pred, y_true):
+        return y_pred.max(dim=-1).values.mean()
+
+    model.compile(nn.CrossEntropyLoss(), opt, metrics=["accuracy", {"top": top_logit}])
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    history = model.fit(loader, epochs=2, verbose=0)
+    with torch.no_grad():
+        out = model(x)
+    per_batch_acc = [(out[i : i + 4].argmax(-1) == y[i : i + 4]).float().mean() for i in (0, 4, 8)]
+    per_batch_loss = [nn.functional.cross_entropy(out[i : i + 4], y[i : i + 4]) for i in (0, 4, 8)]
+    expected_acc = float(sum(per_batch_acc) / 3)
+    expected_loss = float(sum(per_batch_loss) / 3)
+    assert history.epoch == [0, 1]
+    assert history.history["accuracy"] == pytest.approx([expected_acc] * 2)
+    assert history.history["loss"] == pytest.approx([expected_loss] * 2, rel=1e-6)
+    assert history.history["top"] == pytest.approx([float(out.max(-1).values.mean())] * 2)
+    evaluated = model.evaluate(DataLoader(TensorDataset(x, y), batch_size=5))
+    assert evaluated["accuracy"] == pytest.approx(float((out.argmax(-1) == y).float().mean()))
+    assert evaluated["loss"] == pytest.approx(float(nn.functional.cross_entropy(out, y)), rel=1e-6)
+    assert set(evaluated) == {"loss", "accuracy", "top"}
+
+
+@pytest.mark.parametrize("form", ["dict", "tuple"])
+def test_loss_dict_or_tuple_logs_the_other_parts(tiny_net, loader, form) -> None:
+    ce = nn.CrossEntropyLoss()
+
+    def loss(y_pred, y_true):
+        main = ce(y_pred, y_true)
+        aux = y_pred.pow(2).mean()
+        if form == "dict":
+            return {"loss": main + aux, "ce": main, "aux": aux}
+        return main + aux, main, aux
+
+    model = tiny_net()
+    model.compile(loss, torch.optim.SGD(model.parameters(), lr=0.0))
+    history = model.fit(loader(n=8), epochs=1, verbose=0)
+    names = ("ce", "aux") if form == "dict" else ("loss_1", "loss_2")
+    total = history.history["loss"][0]
+    assert total == pytest.approx(history.history[names[0]][0] + history.history[names[1]][0])
+
+
+def test_list_inputs_are_splatted_into_forward(data) -> None:
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(6, 3), nn.Linear(6, 3)
+
+        def forward(self, x1, x2):
+            return self.a(x1) + self.b(x2)
+
+    x, y = data(8)
+    batches = [([x[:4], x[:4] * 2], y[:4]), ([x[4:], x[4:] * 2], y[4:])]
+    module = TwoInputs()
+    trainer = Trainer(module)
+    trainer.compile(nn.CrossEntropyLoss(), torch.optim.SGD(module.parameters(), lr=0.1))
+    before = module.a.weight.detach().clone()
+    trainer.fit(batches, epochs=1, verbose=0)
+    assert not torch.equal(before, module.a.weight)
+    assert trainer.global_step == 2
+
+
+def test_predict_runs_in_eval_mode_without_grad(tiny_net, data) -> None:
+    model = tiny_net(dropout=0.9)
+    model.compile(nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    x, _ = data(5)
+    model.train()
+    out1, out2 = model.predict(x), model.predict(x)
+    assert torch.equal(out1, out2)  # dropout is off
+    assert not out1.requires_grad
+    assert model.training  # mode restored
+
+
+def test_steps_per_epoch_larger_than_loader_cycles(tiny_net, loader) -> None:
+    ends = []
+    model = tiny_net()
+    model.compile(nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    cb = LambdaCallback(on_dataloader_end=lambda logs: ends.append(model.trainer.global_step))
+    model.fit(loader(n=12, batch_size=4), epochs=1, steps_per_epoch=7, callbacks=[cb], verbose=0)
+    assert ends == [3, 6]
+    assert model.trainer.global_step == 7
+
+
+def test_progress_bar_writes_epoch_and_loss(tiny_net, loader, capsys) -> None:
+    model = tiny_net()
+    model.compile(nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    model.fit(loader(n=8), epochs=2, verbose=1)
+    err = capsys.readouterr().err
+    assert "Epoch 2/2" in err and "loss=" in err
+
+
+def test_regression_metrics_by_hand() -> None:
+    from b4t.trainer.metrics import METRICS
+
+    pred = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    true = torch.tensor([[1.5, 2.0], [1.0, 5.0]])
+    assert METRICS["mae"](pred, true) == pytest.approx((0.5 + 0 + 2 + 0) / 4)
+    assert METRICS["mse"](pred, true) == pytest.approx((0.25 + 0 + 4 + 0) / 4)
+    probs = torch.tensor([0.2, 0.7, 0.9, 0.4])
+    assert METRICS["binary_accuracy"](probs, torch.tensor([0, 1, 0, 0])) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match=r"mae: y_pred shape \(2, 2\) differs"):
+        METRICS["mae"](pred, true[:, 0])
