@@ -5,5 +5,46 @@ norms, CRF, GlobalPointer, pooling.
 """
 
 from b4t.layers._version import __version__
+from b4t.layers.activations import ACT2FN, gelu, gelu_new, get_activation, relu, silu, swish, tanh
+from b4t.layers.attention import MultiHeadAttention
+from b4t.layers.block import TransformerBlock
+from b4t.layers.crf import CRF
+from b4t.layers.embeddings import (
+    Embeddings,
+    create_position_ids_from_input_ids,
+    get_sinusoid_encoding_table,
+)
+from b4t.layers.feed_forward import PositionWiseFeedForward
+from b4t.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
+from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_additive_mask, unilm_mask
+from b4t.layers.norms import LayerNorm, RMSNorm
+from b4t.layers.pooling import get_pool_emb
 
-__all__ = ["__version__"]
+__all__ = [
+    "ACT2FN",
+    "CRF",
+    "EfficientGlobalPointer",
+    "Embeddings",
+    "GlobalPointer",
+    "LayerNorm",
+    "MultiHeadAttention",
+    "PositionWiseFeedForward",
+    "RMSNorm",
+    "TransformerBlock",
+    "__version__",
+    "attention_mask",
+    "causal_mask",
+    "create_position_ids_from_input_ids",
+    "gelu",
+    "gelu_new",
+    "get_activation",
+    "get_pool_emb",
+    "get_sinusoid_encoding_table",
+    "padding_mask",
+    "relu",
+    "silu",
+    "swish",
+    "tanh",
+    "to_additive_mask",
+    "unilm_mask",
+]

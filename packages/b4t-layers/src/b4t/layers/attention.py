@@ -1,0 +1,157 @@
+"""Multi-head self-attention on ``F.scaled_dot_product_attention`` with an eager path.
+
+The fast path fuses Q, K and V into one Linear and calls SDPA with the additive mask
+(plus any additive ``position_bias``, e.g. T5 buckets or ALiBi). The eager path computes
+the scores explicitly; it runs when attention weights are asked for or when a subclass
+says it needs it (``needs_eager``).
+
+Extension hooks (override in a subclass, no edit here needed):
+
+* ``transform_qk(q, k, **kwargs)`` - rotate or otherwise change q/k (rotary);
+  applied on both paths before the KV cache is extended.
+* ``needs_eager(**kwargs)`` - return True to force the eager path.
+* ``attention_scores(q, k, **kwargs)`` - the raw ``[B, H, Q, K]`` scores before the mask
+  (NEZHA / DeBERTa relative terms add to ``q @ k^T`` here).
+* ``attention_context(probs, v, **kwargs)`` - ``[B, H, Q, D]`` from the probabilities
+  (NEZHA's relative value term).
+
+Every keyword passed to ``forward`` beyond the named ones reaches these hooks, so a
+model computes its relative-position tables once and hands them to all layers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["AttentionOutput", "MultiHeadAttention"]
+
+# (context [B, L, H], attention probabilities [B, heads, Q, K] or None, (k, v) cache or None)
+AttentionOutput = tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention with a fused ``qkv`` projection and an ``o`` output projection.
+
+    Args:
+        hidden_size: model width ``H``.
+        num_attention_heads: heads ``N``.
+        attention_head_size: per-head width ``D`` (default ``H // N``).
+        dropout_rate: dropout on the attention probabilities.
+        bias: biases on ``qkv``; ``out_bias`` on ``o``.
+        scale: score scale, default ``1 / sqrt(D)`` (T5 uses 1.0).
+        is_causal: apply a causal mask inside SDPA when no mask is given.
+
+    ``forward(hidden_states [B, L, H], attention_mask [B|1, 1, Q|1, K] additive float or
+    None)`` -> ``(context [B, L, H], probs or None, (k, v) or None)``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        attention_head_size: int | None = None,
+        dropout_rate: float = 0.0,
+        bias: bool = True,
+        out_bias: bool | None = None,
+        scale: float | None = None,
+        is_causal: bool = False,
+    ) -> None:
+        super().__init__()
+        if attention_head_size is None:
+            if hidden_size % num_attention_heads:
+                raise ValueError(
+                    f"hidden_size {hidden_size} is not a multiple of "
+                    f"num_attention_heads {num_attention_heads}"
+                )
+            attention_head_size = hidden_size // num_attention_heads
+        self.num_heads = num_attention_heads
+        self.head_size = attention_head_size
+        self.inner_size = num_attention_heads * attention_head_size
+        self.qkv = nn.Linear(hidden_size, 3 * self.inner_size, bias=bias)
+        self.o = nn.Linear(
+            self.inner_size, hidden_size, bias=bias if out_bias is None else out_bias
+        )
+        self.dropout_rate = dropout_rate
+        self.scale = 1.0 / math.sqrt(attention_head_size) if scale is None else scale
+        self.is_causal = is_causal
+
+    # ---- hooks -------------------------------------------------------------------------
+    def transform_qk(
+        self, q: torch.Tensor, k: torch.Tensor, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook: change q ``[B, N, Q, D]`` and k ``[B, N, K, D]`` (default: unchanged)."""
+        return q, k
+
+    def needs_eager(self, **kwargs: Any) -> bool:
+        """Hook: True forces the explicit-score path (default: only SDPA)."""
+        return False
+
+    def attention_scores(self, q: torch.Tensor, k: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """Hook: raw scaled scores ``[B, N, Q, K]`` before mask and softmax."""
+        return torch.matmul(q, k.transpose(-1, -2)) * self.scale
+
+    def attention_context(
+        self, probs: torch.Tensor, v: torch.Tensor, **kwargs: Any
+    ) -> torch.Tensor:
+        """Hook: ``[B, N, Q, D]`` from probabilities ``[B, N, Q, K]`` and v ``[B, N, K, D]``."""
+        return torch.matmul(probs, v)
+
+    # ---- forward -----------------------------------------------------------------------
+    def split_heads(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``[B, L, H]`` -> q, k, v each ``[B, N, L, D]`` from one fused projection."""
+        b, length, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(b, length, 3, self.num_heads, self.head_size)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        past_key_value: tuple[torch.Tensor, torch.Tensor] | None = None,
+        use_cache: bool = False,
+        output_attentions: bool = False,
+        **kwargs: Any,
+    ) -> AttentionOutput:
+        b, length, _ = hidden_states.shape
+        q, k, v = self.split_heads(hidden_states)
+        q, k = self.transform_qk(q, k, past_key_value=past_key_value, **kwargs)
+        if past_key_value is not None:
+            k = torch.cat([past_key_value[0], k], dim=2)
+            v = torch.cat([past_key_value[1], v], dim=2)
+        present = (k, v) if use_cache else None
+        bias = attention_mask
+        if position_bias is not None:
+            bias = position_bias if bias is None else bias + position_bias
+        dropout_p = self.dropout_rate if self.training else 0.0
+        probs: torch.Tensor | None = None
+        if output_attentions or self.needs_eager(**kwargs):
+            scores = self.attention_scores(q, k, **kwargs)
+            if bias is not None:
+                scores = scores + bias
+            elif self.is_causal and past_key_value is None:
+                causal = torch.ones(length, k.shape[2], dtype=torch.bool, device=q.device).tril()
+                scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            dropped = F.dropout(probs, dropout_p, True) if dropout_p else probs
+            context = self.attention_context(dropped, v, **kwargs)
+        else:
+            if bias is not None and bias.dtype != q.dtype:
+                bias = bias.to(q.dtype)
+            context = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=bias,
+                dropout_p=dropout_p,
+                is_causal=self.is_causal and bias is None and past_key_value is None,
+                scale=self.scale,
+            )
+        context = context.transpose(1, 2).reshape(b, length, self.inner_size)
+        return self.o(context), (probs if output_attentions else None), present

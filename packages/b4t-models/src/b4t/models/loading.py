@@ -1,0 +1,233 @@
+"""Moving weights between a :class:`Transformer` and checkpoint files, by weight map.
+
+Loading is strict by default: missing, unexpected and mis-shaped tensors are all listed
+in one :class:`CheckpointError`. With ``strict=False`` the same lists are returned in a
+:class:`LoadReport` and emitted as a warning. Parameters still on the ``meta`` device
+after a load (not in the checkpoint, or deliberately not mapped) are materialised and
+initialised once; loaded ones are assigned without a prior random initialisation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.layers import LayerNorm, RMSNorm, get_sinusoid_encoding_table
+from b4t.models.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from b4t.models.weight_map import Concat, WeightSource, strip_prefix
+
+__all__ = ["LoadReport", "init_weights", "load_into", "materialize_meta", "save_from"]
+
+
+@dataclass
+class LoadReport:
+    """What a load did not match. Empty lists mean a clean load."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    unused_optional: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, source: str = "checkpoint") -> str:
+        parts = [f"{source} does not match the model:"]
+        if self.missing:
+            parts.append(f"  missing ({len(self.missing)}): " + "; ".join(self.missing))
+        if self.unexpected:
+            parts.append(f"  unexpected ({len(self.unexpected)}): " + ", ".join(self.unexpected))
+        if self.mismatched:
+            parts.append(f"  wrong shape ({len(self.mismatched)}): " + "; ".join(self.mismatched))
+        return "\n".join(parts)
+
+
+def _init_param(module: nn.Module, name: str, param: torch.Tensor, std: float) -> None:
+    with torch.no_grad():
+        if getattr(module, "zero_init", False) or name == "bias":
+            param.zero_()
+        elif isinstance(module, (LayerNorm, RMSNorm, nn.LayerNorm)):
+            param.fill_(1.0)
+        elif isinstance(module, nn.Embedding) and not param.requires_grad:
+            n, d = param.shape
+            param.copy_(get_sinusoid_encoding_table(n, d).to(param.dtype))
+        elif param.dim() >= 2:
+            param.normal_(0.0, std)
+        else:
+            param.zero_()
+
+
+def init_weights(model: nn.Module, std: float = 0.02) -> None:
+    """Initialise every parameter the BERT way (normal(0, std), zero bias, unit norm gain)."""
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            _init_param(module, name, param, std)
+
+
+def materialize_meta(
+    model: nn.Module,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    std: float = 0.02,
+) -> list[str]:
+    """Give every parameter still on ``meta`` real storage and initialise it; return names."""
+    done: list[str] = []
+    for mod_name, module in model.named_modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if not param.is_meta:
+                continue
+            real = torch.empty(param.shape, dtype=dtype or param.dtype, device=device or "cpu")
+            new = nn.Parameter(real, requires_grad=param.requires_grad)
+            setattr(module, name, new)
+            _init_param(module, name, new, std)
+            done.append(f"{mod_name}.{name}" if mod_name else name)
+        for name, buf in list(module.named_buffers(recurse=False)):
+            if buf.is_meta:
+                raise CheckpointError(f"buffer {mod_name}.{name} is on meta and has no initialiser")
+    return done
+
+
+def _vocab_transform(
+    tensor: torch.Tensor,
+    keep_tokens: Sequence[int] | None,
+    compound_tokens: Sequence[Sequence[int]] | None,
+) -> torch.Tensor:
+    if keep_tokens is not None:
+        idx = torch.as_tensor(list(keep_tokens), dtype=torch.long, device=tensor.device)
+        if idx.numel() and (int(idx.max()) >= tensor.shape[0] or int(idx.min()) < 0):
+            raise ValueError(
+                f"keep_tokens holds id {int(idx.max())} but the checkpoint vocabulary has "
+                f"{tensor.shape[0]} rows"
+            )
+        tensor = tensor[idx]
+    if compound_tokens:
+        rows = []
+        for ids in compound_tokens:
+            idx = torch.as_tensor(list(ids), dtype=torch.long, device=tensor.device)
+            if not idx.numel():
+                raise ValueError("compound_tokens holds an empty id list")
+            rows.append(tensor[idx].mean(0))
+        tensor = torch.cat([tensor, torch.stack(rows)], 0)
+    return tensor
+
+
+def load_into(
+    model: nn.Module,
+    path: Any,
+    mapping: dict[str, WeightSource] | None = None,
+    strict: bool = True,
+    keep_tokens: Sequence[int] | None = None,
+    compound_tokens: Sequence[Sequence[int]] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> LoadReport:
+    """Load checkpoint ``path`` (file, folder, index, list of files or a state dict).
+
+    ``mapping`` defaults to ``model.variable_mapping()``. Keys with or without the
+    variant's prefix (``bert.``) both match. Raises :class:`CheckpointError` listing every
+    problem when ``strict``; otherwise warns with the same list and returns it.
+    """
+    if isinstance(path, dict):
+        source = "state dict"
+    elif isinstance(path, (list, tuple)):
+        source = ", ".join(str(p) for p in path)
+    else:
+        source = str(path)
+    state = dict(path) if isinstance(path, dict) else read_checkpoint(path)
+    if mapping is None:
+        mapping = model.variable_mapping()  # type: ignore[operator]
+    variant = getattr(model, "variant", None)
+    prefix = variant.prefix if variant is not None else ""
+    if prefix and not any(k.startswith(prefix + ".") for k in state):
+        mapping = {k: strip_prefix(v, prefix) for k, v in mapping.items()}
+    params = model.state_dict(keep_vars=True)
+    vocab_params = set(getattr(model, "vocab_params", ()))
+    report = LoadReport()
+    used: set[str] = set()
+    new_state: dict[str, torch.Tensor] = {}
+    for name, src in mapping.items():
+        if src is None:
+            continue
+        if name not in params:
+            report.missing.append(f"{name} (no such parameter in the model)")
+            continue
+        keys = list(src.keys) if isinstance(src, Concat) else [src]
+        absent = [k for k in keys if k not in state]
+        if absent:
+            report.missing.append(f"{', '.join(absent)} (for {name})")
+            continue
+        used.update(keys)
+        tensors = [state[k] for k in keys]
+        tensor = src.load(tensors) if isinstance(src, Concat) else tensors[0]
+        if name in vocab_params and (keep_tokens is not None or compound_tokens):
+            tensor = _vocab_transform(tensor, keep_tokens, compound_tokens)
+        target = params[name]
+        if tuple(tensor.shape) != tuple(target.shape):
+            report.mismatched.append(
+                f"{'+'.join(keys)}: checkpoint {tuple(tensor.shape)} vs model "
+                f"{tuple(target.shape)} ({name})"
+            )
+            continue
+        if target.is_meta:
+            tensor = tensor.to(device=device or tensor.device, dtype=dtype or tensor.dtype)
+        else:
+            tensor = tensor.to(device=target.device, dtype=target.dtype)
+        new_state[name] = tensor
+    optional = [re.compile(p) for p in (variant.optional_keys if variant is not None else ())]
+    for key in state:
+        if key in used:
+            continue
+        if any(p.search(key) for p in optional):
+            report.unused_optional.append(key)
+        else:
+            report.unexpected.append(key)
+    if not report.ok:
+        if strict:
+            raise CheckpointError(
+                report.describe(source) + "\n(pass strict=False to load what matches)"
+            )
+        warnings.warn(report.describe(source), stacklevel=2)
+    model.load_state_dict(new_state, strict=False, assign=True)
+    std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
+    materialize_meta(model, device, dtype, std)
+    return report
+
+
+def save_from(
+    model: nn.Module, path: str | Path, mapping: dict[str, WeightSource] | None = None
+) -> Path:
+    """Write ``model``'s weights under their checkpoint names (the inverse of the weight map).
+
+    ``path`` is a folder (``model.safetensors`` and, when the model came from a
+    ``config.json``, an updated ``config.json`` are written there) or a ``.safetensors``
+    / ``.bin`` file. When several parameters map to one key (``albert_unshared``), the
+    first wins.
+    """
+    if mapping is None:
+        mapping = model.variable_mapping()  # type: ignore[operator]
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        src = mapping.get(name)
+        if src is None:
+            continue
+        if isinstance(src, Concat):
+            for key, part in zip(src.keys, src.save(tensor), strict=True):
+                out.setdefault(key, part)
+        else:
+            out.setdefault(src, tensor)
+    written = write_checkpoint(out, path)
+    config = getattr(model, "config", None)
+    if written.parent == Path(path) and config is not None and config.raw:
+        raw = dict(config.raw)
+        raw["vocab_size"] = config.vocab_size
+        (written.parent / "config.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
+    return written

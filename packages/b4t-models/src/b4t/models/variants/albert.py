@@ -1,0 +1,89 @@
+"""ALBERT: factorised embeddings and one shared layer (``albert``) or per-layer copies
+initialised from it (``albert_unshared``)."""
+
+from __future__ import annotations
+
+from b4t.models.config import ModelConfig
+from b4t.models.registry import Variant, register_variant
+from b4t.models.transformer import Transformer
+from b4t.models.weight_map import Concat, WeightSource
+
+__all__ = ["albert_weight_map"]
+
+
+def albert_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+    """Map onto transformers' ALBERT layout (one layer group, one inner layer)."""
+    if config.num_hidden_groups != 1 or config.inner_group_num != 1:
+        raise ValueError(
+            "ALBERT checkpoints with num_hidden_groups != 1 or inner_group_num != 1 are not "
+            f"supported (got {config.num_hidden_groups}, {config.inner_group_num}; "
+            f"config {config.source})"
+        )
+    emb = "albert.embeddings"
+    layer = "albert.encoder.albert_layer_groups.0.albert_layers.0"
+    att = f"{layer}.attention"
+    mapping: dict[str, WeightSource] = {
+        "embeddings.word_embeddings.weight": f"{emb}.word_embeddings.weight",
+        "embeddings.segment_embeddings.weight": f"{emb}.token_type_embeddings.weight",
+        "embeddings.position_embeddings.weight": f"{emb}.position_embeddings.weight",
+        "embeddings.layer_norm.weight": f"{emb}.LayerNorm.weight",
+        "embeddings.layer_norm.bias": f"{emb}.LayerNorm.bias",
+        "embeddings.projection.weight": "albert.encoder.embedding_hidden_mapping_in.weight",
+        "embeddings.projection.bias": "albert.encoder.embedding_hidden_mapping_in.bias",
+        "layers.{i}.attention.qkv.weight": Concat(
+            tuple(f"{att}.{p}.weight" for p in ("query", "key", "value"))
+        ),
+        "layers.{i}.attention.qkv.bias": Concat(
+            tuple(f"{att}.{p}.bias" for p in ("query", "key", "value"))
+        ),
+        "layers.{i}.attention.o.weight": f"{att}.dense.weight",
+        "layers.{i}.attention.o.bias": f"{att}.dense.bias",
+        "layers.{i}.norm1.weight": f"{att}.LayerNorm.weight",
+        "layers.{i}.norm1.bias": f"{att}.LayerNorm.bias",
+        "layers.{i}.ffn.intermediate.weight": f"{layer}.ffn.weight",
+        "layers.{i}.ffn.intermediate.bias": f"{layer}.ffn.bias",
+        "layers.{i}.ffn.output.weight": f"{layer}.ffn_output.weight",
+        "layers.{i}.ffn.output.bias": f"{layer}.ffn_output.bias",
+        "layers.{i}.norm2.weight": f"{layer}.full_layer_layer_norm.weight",
+        "layers.{i}.norm2.bias": f"{layer}.full_layer_layer_norm.bias",
+        "pooler.dense.weight": "albert.pooler.weight",
+        "pooler.dense.bias": "albert.pooler.bias",
+        "nsp.weight": "sop_classifier.classifier.weight",
+        "nsp.bias": "sop_classifier.classifier.bias",
+        "mlm.dense.weight": "predictions.dense.weight",
+        "mlm.dense.bias": "predictions.dense.bias",
+        "mlm.layer_norm.weight": "predictions.LayerNorm.weight",
+        "mlm.layer_norm.bias": "predictions.LayerNorm.bias",
+        "mlm.bias": "predictions.bias",
+    }
+    return mapping
+
+
+ALBERT_OPTIONAL = (
+    r"^predictions\.",
+    r"^sop_classifier\.",
+    r"(^|\.)pooler\.",
+    r"position_ids$",
+    r"^classifier\.",
+)
+
+register_variant(
+    Variant(
+        name="albert",
+        prefix="albert",
+        weight_map=albert_weight_map,
+        preset={"share_layers": True, "hidden_act": "gelu_new"},
+        optional_keys=ALBERT_OPTIONAL,
+        description="ALBERT (factorised embeddings, all layers share one set of weights)",
+    )
+)
+register_variant(
+    Variant(
+        name="albert_unshared",
+        prefix="albert",
+        weight_map=albert_weight_map,
+        preset={"share_layers": False, "hidden_act": "gelu_new"},
+        optional_keys=ALBERT_OPTIONAL,
+        description="ALBERT with every layer its own copy of the shared checkpoint layer",
+    )
+)

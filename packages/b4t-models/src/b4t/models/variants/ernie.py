@@ -1,0 +1,79 @@
+"""ERNIE (BERT graph with optional task-type embeddings) and UIE (ERNIE 3 + pointer heads)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.models.config import ModelConfig
+from b4t.models.registry import Variant, register_variant
+from b4t.models.transformer import Transformer
+from b4t.models.variants.bert import BERT_OPTIONAL, bert_weight_map
+from b4t.models.weight_map import WeightSource
+
+__all__ = ["UIE"]
+
+
+def ernie_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+    """BERT map under ``ernie.`` plus the task-type table."""
+    mapping = bert_weight_map("ernie")
+    mapping["embeddings.task_type_embeddings.weight"] = (
+        "ernie.embeddings.task_type_embeddings.weight"
+    )
+    return mapping
+
+
+register_variant(
+    Variant(
+        name="ernie",
+        prefix="ernie",
+        weight_map=ernie_weight_map,
+        optional_keys=BERT_OPTIONAL,
+        description="ERNIE 1/2/3 (BERT graph, optional task-type embeddings)",
+    )
+)
+
+
+class UIE(Transformer):
+    """UIE: the ERNIE 3 encoder with start/end pointer heads (as in bert4torch).
+
+    Returns ``[hidden_states, ..., start_prob [B, L], end_prob [B, L]]``: the usual
+    outputs followed by the sigmoid start and end probabilities.
+    """
+
+    def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
+        super().__init__(config, **kwargs)
+        self.linear_start = nn.Linear(config.hidden_size, 1)
+        self.linear_end = nn.Linear(config.hidden_size, 1)
+
+    def apply_final_layers(self, state: dict[str, Any]) -> Any:
+        outputs = super().apply_final_layers(state)
+        hidden = state["hidden_states"]
+        start = torch.sigmoid(self.linear_start(hidden).squeeze(-1))
+        end = torch.sigmoid(self.linear_end(hidden).squeeze(-1))
+        if isinstance(outputs, list) and (self.pooler is not None or self.mlm is not None):
+            return [*outputs, start, end]
+        return [outputs, start, end]
+
+
+def uie_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+    """ERNIE map plus ``linear_start`` / ``linear_end``."""
+    mapping = ernie_weight_map(config, model)
+    for head in ("linear_start", "linear_end"):
+        mapping[f"{head}.weight"] = f"{head}.weight"
+        mapping[f"{head}.bias"] = f"{head}.bias"
+    return mapping
+
+
+register_variant(
+    Variant(
+        name="uie",
+        prefix="ernie",
+        weight_map=uie_weight_map,
+        model_cls=UIE,
+        optional_keys=BERT_OPTIONAL,
+        description="UIE (ERNIE 3 + start/end pointers)",
+    )
+)

@@ -1,0 +1,138 @@
+"""b4t vs transformers on tiny random checkpoints: hidden states, pooled, MLM, round trip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from b4t.models import build_transformer_model
+
+ATOL = 1e-5
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, keep: torch.Tensor | None = None) -> None:
+    if keep is not None:  # padded positions are not compared: they are garbage in both
+        a, b = a[keep], b[keep]
+    torch.testing.assert_close(a, b, atol=ATOL, rtol=1e-5)
+
+
+def _hf_outputs(hf, ids, seg, keep):
+    with torch.no_grad():
+        return hf(
+            input_ids=ids, token_type_ids=seg, attention_mask=keep.long(), output_hidden_states=True
+        )
+
+
+HEADS = {
+    # name: (with_pool, HF logits attribute for MLM)
+    "bert": (True, "prediction_logits"),
+    "roberta": (False, "logits"),
+    "albert": (True, "prediction_logits"),
+    "electra": (False, "logits"),
+    "ernie": (True, "prediction_logits"),
+}
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_hidden_pooled_mlm_match_transformers(name, hf_checkpoint, batch) -> None:
+    hf, path = hf_checkpoint(name)
+    ids, seg, keep = batch(hf.config.pad_token_id)
+    ref = _hf_outputs(hf, ids, seg, keep)
+    with_pool, logits_attr = HEADS[name]
+    model = build_transformer_model(path, path, model=name, with_pool=with_pool, with_mlm=True)
+    model.eval()
+    with torch.no_grad():
+        out = model([ids, seg])
+    _close(out[0], ref.hidden_states[-1], keep)
+    _close(out[-1], getattr(ref, logits_attr), keep)
+    if with_pool:
+        base = getattr(hf, hf.base_model_prefix)
+        with torch.no_grad():
+            pooled = base(
+                input_ids=ids, token_type_ids=seg, attention_mask=keep.long()
+            ).pooler_output
+        _close(out[1], pooled)
+
+
+@pytest.mark.parametrize("name", list(HEADS))
+def test_save_weights_round_trip_reloads_in_transformers(name, hf_checkpoint, batch, tmp_path):
+    hf, path = hf_checkpoint(name)
+    ids, seg, keep = batch(hf.config.pad_token_id)
+    model = build_transformer_model(path, path, model=name, with_mlm=True).eval()
+    with torch.no_grad():  # change the weights so the round trip cannot pass by accident
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+        out = model([ids, seg])
+    target = tmp_path / "saved"
+    model.save_weights(target)
+    again = type(hf).from_pretrained(target).eval()
+    ref = _hf_outputs(again, ids, seg, keep)
+    logits_attr = HEADS[name][1]
+    _close(out[0], ref.hidden_states[-1], keep)
+    _close(out[1], getattr(ref, logits_attr), keep)
+
+
+def test_bert_nsp_and_all_layers(hf_checkpoint, batch) -> None:
+    hf, path = hf_checkpoint("bert")
+    ids, seg, keep = batch(0)
+    ref = _hf_outputs(hf, ids, seg, keep)
+    model = build_transformer_model(
+        path, path, with_nsp=True, output_all_encoded_layers=True
+    ).eval()
+    with torch.no_grad():
+        layers, _pooled, nsp = model(token_ids=ids, segment_ids=seg)
+    assert len(layers) == hf.config.num_hidden_layers
+    for mine, theirs in zip(layers, ref.hidden_states[1:], strict=True):
+        _close(mine, theirs, keep)
+    _close(nsp, ref.seq_relationship_logits)
+
+
+def test_bin_checkpoint_and_no_prefix_keys(hf_checkpoint, batch, tmp_path) -> None:
+    hf, path = hf_checkpoint("bert", safe=False)
+    assert (path / "pytorch_model.bin").exists()
+    ids, seg, keep = batch(0)
+    ref = _hf_outputs(hf, ids, seg, keep)
+    model = build_transformer_model(path, path).eval()
+    with torch.no_grad():
+        _close(model([ids, seg]), ref.hidden_states[-1], keep)
+    # the base model alone saves keys without the "bert." prefix
+    hf.bert.save_pretrained(tmp_path / "base")
+    headless = build_transformer_model(tmp_path / "base", tmp_path / "base").eval()
+    with torch.no_grad():
+        _close(headless([ids, seg]), ref.hidden_states[-1], keep)
+
+
+def test_albert_unshared_starts_from_the_shared_layer(hf_checkpoint, batch) -> None:
+    hf, path = hf_checkpoint("albert")
+    ids, seg, keep = batch(0)
+    ref = _hf_outputs(hf, ids, seg, keep)
+    model = build_transformer_model(path, path, model="albert_unshared").eval()
+    assert len(model.layers) == hf.config.num_hidden_layers
+    assert model.layers[0].attention.qkv.weight is not model.layers[1].attention.qkv.weight
+    with torch.no_grad():
+        _close(model([ids, seg]), ref.hidden_states[-1], keep)
+
+
+def test_ernie_task_type_ids(hf_checkpoint, batch) -> None:
+    hf, path = hf_checkpoint("ernie")
+    ids, seg, keep = batch(0)
+    task = torch.ones_like(ids)
+    with torch.no_grad():
+        ref = hf.ernie(
+            input_ids=ids, token_type_ids=seg, attention_mask=keep.long(), task_type_ids=task
+        ).last_hidden_state
+        out = build_transformer_model(path, path, model="ernie").eval()(
+            ids, seg, task_type_ids=task
+        )
+    _close(out, ref, keep)
+
+
+def test_lm_application_matches_a_causal_bert(hf_checkpoint) -> None:
+    hf, path = hf_checkpoint("bert", is_decoder=True)
+    ids = torch.randint(3, 99, (2, 9))
+    with torch.no_grad():
+        ref = hf.bert(input_ids=ids).last_hidden_state
+        out = build_transformer_model(path, path, application="lm").eval()(ids)
+    _close(out, ref)
+    assert transformers.__version__
