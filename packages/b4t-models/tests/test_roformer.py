@@ -12,6 +12,15 @@ from b4t.models.build import build_transformer_model
 transformers = pytest.importorskip("transformers")
 
 
+def _scramble(model: torch.nn.Module, std: float = 0.3) -> None:
+    """Replace transformers' small init (std 0.02) with larger weights, so that every
+    term (rotary, relative positions) moves the outputs far beyond the tolerance."""
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:  # not RoFormer's fixed sinusoid table
+                param.copy_(torch.randn_like(param) * std)
+
+
 def _batch(vocab: int, seq: int = 11) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two padded two-segment rows (pad id 0)."""
     g = torch.Generator().manual_seed(0)
@@ -38,6 +47,7 @@ def _tiny_roformer(tmp_path, embedding_size: int):
     )
     torch.manual_seed(0)
     ref = transformers.RoFormerForMaskedLM(config).eval()
+    _scramble(ref)
     ref.save_pretrained(tmp_path / "hf")
     return ref
 

@@ -1,0 +1,217 @@
+"""DeBERTa-v2 / v3 (transformers' ``deberta-v2`` layout): disentangled attention.
+
+The encoder holds one relative-embedding table ``rel_embeddings`` (``2S x H``, optionally
+layer-normed) and the log-bucketed relative positions; both are computed once per
+forward and handed to every layer's :class:`b4t.layers.DisentangledSelfAttention`.
+Embeddings are ``LayerNorm(proj(word [+ position] [+ segment]))``.
+
+Differences from transformers: padded query rows attend to the real tokens (transformers
+gives them uniform attention), so outputs at padded positions differ while every real
+position is identical. The optional convolution of DeBERTa-v2-xlarge
+(``conv_kernel_size > 0``) is not supported and raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.layers import Embeddings, LayerNorm
+from b4t.layers.deberta_attention import DisentangledSelfAttention
+from b4t.layers.relative_positions import deberta_relative_position
+from b4t.models.config import ModelConfig
+from b4t.models.registry import Variant, register_variant
+from b4t.models.transformer import Transformer
+from b4t.models.variants.bert import BERT_OPTIONAL, bert_layer_map, bert_mlm_map
+from b4t.models.weight_map import Concat, WeightSource
+
+__all__ = ["DebertaV2", "DebertaV2Embeddings", "deberta_settings"]
+
+
+def deberta_settings(config: ModelConfig) -> dict[str, Any]:
+    """The DeBERTa keys of ``config.json`` (kept in ``config.extra``), checked and defaulted."""
+    extra = config.extra
+    pos_att_type = extra.get("pos_att_type") or []
+    if isinstance(pos_att_type, str):
+        pos_att_type = [p.strip() for p in pos_att_type.lower().split("|") if p.strip()]
+    bad = [p for p in pos_att_type if p not in ("c2p", "p2c")]
+    if bad:
+        raise ValueError(f"config key 'pos_att_type' in {config.source} has unknown terms {bad}")
+    if int(extra.get("conv_kernel_size", 0) or 0) > 0:
+        raise ValueError(
+            f"config key 'conv_kernel_size' in {config.source} is > 0: the DeBERTa-v2 "
+            "convolution layer is not supported"
+        )
+    relative = bool(extra.get("relative_attention", False))
+    max_rel = int(extra.get("max_relative_positions", -1))
+    if max_rel < 1:
+        max_rel = config.max_position_embeddings
+    buckets = int(extra.get("position_buckets", -1))
+    norm_rel = [x.strip() for x in str(extra.get("norm_rel_ebd", "none")).lower().split("|")]
+    return {
+        "relative_attention": relative,
+        "pos_att_type": tuple(pos_att_type) if relative else (),
+        "share_att_key": bool(extra.get("share_att_key", False)),
+        "max_relative_positions": max_rel,
+        "position_buckets": buckets,
+        "span": buckets if buckets > 0 else max_rel,
+        "norm_rel_ebd": "layer_norm" in norm_rel,
+        "position_biased_input": bool(extra.get("position_biased_input", True)),
+        "legacy": bool(extra.get("legacy", True)),
+    }
+
+
+class DebertaV2Embeddings(Embeddings):
+    """``dropout(LayerNorm(proj(word + position? + segment?)))``; proj is bias-free, E -> H."""
+
+    def __init__(self, embedding_size: int, hidden_size: int, layer_norm_eps: float, **kw: Any):
+        super().__init__(embedding_size=embedding_size, hidden_size=hidden_size, **kw)
+        self.layer_norm = LayerNorm(hidden_size, layer_norm_eps)
+        self.projection = (
+            nn.Linear(embedding_size, hidden_size, bias=False)
+            if embedding_size != hidden_size
+            else None
+        )
+
+    def forward(
+        self,
+        token_ids: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        extra_ids: Sequence[torch.Tensor] = (),
+        task_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x = self.word_embeddings(token_ids)
+        if self.position_embeddings is not None:
+            if position_ids is None:
+                x = x + self.position_embeddings.weight[: token_ids.shape[1]]
+            else:
+                x = x + self.position_embeddings(position_ids)
+        if self.segment_embeddings is not None:
+            if segment_ids is None:
+                segment_ids = torch.zeros_like(token_ids)
+            x = x + self.segment_embeddings(segment_ids)
+        if self.layer_add_embs is not None:
+            for emb, ids in zip(self.layer_add_embs, extra_ids, strict=True):
+                x = x + emb(ids)
+        if self.projection is not None:
+            x = self.projection(x)
+        return self.dropout(self.layer_norm(x))
+
+
+class DebertaV2(Transformer):
+    """DeBERTa-v2/v3 encoder: BERT-style post-norm blocks with disentangled attention."""
+
+    def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
+        self.deberta = deberta_settings(config)
+        if config.type_vocab_size == 0:
+            kwargs["segment_vocab_size"] = 0
+        super().__init__(config, **kwargs)
+        s = self.deberta
+        self.rel_embeddings = (
+            nn.Embedding(2 * s["span"], config.hidden_size) if s["relative_attention"] else None
+        )
+        self.rel_norm = (
+            LayerNorm(config.hidden_size, config.layer_norm_eps)
+            if s["relative_attention"] and s["norm_rel_ebd"]
+            else None
+        )
+
+    def build_embeddings(self, layer_add_embs: Any = None) -> nn.Module:
+        c = self.config
+        return DebertaV2Embeddings(
+            c.embedding_dim,
+            c.hidden_size,
+            c.layer_norm_eps,
+            vocab_size=c.vocab_size,
+            max_position=c.max_position_embeddings,
+            segment_vocab_size=self.segment_vocab_size,
+            dropout_rate=c.hidden_dropout_prob,
+            pad_token_id=c.pad_token_id,
+            position_type="learned" if self.deberta["position_biased_input"] else None,
+            layer_add_embs=layer_add_embs,
+        )
+
+    def build_layer(self, index: int, **overrides: Any) -> nn.Module:
+        s = self.deberta
+        overrides.setdefault("attention_cls", DisentangledSelfAttention)
+        overrides.setdefault(
+            "attention_kwargs",
+            {
+                "pos_att_type": s["pos_att_type"],
+                "share_att_key": s["share_att_key"],
+                "position_span": s["span"],
+            },
+        )
+        return super().build_layer(index, **overrides)
+
+    def layer_kwargs(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``rel_embeddings [2S, H]`` and ``relative_pos [L, L]``, shared by all layers."""
+        if self.rel_embeddings is None:
+            return {}
+        s = self.deberta
+        hidden = state["hidden_states"]
+        length = hidden.shape[1]
+        rel = self.rel_embeddings.weight
+        if self.rel_norm is not None:
+            rel = self.rel_norm(rel)
+        relative_pos = deberta_relative_position(
+            length, length, s["position_buckets"], s["max_relative_positions"], hidden.device
+        )
+        return {"rel_embeddings": rel, "relative_pos": relative_pos}
+
+
+def deberta_v2_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+    """transformers' ``deberta.`` layout (legacy ``cls.predictions`` or ``lm_predictions`` head)."""
+    emb, layer = "deberta.embeddings", "deberta.encoder.layer.{i}"
+    mapping: dict[str, WeightSource] = {
+        "embeddings.word_embeddings.weight": f"{emb}.word_embeddings.weight",
+        "embeddings.segment_embeddings.weight": f"{emb}.token_type_embeddings.weight",
+        "embeddings.position_embeddings.weight": f"{emb}.position_embeddings.weight",
+        "embeddings.projection.weight": f"{emb}.embed_proj.weight",
+        "embeddings.layer_norm.weight": f"{emb}.LayerNorm.weight",
+        "embeddings.layer_norm.bias": f"{emb}.LayerNorm.bias",
+        "rel_embeddings.weight": "deberta.encoder.rel_embeddings.weight",
+        "rel_norm.weight": "deberta.encoder.LayerNorm.weight",
+        "rel_norm.bias": "deberta.encoder.LayerNorm.bias",
+        "pooler.dense.weight": "pooler.dense.weight",
+        "pooler.dense.bias": "pooler.dense.bias",
+    }
+    mapping.update(bert_layer_map(layer))
+    att = f"{layer}.attention.self"
+    for part in ("weight", "bias"):
+        mapping[f"layers.{{i}}.attention.qkv.{part}"] = Concat(
+            tuple(f"{att}.{p}_proj.{part}" for p in ("query", "key", "value"))
+        )
+        mapping[f"layers.{{i}}.attention.pos_key_proj.{part}"] = f"{att}.pos_key_proj.{part}"
+        mapping[f"layers.{{i}}.attention.pos_query_proj.{part}"] = f"{att}.pos_query_proj.{part}"
+    if deberta_settings(config)["legacy"]:
+        mapping.update(bert_mlm_map("cls.predictions"))
+    else:
+        head = "lm_predictions.lm_head"
+        mapping.update(
+            {
+                "mlm.dense.weight": f"{head}.dense.weight",
+                "mlm.dense.bias": f"{head}.dense.bias",
+                "mlm.layer_norm.weight": f"{head}.LayerNorm.weight",
+                "mlm.layer_norm.bias": f"{head}.LayerNorm.bias",
+                "mlm.bias": f"{head}.bias",
+            }
+        )
+    return mapping
+
+
+register_variant(
+    Variant(
+        name="deberta_v2",
+        prefix="deberta",
+        weight_map=deberta_v2_weight_map,
+        model_cls=DebertaV2,
+        optional_keys=(*BERT_OPTIONAL, r"^lm_predictions\.", r"^pooler\."),
+        description="DeBERTa-v2/v3 (disentangled attention, log-bucket relative positions)",
+    ),
+    "deberta_v3",
+)
