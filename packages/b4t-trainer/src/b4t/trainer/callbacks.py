@@ -135,7 +135,7 @@ class Logger(Callback):
         if self._file is None:
             return
         fields = "\t".join(f"{k}={v}" for k, v in _format_logs(logs or {}).items())
-        self._file.write(f"{head}\t{fields}\n")
+        self._file.write(f"{head}\t{fields}\n" if fields else f"{head}\n")
         self._file.flush()
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
