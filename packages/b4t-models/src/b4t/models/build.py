@@ -116,7 +116,9 @@ def build_transformer_model(
     )
     if files is None:
         net = cls(config, **build_kwargs)
-        init_weights(net, config.initializer_range)
+        user_modules = [layer_add_embs] if isinstance(layer_add_embs, nn.Module) else []
+        user_modules += list(layer_add_embs or []) if not user_modules else []
+        init_weights(net, config.initializer_range, skip=user_modules)
         net.to(device=device, dtype=torch_dtype)
     else:
         with torch.device("meta"):

@@ -66,9 +66,15 @@ def _init_param(module: nn.Module, name: str, param: torch.Tensor, std: float) -
             param.zero_()
 
 
-def init_weights(model: nn.Module, std: float = 0.02) -> None:
-    """Initialise every parameter the BERT way (normal(0, std), zero bias, unit norm gain)."""
+def init_weights(model: nn.Module, std: float = 0.02, skip: Sequence[nn.Module] = ()) -> None:
+    """Initialise parameters the BERT way (normal(0, std), zero bias, unit norm gain).
+
+    Modules in ``skip`` (and their children), e.g. user-given ``layer_add_embs``, keep theirs.
+    """
+    skipped = {id(m) for s in skip for m in s.modules()}
     for module in model.modules():
+        if id(module) in skipped:
+            continue
         for name, param in module.named_parameters(recurse=False):
             _init_param(module, name, param, std)
 
@@ -143,13 +149,19 @@ def load_into(
     else:
         source = str(path)
     state = dict(path) if isinstance(path, dict) else read_checkpoint(path)
+    params = model.state_dict(keep_vars=True)
+    dropped: set[str] = set()  # checkpoint keys of parts this model leaves out on purpose
     if mapping is None:
-        mapping = model.variable_mapping()  # type: ignore[operator]
+        full = model.variable_mapping(existing_only=False)  # type: ignore[operator]
+        mapping = {k: v for k, v in full.items() if k in params}
+        for name, src in full.items():
+            if name not in params and src is not None:
+                dropped.update(src.keys if isinstance(src, Concat) else [src])
     variant = getattr(model, "variant", None)
     prefix = variant.prefix if variant is not None else ""
     if prefix and not any(k.startswith(prefix + ".") for k in state):
         mapping = {k: strip_prefix(v, prefix) for k, v in mapping.items()}
-    params = model.state_dict(keep_vars=True)
+        dropped = {str(strip_prefix(k, prefix)) for k in dropped}
     vocab_params = set(getattr(model, "vocab_params", ()))
     report = LoadReport()
     used: set[str] = set()
@@ -186,7 +198,7 @@ def load_into(
     for key in state:
         if key in used:
             continue
-        if any(p.search(key) for p in optional):
+        if key in dropped or any(p.search(key) for p in optional):
             report.unused_optional.append(key)
         else:
             report.unexpected.append(key)

@@ -235,10 +235,11 @@ class Transformer(nn.Module):
         return outputs if len(outputs) > 1 else first
 
     # ---- weights -----------------------------------------------------------------------
-    def variable_mapping(self) -> dict[str, WeightSource]:
+    def variable_mapping(self, existing_only: bool = True) -> dict[str, WeightSource]:
         """``{b4t parameter name: checkpoint key | Concat | None}`` for this model.
 
-        Only names of parameters this model really has are returned.
+        Only names of parameters this model really has are returned, unless
+        ``existing_only=False`` (then parts left out, e.g. heads not asked for, too).
         """
         if self.variant is None:
             return {name: name for name in self.state_dict()}
@@ -246,6 +247,8 @@ class Transformer(nn.Module):
         if callable(template):
             template = template(self.config, self)
         mapping = expand_weight_map(template, self.config.num_hidden_layers)
+        if not existing_only:
+            return mapping
         own = set(self.state_dict())
         return {k: v for k, v in mapping.items() if k in own}
 
