@@ -67,7 +67,7 @@ class FocalLoss(nn.Module):
                 f"{num_classes} classes"
             )
         logp = F.log_softmax(input.float(), dim=-1).reshape(-1, num_classes)
-        focal_logp = (1 - logp.exp()).pow(self.gamma) * logp if self.gamma else logp
+        focal_logp = (-torch.expm1(logp)).pow(self.gamma) * logp if self.gamma else logp
         loss = F.nll_loss(
             focal_logp,
             target.reshape(-1),
