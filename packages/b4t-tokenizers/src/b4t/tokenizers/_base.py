@@ -194,7 +194,7 @@ class TokenizerBase:
                 f"return_offsets must be False, True, 'transformers' or 'rematch', "
                 f"got {return_offsets!r}"
             )
-        firsts = [first_texts] if single else list(first_texts)
+        firsts = [first_texts] if single else _as_text_list(first_texts, "first_texts")
         if second_texts is None:
             seconds: list[str | None] = [None] * len(firsts)
         elif isinstance(second_texts, str):
@@ -203,8 +203,11 @@ class TokenizerBase:
             seconds = [second_texts]
         else:
             if single:
-                raise ValueError("second_texts must be a str when first_texts is a str")
-            seconds = list(second_texts)
+                raise TypeError(
+                    "second_texts must be str when first_texts is str, "
+                    f"got {type(second_texts).__name__}"
+                )
+            seconds = _as_text_list(second_texts, "second_texts")
             if len(seconds) != len(firsts):
                 raise ValueError(f"{len(firsts)} first texts but {len(seconds)} second texts")
         all_ids, all_segments, all_offsets = [], [], []
@@ -295,6 +298,12 @@ class TokenizerBase:
 def _check_text(text: Any, name: str) -> None:
     if not isinstance(text, str):
         raise TypeError(f"{name} must be str, got {type(text).__name__}")
+
+
+def _as_text_list(texts: Any, name: str) -> list:
+    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+        raise TypeError(f"{name} must be str or a list of str, got {type(texts).__name__}")
+    return list(texts)
 
 
 def _check_budget(maxlen: int, budget: int, n_special: int) -> None:

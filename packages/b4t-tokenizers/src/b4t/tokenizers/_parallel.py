@@ -12,16 +12,18 @@ from typing import Any
 _WORKER_FUNC: Callable[[Any], Any] | None = None
 
 
-def _init_worker(func: Callable[[Any], Any], seeds: Any) -> None:
-    """Runs once in each worker process: remember ``func`` and seed the RNGs."""
+def _init_worker(
+    func: Callable[[Any], Any], seeds: Sequence[int | None] | None, counter: Any
+) -> None:
+    """Runs once in each worker: remember ``func``; seed the RNGs with this worker's seed."""
     global _WORKER_FUNC
     _WORKER_FUNC = func
-    if seeds is None:
+    if not seeds:
         return
-    try:
-        seed = seeds.get_nowait()
-    except queue.Empty:
-        return
+    with counter.get_lock():
+        rank = counter.value
+        counter.value += 1
+    seed = seeds[rank] if rank < len(seeds) else None
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     random.seed(seed)
@@ -51,7 +53,8 @@ def parallel_apply_generator(
     ``unordered=False``). At most ``max_queue_size`` items are in flight, so
     an endless ``iterable`` is fine. ``random_seeds=True`` gives each worker
     process a fresh random seed (``random`` and, if loaded, ``numpy``); a list
-    gives worker ``k`` seed ``k``; ``False``/``None`` leaves the forked state.
+    gives the k-th started worker ``random_seeds[k]`` (``None``: fresh);
+    ``False``/``None`` leaves the forked state (threads are never reseeded).
     On Linux workers are forked, so ``func`` may be a lambda or a closure.
     An exception raised by ``func`` is raised here.
     """
@@ -62,20 +65,16 @@ def parallel_apply_generator(
     if dummy:
         from multiprocessing.pool import ThreadPool
 
-        pool = ThreadPool(workers, _init_worker, (func, None))
+        pool = ThreadPool(workers, _init_worker, (func, None, None))
     else:
         import multiprocessing
 
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        seeds = None
         if random_seeds is True:
             random_seeds = [None] * workers
-        if random_seeds:
-            seeds = context.Queue()
-            for seed in random_seeds:
-                seeds.put(seed)
-        pool = context.Pool(workers, _init_worker, (func, seeds))
+        seeds = list(random_seeds or ())
+        pool = context.Pool(workers, _init_worker, (func, seeds, context.Value("i", 0)))
     done: queue.Queue = queue.Queue()
     waiting: dict[int, Any] = {}
     next_out = 0
