@@ -1,0 +1,69 @@
+"""Two gloo processes on CPU (torchrun) train like one process on the global batch."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from b4t.trainer import Trainer
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def _worker_module():
+    spec = importlib.util.spec_from_file_location("ddp_worker", WORKER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_two_processes_match_single_process_training(tmp_path) -> None:
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc_per_node=2",
+        "--master_addr=127.0.0.1",
+        f"--master_port={port}",
+        str(WORKER),
+        str(tmp_path),
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Only rank 0 writes logs, checkpoints and weights; only it shows a progress bar.
+    assert (tmp_path / "log_rank0.txt").exists() and not (tmp_path / "log_rank1.txt").exists()
+    assert (tmp_path / "ckpt_rank0" / "last.pt").exists()
+    assert not (tmp_path / "ckpt_rank1").exists()
+    assert proc.stderr.count("Epoch 2/2") >= 1
+    assert "Epoch 2/2" not in "".join(
+        line for line in proc.stderr.splitlines() if line.startswith("[rank1]")
+    )
+
+    worker = _worker_module()
+    module = worker.build_model()
+    trainer = Trainer(module)
+    trainer.compile(**worker.compile_kwargs(module))
+    loader = DataLoader(worker.build_data(), batch_size=worker.GLOBAL_BATCH)
+    trainer.fit(loader, epochs=2, verbose=0)
+
+    saved = torch.load(tmp_path / "weights.pt", weights_only=True)
+    other = torch.load(tmp_path / "raw_rank1.pt", weights_only=True)
+    for key, value in module.state_dict().items():
+        torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6)
+        assert torch.equal(saved[key], other[key])  # the ranks agree
