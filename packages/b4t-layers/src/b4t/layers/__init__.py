@@ -9,32 +9,50 @@ from b4t.layers.activations import ACT2FN, gelu, gelu_new, get_activation, relu,
 from b4t.layers.attention import MultiHeadAttention
 from b4t.layers.block import TransformerBlock
 from b4t.layers.crf import CRF
+from b4t.layers.deberta_attention import DisentangledSelfAttention
 from b4t.layers.embeddings import (
     Embeddings,
     create_position_ids_from_input_ids,
     get_sinusoid_encoding_table,
 )
 from b4t.layers.feed_forward import PositionWiseFeedForward
+from b4t.layers.gau import GatedAttentionUnit
 from b4t.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
 from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_additive_mask, unilm_mask
 from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.pooling import get_pool_emb
+from b4t.layers.relative_positions import (
+    NezhaAttention,
+    RelativePositionsEncoding,
+    T5RelativePositionBias,
+    deberta_relative_position,
+    t5_relative_position_bucket,
+)
+from b4t.layers.rotary import RoPEPositionEncoding, RotaryAttention
 
 __all__ = [
     "ACT2FN",
     "CRF",
+    "DisentangledSelfAttention",
     "EfficientGlobalPointer",
     "Embeddings",
+    "GatedAttentionUnit",
     "GlobalPointer",
     "LayerNorm",
     "MultiHeadAttention",
+    "NezhaAttention",
     "PositionWiseFeedForward",
     "RMSNorm",
+    "RelativePositionsEncoding",
+    "RoPEPositionEncoding",
+    "RotaryAttention",
+    "T5RelativePositionBias",
     "TransformerBlock",
     "__version__",
     "attention_mask",
     "causal_mask",
     "create_position_ids_from_input_ids",
+    "deberta_relative_position",
     "gelu",
     "gelu_new",
     "get_activation",
@@ -44,6 +62,7 @@ __all__ = [
     "relu",
     "silu",
     "swish",
+    "t5_relative_position_bucket",
     "tanh",
     "to_additive_mask",
     "unilm_mask",
