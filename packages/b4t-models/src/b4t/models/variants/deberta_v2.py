@@ -5,10 +5,10 @@ layer-normed) and the log-bucketed relative positions; both are computed once pe
 forward and handed to every layer's :class:`b4t.layers.DisentangledSelfAttention`.
 Embeddings are ``LayerNorm(proj(word [+ position] [+ segment]))``.
 
-Differences from transformers: padded query rows attend to the real tokens (transformers
-gives them uniform attention), so outputs at padded positions differ while every real
-position is identical. The optional convolution of DeBERTa-v2-xlarge
-(``conv_kernel_size > 0``) is not supported and raises.
+As in transformers, an encoder zeroes the embeddings of padded tokens and masks padded
+query rows too (they attend uniformly), so padded positions match transformers as well.
+The optional convolution of DeBERTa-v2-xlarge (``conv_kernel_size > 0``) is not
+supported and raises.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.layers import Embeddings, LayerNorm
+from b4t.layers import Embeddings, LayerNorm, to_additive_mask
 from b4t.layers.deberta_attention import DisentangledSelfAttention
 from b4t.layers.relative_positions import deberta_relative_position
 from b4t.models.config import ModelConfig
@@ -147,6 +147,21 @@ class DebertaV2(Transformer):
             },
         )
         return super().build_layer(index, **overrides)
+
+    def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings, then (encoder with padding) zeroed padded rows and a query+key mask."""
+        state = super().apply_embeddings(state)
+        if self.application != "encoder" or state["mask"] is None:
+            return state
+        keep = state["attention_mask"]
+        if keep is None:
+            keep = state["token_ids"].ne(self.config.pad_token_id)
+        keep = keep.bool()
+        hidden = state["hidden_states"]
+        state["hidden_states"] = hidden * keep[..., None].to(hidden.dtype)
+        both = keep[:, None, :, None] & keep[:, None, None, :]  # [B, 1, L, L]
+        state["mask"] = to_additive_mask(both, hidden.dtype)
+        return state
 
     def layer_kwargs(self, state: dict[str, Any]) -> dict[str, Any]:
         """``rel_embeddings [2S, H]`` and ``relative_pos [L, L]``, shared by all layers."""
