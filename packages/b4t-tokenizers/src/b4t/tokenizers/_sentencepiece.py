@@ -114,12 +114,25 @@ class SpTokenizer(TokenizerBase):
         return self.sp_model.encode_as_ids(self.preprocess_text(text))
 
     def _text_ids_offsets(self, text: str) -> tuple[list[int], Offsets]:
-        """Ids with spans into the text given to sentencepiece (the original text when
-        ``remove_space=False`` and ``keep_accents=True``)."""
+        """Ids with character spans into the text given to sentencepiece (the original text
+        when ``remove_space=False`` and ``keep_accents=True``)."""
         processed = self.preprocess_text(text)
-        proto = self.sp_model.encode_as_immutable_proto(processed)
-        ids = [p.id for p in proto.pieces]
-        offsets = [(p.begin, p.end) for p in proto.pieces]
+        sp = self.sp_model
+        try:  # sentencepiece >= 0.2.1: character offsets directly
+            mapping = sp.encode(processed, return_type="offset_mapping")
+            return list(mapping["ids"]), [tuple(span) for span in mapping["offsets"]]
+        except (TypeError, ValueError):
+            pass
+        proto = sp.encode_as_immutable_proto(processed)  # older releases: byte offsets
+        char_at = [0] * (len(processed.encode("utf-8")) + 1)
+        position = 0
+        for index, char in enumerate(processed):
+            width = len(char.encode("utf-8"))
+            char_at[position : position + width] = [index] * width
+            position += width
+        char_at[position] = len(processed)
+        ids = [piece.id for piece in proto.pieces]
+        offsets = [(char_at[piece.begin], char_at[piece.end]) for piece in proto.pieces]
         return ids, offsets
 
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:

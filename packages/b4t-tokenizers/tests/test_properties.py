@@ -1,0 +1,80 @@
+"""Hypothesis properties on arbitrary unicode and on vocab words / CJK text."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from b4t.tokenizers import Tokenizer, load_vocab
+
+SETTINGS = settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@pytest.fixture(scope="module")
+def chinese(chinese_vocab):
+    return Tokenizer(str(chinese_vocab))
+
+
+@pytest.fixture(scope="module")
+def uncased(uncased_vocab):
+    return Tokenizer(str(uncased_vocab))
+
+
+@pytest.fixture(scope="module")
+def words(uncased_vocab):
+    vocab = load_vocab(uncased_vocab)
+    return sorted(t for t in vocab if t.isascii() and t.isalpha() and t.islower() and len(t) > 1)
+
+
+@pytest.fixture(scope="module")
+def cjk_chars(chinese_vocab):
+    vocab = load_vocab(chinese_vocab)
+    return sorted(t for t in vocab if len(t) == 1 and "\u4e00" <= t <= "\u9fff")
+
+
+@SETTINGS
+@given(text=st.text(max_size=60))
+@pytest.mark.parametrize("lower", [True, False])
+def test_arbitrary_unicode_is_safe(chinese_vocab, text, lower):
+    tok = _cached(chinese_vocab, lower)
+    ids, segments, offsets = tok.encode(text, return_offsets=True)
+    assert len(ids) == len(segments) == len(offsets)
+    assert all(0 <= i < tok.vocab_size for i in ids)
+    assert ids == tok.encode(text)[0]  # the offsets path gives the same ids
+    starts = [s for s, e in offsets[1:-1]]
+    assert starts == sorted(starts)
+    assert all(0 <= s < e <= len(text) for s, e in offsets[1:-1])
+    tok.decode(ids)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_decode_inverts_encode_for_words(uncased, words, data):
+    chosen = data.draw(st.lists(st.sampled_from(words), min_size=1, max_size=12))
+    text = " ".join(chosen)
+    upper = data.draw(st.booleans())
+    ids, _ = uncased.encode(text.upper() if upper else text)
+    assert uncased.decode(ids) == text
+
+
+@SETTINGS
+@given(data=st.data())
+def test_decode_inverts_encode_for_cjk(chinese, cjk_chars, data):
+    text = "".join(data.draw(st.lists(st.sampled_from(cjk_chars), min_size=1, max_size=30)))
+    spaced = data.draw(st.booleans())
+    ids, _ = chinese.encode(" ".join(text) if spaced else text)
+    assert len(ids) == len(text) + 2
+    assert chinese.decode(ids) == text
+
+
+_CACHE: dict = {}
+
+
+def _cached(vocab, lower):
+    key = (str(vocab), lower)
+    if key not in _CACHE:
+        _CACHE[key] = Tokenizer(str(vocab), do_lower_case=lower)
+    return _CACHE[key]
