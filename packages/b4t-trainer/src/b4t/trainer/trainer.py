@@ -314,7 +314,9 @@ class Trainer:
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
-        builtins: list[Callback] = [ProgressBar()] if verbose else []
+        # A ProgressBar passed in (e.g. with its own file/interval) replaces the default one.
+        has_bar = any(isinstance(cb, ProgressBar) for cb in callbacks)
+        builtins: list[Callback] = [ProgressBar()] if verbose and not has_bar else []
         self.callbacks = [*builtins, *callbacks, self.history]
         for cb in self.callbacks:
             cb.set_trainer(self)
