@@ -14,6 +14,11 @@ empty hook costs nothing. Before ``on_train_begin`` the trainer calls
 - ``trainer.backward(loss)``: backward through the AMP grad scaler with the
   same ``1 / grad_accumulation_steps`` scaling as the main loss.
 
+A callback may also set ``trainer.stop_training = True`` (the run stops after
+the current batch), read ``trainer.epoch`` / ``trainer.global_step``, and call
+``trainer.save_checkpoint(path)`` (inside a hook the write waits until every
+callback of that hook has run).
+
 ``on_after_backward`` runs after each micro-batch's backward and before the
 optimizer step (and before gradient clipping), so a callback can add gradients
 (adversarial training) or change them.

@@ -118,6 +118,8 @@ class Trainer:
         self._reset_loader_state()
         self._epoch_sums: dict[str, float] = {}
         self._epoch_count = 0
+        self._device = torch.device("cpu")
+        self._hooks: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOK_NAMES}
 
     # ------------------------------------------------------------------ setup
     @property
@@ -285,7 +287,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
 
     def train_step(self, batch: Any) -> Logs:
-        """Train on one micro-batch; step the optimizer at accumulation boundaries."""
+        """Train on one micro-batch; step the optimizer at accumulation boundaries.
+
+        ``fit`` calls this once per batch; it runs the ``on_after_backward``
+        hooks but no other. Returns the batch logs (loss, loss parts, metrics).
+        """
+        self._require_compiled("train_step")
         X, y = self._split_batch(batch, "train_dataloader")
         self.current_batch = (X, y)
         boundary = (self.global_step + 1) % self.grad_accumulation_steps == 0
@@ -320,7 +327,7 @@ class Trainer:
         self.callbacks = [*builtins, *callbacks, self.history]
         for cb in self.callbacks:
             cb.set_trainer(self)
-        self._hooks: dict[str, list[Callable[..., None]]] = {
+        self._hooks = {
             name: [getattr(cb, name) for cb in self.callbacks if cb.defines(name)]
             for name in HOOK_NAMES
         }
