@@ -1,0 +1,157 @@
+"""The sentiment classifier: a b4t BERT encoder, a pooling step and a linear layer.
+
+Saved in the Hugging Face layout (``config.json`` + ``model.safetensors`` +
+``vocab.txt``): encoder weights under their checkpoint names (``bert.*`` for
+BERT), the head as ``classifier.weight`` / ``classifier.bias``, and
+``id2label`` in the config. With ``pooling='cls'`` (the BERT pooler) the folder
+is exactly a ``BertForSequenceClassification`` checkpoint; with ``'mean'`` the
+encoder loads as a ``BertModel`` and the head is the masked mean of the last
+hidden states followed by ``classifier`` (see examples/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.models import Concat, build_transformer_model, read_checkpoint, write_checkpoint
+
+POOLINGS = ("mean", "cls")
+POOLING_KEY = "b4t_pooling"
+
+
+def small_bert_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 2) -> dict:
+    """A Hugging Face ``config.json`` dict for a small BERT trained from scratch."""
+    return {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": max(1, hidden_size // 32),
+        "intermediate_size": 4 * hidden_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+    }
+
+
+class SentimentClassifier(nn.Module):
+    """``token_ids [B, L] -> logits [B, num_labels]``.
+
+    Args:
+        encoder: a b4t encoder from ``build_transformer_model`` (built ``with_pool=True``
+            for ``pooling='cls'``).
+        num_labels: output classes.
+        pooling: ``'mean'`` (masked mean of the last hidden states) or ``'cls'``
+            (the BERT pooler: tanh(dense(h[CLS]))).
+        dropout: dropout before the classifier.
+    """
+
+    def __init__(
+        self, encoder: nn.Module, num_labels: int = 2, pooling: str = "mean", dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.encoder = encoder
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=encoder.config.initializer_range)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        outputs = self.encoder(token_ids)
+        if self.pooling == "cls":
+            pooled = outputs[1]  # [B, H]
+        else:
+            hidden = outputs  # [B, L, H]
+            keep = token_ids.ne(self.encoder.config.pad_token_id).unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * keep).sum(1) / keep.sum(1).clamp(min=1)
+        return self.classifier(self.dropout(pooled))
+
+
+def build_classifier(
+    config: dict[str, Any] | Path,
+    checkpoint: Path | None = None,
+    model: str = "bert",
+    pooling: str = "mean",
+    keep_tokens: list[int] | None = None,
+) -> SentimentClassifier:
+    """A classifier over a fresh encoder (``checkpoint=None``) or a pre-trained one."""
+    encoder = build_transformer_model(
+        config,
+        checkpoint,
+        model=model,
+        with_pool=pooling == "cls",
+        keep_tokens=keep_tokens,
+    )
+    return SentimentClassifier(encoder, pooling=pooling)
+
+
+def save_pretrained(
+    clf: SentimentClassifier,
+    out_dir: Path,
+    config: dict[str, Any],
+    vocab_tokens: list[str],
+    labels: tuple[str, ...],
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``vocab.txt`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    mapping = clf.encoder.variable_mapping()
+    for name, tensor in clf.encoder.state_dict().items():
+        source = mapping.get(name)
+        if isinstance(source, Concat):
+            tensors.update(zip(source.keys, source.save(tensor), strict=True))
+        elif source is not None:
+            tensors.setdefault(source, tensor)
+    tensors["classifier.weight"] = clf.classifier.weight.detach()
+    tensors["classifier.bias"] = clf.classifier.bias.detach()
+    write_checkpoint({k: v.contiguous() for k, v in tensors.items()}, out_dir / "model.safetensors")
+    config = dict(config)
+    config["vocab_size"] = clf.encoder.config.vocab_size
+    config["id2label"] = {str(i): name for i, name in enumerate(labels)}
+    config["label2id"] = {name: i for i, name in enumerate(labels)}
+    config[POOLING_KEY] = clf.pooling
+    if clf.pooling == "cls" and config.get("model_type") == "bert":
+        config["architectures"] = ["BertForSequenceClassification"]
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    (out_dir / "vocab.txt").write_text("".join(t + "\n" for t in vocab_tokens), encoding="utf-8")
+    return out_dir
+
+
+def load_pretrained(model_dir: Path, model: str | None = None) -> tuple[SentimentClassifier, list]:
+    """Load a folder written by :func:`save_pretrained`; returns ``(classifier, labels)``."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no config.json in {model_dir}")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    id2label = config.get("id2label")
+    if not id2label:
+        raise ValueError(f"{config_path} has no id2label: not a saved sentiment classifier")
+    labels = [id2label[str(i)] for i in range(len(id2label))]
+    pooling = config.get(POOLING_KEY, "cls")
+    clf = build_classifier(
+        model_dir, model_dir, model=model or config.get("model_type", "bert"), pooling=pooling
+    )
+    weights = read_checkpoint(model_dir / "model.safetensors")
+    for key in ("classifier.weight", "classifier.bias"):
+        if key not in weights:
+            raise KeyError(f"{model_dir / 'model.safetensors'} has no {key!r}")
+    with torch.no_grad():
+        clf.classifier.weight.copy_(weights["classifier.weight"])
+        clf.classifier.bias.copy_(weights["classifier.bias"])
+    return clf.eval(), labels
