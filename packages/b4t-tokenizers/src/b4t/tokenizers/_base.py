@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
-
 from b4t.tokenizers._text import truncate_sequences
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from typing import Any
 
 Offsets = list[tuple[int, int]]
 PATTERNS = ("S*E*E", "S*ES*E")
@@ -301,7 +303,7 @@ def _check_text(text: Any, name: str) -> None:
 
 
 def _as_text_list(texts: Any, name: str) -> list:
-    if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+    if isinstance(texts, (bytes, bytearray)) or not hasattr(texts, "__iter__"):
         raise TypeError(f"{name} must be str or a list of str, got {type(texts).__name__}")
     return list(texts)
 

@@ -9,9 +9,7 @@ word in the common case.
 
 from __future__ import annotations
 
-import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from os import PathLike
 
@@ -20,6 +18,10 @@ from b4t.tokenizers._chars import is_cjk_char, is_punctuation
 from b4t.tokenizers._trie import Trie
 from b4t.tokenizers._vocab import load_vocab
 from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
 
 
 class _WordCache(dict):
@@ -78,7 +80,7 @@ class Tokenizer(TokenizerBase):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(token_dict, Mapping):
+        if isinstance(token_dict, dict) or hasattr(token_dict, "keys"):
             vocab = dict(token_dict)
             if not vocab:
                 raise ValueError("token_dict is empty")
@@ -107,6 +109,8 @@ class Tokenizer(TokenizerBase):
         self.never_split = set(never_split or ())
         protected = self._special_tokens | self.never_split | {self._token_unk}
         self.tokens_trie = Trie(protected)
+        import re
+
         alternatives = sorted(protected, key=len, reverse=True)
         self._protected_re = re.compile("|".join(map(re.escape, alternatives)))
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
@@ -220,6 +224,8 @@ class Tokenizer(TokenizerBase):
         normalized, origin = self._aligned(piece)
         vocab = self._token_dict
         spans = self.wordpiece_tokenizer.spans
+        import re
+
         for match in re.finditer(r"\S+", normalized):
             w0 = match.start()
             for token, s, e in spans(match.group()):

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
 
 _MODES = {"post": "post", "right": "post", "pre": "pre", "left": "pre"}
 

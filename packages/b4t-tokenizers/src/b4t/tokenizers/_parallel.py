@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
-import queue
-import random
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Sequence
+    from typing import Any
+
 
 _WORKER_FUNC: Callable[[Any], Any] | None = None
 
@@ -24,6 +26,8 @@ def _init_worker(
         rank = counter.value
         counter.value += 1
     seed = seeds[rank] if rank < len(seeds) else None
+    import random
+
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     random.seed(seed)
@@ -75,6 +79,8 @@ def parallel_apply_generator(
             random_seeds = [None] * workers
         seeds = list(random_seeds or ())
         pool = context.Pool(workers, _init_worker, (func, seeds, context.Value("i", 0)))
+    import queue
+
     done: queue.Queue = queue.Queue()
     waiting: dict[int, Any] = {}
     next_out = 0

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
-from typing import Any
 
 from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 _MISSING_EXTRA = (
     "SpTokenizer needs the sentencepiece package: pip install 'b4t-tokenizers[sentencepiece]'"
@@ -22,7 +25,7 @@ def _import_sentencepiece() -> Any:
     return sentencepiece
 
 
-class _PieceTable(Sequence):
+class _PieceTable:
     """id -> piece view over a SentencePiece processor (what ``id_to_token`` indexes)."""
 
     def __init__(self, sp: Any) -> None:
@@ -31,7 +34,7 @@ class _PieceTable(Sequence):
     def __len__(self) -> int:
         return self.sp.get_piece_size()
 
-    def __getitem__(self, i: int) -> str:  # type: ignore[override]
+    def __getitem__(self, i: int) -> str:
         if not 0 <= i < len(self):
             raise IndexError(i)
         return self.sp.id_to_piece(i)

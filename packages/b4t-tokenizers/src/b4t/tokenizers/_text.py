@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import unicodedata
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeVar
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterable, Sequence
+    from typing import Any
 
 
 def convert_to_unicode(text: str | bytes, encoding: str = "utf-8", errors: str = "ignore") -> str:
@@ -160,6 +161,8 @@ def text_augmentation(
     noise = list(noise_dict or ())
     if strategy != "delete" and not noise:
         raise ValueError(f"noise_dict is needed for strategy {strategy!r}")
+    import random
+
     rng = seed if isinstance(seed, random.Random) else random.Random(seed)
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)

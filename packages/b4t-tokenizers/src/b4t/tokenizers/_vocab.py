@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
 
 from b4t.tokenizers._chars import is_cjk_char, is_punctuation
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 PathLike = str | os.PathLike
 

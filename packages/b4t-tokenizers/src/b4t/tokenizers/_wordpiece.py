@@ -10,9 +10,12 @@ instead of a Python loop per character.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterable, Mapping
 
 from b4t.tokenizers._chars import split_table
+
+TYPE_CHECKING = False  # typing is not imported at run time (import cost)
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
 
 
 class BasicTokenizer:
