@@ -143,3 +143,10 @@ def bench(session: nox.Session) -> None:
             session.error(f"no benchmark named {name!r} (looked for {script})")
         threads = os.environ.get("OMP_NUM_THREADS", "2")
         session.run("python", str(script), env={**ENV, "OMP_NUM_THREADS": threads})
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The sentiment demo end to end: nox -s demo -- [--serve] [--checkpoint DIR] ..."""
+    _install_all(session, TORCH_DEFAULT)
+    session.run("python", "examples/sentiment.py", *session.posargs, env=ENV)
