@@ -45,7 +45,21 @@ def in_metadata(wheel: Path) -> set[str]:
     return {str(Requirement(ln[len(prefix) :].strip())) for ln in lines if ln.startswith(prefix)}
 
 
-def check(wheel: Path, dist: Path, torch: str) -> None:
+def make_torch_layer(root: Path, torch: str) -> Path:
+    """A venv holding torch alone; its site-packages is shared read-only by the checks."""
+    venv.create(root, with_pip=True)
+    py = str(root / "bin" / "python")
+    subprocess.run([py, "-m", "pip", "install", "--quiet", f"torch=={torch}"], check=True)
+    out = subprocess.run(
+        [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def check(wheel: Path, dist: Path, torch_site: Path) -> None:
     name = wheel.name.split("-")[0].replace("_", "-")
     short = name.removeprefix("b4t-")
     want, got = declared(ROOT / "packages" / name), in_metadata(wheel)
@@ -54,9 +68,18 @@ def check(wheel: Path, dist: Path, torch: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         venv.create(tmp, with_pip=True)
         py = str(Path(tmp) / "bin" / "python")
-        pins = [] if short == "tokenizers" else [f"torch=={torch}"]
+        if short != "tokenizers":
+            # torch comes from the shared layer (a .pth line), so pip sees it installed
+            # and resolves everything else for this wheel alone.
+            site = subprocess.run(
+                [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+            (Path(site) / "_torch_layer.pth").write_text(f"{torch_site}\n")
         pip = [py, "-m", "pip", "install", "--quiet", "--find-links", str(dist)]
-        subprocess.run([*pip, str(wheel), *pins], check=True)
+        subprocess.run([*pip, str(wheel)], check=True)
         probe = (
             f"import importlib.util, b4t.{short} as m; print(m.__name__, m.__version__); "
             f"assert {short!r} != 'tokenizers' or importlib.util.find_spec('torch') is None, "
@@ -75,8 +98,10 @@ def main() -> None:
     sdists = sorted(args.dist.glob("b4t_*.tar.gz"))
     if len(wheels) != 6 or len(sdists) != 6:
         raise SystemExit(f"expected 6 wheels and 6 sdists in {args.dist}, got {wheels + sdists}")
-    for wheel in wheels:
-        check(wheel, args.dist, args.torch)
+    with tempfile.TemporaryDirectory() as layer:
+        torch_site = make_torch_layer(Path(layer), args.torch)
+        for wheel in wheels:
+            check(wheel, args.dist, torch_site)
 
 
 if __name__ == "__main__":
