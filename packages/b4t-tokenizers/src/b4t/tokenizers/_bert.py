@@ -21,7 +21,7 @@ from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
 
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping, Sequence
+    from collections.abc import Callable, Iterable, Mapping, Sequence
 
 
 class _WordCache(dict):
@@ -115,6 +115,64 @@ class Tokenizer(TokenizerBase):
         self._protected_re = re.compile("|".join(map(re.escape, alternatives)))
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
         self._hooks = self._pre_tokenize is not None or bool(self._token_translate)
+        self._fast_encode = self._build_fast_encode()
+
+    def _build_fast_encode(self) -> Callable[[str], list[int] | None] | None:
+        """The hot path of ``encode(text)``: ``[CLS] ids [SEP]``, or ``None`` when the text
+        holds a protected token (the general path handles it). Everything it needs is bound
+        as a closure variable, so a call does no attribute lookups."""
+        start, end = self._token_start_id, self._token_end_id
+        if self._hooks or not self._do_basic_tokenize or start is None or end is None:
+            return None
+        basic = self.basic_tokenizer
+        search = self._protected_re.search
+        word_ids = self._cache.__getitem__
+        flatten = chain.from_iterable
+        table = basic.table
+        lower, strip = basic.do_lower_case, basic.strip_accents
+        nfd = unicodedata.normalize
+
+        def encode_text(text: str) -> list[int] | None:
+            if search(text):
+                return None
+            if lower:
+                text = text.lower()
+            if strip and not text.isascii():
+                text = nfd("NFD", text)
+            return [start, *flatten(map(word_ids, text.translate(table).split())), end]
+
+        return encode_text
+
+    def encode(
+        self,
+        first_texts: str | Sequence[str],
+        second_texts: str | Sequence[str] | None = None,
+        maxlen: int | None = None,
+        pattern: str = "S*E*E",
+        truncate_from: str | int = "right",
+        return_offsets: bool | str = False,
+    ) -> tuple:
+        """See ``TokenizerBase.encode``; one text or a list of texts without options is
+        served by a specialised fast path that gives the same ids."""
+        fast = self._fast_encode
+        if (
+            fast is not None
+            and second_texts is None
+            and maxlen is None
+            and not return_offsets
+            and pattern == "S*E*E"
+        ):
+            if type(first_texts) is str:
+                ids = fast(first_texts)
+                if ids is not None:
+                    return ids, [0] * len(ids)
+            elif type(first_texts) is list and all(type(t) is str for t in first_texts):
+                batch = list(map(fast, first_texts))
+                if None not in batch:
+                    return batch, [[0] * len(ids) for ids in batch]
+        return super().encode(
+            first_texts, second_texts, maxlen, pattern, truncate_from, return_offsets
+        )
 
     # -- words ----------------------------------------------------------------------------------
     def _words(self, text: str) -> list[str]:
