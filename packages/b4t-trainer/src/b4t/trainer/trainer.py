@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from torch import nn
 
 from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
 from b4t.trainer.callbacks import History, ProgressBar
+from b4t.trainer.cursor import LoaderCursor
 from b4t.trainer.metrics import MetricFn, resolve_metrics
 from b4t.trainer.state import atomic_save, get_rng_state, load_file, set_rng_state
 
@@ -56,20 +57,6 @@ def _batch_size(y: Any) -> int:
     if isinstance(y, Mapping) and y:
         return _batch_size(next(iter(y.values())))
     return 1
-
-
-def _generators(loader: Any) -> list[torch.Generator]:
-    """The explicit torch generators a DataLoader (or its sampler) draws from."""
-    found: list[torch.Generator] = []
-    for owner in (
-        loader,
-        getattr(loader, "sampler", None),
-        getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-    ):
-        gen = getattr(owner, "generator", None)
-        if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
-            found.append(gen)
-    return found
 
 
 class Trainer:
@@ -115,7 +102,7 @@ class Trainer:
         self._resume: dict[str, Any] | None = None
         self._pending_saves: list[str] = []
         self._in_hooks = False
-        self._reset_loader_state()
+        self._cursor: LoaderCursor | None = None
         self._epoch_sums: dict[str, float] = {}
         self._epoch_count = 0
         self._device = torch.device("cpu")
@@ -343,68 +330,6 @@ class Trainer:
         finally:
             self._in_hooks = False
 
-    # ---------------------------------------------------------------- loader
-    def _reset_loader_state(self) -> None:
-        self._iterator: Iterator[Any] | None = None
-        self._loader_rng: dict[str, Any] | None = None
-        self._loader_gens: list[torch.Tensor] = []
-        self._loader_consumed = 0
-        self._loader_epoch = 0
-
-    def _new_iterator(self, loader: Iterable[Any]) -> None:
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self._loader_epoch)
-        self._loader_rng = get_rng_state()
-        self._loader_gens = [g.get_state() for g in _generators(loader)]
-        self._iterator = iter(loader)
-        self._loader_consumed = 0
-        self._loader_epoch += 1
-
-    def _restore_iterator(self, loader: Iterable[Any], state: Mapping[str, Any]) -> None:
-        """Recreate the checkpointed iterator and skip the batches it had yielded."""
-        self._loader_epoch = state["iterations"]
-        if state["rng"] is None:
-            self._iterator = None
-            return
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self._loader_epoch - 1)
-        set_rng_state(state["rng"])
-        gens = _generators(loader)
-        if len(gens) != len(state["generators"]):
-            raise ValueError("the train_dataloader's generators differ from the checkpoint's")
-        for gen, gen_state in zip(gens, state["generators"]):
-            gen.set_state(gen_state)
-        self._loader_rng = state["rng"]
-        self._loader_gens = list(state["generators"])
-        self._iterator = iter(loader)
-        for skipped in range(state["consumed"]):
-            try:
-                next(self._iterator)
-            except StopIteration:
-                raise RuntimeError(
-                    f"the train_dataloader ran out after {skipped} batches while skipping the "
-                    f"{state['consumed']} already trained on; is it the same loader?"
-                ) from None
-        self._loader_consumed = state["consumed"]
-
-    def _next_batch(self, loader: Iterable[Any]) -> Any:
-        if self._iterator is None:
-            self._new_iterator(loader)
-        assert self._iterator is not None
-        try:
-            batch = next(self._iterator)
-        except StopIteration:
-            self._call("on_dataloader_end", {})
-            self._new_iterator(loader)
-            try:
-                batch = next(self._iterator)
-            except StopIteration:
-                raise ValueError("train_dataloader yielded no batches") from None
-        self._loader_consumed += 1
-        return batch
-
     # ------------------------------------------------------------------- fit
     def fit(
         self,
@@ -435,47 +360,52 @@ class Trainer:
         self.history = History()
         self._set_callbacks(list(callbacks or []), verbose)
         self.stop_training = False
-        self._reset_loader_state()
+        self._cursor = LoaderCursor(
+            train_dataloader, on_wrap=lambda: self._call("on_dataloader_end", {})
+        )
         self._epoch_sums, self._epoch_count = {}, 0
         self.epoch = self.local_step = self.global_step = 0
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         resume, self._resume = self._resume, None
         if resume is not None:
-            self.epoch, self.global_step = resume["epoch"], resume["global_step"]
-            self.local_step = resume["local_step"]
-            loader_state = resume.get("loader")
-            if loader_state is not None:
-                self._restore_iterator(train_dataloader, loader_state)
-            elif self.local_step:  # manual recipe: skip batches of a fresh iterator
-                self._new_iterator(train_dataloader)
-                for _ in range(self.local_step % max(1, len(train_dataloader))):  # type: ignore[arg-type]
-                    self._next_batch(train_dataloader)
-            if "callbacks" in resume:
-                self._load_callback_states(resume["callbacks"])
-            if "rng" in resume:
-                set_rng_state(resume["rng"])
-            if "epoch_sums" in resume:
-                self._epoch_sums = dict(resume["epoch_sums"])
-                self._epoch_count = resume["epoch_count"]
+            self._apply_resume(resume)
         self.forward_module.train()
         self._call("on_train_begin", {})
         try:
-            self._fit_loop(train_dataloader)
+            self._fit_loop(self._cursor)
         finally:
             self.current_batch = None
         self._call("on_train_end", {})
         self._flush_saves()
         return self.history
 
-    def _fit_loop(self, loader: Iterable[Any]) -> None:
+    def _apply_resume(self, resume: Mapping[str, Any]) -> None:
+        """Counters, loader position, callback states, then the run's RNG states."""
+        assert self._cursor is not None
+        self.epoch, self.global_step = resume["epoch"], resume["global_step"]
+        self.local_step = resume["local_step"]
+        loader_state = resume.get("loader")
+        if loader_state is not None:
+            self._cursor.load_state_dict(loader_state)
+        elif self.local_step:  # manual recipe: skip the epoch's batches seen so far
+            self._cursor.skip(self.local_step % self.steps_per_epoch)
+        if "callbacks" in resume:
+            self._load_callback_states(resume["callbacks"])
+        if "rng" in resume:  # last: the cursor changed the RNG states while restoring
+            set_rng_state(resume["rng"])
+        if "epoch_sums" in resume:
+            self._epoch_sums = dict(resume["epoch_sums"])
+            self._epoch_count = resume["epoch_count"]
+
+    def _fit_loop(self, cursor: LoaderCursor) -> None:
         hooks = self._hooks
         while self.epoch < self.epochs and not self.stop_training:
             if self.local_step == 0:
                 self._call("on_epoch_begin", self.global_step, self.epoch, {})
             sums = self._epoch_sums
             while self.local_step < self.steps_per_epoch:
-                batch = self._next_batch(loader)
+                batch = cursor.next()
                 if hooks["on_batch_begin"]:
                     self._call("on_batch_begin", self.global_step, self.local_step, {})
                 logs = self.train_step(batch)
@@ -587,14 +517,7 @@ class Trainer:
                 for n, p in self.module.named_parameters()
                 if p.grad is not None
             }
-        loader = None
-        if self._loader_rng is not None:
-            loader = {
-                "rng": self._loader_rng,
-                "generators": self._loader_gens,
-                "consumed": self._loader_consumed,
-                "iterations": self._loader_epoch,
-            }
+        loader = self._cursor.state_dict() if self._cursor is not None else None
         return {
             "format": CHECKPOINT_FORMAT,
             "model": self.module.state_dict(),
