@@ -27,6 +27,7 @@ from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
 from b4t.trainer.callbacks import History, ProgressBar
 from b4t.trainer.cursor import LoaderCursor
 from b4t.trainer.metrics import MetricFn, resolve_metrics
+from b4t.trainer.precision import Precision
 from b4t.trainer.state import atomic_save, get_rng_state, load_file, set_rng_state
 
 CHECKPOINT_FORMAT = 1
@@ -89,7 +90,7 @@ class Trainer:
         self.grad_accumulation_steps = 1
         self.metrics: dict[str, MetricFn] = {}
         self.mixed_precision: str | None = None
-        self.scaler: Any = None
+        self.precision = Precision(None, torch.device("cpu"))
         self.callbacks: list[Callback] = []
         self.history = History()
         self.current_batch: tuple[Any, Any] | None = None
@@ -159,37 +160,30 @@ class Trainer:
             )
         if clip_grad_norm is not None and clip_grad_norm <= 0:
             raise ValueError(f"clip_grad_norm must be > 0, got {clip_grad_norm}")
-        if mixed_precision not in (None, "fp16", "bf16"):
-            raise ValueError(
-                f"mixed_precision must be None, 'fp16' or 'bf16', got {mixed_precision!r}"
-            )
-        self.scaler = None
-        if mixed_precision == "fp16":
-            if self.device.type != "cuda":
-                raise ValueError(
-                    "mixed_precision='fp16' needs the model on a CUDA device (it uses a "
-                    f"GradScaler); the model is on {self.device}. Use mixed_precision='bf16' on CPU"
-                )
-            self.scaler = torch.amp.GradScaler("cuda")
+        precision = Precision(mixed_precision, self.device)
+        resolved_metrics = resolve_metrics(metrics)
         self.loss_fn = loss
         self.optimizer = optimizer
         self.schedulers = schedulers
         self.clip_grad_norm = clip_grad_norm
         self.grad_accumulation_steps = grad_accumulation_steps
-        self.metrics = resolve_metrics(metrics)
+        self.metrics = resolved_metrics
         self.mixed_precision = mixed_precision
+        self.precision = precision
         self.compiled = True
 
     def _require_compiled(self, what: str) -> None:
         if not self.compiled:
             raise RuntimeError(f"call compile(loss=..., optimizer=...) before {what}()")
 
+    @property
+    def scaler(self) -> Any:
+        """The fp16 ``GradScaler``, or ``None``."""
+        return self.precision.scaler
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of the configured ``mixed_precision`` (a no-op without)."""
-        if self.mixed_precision is None:
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.mixed_precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return self.precision.autocast()
 
     # ------------------------------------------------------------- one batch
     def forward(self, X: Any) -> Any:
@@ -241,10 +235,7 @@ class Trainer:
         """Backward of ``loss / grad_accumulation_steps`` through the AMP scaler, if any."""
         if self.grad_accumulation_steps > 1:
             loss = loss / self.grad_accumulation_steps
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-        else:
-            loss.backward()
+        self.precision.backward(loss)
 
     def _split_batch(self, batch: Any, where: str) -> tuple[Any, Any]:
         if not isinstance(batch, (list, tuple)) or len(batch) != 2:
@@ -259,16 +250,7 @@ class Trainer:
 
     def _optimizer_step(self) -> None:
         assert self.optimizer is not None
-        if self.scaler is not None:
-            if self.clip_grad_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad_norm)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            if self.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_grad_norm)
-            self.optimizer.step()
+        self.precision.step(self.optimizer, self.module.parameters(), self.clip_grad_norm)
         for sched in self.schedulers:
             sched.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -523,7 +505,7 @@ class Trainer:
             "model": self.module.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "schedulers": [s.state_dict() for s in self.schedulers],
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "scaler": self.precision.state_dict(),
             "callbacks": [
                 {"name": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks
             ],
@@ -575,8 +557,7 @@ class Trainer:
             )
         for sched, sched_state in zip(self.schedulers, state["schedulers"]):
             sched.load_state_dict(sched_state)
-        if state["scaler"] is not None and self.scaler is not None:
-            self.scaler.load_state_dict(state["scaler"])
+        self.precision.load_state_dict(state["scaler"])
         if state["grads"]:
             params = dict(self.module.named_parameters())
             for name, grad in state["grads"].items():
