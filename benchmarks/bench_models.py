@@ -1,0 +1,194 @@
+"""b4t.models vs transformers' BertModel (sdpa): forward, training step, load time, memory.
+
+CPU, 2 threads, the same random BERT-base weights for both, interleaved in one run:
+
+    python benchmarks/bench_models.py [--repeats 3] [--small]
+
+Prints medians per case and the ratio b4t / transformers (lower is better for b4t).
+``--device cuda --dtype bfloat16`` runs the forward / training cases on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from b4t.models import build_transformer_model
+
+BERT_BASE = dict(
+    vocab_size=21128,
+    hidden_size=768,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=512,
+)
+SMALL = dict(
+    BERT_BASE, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024
+)
+
+LOAD_SCRIPT = """
+import sys, time, torch
+torch.set_num_threads(2)
+import transformers
+from b4t.models import build_transformer_model
+path, which = sys.argv[1], sys.argv[2]
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1])
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) after the imports
+base = status("VmRSS")
+t0 = time.perf_counter()
+if which == "b4t":
+    model = build_transformer_model(path, path)
+else:
+    transformers.logging.set_verbosity_error()
+    model = transformers.BertModel.from_pretrained(
+        path, attn_implementation="sdpa", add_pooling_layer=False
+    )
+elapsed = time.perf_counter() - t0
+peak = status("VmHWM")
+print(elapsed, (peak - base) / 1024)
+"""
+
+
+def _time(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def _report(name: str, ref: list[float], ours: list[float], unit: str = "ms") -> None:
+    r, o = statistics.median(ref), statistics.median(ours)
+    scale = 1000.0 if unit == "ms" else 1.0
+    print(
+        f"{name:<28} transformers {r * scale:9.2f} {unit}   b4t {o * scale:9.2f} {unit}   "
+        f"ratio {o / r:5.3f}",
+        flush=True,
+    )
+
+
+def bench_forward(ref, ours, vocab_size, device, sync, repeats) -> None:
+    """Inference forward at 8x128 (compute-bound) and 1x32 (overhead-bound)."""
+    for batch, length, reps in ((8, 128, repeats), (1, 32, 10 * repeats)):
+        ids = torch.randint(1, vocab_size, (batch, length), device=device)
+        seg = torch.zeros_like(ids)
+        mask = torch.ones_like(ids)
+
+        def run_ref(ids=ids, seg=seg, mask=mask):
+            return ref(input_ids=ids, token_type_ids=seg, attention_mask=mask).last_hidden_state
+
+        def run_ours(ids=ids, seg=seg):
+            return ours([ids, seg])
+
+        with torch.inference_mode():
+            diff = (run_ref().float() - run_ours().float()).abs().max().item()
+            t_ref, t_ours = [], []
+            for _ in range(reps):  # interleaved
+                t_ref.append(_time(run_ref, sync))
+                t_ours.append(_time(run_ours, sync))
+        _report(f"forward {batch}x{length} (max|d| {diff:.1e})", t_ref, t_ours)
+
+
+def bench_train(ref, ours, vocab_size, device, sync, repeats) -> None:
+    """One forward + backward + AdamW step at 8x128, dropout on in both."""
+    ids = torch.randint(1, vocab_size, (8, 128), device=device)
+    seg = torch.zeros_like(ids)
+    mask = torch.ones_like(ids)
+    ref.train()
+    ours.train()
+    opt_r = torch.optim.AdamW(ref.parameters(), lr=1e-5)
+    opt_o = torch.optim.AdamW(ours.parameters(), lr=1e-5)
+
+    def step_ref() -> None:
+        out = ref(input_ids=ids, token_type_ids=seg, attention_mask=mask).last_hidden_state
+        out.float().pow(2).mean().backward()
+        opt_r.step()
+        opt_r.zero_grad(set_to_none=True)
+
+    def step_ours() -> None:
+        ours([ids, seg]).float().pow(2).mean().backward()
+        opt_o.step()
+        opt_o.zero_grad(set_to_none=True)
+
+    step_ref()
+    step_ours()  # warm-up: optimizer state allocation
+    t_ref, t_ours = [], []
+    for _ in range(max(2, repeats - 1)):
+        t_ref.append(_time(step_ref, sync))
+        t_ours.append(_time(step_ours, sync))
+    _report("train step 8x128 AdamW", t_ref, t_ours)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--small", action="store_true", help="a 4-layer model (smoke run)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip", default="", help="comma list of: fwd,train,load")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    skip = set(filter(None, args.skip.split(",")))
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{args.threads} threads, device {device}, {dtype}",
+        flush=True,
+    )
+
+    tmp = Path(tempfile.mkdtemp(prefix="b4t-bench-"))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(**(SMALL if args.small else BERT_BASE))
+    transformers.BertModel(config, add_pooling_layer=False).save_pretrained(tmp)
+    transformers.logging.set_verbosity_error()
+    ref = transformers.BertModel.from_pretrained(
+        tmp, attn_implementation="sdpa", add_pooling_layer=False
+    )
+    ref = ref.to(device, dtype).eval()
+    ours = build_transformer_model(tmp, tmp, device=device, dtype=dtype).eval()
+
+    if "fwd" not in skip:
+        bench_forward(ref, ours, config.vocab_size, device, sync, args.repeats)
+    if "train" not in skip:
+        bench_train(ref, ours, config.vocab_size, device, sync, args.repeats)
+    del ref, ours
+    if "load" not in skip:
+        loads: dict[str, list[tuple[float, float]]] = {"hf": [], "b4t": []}
+        for _ in range(2):
+            for which in ("hf", "b4t"):
+                res = subprocess.run(
+                    [sys.executable, "-c", LOAD_SCRIPT, str(tmp), which],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                t, mem = map(float, res.stdout.split()[-2:])
+                loads[which].append((t, mem))
+        _report("checkpoint load", [t for t, _ in loads["hf"]], [t for t, _ in loads["b4t"]], "s")
+        mem_r = statistics.median(m for _, m in loads["hf"])
+        mem_o = statistics.median(m for _, m in loads["b4t"])
+        print(
+            f"{'load peak RSS growth':<28} transformers {mem_r:9.1f} MiB   b4t {mem_o:9.1f} MiB"
+            f"   ratio {mem_o / max(mem_r, 1e-9):5.3f}"
+        )
+    print(json.dumps({"config": "small" if args.small else "bert-base"}))
+
+
+if __name__ == "__main__":
+    main()
