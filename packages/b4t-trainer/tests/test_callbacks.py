@@ -172,3 +172,17 @@ def test_tensorboard_without_the_package_is_a_clear_import_error(
     net = _compiled(tiny_net)
     with pytest.raises(ImportError, match=r"b4t-trainer\[tensorboard\]"):
         net.fit(loader(n=8), epochs=1, callbacks=[Tensorboard(tmp_path)], verbose=0)
+
+
+def test_checkpoint_in_a_hook_waits_for_the_other_callbacks(tiny_net, loader, tmp_path) -> None:
+    net = _compiled(tiny_net)
+    # Checkpoint runs before EarlyStopping in the list, yet the saved state must hold
+    # EarlyStopping's update for the same epoch (the write is deferred to the hook's end).
+    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=5)
+    ckpt = Checkpoint(tmp_path, top_k=0)
+    net.fit(loader(n=8), epochs=2, callbacks=[Scripted([1.0, 2.0]), ckpt, stopper], verbose=0)
+    saved = torch.load(ckpt.last_path, weights_only=True)
+    states = {entry["name"]: entry["state"] for entry in saved["callbacks"]}
+    assert states["EarlyStopping"]["wait"] == 1 and states["EarlyStopping"]["best"] == 1.0
+    assert states["History"]["history"]["val_loss"] == [1.0, 2.0]
+    assert (saved["epoch"], saved["local_step"]) == (2, 0)  # the epoch is complete
