@@ -247,3 +247,22 @@ def test_bad_input_is_named() -> None:
         ModelDecoder(2, END, 0)
     with pytest.raises(NotImplementedError):
         AutoRegressiveDecoder(2, END, 4).predict([], torch.zeros(1, 1), None)
+
+
+def test_beam_selection_batched_path_equals_per_problem_topk() -> None:
+    gen = torch.Generator().manual_seed(0)
+    candidates = torch.randn(9, 7, generator=gen)
+    decoder = AutoRegressiveDecoder(0, END, 4)
+    for groups, width in (
+        ([(0, 3), (1, 3), (2, 3)], [2, 2, 2]),
+        ([(0, 2), (2, 4), (5, 3)], [2, 0, 3, 0, 0, 1]),
+    ):
+        parent, token, scores, new_groups = decoder._select_beams(candidates, groups, width)
+        row, expected = 0, []
+        for problem, rows in groups:
+            block = candidates[row : row + rows].reshape(-1)
+            top = block.topk(width[problem])
+            expected += [(row + int(i) // 7, int(i) % 7, float(v)) for v, i in zip(*top)]
+            row += rows
+        assert list(zip(parent.tolist(), token.tolist(), scores.tolist())) == expected
+        assert new_groups == [(problem, width[problem]) for problem, _ in groups]

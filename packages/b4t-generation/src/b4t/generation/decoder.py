@@ -163,9 +163,11 @@ class AutoRegressiveDecoder:
     def _to_tensor(self, value: Any, add_btz_dim: bool) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             tensor = value.to(self.device)
-        elif isinstance(value, list | tuple | np.ndarray):
-            try:
-                tensor = torch.as_tensor(np.asarray(value), device=self.device)
+        elif isinstance(value, np.ndarray):
+            tensor = torch.as_tensor(value, device=self.device)
+        elif isinstance(value, list | tuple):
+            try:  # like the seed's torch.tensor(...): Python floats become float32
+                tensor = torch.tensor(value, device=self.device)
             except (ValueError, TypeError) as exc:
                 raise ValueError(
                     "an input is a ragged list; pad it to one length before decoding"
@@ -230,33 +232,20 @@ class AutoRegressiveDecoder:
                 )
             scores = self._mask_end(scores, step, -float("inf"))
             candidates = output_scores.reshape(-1, 1) + scores  # (rows, vocab)
-            vocab = candidates.shape[1]
-            parents, tokens, new_scores, new_groups = [], [], [], []
-            row = 0
-            for problem, rows in groups:
-                block = candidates[row : row + rows].reshape(-1)
-                k = min(width[problem], block.numel())
-                top_scores, top_index = block.topk(k)
-                parents.append(row + torch.div(top_index, vocab, rounding_mode="floor"))
-                tokens.append(top_index % vocab)
-                new_scores.append(top_scores)
-                new_groups.append((problem, k))
-                row += rows
-            parent = torch.cat(parents)
-            output_ids = torch.cat([output_ids[parent], torch.cat(tokens).reshape(-1, 1)], 1)
-            output_scores = torch.cat(new_scores)
+            parent, token, output_scores, groups = self._select_beams(candidates, groups, width)
+            output_ids = torch.cat([output_ids[parent], token.reshape(-1, 1)], 1)
             inputs = [i[parent] for i in inputs]
             states = select_states(states, parent)
-            groups = new_groups
 
             if self.end_id is not None:
                 is_end = output_ids[:, -1] == self.end_id
                 finished = (is_end & ((output_ids == self.end_id).sum(1) >= min_ends)).tolist()
+                score_list = output_scores.tolist()
                 keep: list[int] = []
                 kept_groups: list[tuple[int, int]] = []
                 row = 0
                 for problem, rows in groups:
-                    best = row + int(output_scores[row : row + rows].argmax())
+                    best = max(range(row, row + rows), key=score_list.__getitem__)
                     if finished[best]:
                         results[problem] = output_ids[best]
                     else:
@@ -284,6 +273,46 @@ class AutoRegressiveDecoder:
         yield final
         return final
 
+    def _select_beams(
+        self, candidates: torch.Tensor, groups: list[tuple[int, int]], width: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
+        """Keep each problem's best ``width`` candidates.
+
+        Args:
+            candidates: ``(rows, vocab)`` accumulated scores, rows grouped by problem.
+
+        Returns:
+            parent rows ``(new_rows,)``, next tokens ``(new_rows,)``, their
+            scores ``(new_rows,)`` and the new ``(problem, rows)`` groups.
+        """
+        vocab = candidates.shape[1]
+        sizes = {rows for _, rows in groups}
+        widths = {width[problem] for problem, _ in groups}
+        if len(sizes) == 1 and len(widths) == 1:  # every problem alike: one batched topk
+            rows = sizes.pop()
+            k = min(widths.pop(), rows * vocab)
+            top_scores, top_index = candidates.reshape(len(groups), rows * vocab).topk(k, dim=1)
+            base = torch.arange(len(groups), device=candidates.device).reshape(-1, 1) * rows
+            parent = base + torch.div(top_index, vocab, rounding_mode="floor")
+            return (
+                parent.reshape(-1),
+                (top_index % vocab).reshape(-1),
+                top_scores.reshape(-1),
+                [(problem, k) for problem, _ in groups],
+            )
+        parents, tokens, scores, new_groups = [], [], [], []
+        row = 0
+        for problem, rows in groups:
+            block = candidates[row : row + rows].reshape(-1)
+            k = min(width[problem], block.numel())
+            top_scores, top_index = block.topk(k)
+            parents.append(row + torch.div(top_index, vocab, rounding_mode="floor"))
+            tokens.append(top_index % vocab)
+            scores.append(top_scores)
+            new_groups.append((problem, k))
+            row += rows
+        return torch.cat(parents), torch.cat(tokens), torch.cat(scores), new_groups
+
     @staticmethod
     def _best_per_problem(
         results: list[torch.Tensor | None],
@@ -292,9 +321,10 @@ class AutoRegressiveDecoder:
         output_scores: torch.Tensor,
     ) -> list[torch.Tensor]:
         current = list(results)
+        score_list = output_scores.tolist()
         row = 0
         for problem, rows in groups:
-            current[problem] = output_ids[row + int(output_scores[row : row + rows].argmax())]
+            current[problem] = output_ids[max(range(row, row + rows), key=score_list.__getitem__)]
             row += rows
         return [c for c in current if c is not None]
 
