@@ -163,8 +163,11 @@ class AdversarialTraining(Callback):
         ]
         loss, _ = self.trainer.compute_loss(X, y)
         grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        penalty = sum((g.float().pow(2).sum() for g in grads if g is not None), torch.zeros(()))
-        if not isinstance(penalty, torch.Tensor) or not penalty.requires_grad:
+        terms = [g.float().pow(2).sum() for g in grads if g is not None]
+        if not terms:  # the loss does not depend on the embedding
+            return
+        penalty = torch.stack(terms).sum()
+        if not penalty.requires_grad:
             return
         self.trainer.backward(0.5 * self.adversarial["epsilon"] * penalty)
 
