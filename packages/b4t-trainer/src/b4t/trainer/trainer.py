@@ -188,6 +188,8 @@ class Trainer:
     # ------------------------------------------------------------- one batch
     def forward(self, X: Any) -> Any:
         """Run ``forward_module`` on ``X``: ``*X`` for a list/tuple, ``**X`` for a dict."""
+        if isinstance(X, torch.Tensor):
+            return self.forward_module(X)
         if isinstance(X, (list, tuple)):
             return self.forward_module(*X)
         if isinstance(X, Mapping):
@@ -196,7 +198,9 @@ class Trainer:
 
     def _loss_parts(self, raw: Any) -> tuple[torch.Tensor, Logs]:
         extras: Logs = {}
-        if isinstance(raw, Mapping):
+        if isinstance(raw, torch.Tensor):
+            loss = raw
+        elif isinstance(raw, Mapping):
             if "loss" not in raw:
                 raise ValueError(f"the loss returned a dict without a 'loss' key: {sorted(raw)}")
             loss = raw["loss"]
