@@ -162,3 +162,15 @@ def test_every_mode_restores_weights_and_adds_finite_grads(mode, bf16, fake_trai
     if mode == "vat":
         assert logs["loss_vat"] >= 0
     cb.on_train_end()
+
+
+def test_vat_projection_norms():
+    from b4t.adversarial.vat import adv_project
+
+    v = torch.tensor([[3.0, -4.0], [0.5, 0.0]])
+    l2 = adv_project(v, "l2", eps=0.0)
+    torch.testing.assert_close(torch.linalg.vector_norm(l2, dim=-1), torch.ones(2))
+    torch.testing.assert_close(adv_project(v, "l1"), torch.tensor([[1.0, -1.0], [1.0, 0.0]]))
+    torch.testing.assert_close(
+        adv_project(v, "inf", eps=0.0), torch.tensor([[0.75, -1.0], [1.0, 0.0]])
+    )
