@@ -47,6 +47,11 @@ def test_unknown_model_name_lists_the_known_ones() -> None:
     )
 
 
+def test_unknown_keyword_is_an_error() -> None:
+    with pytest.raises(TypeError, match=r"unknown keyword argument.*with_poool"):
+        build_transformer_model(dict(CONFIG), with_poool=True)
+
+
 def test_token_ids_beyond_vocab_and_too_long_sequences() -> None:
     model = _model()
     with pytest.raises(ValueError, match="token id 50 is outside the vocabulary"):

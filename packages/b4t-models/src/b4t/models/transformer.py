@@ -54,6 +54,12 @@ class Transformer(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        if kwargs:
+            name = getattr(variant, "name", type(self).__name__)
+            raise TypeError(
+                f"unknown keyword argument(s) for model={name!r}: {', '.join(sorted(kwargs))} "
+                "(neither a build option nor a ModelConfig field)"
+            )
         if application not in APPLICATIONS:
             raise ValueError(f"unknown application={application!r}; use one of {APPLICATIONS}")
         self.config = config
@@ -67,7 +73,6 @@ class Transformer(nn.Module):
         self.with_mlm = with_mlm
         self.output_all_encoded_layers = output_all_encoded_layers
         self.gradient_checkpoint = gradient_checkpoint
-        self.extra_kwargs = kwargs
 
         self.embeddings = self.build_embeddings(layer_add_embs)
         n_unique = 1 if config.share_layers else config.num_hidden_layers
