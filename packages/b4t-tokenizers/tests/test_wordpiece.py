@@ -146,3 +146,15 @@ def test_no_start_end_tokens(tiny_vocab):
     tok = Tokenizer(str(tiny_vocab), token_start=None, token_end=None)
     assert tok.encode("hello") == ([8], [0])
     assert tok.encode("hello", "world") == ([8, 9], [0, 1])
+
+
+def test_pickle_round_trip_keeps_behaviour(tiny_vocab):
+    import pickle
+
+    tok = Tokenizer(str(tiny_vocab), never_split=["[X]"])
+    text = "Hello, unaffable [X] 中文"
+    before = tok.encode(text)
+    copy = pickle.loads(pickle.dumps(tok))
+    assert copy.encode(text) == before
+    assert copy.encode([text, "abc"]) == tok.encode([text, "abc"])
+    assert copy.tokenize(text) == tok.tokenize(text)

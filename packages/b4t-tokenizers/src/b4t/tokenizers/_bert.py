@@ -143,6 +143,15 @@ class Tokenizer(TokenizerBase):
 
         return encode_text
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_fast_encode"] = None  # a closure: rebuilt after unpickling
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._fast_encode = self._build_fast_encode()
+
     def encode(
         self,
         first_texts: str | Sequence[str],
@@ -220,6 +229,8 @@ class Tokenizer(TokenizerBase):
 
     def _plain_tokens(self, text: str) -> list[str]:
         inverse = self._id_to_token
+        if not self._protected_re.search(text):
+            return [inverse[i] for i in self._piece_ids(text)]
         tokens: list[str] = []
         protected = self.tokens_trie.tokens
         for piece in self.tokens_trie.split(text):
