@@ -28,12 +28,19 @@ def declared(package_dir: Path) -> set[str]:
     """Requirements from pyproject.toml, normalised like wheel metadata."""
     project = tomllib.loads((package_dir / "pyproject.toml").read_text())["project"]
     reqs = {str(Requirement(r)) for r in project.get("dependencies", [])}
-    for extra, items in project.get("optional-dependencies", {}).items():
+    extras = project.get("optional-dependencies", {})
+    for extra, items in extras.items():
         for item in items:
             req = Requirement(item)
-            marker = f'extra == "{extra}"'
-            req.marker = None
-            reqs.add(f"{req}; {marker}")
+            # A self-reference (pkg[other] inside pkg's extras) is expanded by the build.
+            expanded = (
+                [Requirement(x) for e in req.extras for x in extras[e]]
+                if req.name == project["name"]
+                else [req]
+            )
+            for one in expanded:
+                one.marker = None
+                reqs.add(f'{one}; extra == "{extra}"')
     return reqs
 
 
