@@ -46,6 +46,10 @@ LOCAL_TORCH = {TORCH_DEFAULT, "2.14.1"}
 
 TEST_TOOLS = ["pytest>=7", "pytest-xdist>=3"]
 ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off", "HF_HUB_OFFLINE": "1"}
+# Two pytest workers on the two cores, one torch thread each (tiny tensors run
+# far faster single-threaded than with two workers fighting over threads).
+TEST_ENV = {**ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+XDIST = ["-n", "2", "--dist", "loadfile"]
 
 
 def _path(package: str) -> str:
@@ -87,8 +91,9 @@ def tests(session: nox.Session, torch: str) -> None:
     session.run(
         "pytest",
         *[f"packages/{p}/tests" for p in PACKAGES],
-        *session.posargs,
-        env=ENV,
+        "examples/tests",
+        *(session.posargs or XDIST),
+        env=TEST_ENV,
     )
 
 
@@ -108,7 +113,7 @@ def isolated(session: nox.Session, package: str) -> None:
             "if importlib.util.find_spec('torch') else print('no torch: ok')",
             package,
         )
-    session.run("pytest", f"packages/{package}/tests", *session.posargs, env=ENV)
+    session.run("pytest", f"packages/{package}/tests", *(session.posargs or XDIST), env=TEST_ENV)
 
 
 @nox.session
