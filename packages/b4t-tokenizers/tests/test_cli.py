@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from b4t.tokenizers import Tokenizer
 from b4t.tokenizers._cli import main
 
@@ -86,3 +88,14 @@ def test_import_does_not_import_torch_or_numpy():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_sentencepiece_model_round_trip(tmp_path, pypi_asset, capsys):
+    pytest.importorskip("sentencepiece")
+    model = pypi_asset("mistral-sentencepiece")
+    src = tmp_path / "in.txt"
+    src.write_text("Tokenizers map text to ids.\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["encode", "--sp-model", str(model), str(src), "-o", str(out)]) == 0
+    assert main(["decode", "--sp-model", str(model), str(out)]) == 0
+    assert capsys.readouterr().out == "Tokenizers map text to ids.\n"
