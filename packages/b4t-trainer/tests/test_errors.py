@@ -74,3 +74,11 @@ def test_resume_needs_the_same_schedulers(tiny_net, loader, tmp_path) -> None:
     other.compile(nn.CrossEntropyLoss(), torch.optim.SGD(other.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="1 scheduler states but 0 schedulers"):
         other.fit(loader(n=8), verbose=0, resume_from=tmp_path / "c.pt")
+
+
+def test_a_logged_loss_part_that_is_not_a_scalar_is_named(tiny_net, loader) -> None:
+    net = tiny_net()
+    ce = nn.CrossEntropyLoss()
+    net.compile(lambda p, t: (ce(p, t), p.mean(0)), torch.optim.SGD(net.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=r"logged value 'loss_1'.*shape \(3,\)"):
+        net.fit(loader(), verbose=0)

@@ -50,6 +50,18 @@ def _to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def _log_value(name: str, value: Any) -> Any:
+    """A logged value as a Python number (one-element tensors are unwrapped)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(
+                f"logged value {name!r} must be a number or a one-element tensor, got a tensor "
+                f"of shape {tuple(value.shape)}"
+            )
+        return value.item()
+    return value
+
+
 def _batch_size(y: Any) -> int:
     if isinstance(y, torch.Tensor) and y.dim() > 0:
         return int(y.shape[0])
@@ -277,12 +289,11 @@ class Trainer:
             self.backward(loss)
         logs: Logs = {"loss": loss.item()}
         for key, value in extras.items():
-            logs[key] = value.item() if isinstance(value, torch.Tensor) else value
+            logs[key] = _log_value(key, value)
         if self.metrics:
             with torch.no_grad():
                 for name, fn in self.metrics.items():
-                    value = fn(y_pred, y)
-                    logs[name] = value.item() if isinstance(value, torch.Tensor) else value
+                    logs[name] = _log_value(name, fn(y_pred, y))
         for hook in self._hooks["on_after_backward"]:
             hook(self.global_step, self.local_step, logs)
         if boundary:
@@ -441,9 +452,9 @@ class Trainer:
                 loss, extras, y_pred = self._compute(X, y)
                 n = _batch_size(y)
                 values = {"loss": loss.item()}
-                values.update({k: float(v) for k, v in extras.items()})
+                values.update({k: float(_log_value(k, v)) for k, v in extras.items()})
                 for name, fn in self.metrics.items():
-                    values[name] = float(fn(y_pred, y))
+                    values[name] = float(_log_value(name, fn(y_pred, y)))
                 for key, value in values.items():
                     totals[key] = totals.get(key, 0.0) + value * n
                 seen += n
