@@ -14,8 +14,13 @@ compile/fit, keeps the weights with the best dev entity F1, and reports
 entity-level precision / recall / F1 (exact span and type) on the test split,
 ending with the line ``entity F1: X``.
 
-Measured (2 CPU threads on a shared, noisy machine; defaults):
-    MEASURED_PLACEHOLDER
+Measured with the defaults (``python examples/ner.py``: 12,000 training sentences,
+4 epochs, BERT 2 x 128 hidden, batch 32, one torch thread), 2026-11-22, torch 2.13 CPU:
+    test entity P 0.756  R 0.716  F1 0.7355  (PER 0.721, LOC 0.742, ORG 0.765;
+    5,102 gold entities in 4,672 test sentences); dev F1 by epoch 0.45 / 0.65 / 0.73 / 0.74.
+    Time: 818 s wall but 177 s of CPU (user) time - the 2-core machine was shared with
+    about 8 other jobs (load average ~13), so expect roughly 3-4 minutes on an idle
+    2-core CPU. Timings on this machine are noisy.
 """
 
 from __future__ import annotations

