@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from b4t.trainer import BaseModelDDP, Checkpoint, Logger, seed_everything
 
-GLOBAL_BATCH = 8
+GLOBAL_BATCH = 8  # samples per optimizer step, over all ranks and micro-batches
+ACCUMULATION = 2  # each rank: micro-batches of GLOBAL_BATCH / (world * ACCUMULATION)
 SAMPLES = 32
 
 
@@ -45,10 +46,10 @@ def main(out: Path) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     seed_everything(0)
     model = BaseModelDDP(build_model(), master_rank=0)
-    model.compile(**compile_kwargs(model.module))
+    model.compile(**compile_kwargs(model.module), grad_accumulation_steps=ACCUMULATION)
     dataset = build_data()
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=False)
-    loader = DataLoader(dataset, batch_size=GLOBAL_BATCH // world, sampler=sampler)
+    loader = DataLoader(dataset, batch_size=GLOBAL_BATCH // (world * ACCUMULATION), sampler=sampler)
     model.fit(
         loader,
         epochs=2,

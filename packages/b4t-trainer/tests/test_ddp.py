@@ -1,4 +1,8 @@
-"""Two gloo processes on CPU (torchrun) train like one process on the global batch."""
+"""Two gloo processes on CPU (torchrun) train like one process on the global batch.
+
+The ranks also accumulate gradients over 2 micro-batches (DDP ``no_sync`` on
+the first), so one optimizer step sees 8 samples, as the single process does.
+"""
 
 from __future__ import annotations
 
