@@ -147,23 +147,24 @@ def prepare_model(args: argparse.Namespace, train_texts: list[str], vocab_path: 
     return clf, Tokenizer(vocab), tokens, config
 
 
-def serve(clf: SentimentClassifier, tokenizer: Tokenizer, labels: list[str], args) -> None:
-    """Serve ``GET /classify?text=...`` -> ``{"label": ..., "probability": ...}``."""
+def make_server(
+    clf: SentimentClassifier, tokenizer: Tokenizer, labels: list[str], maxlen: int, port: int
+) -> WebServing:
+    """A ``WebServing`` on 127.0.0.1 answering ``/classify?text=...`` (GET or JSON POST)
+    with ``{"label": ..., "probability": ...}`` in its ``data`` field."""
     clf.eval()
 
     @torch.no_grad()
     def classify(text: str) -> dict[str, object]:
-        ids = torch.tensor([tokenizer.encode(text, maxlen=args.maxlen)[0]])
-        probs = clf(ids).softmax(-1)[0]
+        ids = torch.tensor([tokenizer.encode(text, maxlen=maxlen)[0]])
+        probs = clf(ids).softmax(-1)[0]  # [num_labels]
         best = int(probs.argmax())
         return {"label": labels[best], "probability": round(float(probs[best]), 4)}
 
-    server = WebServing(host="127.0.0.1", port=args.port)
+    server = WebServing(host="127.0.0.1", port=port)
     server.route("/classify", classify, {"text": (None, True)})
     server.route("/classify", classify, {"text": (None, True)}, method="POST")
-    print(f"serving on http://127.0.0.1:{args.port}/classify?text=... (Ctrl-C stops)", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.start()
+    return server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -237,7 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wall time: {time.perf_counter() - start:.0f} s")
     print(f"test accuracy: {accuracy(clf, test_loader):.4f}", flush=True)
     if args.serve:
-        serve(clf, tokenizer, labels, args)
+        server = make_server(clf, tokenizer, labels, args.maxlen, args.port)
+        print(f"serving on {server.url}/classify?text=... (Ctrl-C stops)", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.start()
 
 
 if __name__ == "__main__":

