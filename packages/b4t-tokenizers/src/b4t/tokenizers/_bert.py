@@ -9,8 +9,9 @@ word in the common case.
 
 from __future__ import annotations
 
+import re
 import unicodedata
-from itertools import chain
+from itertools import chain, repeat
 from os import PathLike
 
 from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text
@@ -22,6 +23,9 @@ from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
+
+
+_NON_SPACE_RUN = re.compile(r"\S+")
 
 
 class _WordCache(dict):
@@ -40,6 +44,35 @@ class _WordCache(dict):
             self.clear()
         self[word] = ids
         return ids
+
+
+class _SpanCache(_WordCache):
+    """word -> tuple of ``(id, start, end)`` word pieces (character spans in the word)."""
+
+    def __missing__(self, word: str) -> tuple[tuple[int, int, int], ...]:  # type: ignore[override]
+        vocab = self.vocab
+        spans = tuple((vocab[t], s, e) for t, s, e in self.wordpiece.spans(word))
+        if len(self) >= self.cap:
+            self.clear()
+        self[word] = spans
+        return spans
+
+
+class _CharNorm(dict):
+    """char -> what the basic tokenizer makes of it (lower-cased, accents stripped,
+    cleaned, padded with spaces when it is CJK or punctuation)."""
+
+    def __init__(self, table: dict, lower: bool, strip: bool) -> None:
+        super().__init__()
+        self.table, self.lower, self.strip = table, lower, strip
+
+    def __missing__(self, char: str) -> str:
+        out = char.lower() if self.lower else char
+        if self.strip and not out.isascii():
+            out = unicodedata.normalize("NFD", out)
+        out = out.translate(self.table)
+        self[char] = out
+        return out
 
 
 class Tokenizer(TokenizerBase):
@@ -109,11 +142,14 @@ class Tokenizer(TokenizerBase):
         self.never_split = set(never_split or ())
         protected = self._special_tokens | self.never_split | {self._token_unk}
         self.tokens_trie = Trie(protected)
-        import re
-
         alternatives = sorted(protected, key=len, reverse=True)
         self._protected_re = re.compile("|".join(map(re.escape, alternatives)))
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
+        # Caches for the offsets path: word -> ((id, start, end), ...) and char -> its text.
+        self._span_cache = _SpanCache(self.wordpiece_tokenizer, vocab, cache_size)
+        basic = self.basic_tokenizer
+        self._char_norm = _CharNorm(basic.table, basic.do_lower_case, basic.strip_accents)
+        self._char_norm_lowered = _CharNorm(basic.table, False, basic.strip_accents)
         self._hooks = self._pre_tokenize is not None or bool(self._token_translate)
         self._fast_encode = self._build_fast_encode()
 
@@ -244,31 +280,19 @@ class Tokenizer(TokenizerBase):
     def _aligned(self, text: str) -> tuple[str, list[int]]:
         """The basic tokenizer's output string and, per character, its source index in ``text``.
 
-        Characters are normalised one by one (so every output character knows
-        where it came from); the text is lower-cased as a whole when that keeps
-        its length, which keeps context rules such as the Greek final sigma.
+        Characters are normalised one by one through a per-character cache (so
+        every output character knows where it came from); the text is lower-cased
+        as a whole when that keeps its length, which keeps context rules such as
+        the Greek final sigma.
         """
-        basic = self.basic_tokenizer
-        table = basic.table
-        lower = basic.do_lower_case
-        strip = basic.strip_accents
-        source = text
-        per_char_lower = lower
-        if lower:
+        source, norm = text, self._char_norm
+        if self.basic_tokenizer.do_lower_case:
             lowered = text.lower()
             if len(lowered) == len(text):
-                source, per_char_lower = lowered, False
-        chars: list[str] = []
-        origin: list[int] = []
-        for i, c in enumerate(source):
-            if per_char_lower:
-                c = c.lower()
-            if strip and not c.isascii():
-                c = unicodedata.normalize("NFD", c)
-            out = c.translate(table)
-            chars.append(out)
-            origin += [i] * len(out)
-        return "".join(chars), origin
+                source, norm = lowered, self._char_norm_lowered
+        outs = list(map(norm.__getitem__, source))
+        origin = list(chain.from_iterable(map(repeat, range(len(outs)), map(len, outs))))
+        return "".join(outs), origin
 
     def _text_ids_offsets(self, text: str) -> tuple[list[int], Offsets]:
         if self._hooks or not self._do_basic_tokenize:
@@ -291,14 +315,11 @@ class Tokenizer(TokenizerBase):
 
     def _piece_offsets(self, piece: str, base: int, ids: list[int], offsets: Offsets) -> None:
         normalized, origin = self._aligned(piece)
-        vocab = self._token_dict
-        spans = self.wordpiece_tokenizer.spans
-        import re
-
-        for match in re.finditer(r"\S+", normalized):
+        spans = self._span_cache.__getitem__
+        for match in _NON_SPACE_RUN.finditer(normalized):
             w0 = match.start()
-            for token, s, e in spans(match.group()):
-                ids.append(vocab[token])
+            for token_id, s, e in spans(match.group()):
+                ids.append(token_id)
                 offsets.append((base + origin[w0 + s], base + origin[w0 + e - 1] + 1))
 
     def rematch(self, text: str, tokens: Sequence[str]) -> list[list[int]]:
