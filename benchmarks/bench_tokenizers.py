@@ -146,6 +146,14 @@ def main() -> None:
         "BertTokenizerFast(text)": lambda: [fast(t) for t in lines],
         "tokenizers backend .encode (raw Rust)": lambda: [backend.encode(t).ids for t in lines],
     }
+    offsets: dict[str, Callable[[], object]] = {
+        "b4t encode(text, return_offsets=True)": lambda: [
+            b4t.encode(t, return_offsets=True) for t in lines
+        ],
+        "BertTokenizerFast(text, offsets)": lambda: [
+            fast(t, return_offsets_mapping=True) for t in lines
+        ],
+    }
     batch: dict[str, Callable[[], object]] = {
         "b4t Tokenizer.encode(list)": lambda: b4t.encode(lines),
         "BertTokenizerLegacy(list)": lambda: legacy(lines),
@@ -153,7 +161,7 @@ def main() -> None:
     }
     best: dict[str, float] = {}
     for round_index in range(args.rounds):
-        order = list(per_text.items()) + list(batch.items())
+        order = list(per_text.items()) + list(offsets.items()) + list(batch.items())
         shift = round_index % len(order)
         for name, fn in order[shift:] + order[:shift]:
             seconds = timed(fn)
@@ -171,6 +179,11 @@ def main() -> None:
     print(
         f"{'b4t, fresh tokenizer (cold word cache)':40s} {len(lines) / cold:10.0f} "
         f"{megabytes / cold:7.2f}"
+    )
+    report(
+        "per text with character offsets",
+        list(offsets),
+        "b4t encode(text, return_offsets=True)",
     )
     report("batch (one call for the corpus)", list(batch), "b4t Tokenizer.encode(list)")
 
