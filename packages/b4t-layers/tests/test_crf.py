@@ -53,6 +53,24 @@ def test_partition_and_viterbi_match_enumeration_with_masks(seed):
         assert (paths[b, n:] == -1).all()
 
 
+def test_nbest_paths_match_the_enumerated_ranking_with_masks():
+    crf, emissions, mask, lengths = _case(7)
+    nbest = 4
+    paths = crf.decode(emissions, mask, nbest=nbest, pad_tag=-1)
+    assert paths.shape == (nbest, *emissions.shape[:2])
+    for b, n in enumerate(lengths.tolist()):
+        em = emissions[b, :n]
+        ranking = sorted(
+            itertools.product(range(crf.num_tags), repeat=n),
+            key=lambda p, em=em: -_brute_score(crf, em, p),
+        )
+        expected = ranking[: min(nbest, len(ranking))]
+        got = [tuple(paths[r, b, :n].tolist()) for r in range(len(expected))]
+        assert got == expected
+        assert (paths[:, b, n:] == -1).all()
+    torch.testing.assert_close(paths[0], crf.decode(emissions, mask, pad_tag=-1))
+
+
 def test_path_score_and_nll_match_hand_computation():
     crf, emissions, mask, lengths = _case(3)
     torch.manual_seed(3)
@@ -138,6 +156,8 @@ def test_bad_input_errors_name_the_problem(kwargs, message):
         crf(**args)
 
 
-def test_bad_num_tags():
+def test_bad_num_tags_and_nbest():
     with pytest.raises(ValueError, match="num_tags"):
         CRF(0)
+    with pytest.raises(ValueError, match="nbest"):
+        CRF(3).decode(torch.zeros(1, 2, 3), nbest=0)

@@ -109,21 +109,33 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, emissions: torch.Tensor, mask: torch.Tensor | None = None, pad_tag: int = 0
+        self,
+        emissions: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        nbest: int | None = None,
+        pad_tag: int | None = None,
     ) -> torch.Tensor:
-        """Best tag path per sequence by Viterbi.
+        """Best tag paths by Viterbi (the ``nbest`` best with ``nbest > 1``).
 
         Args:
             emissions: ``(batch, seq_len, K)``.
             mask: ``(batch, seq_len)`` prefix mask, or None.
-            pad_tag: the value written at padded positions.
+            nbest: how many paths per sequence, best first (None or 1: only the best).
+                If a sequence has fewer than ``nbest`` paths the extra rows are arbitrary.
+            pad_tag: the value written at padded positions (default 0).
 
         Returns:
-            ``(batch, seq_len)`` long tensor (``(seq_len, batch)`` if not batch_first).
+            ``(batch, seq_len)`` long tensor, or ``(nbest, batch, seq_len)`` when
+            ``nbest > 1`` (seq_len and batch swapped when not batch_first).
         """
+        k = 1 if nbest is None else nbest
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"CRF decode nbest must be a positive int, got {nbest!r}")
         emissions, mask, _ = self._prepare(emissions, mask, None)
-        paths = self._viterbi(emissions, mask, pad_tag)
-        return paths if self.batch_first else paths.transpose(0, 1)
+        paths = self._viterbi(emissions, mask, k, 0 if pad_tag is None else pad_tag)
+        if not self.batch_first:
+            paths = paths.transpose(1, 2)
+        return paths[0] if nbest is None or nbest == 1 else paths
 
     # ------------------------------------------------------------------ internals
     def _prepare(
@@ -201,23 +213,40 @@ class CRF(nn.Module):
             alpha = torch.where(mask[:, t].unsqueeze(1), nxt, alpha)
         return torch.logsumexp(alpha + self.end_transitions, dim=1)
 
-    def _viterbi(self, emissions: torch.Tensor, mask: torch.Tensor, pad_tag: int) -> torch.Tensor:
-        """Viterbi: emissions ``(B, T, K)``, mask ``(B, T)`` -> best paths ``(B, T)``."""
-        batch, seq_len, _ = emissions.shape
-        best = self.start_transitions + emissions[:, 0]  # (B, K)
-        backptr = []  # backptr[t-1][b, j]: best previous tag when tag j is at time t
+    def _viterbi(
+        self, emissions: torch.Tensor, mask: torch.Tensor, nbest: int, pad_tag: int
+    ) -> torch.Tensor:
+        """k-best Viterbi: emissions ``(B, T, K)``, mask ``(B, T)`` -> paths ``(nbest, B, T)``.
+
+        A state is ``(tag, rank)``, flattened as ``tag * nbest + rank``: the rank-th best
+        partial path ending in ``tag``. Masked steps keep their scores and point back to
+        the same state, so the state at the last step is the state at each sequence end.
+        """
+        batch, seq_len, num_tags = emissions.shape
+        device = emissions.device
+        score = emissions.new_full((batch, num_tags, nbest), float("-inf"))
+        score[:, :, 0] = self.start_transitions + emissions[:, 0]
+        same_state = torch.arange(num_tags * nbest, device=device).view(1, num_tags, nbest)
+        backptr = []  # backptr[t-1][b, j, r]: flat previous state of state (j, r) at time t
         for t in range(1, seq_len):
-            cand = best.unsqueeze(2) + self.transitions + emissions[:, t].unsqueeze(1)
-            nxt, arg = cand.max(dim=1)  # (B, K)
-            best = torch.where(mask[:, t].unsqueeze(1), nxt, best)
-            backptr.append(arg)
-        last_tag = (best + self.end_transitions).argmax(dim=1)  # (B,)
-        ends = mask.long().sum(1) - 1  # (B,)
-        paths = torch.full((batch, seq_len), pad_tag, dtype=torch.long, device=emissions.device)
-        cur = last_tag
+            # (B, K_prev, n, 1) + (1, K_prev, 1, K_next) + (B, 1, 1, K_next)
+            cand = (
+                score.unsqueeze(3)
+                + self.transitions[None, :, None, :]
+                + emissions[:, t, None, None, :]
+            )
+            top, arg = cand.reshape(batch, num_tags * nbest, num_tags).topk(nbest, dim=1)
+            on = mask[:, t].view(batch, 1, 1)
+            score = torch.where(on, top.transpose(1, 2), score)
+            backptr.append(torch.where(on, arg.transpose(1, 2), same_state))
+        final = (score + self.end_transitions[None, :, None]).reshape(batch, -1)
+        state = final.topk(nbest, dim=1).indices  # (B, n)
+        paths = torch.empty(batch, nbest, seq_len, dtype=torch.long, device=device)
         for t in range(seq_len - 1, -1, -1):
-            if t < seq_len - 1:
-                from_next = backptr[t].gather(1, cur.unsqueeze(1)).squeeze(1)
-                cur = torch.where(t >= ends, last_tag, from_next)
-            paths[:, t] = torch.where(t <= ends, cur, paths[:, t])
-        return paths
+            paths[:, :, t] = torch.div(state, nbest, rounding_mode="floor")
+            if t > 0:
+                state = backptr[t - 1].reshape(batch, -1).gather(1, state)
+        ends = mask.long().sum(1) - 1  # (B,)
+        beyond = torch.arange(seq_len, device=device)[None, :] > ends[:, None]  # (B, T)
+        paths = paths.masked_fill(beyond[:, None, :], pad_tag)
+        return paths.transpose(0, 1)
