@@ -161,3 +161,17 @@ def test_bad_num_tags_and_nbest():
         CRF(0)
     with pytest.raises(ValueError, match="nbest"):
         CRF(3).decode(torch.zeros(1, 2, 3), nbest=0)
+
+
+def test_init_transitions_and_freeze():
+    trans = [[0.0, 1.0], [2.0, 3.0]]
+    crf = CRF(2, init_transitions=(trans, [0.5, -0.5], [1.5, -1.5]), freeze=True)
+    assert list(crf.parameters()) == []
+    assert crf.transitions.tolist() == trans
+    assert crf.start_transitions.tolist() == [0.5, -0.5]
+    assert crf.end_transitions.tolist() == [1.5, -1.5]
+    assert set(crf.state_dict()) == {"start_transitions", "end_transitions", "transitions"}
+    trainable = CRF(2, init_transitions=(trans, [0.5, -0.5], [1.5, -1.5]))
+    assert len(list(trainable.parameters())) == 3
+    with pytest.raises(ValueError, match=r"end_transitions must have shape \(2,\)"):
+        CRF(2, init_transitions=(trans, [0.5, -0.5], [1.0]))

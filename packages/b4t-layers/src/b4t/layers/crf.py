@@ -15,6 +15,9 @@ The call convention follows bert4torch (itself following pytorch-crf):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,6 +33,9 @@ class CRF(nn.Module):
         num_tags: number of tags ``K`` (> 0).
         batch_first: if True (default) inputs are ``(batch, seq_len, ...)``,
             else ``(seq_len, batch, ...)``; outputs follow the same layout.
+        init_transitions: optional initial ``(transitions (K, K), start (K,), end (K,))``
+            (bert4torch's order), arrays or tensors; default uniform in [-0.1, 0.1].
+        freeze: keep the scores fixed (registered as buffers, not parameters).
 
     Parameters:
         start_transitions: ``(K,)`` score of starting in each tag.
@@ -37,21 +43,58 @@ class CRF(nn.Module):
         transitions: ``(K, K)``; ``transitions[i, j]`` scores the move from tag i to tag j.
     """
 
-    def __init__(self, num_tags: int, batch_first: bool = True) -> None:
+    def __init__(
+        self,
+        num_tags: int,
+        batch_first: bool = True,
+        init_transitions: Sequence[Any] | None = None,
+        freeze: bool = False,
+    ) -> None:
         super().__init__()
         if not isinstance(num_tags, int) or num_tags <= 0:
             raise ValueError(f"CRF num_tags must be a positive int, got {num_tags!r}")
         self.num_tags = num_tags
         self.batch_first = batch_first
-        self.start_transitions = nn.Parameter(torch.empty(num_tags))
-        self.end_transitions = nn.Parameter(torch.empty(num_tags))
-        self.transitions = nn.Parameter(torch.empty(num_tags, num_tags))
-        self.reset_parameters()
+        if init_transitions is None:
+            values = [torch.empty(num_tags), torch.empty(num_tags), torch.empty(num_tags, num_tags)]
+            for v in values:
+                nn.init.uniform_(v, -0.1, 0.1)
+        else:
+            values = self._initial_values(init_transitions)
+        for name, value in zip(("start_transitions", "end_transitions", "transitions"), values):
+            if freeze:
+                self.register_buffer(name, value)
+            else:
+                setattr(self, name, nn.Parameter(value))
 
+    def _initial_values(self, init_transitions: Sequence[Any]) -> list[torch.Tensor]:
+        """``(transitions, start, end)`` as bert4torch orders them -> ``[start, end, trans]``."""
+        if len(init_transitions) != 3:
+            raise ValueError(
+                "CRF init_transitions must be (transitions, start_transitions, end_transitions), "
+                f"got {len(init_transitions)} items"
+            )
+        k = self.num_tags
+        out = []
+        for name, value, shape in zip(
+            ("transitions", "start_transitions", "end_transitions"),
+            init_transitions,
+            ((k, k), (k,), (k,)),
+        ):
+            tensor = torch.as_tensor(value, dtype=torch.float32).clone()
+            if tuple(tensor.shape) != shape:
+                raise ValueError(
+                    f"CRF init_transitions {name} must have shape {shape}, "
+                    f"got {tuple(tensor.shape)}"
+                )
+            out.append(tensor)
+        return [out[1], out[2], out[0]]
+
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Initialise all transition scores uniformly in [-0.1, 0.1]."""
+        """Re-draw all transition scores uniformly in [-0.1, 0.1]."""
         for p in (self.start_transitions, self.end_transitions, self.transitions):
-            nn.init.uniform_(p, -0.1, 0.1)
+            p.uniform_(-0.1, 0.1)
 
     def extra_repr(self) -> str:
         return f"num_tags={self.num_tags}, batch_first={self.batch_first}"
