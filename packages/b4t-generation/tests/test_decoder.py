@@ -248,6 +248,15 @@ def test_bad_input_is_named() -> None:
     with pytest.raises(NotImplementedError):
         AutoRegressiveDecoder(2, END, 4).predict([], torch.zeros(1, 1), None)
 
+    class Unwrapped(AutoRegressiveDecoder):
+        def predict(self, inputs: Any, output_ids: Any, states: Any) -> Any:
+            return torch.ones(output_ids.shape[0], 4)
+
+    with pytest.raises(TypeError, match="wraps"):
+        Unwrapped(2, END, 4).beam_search([], topk=2)
+    with pytest.raises(TypeError, match="wraps"):
+        Unwrapped(2, END, 4).random_sample([], 2)
+
 
 def test_beam_selection_batched_path_equals_per_problem_topk() -> None:
     gen = torch.Generator().manual_seed(0)

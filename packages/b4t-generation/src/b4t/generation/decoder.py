@@ -197,6 +197,13 @@ class AutoRegressiveDecoder:
             scores[:, self.end_id] = fill
         return scores
 
+    def _check_predict(self) -> None:
+        if not hasattr(self.predict, "use_states"):
+            raise TypeError(
+                f"{type(self).__name__}.predict must be decorated with "
+                "@AutoRegressiveDecoder.wraps(default_rtype=..., use_states=...)"
+            )
+
     def _generated(self, output_ids: torch.Tensor) -> torch.Tensor:
         return output_ids[:, self.first_output_ids.shape[1] :]
 
@@ -217,6 +224,7 @@ class AutoRegressiveDecoder:
         Rows are kept grouped by problem. Each step yields the current best
         sequence of every problem; the return value holds the final ones.
         """
+        self._check_predict()
         if int(topk) < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
         output_ids = self.first_output_ids.repeat(batch_size, 1)
@@ -435,6 +443,7 @@ class AutoRegressiveDecoder:
         problem; the return value holds, per problem, finished samples in the
         order they finished followed by the unfinished ones.
         """
+        self._check_predict()
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if topk is not None and int(topk) < 1:
