@@ -58,6 +58,7 @@ def main(out: Path) -> None:
     )
     model.save_weights(out / "weights.pt")  # rank 0 only
     torch.save(model.module.state_dict(), out / f"raw_rank{rank}.pt")
+    torch.save(model.trainer.history.history, out / f"history_rank{rank}.pt")
     print(f"rank {rank} done", flush=True)
     dist.destroy_process_group()
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -67,10 +68,16 @@ def test_ddp_two_processes_match_single_process_training(tmp_path) -> None:
     trainer = Trainer(module)
     trainer.compile(**worker.compile_kwargs(module))
     loader = DataLoader(worker.build_data(), batch_size=worker.GLOBAL_BATCH)
-    trainer.fit(loader, epochs=2, verbose=0)
+    history = trainer.fit(loader, epochs=2, verbose=0)
 
     saved = torch.load(tmp_path / "weights.pt", weights_only=True)
     other = torch.load(tmp_path / "raw_rank1.pt", weights_only=True)
     for key, value in module.state_dict().items():
         torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6)
         assert torch.equal(saved[key], other[key])  # the ranks agree
+    # Epoch logs are averaged over the ranks: both ranks log the single-process values.
+    for rank in (0, 1):
+        logged = torch.load(tmp_path / f"history_rank{rank}.pt", weights_only=True)
+        assert set(logged) == {"loss", "accuracy"}
+        for key, values in history.history.items():
+            assert logged[key] == pytest.approx(values, abs=1e-6), (rank, key)

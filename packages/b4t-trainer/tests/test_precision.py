@@ -14,7 +14,6 @@ class RecordingScaler:
 
     def __init__(self) -> None:
         self.calls: list[str] = []
-        self.grad_norm_at_unscale: float | None = None
 
     def scale(self, loss):
         self.calls.append("scale")

@@ -417,13 +417,30 @@ class Trainer:
                     self._flush_saves()
                 if self.stop_training:
                     return
-            count = max(1, self._epoch_count)
-            epoch_logs: Logs = {k: v / count for k, v in sums.items()}
+            epoch_logs = self._epoch_logs(sums, self._epoch_count)
             self._call("on_epoch_end", self.global_step, self.epoch, epoch_logs)
             self.epoch += 1
             self.local_step = 0
             self._epoch_sums, self._epoch_count = {}, 0
             self._flush_saves()
+
+    def _epoch_logs(self, sums: Mapping[str, float], count: int) -> Logs:
+        """Epoch means of the batch logs; under DDP averaged over all ranks, so every
+        rank's EarlyStopping / Checkpoint sees the same values."""
+        dist = torch.distributed
+        if (
+            isinstance(self.forward_module, nn.parallel.DistributedDataParallel)
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
+            keys = sorted(sums)
+            packed = torch.tensor(
+                [sums[k] for k in keys] + [float(count)], dtype=torch.float64, device=self._device
+            )
+            dist.all_reduce(packed)
+            sums = dict(zip(keys, packed[:-1].tolist()))
+            count = int(packed[-1].item())
+        return {k: v / max(1, count) for k, v in sums.items()}
 
     # ---------------------------------------------------------- eval/predict
     @torch.no_grad()
