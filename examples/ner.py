@@ -47,7 +47,12 @@ import ner_data  # noqa: E402
 from b4t.layers import CRF  # noqa: E402
 from b4t.models import build_transformer_model  # noqa: E402
 from b4t.tokenizers import Tokenizer  # noqa: E402
-from b4t.trainer import BaseModel, Evaluator, seed_everything  # noqa: E402
+from b4t.trainer import (  # noqa: E402
+    BaseModel,
+    Evaluator,
+    get_linear_schedule_with_warmup,
+    seed_everything,
+)
 
 SMALL_BERT = {
     "architectures": ["BertModel"],
@@ -239,6 +244,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument(
+        "--crf-lr-mult",
+        type=float,
+        default=1.0,
+        help="learning-rate multiplier for the CRF transition scores",
+    )
     p.add_argument("--max-chars", type=int, default=126, help="longest sentence in characters")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument(
@@ -300,8 +311,13 @@ def main(argv: Sequence[str] | None = None) -> float:
             )
         model = BertCrf(config_path, checkpoint_path, encoder.sep_id)
         steps = args.epochs * len(loaders["train"])
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-        from b4t.trainer import get_linear_schedule_with_warmup
+        crf_params = list(model.crf.parameters())
+        others = [p for n, p in model.named_parameters() if not n.startswith("crf.")]
+        optimizer = torch.optim.AdamW(
+            [{"params": others}, {"params": crf_params, "lr": args.lr * args.crf_lr_mult}],
+            lr=args.lr,
+            weight_decay=0.01,
+        )
 
         scheduler = get_linear_schedule_with_warmup(optimizer, max(1, steps // 20), steps)
         model.compile(
