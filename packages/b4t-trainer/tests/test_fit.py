@@ -189,3 +189,20 @@ def test_regression_metrics_by_hand() -> None:
     assert METRICS["binary_accuracy"](probs, torch.tensor([0, 1, 0, 0])) == pytest.approx(0.75)
     with pytest.raises(ValueError, match=r"mae: y_pred shape \(2, 2\) differs"):
         METRICS["mae"](pred, true[:, 0])
+
+
+def test_progress_bar_counts_every_step_at_a_bounded_redraw_rate(tiny_net, loader) -> None:
+    import io
+
+    from b4t.trainer import ProgressBar
+
+    model = tiny_net()
+    model.compile(nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1))
+    bar = ProgressBar(interval=3600.0, file=io.StringIO())  # no redraw inside the epoch
+    seen = []
+    spy = LambdaCallback(on_batch_end=lambda g, s, logs: seen.append((bar.bar.n, bar._pending)))
+    model.fit(loader(n=8), epochs=1, steps_per_epoch=5, callbacks=[bar, spy], verbose=1)
+    # every step is counted, but the bar itself is not touched until the epoch ends
+    assert seen == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5)]
+    text = bar.file.getvalue()
+    assert "5/5" in text and "loss=" in text

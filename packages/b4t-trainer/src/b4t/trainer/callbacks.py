@@ -57,13 +57,16 @@ class ProgressBar(Callback):
             dynamic_ncols=True,
             leave=True,
         )
-        self._pending = 0
         self._last = time.monotonic()
 
     def _running_means(self) -> dict[str, str]:
         trainer = self.trainer
         count = max(1, trainer._epoch_count)
         return _format_logs({k: v / count for k, v in trainer._epoch_sums.items()})
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if self.trainer.local_step:  # resumed mid-epoch: no on_epoch_begin for this one
+            self._open()
 
     def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
         self._close()
