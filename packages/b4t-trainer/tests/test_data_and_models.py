@@ -73,3 +73,18 @@ def test_base_model_dp_trains_and_saves_without_prefix(data, tmp_path) -> None:
 def test_base_model_ddp_needs_an_initialised_process_group() -> None:
     with pytest.raises(RuntimeError, match="init_process_group"):
         BaseModelDDP(nn.Linear(2, 2))
+
+
+def test_copies_and_pickles_of_a_base_model_leave_the_trainer_behind(tiny_net, tmp_path) -> None:
+    import copy
+    import pickle
+
+    net = tiny_net()
+    net.compile(lambda p, t: p.sum(), torch.optim.SGD(net.parameters(), lr=0.1))  # a lambda
+    twin = copy.deepcopy(net)
+    assert twin.trainer is not net.trainer and not twin.trainer.compiled
+    assert twin.trainer.module is twin
+    restored = pickle.loads(pickle.dumps(net))  # the lambda loss would not pickle
+    for a, b in zip(restored.state_dict().values(), net.state_dict().values()):
+        assert torch.equal(a, b)
+    assert net.trainer.compiled

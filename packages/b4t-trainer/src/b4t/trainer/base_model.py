@@ -41,6 +41,12 @@ class BaseModel(nn.Module):
             self.__dict__["_b4t_trainer"] = trainer
         return trainer
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle and deepcopy without the trainer: a copy gets its own on first use."""
+        state = self.__dict__.copy()
+        state.pop("_b4t_trainer", None)
+        return state
+
     def compile(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
         """:meth:`Trainer.compile`: loss, optimizer, scheduler, metrics, AMP, ..."""
         self.trainer.compile(*args, **kwargs)
