@@ -164,3 +164,20 @@ def test_roformer_v2_structure_formula_and_round_trip(tmp_path):
     ).eval()
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_roformer_unilm_source_ignores_target(tmp_path):
+    """With application='unilm', source tokens (segment 0) never see the target."""
+    _tiny_roformer(tmp_path, 16)
+    model = build_transformer_model(
+        tmp_path / "hf", tmp_path / "hf", model="roformer", application="unilm"
+    ).eval()
+    ids = torch.randint(1, 60, (1, 10))
+    segs = torch.tensor([[0] * 6 + [1] * 4])
+    other = ids.clone()
+    other[0, 8:] = torch.randint(1, 60, (2,))
+    other[0, 8] = (ids[0, 8] % 58) + 1  # surely different
+    with torch.no_grad():
+        a, b = model([ids, segs]), model([other, segs])
+    torch.testing.assert_close(a[:, :8], b[:, :8])
+    assert not torch.allclose(a[:, 8:], b[:, 8:])
