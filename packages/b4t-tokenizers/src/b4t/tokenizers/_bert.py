@@ -9,7 +9,6 @@ word in the common case.
 
 from __future__ import annotations
 
-import re
 import unicodedata
 from itertools import chain, repeat
 from os import PathLike
@@ -23,9 +22,6 @@ from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
-
-
-_NON_SPACE_RUN = re.compile(r"\S+")
 
 
 class _WordCache(dict):
@@ -142,6 +138,9 @@ class Tokenizer(TokenizerBase):
         self.never_split = set(never_split or ())
         protected = self._special_tokens | self.never_split | {self._token_unk}
         self.tokens_trie = Trie(protected)
+        import re  # here, not at module level: keeps `import b4t.tokenizers` light
+
+        self._non_space_run = re.compile(r"\S+")
         alternatives = sorted(protected, key=len, reverse=True)
         self._protected_re = re.compile("|".join(map(re.escape, alternatives)))
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
@@ -316,7 +315,7 @@ class Tokenizer(TokenizerBase):
     def _piece_offsets(self, piece: str, base: int, ids: list[int], offsets: Offsets) -> None:
         normalized, origin = self._aligned(piece)
         spans = self._span_cache.__getitem__
-        for match in _NON_SPACE_RUN.finditer(normalized):
+        for match in self._non_space_run.finditer(normalized):
             w0 = match.start()
             for token_id, s, e in spans(match.group()):
                 ids.append(token_id)
