@@ -111,3 +111,17 @@ def test_nezha_attention_matches_written_out_formula():
                 ctx[h, i] = sum(p[j] * (v[h, j] + enc[i, j]) for j in range(5))
         expected = att.o(ctx.transpose(0, 1).reshape(1, 5, 8))
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_nezha_attention_kv_cache_matches_full_causal():
+    from b4t.layers.relative_positions import NezhaAttention
+
+    torch.manual_seed(0)
+    att = NezhaAttention(8, 2, max_relative_position=2, is_causal=True).eval()
+    x = torch.randn(1, 6, 8)
+    with torch.no_grad():
+        full, _, _ = att(x)
+        first, _, cache = att(x[:, :4], use_cache=True)
+        nxt, _, _ = att(x[:, 4:5], past_key_value=cache)
+    torch.testing.assert_close(first, full[:, :4], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(nxt, full[:, 4:5], atol=1e-6, rtol=1e-5)

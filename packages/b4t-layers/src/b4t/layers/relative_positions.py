@@ -74,7 +74,7 @@ class RelativePositionsEncoding(nn.Module):
             raise ValueError(f"max_relative_position must be >= 1, got {max_relative_position}")
         self.depth = depth
         self.max_relative_position = max_relative_position
-        self._cache: dict[tuple[int, int, torch.device, torch.dtype], Tensor] = {}
+        self._cache: dict[tuple[int, int, int, torch.device, torch.dtype], Tensor] = {}
 
     def forward(
         self,
@@ -82,13 +82,15 @@ class RelativePositionsEncoding(nn.Module):
         k_len: int,
         device: torch.device | None = None,
         dtype: torch.dtype = torch.float32,
+        offset: int = 0,
     ) -> Tensor:
-        key = (q_len, k_len, torch.device(device or "cpu"), dtype)
+        """``(q_len, k_len, depth)``; query ``i`` sits at position ``offset + i``."""
+        key = (q_len, k_len, offset, torch.device(device or "cpu"), dtype)
         if key not in self._cache:
             if len(self._cache) > 8:
                 self._cache.clear()
             m = self.max_relative_position
-            index = relative_distance(q_len, k_len, device).clamp(-m, m) + m
+            index = (relative_distance(q_len, k_len, device) - offset).clamp(-m, m) + m
             table = nezha_relative_table(2 * m + 1, self.depth, device)
             self._cache[key] = table[index].to(dtype)
         return self._cache[key]
@@ -120,7 +122,8 @@ class NezhaAttention(MultiHeadAttention):
         return True
 
     def _table(self, x: Tensor, q_len: int, k_len: int) -> Tensor:
-        return self.relative_positions(q_len, k_len, x.device, x.dtype)
+        # with a KV cache the queries are the last q_len of the k_len positions
+        return self.relative_positions(q_len, k_len, x.device, x.dtype, k_len - q_len)
 
     def attention_scores(self, q: Tensor, k: Tensor, **kwargs: Any) -> Tensor:
         r = self._table(q, q.shape[-2], k.shape[-2])  # (Q, K, D)
