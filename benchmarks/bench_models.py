@@ -58,7 +58,11 @@ else:
     )
 elapsed = time.perf_counter() - t0
 peak = status("VmHWM")
-print(elapsed, (peak - base) / 1024)
+ids = torch.randint(1, 1000, (1, 32))
+with torch.inference_mode():
+    model(ids) if which == "b4t" else model(input_ids=ids)
+used = status("VmHWM")
+print(elapsed, (peak - base) / 1024, (used - base) / 1024)
 """
 
 
@@ -169,7 +173,7 @@ def main() -> None:
         bench_train(ref, ours, config.vocab_size, device, sync, args.repeats)
     del ref, ours
     if "load" not in skip:
-        loads: dict[str, list[tuple[float, float]]] = {"hf": [], "b4t": []}
+        loads: dict[str, list[tuple[float, ...]]] = {"hf": [], "b4t": []}
         for _ in range(2):
             for which in ("hf", "b4t"):
                 res = subprocess.run(
@@ -178,15 +182,15 @@ def main() -> None:
                     text=True,
                     check=True,
                 )
-                t, mem = map(float, res.stdout.split()[-2:])
-                loads[which].append((t, mem))
-        _report("checkpoint load", [t for t, _ in loads["hf"]], [t for t, _ in loads["b4t"]], "s")
-        mem_r = statistics.median(m for _, m in loads["hf"])
-        mem_o = statistics.median(m for _, m in loads["b4t"])
-        print(
-            f"{'load peak RSS growth':<28} transformers {mem_r:9.1f} MiB   b4t {mem_o:9.1f} MiB"
-            f"   ratio {mem_o / max(mem_r, 1e-9):5.3f}"
-        )
+                loads[which].append(tuple(map(float, res.stdout.split()[-3:])))
+        _report("checkpoint load", [x[0] for x in loads["hf"]], [x[0] for x in loads["b4t"]], "s")
+        for col, label in ((1, "peak RSS growth: load"), (2, "... + first forward")):
+            mem_r = statistics.median(x[col] for x in loads["hf"])
+            mem_o = statistics.median(x[col] for x in loads["b4t"])
+            print(
+                f"{label:<28} transformers {mem_r:9.1f} MiB   b4t {mem_o:9.1f} MiB"
+                f"   ratio {mem_o / max(mem_r, 1e-9):5.3f}"
+            )
     print(json.dumps({"config": "small" if args.small else "bert-base"}))
 
 

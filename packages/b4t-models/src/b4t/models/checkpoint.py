@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import json
+import mmap
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 __all__ = ["CheckpointError", "read_checkpoint", "resolve_checkpoint_files", "write_checkpoint"]
 
@@ -66,10 +68,90 @@ def resolve_checkpoint_files(path: str | Path | Sequence[str | Path]) -> list[Pa
     return [p]
 
 
-def _read_one(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]:
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+# name -> (memory map, byte offset, byte length): where a mapped tensor's bytes live
+Spans = dict[str, tuple[mmap.mmap, int, int]]
+
+
+def release_pages(span: tuple[mmap.mmap, int, int]) -> None:
+    """Drop the resident pages wholly inside ``span`` (after their tensor was copied).
+
+    The mapping is private and never written during a load, so dropped pages are simply
+    read from the file again if anything touches them later.
+    """
+    buf, offset, length = span
+    page = mmap.PAGESIZE
+    start = -(-offset // page) * page
+    stop = (offset + length) // page * page
+    if stop > start and hasattr(buf, "madvise"):
+        buf.madvise(mmap.MADV_DONTNEED, start, stop - start)
+
+
+def read_safetensors(path: str | Path, spans: Spans | None = None) -> dict[str, torch.Tensor]:
+    """Map a ``.safetensors`` file: tensors are zero-copy views of a private memory map.
+
+    Nothing is read until a tensor is used, so loading costs no extra copy of the
+    weights; writing to a tensor copies only the touched pages (copy-on-write).
+    ``spans``, if given, receives each tensor's location (see :func:`release_pages`).
+    """
+    with open(path, "rb") as fh:
+        raw = fh.read(8)
+        if len(raw) != 8:
+            raise CheckpointError(f"{path} is not a safetensors file (too short)")
+        (header_len,) = struct.unpack("<Q", raw)
+        try:
+            header = json.loads(fh.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} has an unreadable safetensors header: {exc}") from exc
+        buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+    start = 8 + header_len
+    out: dict[str, torch.Tensor] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = _ST_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            raise CheckpointError(
+                f"{path}: tensor {name} has unsupported dtype {info.get('dtype')}"
+            )
+        begin, end = info["data_offsets"]
+        shape = info["shape"]
+        count = (end - begin) // torch.empty(0, dtype=dtype).element_size()
+        if count == 0:
+            out[name] = torch.empty(shape, dtype=dtype)
+            continue
+        flat = torch.frombuffer(buf, dtype=dtype, count=count, offset=start + begin)
+        out[name] = flat.view(shape)
+        if spans is not None:
+            spans[name] = (buf, start + begin, end - begin)
+    return out
+
+
+def _read_one(
+    path: Path, device: str | torch.device, spans: Spans | None = None
+) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path), device=str(device))
-    state = torch.load(str(path), map_location=device, weights_only=True)
+        state = read_safetensors(path, spans)
+        if torch.device(device).type != "cpu":
+            state = {k: v.to(device) for k, v in state.items()}
+        return state
+    try:
+        state = torch.load(str(path), map_location=device, weights_only=True, mmap=True)
+    except RuntimeError:  # legacy (non-zip) .bin files cannot be memory-mapped
+        state = torch.load(str(path), map_location=device, weights_only=True)
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -78,12 +160,17 @@ def _read_one(path: Path, device: str | torch.device) -> dict[str, torch.Tensor]
 
 
 def read_checkpoint(
-    path: str | Path | Sequence[str | Path], device: str | torch.device = "cpu"
+    path: str | Path | Sequence[str | Path],
+    device: str | torch.device = "cpu",
+    spans: Spans | None = None,
 ) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint (every shard merged), loaded onto ``device``."""
+    """All tensors of a checkpoint (every shard merged), loaded onto ``device``.
+
+    safetensors files are memory-mapped (see :func:`read_safetensors`).
+    """
     state: dict[str, torch.Tensor] = {}
     for file in resolve_checkpoint_files(path):
-        state.update(_read_one(file, device))
+        state.update(_read_one(file, device, spans))
     return state
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from b4t.layers import LayerNorm, RMSNorm, get_sinusoid_encoding_table
-from b4t.models.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from b4t.models.checkpoint import CheckpointError, read_checkpoint, release_pages, write_checkpoint
 from b4t.models.weight_map import Concat, WeightSource, strip_prefix
 
 __all__ = ["LoadReport", "init_weights", "load_into", "materialize_meta", "save_from"]
@@ -148,7 +148,8 @@ def load_into(
         source = ", ".join(str(p) for p in path)
     else:
         source = str(path)
-    state = dict(path) if isinstance(path, dict) else read_checkpoint(path)
+    spans: dict = {}
+    state = dict(path) if isinstance(path, dict) else read_checkpoint(path, spans=spans)
     params = model.state_dict(keep_vars=True)
     dropped: set[str] = set()  # checkpoint keys of parts this model leaves out on purpose
     if mapping is None:
@@ -179,7 +180,13 @@ def load_into(
             continue
         used.update(keys)
         tensors = [state[k] for k in keys]
-        tensor = src.load(tensors) if isinstance(src, Concat) else tensors[0]
+        if isinstance(src, Concat):
+            tensor = src.load(tensors)
+            for key in keys:  # the sources were copied: give their file pages back
+                if key in spans:
+                    release_pages(spans[key])
+        else:
+            tensor = tensors[0]
         if name in vocab_params and (keep_tokens is not None or compound_tokens):
             tensor = _vocab_transform(tensor, keep_tokens, compound_tokens)
         target = params[name]
