@@ -142,3 +142,20 @@ def test_dtype_and_gradient_checkpoint(hf_checkpoint, batch) -> None:
     torch.testing.assert_close(
         plain.layers[0].attention.qkv.weight.grad, ckpt.layers[0].attention.qkv.weight.grad
     )
+
+
+def test_save_over_the_loaded_file_keeps_the_model_intact(hf_checkpoint, batch, tmp_path) -> None:
+    """Weights are memory-mapped: saving over their own file must not change them."""
+    _, path = hf_checkpoint("bert")
+    ids, seg, keep = batch(0)
+    model = build_transformer_model(path, path).eval()
+    with torch.no_grad():
+        before = model([ids, seg])
+        model.embeddings.word_embeddings.weight.mul_(2.0)  # copy-on-write, file untouched
+        changed = model([ids, seg])
+        model.save_weights(path)  # replaces the very file the tensors map
+        torch.testing.assert_close(model([ids, seg]), changed)
+    again = build_transformer_model(path, path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again([ids, seg]), changed)
+        assert not torch.allclose(again([ids, seg])[keep], before[keep])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -184,8 +185,15 @@ def write_checkpoint(state: dict[str, torch.Tensor], path: str | Path) -> Path:
         p.parent.mkdir(parents=True, exist_ok=True)
     # safetensors refuses shared storage: give every tensor its own contiguous copy
     own = {k: v.detach().contiguous().clone().cpu() for k, v in state.items()}
-    if p.suffix == ".bin":
-        torch.save(own, str(p))
-    else:
-        save_file(own, str(p), metadata={"format": "pt"})
+    # write beside and rename: a model loaded from this very file memory-maps it, and
+    # truncating a mapped file under it would corrupt (or crash) that model
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        if p.suffix == ".bin":
+            torch.save(own, str(tmp))
+        else:
+            save_file(own, str(tmp), metadata={"format": "pt"})
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
     return p
