@@ -40,6 +40,16 @@ CASES = {
         embedding_size=8,
         legacy=True,
     ),
+    # DeBERTa-v2-xlarge's convolution beside the first layer
+    "conv": dict(
+        conv_kernel_size=3,
+        conv_act="gelu",
+        position_buckets=8,
+        type_vocab_size=2,
+        pos_att_type="p2c|c2p",
+        position_biased_input=False,
+        legacy=True,
+    ),
     # one term only and the newer MLM head
     "c2p": dict(
         position_buckets=6,
@@ -83,7 +93,7 @@ def test_deberta_v2_matches_transformers_and_round_trips(tmp_path, case: str):
         tmp_path / "hf", tmp_path / "hf", model="deberta_v2", with_mlm=True
     ).eval()
     ids, segs, mask = _batch()
-    inputs = dict(input_ids=ids, attention_mask=mask)
+    inputs = dict(input_ids=ids, attention_mask=mask.long())
     if config.type_vocab_size:
         inputs["token_type_ids"] = segs
     with torch.no_grad():
@@ -105,7 +115,7 @@ def test_deberta_v2_unsupported_config_is_named(tmp_path):
         "hidden_size": 8,
         "num_hidden_layers": 1,
         "num_attention_heads": 2,
-        "conv_kernel_size": 3,
+        "conv_kernel_size": 2,
     }
     with pytest.raises(ValueError, match="conv_kernel_size"):
         build_transformer_model(config, model="deberta_v2")

@@ -7,8 +7,8 @@ Embeddings are ``LayerNorm(proj(word [+ position] [+ segment]))``.
 
 As in transformers, an encoder zeroes the embeddings of padded tokens and masks padded
 query rows too (they attend uniformly), so padded positions match transformers as well.
-The optional convolution of DeBERTa-v2-xlarge (``conv_kernel_size > 0``) is not
-supported and raises.
+With ``conv_kernel_size > 0`` (DeBERTa-v2-xlarge) a convolution over the embeddings is
+merged into the first layer's output (:class:`DebertaV2Conv`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.layers import Embeddings, LayerNorm, to_additive_mask
+from b4t.layers import Embeddings, LayerNorm, get_activation, to_additive_mask
 from b4t.layers.deberta_attention import DisentangledSelfAttention
 from b4t.layers.relative_positions import deberta_relative_position
 from b4t.models.config import ModelConfig
@@ -28,7 +28,7 @@ from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_layer_map, bert_mlm_map
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["DebertaV2", "DebertaV2Embeddings", "deberta_settings"]
+__all__ = ["DebertaV2", "DebertaV2Conv", "DebertaV2Embeddings", "deberta_settings"]
 
 
 def deberta_settings(config: ModelConfig) -> dict[str, Any]:
@@ -40,10 +40,15 @@ def deberta_settings(config: ModelConfig) -> dict[str, Any]:
     bad = [p for p in pos_att_type if p not in ("c2p", "p2c")]
     if bad:
         raise ValueError(f"config key 'pos_att_type' in {config.source} has unknown terms {bad}")
-    if int(extra.get("conv_kernel_size", 0) or 0) > 0:
+    conv_kernel = extra.get("conv_kernel_size", 0) or 0
+    if (
+        not isinstance(conv_kernel, int)
+        or conv_kernel < 0
+        or (conv_kernel and conv_kernel % 2 == 0)
+    ):
         raise ValueError(
-            f"config key 'conv_kernel_size' in {config.source} is > 0: the DeBERTa-v2 "
-            "convolution layer is not supported"
+            f"config key 'conv_kernel_size' in {config.source} must be 0 or an odd positive "
+            f"int, got {conv_kernel!r}"
         )
     relative = bool(extra.get("relative_attention", False))
     max_rel = int(extra.get("max_relative_positions", -1))
@@ -61,7 +66,41 @@ def deberta_settings(config: ModelConfig) -> dict[str, Any]:
         "norm_rel_ebd": "layer_norm" in norm_rel,
         "position_biased_input": bool(extra.get("position_biased_input", True)),
         "legacy": bool(extra.get("legacy", True)),
+        "conv_kernel_size": conv_kernel,
+        "conv_groups": int(extra.get("conv_groups", 1)),
+        "conv_act": str(extra.get("conv_act", "tanh")),
     }
+
+
+class DebertaV2Conv(nn.Module):
+    """DeBERTa-v2's convolution beside the first layer.
+
+    ``forward(x, layer_out, keep)``: ``LayerNorm(layer_out + act(conv(x)))`` with the
+    convolution output zeroed at padded positions and the result zeroed there too;
+    ``x`` is the first layer's input ``[B, L, H]``, ``keep`` a ``[B, L]`` bool or None.
+    """
+
+    def __init__(
+        self, hidden_size: int, kernel_size: int, groups: int, act: str, eps: float, dropout: float
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(
+            hidden_size, hidden_size, kernel_size, padding=(kernel_size - 1) // 2, groups=groups
+        )
+        self.act = get_activation(act)
+        self.layer_norm = LayerNorm(hidden_size, eps)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, layer_out: torch.Tensor, keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        out = self.conv(x.transpose(1, 2)).transpose(1, 2)
+        if keep is not None:
+            out = out * keep[..., None].to(out.dtype)
+        out = self.layer_norm(layer_out + self.act(self.dropout(out)))
+        if keep is not None:
+            out = out * keep[..., None].to(out.dtype)
+        return out
 
 
 class DebertaV2Embeddings(Embeddings):
@@ -119,6 +158,25 @@ class DebertaV2(Transformer):
             if s["relative_attention"] and s["norm_rel_ebd"]
             else None
         )
+        self.conv = None
+        if s["conv_kernel_size"]:
+            self.conv = DebertaV2Conv(
+                config.hidden_size,
+                s["conv_kernel_size"],
+                s["conv_groups"],
+                s["conv_act"],
+                config.layer_norm_eps,
+                config.hidden_dropout_prob,
+            )
+            self.layers[0].register_forward_hook(self._merge_conv, with_kwargs=True)
+
+    def _merge_conv(
+        self, layer: nn.Module, args: tuple, kwargs: dict[str, Any], output: tuple
+    ) -> tuple:
+        """Forward hook on layer 0: fold the convolution of its input into its output."""
+        assert self.conv is not None
+        merged = self.conv(args[0], output[0], kwargs.get("input_mask"))
+        return (merged, *output[1:])
 
     def build_embeddings(self, layer_add_embs: Any = None) -> nn.Module:
         c = self.config
@@ -151,12 +209,14 @@ class DebertaV2(Transformer):
     def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
         """Embeddings, then (encoder with padding) zeroed padded rows and a query+key mask."""
         state = super().apply_embeddings(state)
+        state["input_mask"] = None
         if self.application != "encoder" or state["mask"] is None:
             return state
         keep = state["attention_mask"]
         if keep is None:
             keep = state["token_ids"].ne(self.config.pad_token_id)
         keep = keep.bool()
+        state["input_mask"] = keep
         hidden = state["hidden_states"]
         state["hidden_states"] = hidden * keep[..., None].to(hidden.dtype)
         both = keep[:, None, :, None] & keep[:, None, None, :]  # [B, 1, L, L]
@@ -164,9 +224,13 @@ class DebertaV2(Transformer):
         return state
 
     def layer_kwargs(self, state: dict[str, Any]) -> dict[str, Any]:
-        """``rel_embeddings [2S, H]`` and ``relative_pos [L, L]``, shared by all layers."""
+        """``rel_embeddings [2S, H]``, ``relative_pos [L, L]`` (and the padding mask for the
+        convolution), shared by all layers."""
+        extra: dict[str, Any] = {}
+        if self.conv is not None:
+            extra["input_mask"] = state.get("input_mask")
         if self.rel_embeddings is None:
-            return {}
+            return extra
         s = self.deberta
         hidden = state["hidden_states"]
         length = hidden.shape[1]
@@ -176,7 +240,7 @@ class DebertaV2(Transformer):
         relative_pos = deberta_relative_position(
             length, length, s["position_buckets"], s["max_relative_positions"], hidden.device
         )
-        return {"rel_embeddings": rel, "relative_pos": relative_pos}
+        return {**extra, "rel_embeddings": rel, "relative_pos": relative_pos}
 
 
 def deberta_v2_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
@@ -194,6 +258,10 @@ def deberta_v2_weight_map(config: ModelConfig, model: Transformer) -> dict[str, 
         "rel_norm.bias": "deberta.encoder.LayerNorm.bias",
         "pooler.dense.weight": "pooler.dense.weight",
         "pooler.dense.bias": "pooler.dense.bias",
+        "conv.conv.weight": "deberta.encoder.conv.conv.weight",
+        "conv.conv.bias": "deberta.encoder.conv.conv.bias",
+        "conv.layer_norm.weight": "deberta.encoder.conv.LayerNorm.weight",
+        "conv.layer_norm.bias": "deberta.encoder.conv.LayerNorm.bias",
     }
     mapping.update(bert_layer_map(layer))
     att = f"{layer}.attention.self"
