@@ -103,3 +103,24 @@ def test_special_tokens_inside_text_match_fast(pair):
         ids, _, offsets = ours.encode(text, return_offsets=True)
         assert ids == ref["input_ids"], text
         assert offsets == [tuple(o) for o in ref["offset_mapping"]], text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"tokenize_chinese_chars": False},
+        {"strip_accents": False},
+        {"do_lower_case": False, "strip_accents": True},
+    ],
+    ids=["no-cjk-split", "lower-keep-accents", "cased-strip-accents"],
+)
+def test_options_match_fast_tokenizer(options, corpus, chinese_vocab):
+    vocab = str(chinese_vocab)
+    fast = BertTokenizerFast(vocab=vocab, **options)
+    ours = Tokenizer(vocab, **options)
+    sample = [*corpus[::6], "Crème Brûlée à la Ωμέγα", "ÉCOLE 東京 naïve café"]
+    encoded = fast(sample, return_offsets_mapping=True)
+    for line, ref_ids, ref_offsets in zip(sample, encoded["input_ids"], encoded["offset_mapping"]):
+        ids, _, offsets = ours.encode(line, return_offsets=True)
+        assert ours.encode(line)[0] == ids == ref_ids, line
+        assert offsets == [tuple(span) for span in ref_offsets], line
