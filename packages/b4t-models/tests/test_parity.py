@@ -136,3 +136,34 @@ def test_lm_application_matches_a_causal_bert(hf_checkpoint) -> None:
         out = build_transformer_model(path, path, application="lm").eval()(ids)
     _close(out, ref)
     assert transformers.__version__
+
+
+def test_uie_loads_ernie_weights_plus_pointer_heads(hf_checkpoint, batch, tmp_path) -> None:
+    """A UIE checkpoint = an ERNIE 3 encoder + linear_start / linear_end (bert4torch layout)."""
+    from safetensors.torch import load_file, save_file
+
+    hf, path = hf_checkpoint("ernie")
+    state = load_file(str(path / "model.safetensors"))
+    torch.manual_seed(3)
+    heads = {
+        "linear_start.weight": torch.randn(1, 32),
+        "linear_start.bias": torch.randn(1),
+        "linear_end.weight": torch.randn(1, 32),
+        "linear_end.bias": torch.randn(1),
+    }
+    save_file({**state, **heads}, str(tmp_path / "uie.safetensors"))
+    ids, seg, keep = batch(0)
+    model = build_transformer_model(path, tmp_path / "uie.safetensors", model="uie").eval()
+    with torch.no_grad():
+        hidden, start, end = model([ids, seg])
+        ref = hf.ernie(input_ids=ids, token_type_ids=seg, attention_mask=keep.long())
+    ref_hidden = ref.last_hidden_state
+    _close(hidden, ref_hidden, keep)
+    expected_start = torch.sigmoid(
+        ref_hidden @ heads["linear_start.weight"].T + heads["linear_start.bias"]
+    )
+    expected_end = torch.sigmoid(
+        ref_hidden @ heads["linear_end.weight"].T + heads["linear_end.bias"]
+    )
+    _close(start, expected_start.squeeze(-1), keep)
+    _close(end, expected_end.squeeze(-1), keep)
