@@ -102,3 +102,18 @@ def test_missing_extra_names_it(monkeypatch, mistral):
     monkeypatch.setattr(builtins, "__import__", no_sentencepiece)
     with pytest.raises(ImportError, match=r"b4t-tokenizers\[sentencepiece\]"):
         SpTokenizer(mistral)
+
+
+def test_pre_tokenize_and_translate_hooks(mistral):
+    sp = _reference(mistral)
+    ours = SpTokenizer(mistral, pre_tokenize=lambda text: text.split("|"), keep_accents=True)
+    # "hello" is itself a piece of this model (kept whole), "Tokenizers" is not (split)
+    assert sp.piece_to_id("hello") != sp.unk_id()
+    assert sp.piece_to_id("Tokenizers") == sp.unk_id()
+    expected = [sp.piece_to_id("hello"), *sp.encode_as_ids("Tokenizers")]
+    assert ours.encode("hello|Tokenizers")[0] == expected
+    assert sp.encode_as_pieces("hello") == ["\u2581hell", "o"]
+    translated = SpTokenizer(mistral, token_translate={"\u2581hell": "\u2581world"})
+    ids = translated.encode("hello")[0]
+    assert ids == [sp.piece_to_id("\u2581world"), sp.piece_to_id("o")]
+    assert translated.decode(ids) == "hello"  # decode undoes the translation

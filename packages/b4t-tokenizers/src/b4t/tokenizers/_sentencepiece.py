@@ -109,10 +109,19 @@ class SpTokenizer(TokenizerBase):
         return text
 
     def _tokenize(self, text: str) -> list[str]:
-        return self.sp_model.encode_as_pieces(self.preprocess_text(text))
+        if self._pre_tokenize is None:
+            return self.sp_model.encode_as_pieces(self.preprocess_text(text))
+        # bert4torch's hook: a pre-tokenized word that is a piece stays whole.
+        pieces: list[str] = []
+        for word in self._pre_tokenize(text):
+            if word in self._token_dict:
+                pieces.append(word)
+            else:
+                pieces += self.sp_model.encode_as_pieces(self.preprocess_text(word))
+        return pieces
 
     def _text_ids(self, text: str) -> list[int]:
-        if self._token_translate:
+        if self._token_translate or self._pre_tokenize is not None:
             return self.tokens_to_ids(self._translated(text))
         return self.sp_model.encode_as_ids(self.preprocess_text(text))
 
