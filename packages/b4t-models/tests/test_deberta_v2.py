@@ -123,3 +123,37 @@ def test_deberta_v2_unsupported_config_is_named(tmp_path):
     config["pos_att_type"] = "c2p|p3c"
     with pytest.raises(ValueError, match="pos_att_type"):
         build_transformer_model(config, model="deberta_v2")
+
+
+def test_deberta_v2_gradient_checkpoint_gives_same_grads():
+    """The relative tables and the conv hook survive activation checkpointing."""
+    config = {
+        "vocab_size": 40,
+        "hidden_size": 16,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "relative_attention": True,
+        "pos_att_type": "p2c|c2p",
+        "position_buckets": 8,
+        "conv_kernel_size": 3,
+    }
+    torch.manual_seed(0)
+    model = build_transformer_model(
+        config,
+        model="deberta_v2",
+        with_mlm=True,
+        gradient_checkpoint=True,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    ).train()
+    ids = torch.randint(1, 40, (2, 9))
+    ids[1, 6:] = 0
+    grads = []
+    for checkpointing in (True, False):
+        model.gradient_checkpoint = checkpointing
+        model.zero_grad()
+        model([ids])[1].square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "conv.conv.weight" in grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
