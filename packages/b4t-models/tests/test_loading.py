@@ -159,3 +159,11 @@ def test_save_over_the_loaded_file_keeps_the_model_intact(hf_checkpoint, batch, 
     with torch.no_grad():
         torch.testing.assert_close(again([ids, seg]), changed)
         assert not torch.allclose(again([ids, seg])[keep], before[keep])
+
+
+def test_parts_without_checkpoint_tensors_are_reported_not_silent(hf_checkpoint) -> None:
+    _, path = hf_checkpoint("electra")  # ELECTRA checkpoints have no pooler
+    with pytest.warns(UserWarning, match=r"initialised randomly .*pooler\.dense\.weight"):
+        model = build_transformer_model(path, path, model="electra", with_pool=True)
+    assert not any(p.is_meta for p in model.parameters())
+    assert model.pooler.dense.weight.std() > 0

@@ -35,6 +35,7 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     unused_optional: list[str] = field(default_factory=list)
+    initialised: list[str] = field(default_factory=list)  # not in the map: random init
 
     @property
     def ok(self) -> bool:
@@ -217,7 +218,17 @@ def load_into(
         warnings.warn(report.describe(source), stacklevel=2)
     model.load_state_dict(new_state, strict=False, assign=True)
     std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
-    materialize_meta(model, device, dtype, std)
+    fresh = materialize_meta(model, device, dtype, std)
+    # frozen parameters (fixed tables, weightless norms) have a fixed init: not worth a warning
+    report.initialised = [
+        n for n in fresh if n not in mapping and model.get_parameter(n).requires_grad
+    ]
+    if report.initialised:
+        warnings.warn(
+            "initialised randomly (no checkpoint tensor is mapped to them): "
+            + ", ".join(report.initialised),
+            stacklevel=2,
+        )
     return report
 
 
