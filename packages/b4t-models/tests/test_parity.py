@@ -167,3 +167,13 @@ def test_uie_loads_ernie_weights_plus_pointer_heads(hf_checkpoint, batch, tmp_pa
     )
     _close(start, expected_start.squeeze(-1), keep)
     _close(end, expected_end.squeeze(-1), keep)
+
+
+def test_albert_sop_head_as_nsp(hf_checkpoint, batch) -> None:
+    hf, path = hf_checkpoint("albert")
+    ids, seg, keep = batch(0)
+    ref = _hf_outputs(hf, ids, seg, keep)
+    model = build_transformer_model(path, path, model="albert", with_nsp=True).eval()
+    with torch.no_grad():
+        _hidden, _pooled, sop = model([ids, seg])
+    _close(sop, ref.sop_logits)
