@@ -22,6 +22,9 @@ from b4t.models import Concat, build_transformer_model, read_checkpoint, write_c
 
 POOLINGS = ("mean", "cls")
 POOLING_KEY = "b4t_pooling"
+BIGRAM_KEY = "b4t_bigram_vocab_size"
+BIGRAM_FILE = "bigrams.txt"
+BIGRAM_WEIGHTS = "bigram_embeddings.safetensors"
 
 
 def small_bert_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 2) -> dict:
@@ -55,23 +58,44 @@ class SentimentClassifier(nn.Module):
         pooling: ``'mean'`` (masked mean of the last hidden states) or ``'cls'``
             (the BERT pooler: tanh(dense(h[CLS]))).
         dropout: dropout before the classifier.
+        bigram_vocab: ``{(token_id, next_token_id): bigram_id}`` when the encoder was built
+            with a bigram embedding in ``layer_add_embs``; then ``forward`` takes
+            ``bigram_ids [B, L]`` too.
     """
 
     def __init__(
-        self, encoder: nn.Module, num_labels: int = 2, pooling: str = "mean", dropout: float = 0.1
+        self,
+        encoder: nn.Module,
+        num_labels: int = 2,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        bigram_vocab: dict[tuple[int, int], int] | None = None,
     ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.encoder = encoder
         self.pooling = pooling
+        self.bigram_vocab = bigram_vocab
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(encoder.config.hidden_size, num_labels)
         nn.init.normal_(self.classifier.weight, std=encoder.config.initializer_range)
         nn.init.zeros_(self.classifier.bias)
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        outputs = self.encoder(token_ids)
+    @property
+    def bigram_embeddings(self) -> nn.Embedding | None:
+        extra = self.encoder.embeddings.layer_add_embs
+        return extra[0] if extra is not None else None
+
+    def forward(
+        self, token_ids: torch.Tensor, bigram_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.bigram_embeddings is not None:
+            if bigram_ids is None:
+                raise ValueError("this classifier has bigram embeddings: pass bigram_ids [B, L]")
+            outputs = self.encoder([token_ids, torch.zeros_like(token_ids), bigram_ids])
+        else:
+            outputs = self.encoder(token_ids)
         if self.pooling == "cls":
             pooled = outputs[1]  # [B, H]
         else:
@@ -87,16 +111,31 @@ def build_classifier(
     model: str = "bert",
     pooling: str = "mean",
     keep_tokens: list[int] | None = None,
+    bigram_vocab: dict[tuple[int, int], int] | None = None,
+    hidden_size: int | None = None,
 ) -> SentimentClassifier:
-    """A classifier over a fresh encoder (``checkpoint=None``) or a pre-trained one."""
+    """A classifier over a fresh encoder (``checkpoint=None``) or a pre-trained one.
+
+    With ``bigram_vocab`` a bigram embedding table (``len(bigram_vocab) + 2`` rows,
+    ``hidden_size`` wide) is added to the token embeddings through ``layer_add_embs``.
+    """
+    extra = None
+    if bigram_vocab is not None:
+        if hidden_size is None:
+            raise ValueError("hidden_size is needed to build the bigram embeddings")
+        extra = nn.Embedding(len(bigram_vocab) + 2, hidden_size, padding_idx=0)
+        nn.init.normal_(extra.weight, std=0.02)
+        with torch.no_grad():
+            extra.weight[0].zero_()
     encoder = build_transformer_model(
         config,
         checkpoint,
         model=model,
         with_pool=pooling == "cls",
         keep_tokens=keep_tokens,
+        layer_add_embs=extra,
     )
-    return SentimentClassifier(encoder, pooling=pooling)
+    return SentimentClassifier(encoder, pooling=pooling, bigram_vocab=bigram_vocab)
 
 
 def save_pretrained(
@@ -125,6 +164,17 @@ def save_pretrained(
     config["id2label"] = {str(i): name for i, name in enumerate(labels)}
     config["label2id"] = {name: i for i, name in enumerate(labels)}
     config[POOLING_KEY] = clf.pooling
+    config.pop(BIGRAM_KEY, None)
+    if clf.bigram_vocab is not None:
+        config[BIGRAM_KEY] = len(clf.bigram_vocab)
+        pairs = sorted(clf.bigram_vocab, key=clf.bigram_vocab.__getitem__)
+        assert clf.bigram_embeddings is not None
+        write_checkpoint(
+            {"weight": clf.bigram_embeddings.weight.detach()}, out_dir / BIGRAM_WEIGHTS
+        )
+        (out_dir / BIGRAM_FILE).write_text(
+            "".join(f"{a} {b}\n" for a, b in pairs), encoding="utf-8"
+        )
     if clf.pooling == "cls" and config.get("model_type") == "bert":
         config["architectures"] = ["BertForSequenceClassification"]
     (out_dir / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
@@ -144,10 +194,26 @@ def load_pretrained(model_dir: Path, model: str | None = None) -> tuple[Sentimen
         raise ValueError(f"{config_path} has no id2label: not a saved sentiment classifier")
     labels = [id2label[str(i)] for i in range(len(id2label))]
     pooling = config.get(POOLING_KEY, "cls")
+    bigram_vocab = None
+    if config.get(BIGRAM_KEY):
+        lines = (model_dir / BIGRAM_FILE).read_text(encoding="utf-8").splitlines()
+        pairs = [tuple(int(x) for x in line.split()) for line in lines]
+        if len(pairs) != config[BIGRAM_KEY] or any(len(p) != 2 for p in pairs):
+            raise ValueError(f"{model_dir / BIGRAM_FILE} does not match {BIGRAM_KEY} in config")
+        bigram_vocab = {pair: i + 2 for i, pair in enumerate(pairs)}
     clf = build_classifier(
-        model_dir, model_dir, model=model or config.get("model_type", "bert"), pooling=pooling
+        model_dir,
+        model_dir,
+        model=model or config.get("model_type", "bert"),
+        pooling=pooling,
+        bigram_vocab=bigram_vocab,
+        hidden_size=config.get("hidden_size"),
     )
     weights = read_checkpoint(model_dir / "model.safetensors")
+    if clf.bigram_embeddings is not None:
+        with torch.no_grad():
+            table = read_checkpoint(model_dir / BIGRAM_WEIGHTS)["weight"]
+            clf.bigram_embeddings.weight.copy_(table)
     for key in ("classifier.weight", "classifier.bias"):
         if key not in weights:
             raise KeyError(f"{model_dir / 'model.safetensors'} has no {key!r}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -97,8 +98,37 @@ class LengthBucketSampler(Sampler[list[int]]):
             yield batches[b]
 
 
-def collate(batch: Sequence[tuple[list[int], int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """``[(ids, label), ...]`` -> ``([token_ids [B, L]], labels [B])`` padded with 0."""
-    ids = torch.as_tensor(sequence_padding([x for x, _ in batch], value=0), dtype=torch.long)
-    labels = torch.tensor([y for _, y in batch], dtype=torch.long)
-    return [ids], labels
+def collate(batch: Sequence[tuple]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``[(ids, label), ...]`` -> ``([token_ids [B, L]], labels [B])`` padded with 0;
+    ``[(ids, bigram_ids, label), ...]`` -> ``([token_ids, bigram_ids], labels)``."""
+    columns = list(zip(*batch))
+    inputs = [
+        torch.as_tensor(sequence_padding(list(col), value=0), dtype=torch.long)
+        for col in columns[:-1]
+    ]
+    labels = torch.tensor(columns[-1], dtype=torch.long)
+    return inputs, labels
+
+
+def bigram_vocab(
+    sequences: Sequence[Sequence[int]], min_count: int = 2
+) -> dict[tuple[int, int], int]:
+    """Ids for the adjacent token pairs seen ``>= min_count`` times inside the texts.
+
+    Pairs are taken between the text's own tokens (not ``[CLS]``/``[SEP]``); id 0 is
+    "no bigram" (padding, specials, the last token) and 1 an unseen pair.
+    """
+    counts: Counter[tuple[int, int]] = Counter()
+    for seq in sequences:
+        counts.update(pairwise(seq[1:-1]))
+    kept = sorted(pair for pair, c in counts.items() if c >= min_count)
+    return {pair: i + 2 for i, pair in enumerate(kept)}
+
+
+def bigram_ids(seq: Sequence[int], vocab: dict[tuple[int, int], int]) -> list[int]:
+    """Bigram id per position of ``seq`` (``[CLS] t1 .. tn [SEP]``): position i holds the
+    pair (t_i, t_i+1); 0 where there is none, 1 for a pair not in ``vocab``."""
+    out = [0] * len(seq)
+    for i in range(1, len(seq) - 2):
+        out[i] = vocab.get((seq[i], seq[i + 1]), 1)
+    return out

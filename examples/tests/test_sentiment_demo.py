@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sentiment
 from sentiment_model import load_pretrained
+from sentiment_text import bigram_ids
 
 from b4t.tokenizers import Tokenizer
 
@@ -51,7 +52,13 @@ def test_demo_prints_dev_and_test_accuracy_and_saves(trained: tuple[Path, str]) 
     last = printed.strip().splitlines()[-1]
     match = re.fullmatch(r"test accuracy: (\d\.\d{4})", last)
     assert match and 0.0 <= float(match.group(1)) <= 1.0
-    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "vocab.txt"}
+    assert {p.name for p in out.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "vocab.txt",
+        "bigrams.txt",
+        "bigram_embeddings.safetensors",
+    }
 
 
 def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
@@ -65,9 +72,11 @@ def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
         missing_status, missing = _get(f"{server.url}/classify")
     assert status == 200 and body["code"] == 0
     data = body["data"]
-    ids = torch.tensor([tokenizer.encode(text, maxlen=64)[0]])
+    seq = tokenizer.encode(text, maxlen=64)[0]
+    assert clf.bigram_vocab is not None
+    inputs = [torch.tensor([seq]), torch.tensor([bigram_ids(seq, clf.bigram_vocab)])]
     with torch.no_grad():
-        probs = clf(ids).softmax(-1)[0]
+        probs = clf(*inputs).softmax(-1)[0]
     assert data["label"] == labels[int(probs.argmax())]
     assert data["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
     assert missing_status == 400 and "text" in missing["desc"]

@@ -19,6 +19,8 @@ from sentiment_model import (
 )
 from sentiment_text import (
     LengthBucketSampler,
+    bigram_ids,
+    bigram_vocab,
     collate,
     compact_vocab,
     encode_texts,
@@ -86,6 +88,38 @@ def test_mean_model_encoder_loads_in_transformers(tmp_path: Path, pypi_asset) ->
         keep = mask.unsqueeze(-1).float()
         logits = weights((hidden * keep).sum(1) / keep.sum(1))
     torch.testing.assert_close(logits, clf(ids), atol=1e-5, rtol=1e-4)
+
+
+def test_bigram_ids_follow_the_vocab() -> None:
+    seqs = [[2, 10, 11, 12, 3], [2, 10, 11, 3], [2, 12, 10, 3]]
+    vocab = bigram_vocab(seqs, min_count=2)
+    assert vocab == {(10, 11): 2}  # pairs never span [CLS]/[SEP]
+    assert bigram_ids([2, 10, 11, 12, 3], vocab) == [0, 2, 1, 0, 0]
+    assert bigram_ids([2, 3], vocab) == [0, 0]
+
+
+def test_bigram_classifier_round_trip(tmp_path: Path, pypi_asset) -> None:
+    vocab = compact_vocab(pypi_asset("bert-base-chinese-vocab"), TEXTS, min_count=1)
+    ids = encode_texts(Tokenizer(vocab), TEXTS, 32)
+    bigrams = bigram_vocab(ids, min_count=1)
+    config = small_bert_config(len(vocab), hidden_size=32, num_layers=1)
+    torch.manual_seed(0)
+    clf = build_classifier(config, bigram_vocab=bigrams, hidden_size=32).eval()
+    tokens = sorted(vocab, key=vocab.__getitem__)
+    out = save_pretrained(clf, tmp_path / "bi", config, tokens, ("negative", "positive"))
+    (token_ids, bigram_tensor), _ = collate([(x, bigram_ids(x, bigrams), 0) for x in ids])
+    segments = torch.zeros_like(token_ids)
+    with torch.no_grad():
+        with_bigrams = clf(token_ids, bigram_tensor)
+        # the bigram table really feeds the encoder: zero bigram ids change the output
+        hidden = clf.encoder([token_ids, segments, bigram_tensor])
+        no_bigrams = clf.encoder([token_ids, segments, torch.zeros_like(bigram_tensor)])
+        loaded, _ = load_pretrained(out)
+        torch.testing.assert_close(loaded(token_ids, bigram_tensor), with_bigrams)
+    assert loaded.bigram_vocab == bigrams
+    assert not torch.allclose(hidden, no_bigrams)
+    with pytest.raises(ValueError, match="bigram_ids"):
+        clf(token_ids)
 
 
 def test_length_bucket_sampler_covers_every_index_once() -> None:
