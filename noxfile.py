@@ -35,7 +35,7 @@ TORCH_FREE = {"b4t-tokenizers"}
 # Companion pins go beside a torch version that needs them.
 TORCH_DEFAULT = "2.13.0"
 TORCH_VERSIONS: dict[str, list[str]] = {
-    "2.5.1": [],
+    "2.6.0": [],
     TORCH_DEFAULT: [],
     "2.14.1": [],
 }
