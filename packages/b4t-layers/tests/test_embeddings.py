@@ -56,3 +56,15 @@ def test_check_inputs_errors() -> None:
     with pytest.raises(ValueError, match=r"sequence length 7 .* 2 reserved"):
         emb.check_inputs(torch.ones(1, 7, dtype=torch.long))
     emb.check_inputs(torch.ones(1, 6, dtype=torch.long))
+
+
+def test_embeddings_build_on_meta_and_still_initialise_on_cpu() -> None:
+    with torch.device("meta"):
+        meta = Embeddings(300, 16, 16, max_position=20, task_type_vocab_size=3)
+    assert all(p.is_meta for p in meta.parameters())
+    torch.manual_seed(0)
+    real = Embeddings(3000, 16, 16, max_position=20)
+    # like nn.Embedding: N(0, 1) rows, not zeros or uninitialised memory
+    assert 0.9 < real.word_embeddings.weight.std().item() < 1.1
+    assert abs(real.word_embeddings.weight.mean().item()) < 0.05
+    assert 0.8 < real.position_embeddings.weight.std().item() < 1.2
