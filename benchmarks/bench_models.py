@@ -5,6 +5,9 @@ CPU, 2 threads, the same random BERT-base weights for both, interleaved in one r
     python benchmarks/bench_models.py [--repeats 3] [--small]
 
 Prints medians per case and the ratio b4t / transformers (lower is better for b4t).
+Forward cases also print the CPU-time ratio (process time, all threads), which is
+steadier than wall time on a shared machine. ``overhead 1x32`` is a 12-layer model of
+width 64: its compute is negligible, so it measures per-call (Python / dispatch) cost.
 ``--device cuda --dtype bfloat16`` runs the forward / training cases on a GPU.
 """
 
@@ -66,27 +69,41 @@ print(elapsed, (peak - base) / 1024, (used - base) / 1024)
 """
 
 
-def _time(fn, sync) -> float:
+def _time(fn, sync, cpu: list[float] | None = None) -> float:
+    """Wall seconds of one ``fn()``; its process (CPU) seconds go to ``cpu`` if given."""
     sync()
+    c0 = time.process_time()
     t0 = time.perf_counter()
     fn()
     sync()
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    if cpu is not None:
+        cpu.append(time.process_time() - c0)
+    return elapsed
 
 
-def _report(name: str, ref: list[float], ours: list[float], unit: str = "ms") -> None:
+def _report(
+    name: str,
+    ref: list[float],
+    ours: list[float],
+    unit: str = "ms",
+    cpu: tuple[list[float], list[float]] | None = None,
+) -> None:
     r, o = statistics.median(ref), statistics.median(ours)
     scale = 1000.0 if unit == "ms" else 1.0
+    extra = ""
+    if cpu is not None and cpu[0]:
+        extra = f"   cpu-time ratio {statistics.median(cpu[1]) / statistics.median(cpu[0]):5.3f}"
     print(
         f"{name:<28} transformers {r * scale:9.2f} {unit}   b4t {o * scale:9.2f} {unit}   "
-        f"ratio {o / r:5.3f}",
+        f"ratio {o / r:5.3f}{extra}",
         flush=True,
     )
 
 
-def bench_forward(ref, ours, vocab_size, device, sync, repeats) -> None:
-    """Inference forward at 8x128 (compute-bound) and 1x32 (overhead-bound)."""
-    for batch, length, reps in ((8, 128, repeats), (1, 32, 10 * repeats)):
+def bench_forward(ref, ours, vocab_size, device, sync, repeats, cases=None, label="forward"):
+    """Inference forward at 8x128 (compute-bound) and 1x32 (small batch)."""
+    for batch, length, reps in cases or ((8, 128, repeats), (1, 32, 10 * repeats)):
         ids = torch.randint(1, vocab_size, (batch, length), device=device)
         seg = torch.zeros_like(ids)
         mask = torch.ones_like(ids)
@@ -100,10 +117,33 @@ def bench_forward(ref, ours, vocab_size, device, sync, repeats) -> None:
         with torch.inference_mode():
             diff = (run_ref().float() - run_ours().float()).abs().max().item()
             t_ref, t_ours = [], []
+            c_ref: list[float] = []
+            c_ours: list[float] = []
             for _ in range(reps):  # interleaved
-                t_ref.append(_time(run_ref, sync))
-                t_ours.append(_time(run_ours, sync))
-        _report(f"forward {batch}x{length} (max|d| {diff:.1e})", t_ref, t_ours)
+                t_ref.append(_time(run_ref, sync, c_ref))
+                t_ours.append(_time(run_ours, sync, c_ours))
+        _report(f"{label} {batch}x{length} (max|d| {diff:.1e})", t_ref, t_ours, cpu=(c_ref, c_ours))
+
+
+def bench_overhead(tmp: Path, device, dtype, sync, repeats) -> None:
+    """Per-call cost: 12 layers of width 64 at 1x32, where compute is negligible."""
+    tiny = dict(
+        vocab_size=1000,
+        hidden_size=64,
+        num_hidden_layers=12,
+        num_attention_heads=4,
+        intermediate_size=128,
+    )
+    path = tmp / "tiny"
+    transformers.BertModel(
+        transformers.BertConfig(**tiny), add_pooling_layer=False
+    ).save_pretrained(path)
+    ref = transformers.BertModel.from_pretrained(
+        path, attn_implementation="sdpa", add_pooling_layer=False
+    )
+    ref = ref.to(device, dtype).eval()
+    ours = build_transformer_model(path, path, device=device, dtype=dtype).eval()
+    bench_forward(ref, ours, 1000, device, sync, repeats, ((1, 32, 100 * repeats),), "overhead")
 
 
 def bench_train(ref, ours, vocab_size, device, sync, repeats) -> None:
@@ -143,7 +183,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip", default="", help="comma list of: fwd,train,load")
+    parser.add_argument("--skip", default="", help="comma list of: fwd,overhead,train,load")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     skip = set(filter(None, args.skip.split(",")))
@@ -169,6 +209,8 @@ def main() -> None:
 
     if "fwd" not in skip:
         bench_forward(ref, ours, config.vocab_size, device, sync, args.repeats)
+    if "overhead" not in skip:
+        bench_overhead(tmp, device, dtype, sync, args.repeats)
     if "train" not in skip:
         bench_train(ref, ours, config.vocab_size, device, sync, args.repeats)
     del ref, ours
