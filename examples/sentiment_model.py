@@ -27,7 +27,9 @@ BIGRAM_FILE = "bigrams.txt"
 BIGRAM_WEIGHTS = "bigram_embeddings.safetensors"
 
 
-def small_bert_config(vocab_size: int, hidden_size: int = 128, num_layers: int = 2) -> dict:
+def small_bert_config(
+    vocab_size: int, hidden_size: int = 128, num_layers: int = 2, dropout: float = 0.1
+) -> dict:
     """A Hugging Face ``config.json`` dict for a small BERT trained from scratch."""
     return {
         "architectures": ["BertForSequenceClassification"],
@@ -38,8 +40,8 @@ def small_bert_config(vocab_size: int, hidden_size: int = 128, num_layers: int =
         "num_attention_heads": max(1, hidden_size // 32),
         "intermediate_size": 4 * hidden_size,
         "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.1,
-        "attention_probs_dropout_prob": 0.1,
+        "hidden_dropout_prob": dropout,
+        "attention_probs_dropout_prob": dropout,
         "max_position_embeddings": 512,
         "type_vocab_size": 2,
         "initializer_range": 0.02,
@@ -135,7 +137,8 @@ def build_classifier(
         keep_tokens=keep_tokens,
         layer_add_embs=extra,
     )
-    return SentimentClassifier(encoder, pooling=pooling, bigram_vocab=bigram_vocab)
+    dropout = encoder.config.hidden_dropout_prob
+    return SentimentClassifier(encoder, pooling=pooling, dropout=dropout, bigram_vocab=bigram_vocab)
 
 
 def save_pretrained(
