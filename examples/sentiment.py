@@ -80,7 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers", type=int, default=2, help="layers of the fresh BERT")
     p.add_argument("--pooling", choices=("mean", "cls"), help="default mean (cls with a ckpt)")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout of the fresh BERT + head")
-    p.add_argument("--bigram-min-count", type=int, default=3, help="rarer bigrams share one id")
+    p.add_argument("--bigram-min-count", type=int, default=5, help="rarer bigrams share one id")
     p.add_argument(
         "--bigrams",
         action=argparse.BooleanOptionalAction,
