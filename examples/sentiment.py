@@ -207,8 +207,8 @@ def make_server(
         return {"label": labels[best], "probability": round(float(probs[best]), 4)}
 
     server = WebServing(host="127.0.0.1", port=port)
-    server.route("/classify", classify, {"text": (None, True)})
-    server.route("/classify", classify, {"text": (None, True)}, method="POST")
+    server.route("/classify", classify, {"text": (None, True)}, envelope=False)
+    server.route("/classify", classify, {"text": (None, True)}, method="POST", envelope=False)
     return server
 
 

@@ -70,8 +70,8 @@ def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
     with server:
         status, body = _get(f"{server.url}/classify?text={urllib.parse.quote(text)}")
         missing_status, missing = _get(f"{server.url}/classify")
-    assert status == 200 and body["code"] == 0
-    data = body["data"]
+    assert status == 200 and set(body) == {"label", "probability"}
+    data = body
     seq = tokenizer.encode(text, maxlen=64)[0]
     assert clf.bigram_vocab is not None
     inputs = [torch.tensor([seq]), torch.tensor([bigram_ids(seq, clf.bigram_vocab)])]
@@ -79,4 +79,4 @@ def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
         probs = clf(*inputs).softmax(-1)[0]
     assert data["label"] == labels[int(probs.argmax())]
     assert data["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
-    assert missing_status == 400 and "text" in missing["desc"]
+    assert missing_status == 400 and "text" in missing["error"]

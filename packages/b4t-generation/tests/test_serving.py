@@ -39,6 +39,8 @@ def server() -> Iterator[WebServing]:
     serving.route("/repeat", repeat, {"text": (None, True), "n": (int, False)}, method="POST")
     serving.route("/explode", explode, {"text": (None, True)})
     serving.route("/flag", flag, {"on": (bool, True)})
+    serving.route("/bare", repeat, {"text": (None, True), "n": (int, False)}, envelope=False)
+    serving.route("/bare-explode", explode, {"text": (None, True)}, envelope=False)
     serving.start(background=True)
     try:
         yield serving
@@ -90,6 +92,14 @@ def test_missing_and_ill_typed_arguments_answer_400(server: WebServing) -> None:
         200,
         {"code": 0, "desc": "succeeded", "data": True},
     )
+
+
+def test_without_envelope_the_answer_is_the_bare_value(server: WebServing) -> None:
+    assert call(server, "/bare", {"text": "ab", "n": "2"}) == (200, {"text": "abab", "n": 2})
+    status, body = call(server, "/bare", {"n": "2"})
+    assert status == 400 and set(body) == {"error"} and '"text"' in body["error"]
+    status, body = call(server, "/bare-explode", {"text": "x"})
+    assert status == 500 and "RuntimeError: cannot handle x" in body["error"]
 
 
 def test_post_json_and_form(server: WebServing) -> None:

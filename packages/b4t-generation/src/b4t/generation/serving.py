@@ -21,6 +21,9 @@ Every answer is JSON ``{"code": 0|1|2, "desc": ..., "data": ...}``:
 - 413, code 1: the body is larger than ``max_body_size``;
 - 500, code 2: the function raised (the traceback is logged; the server keeps serving).
 
+With ``envelope=False`` (``route``/``wraps``) a 200 answer is the function's
+return value itself, and an error is ``{"error": desc}`` with the same status.
+
 Unlike the seed it binds 127.0.0.1 by default and runs a threaded server from
 the standard library (``wsgiref`` + ``socketserver.ThreadingMixIn``) unless
 another bottle server name is given.
@@ -137,12 +140,14 @@ class WebServing:
     # ---------------------------------------------------------------- responses
 
     @staticmethod
-    def _json(status: int, code: int, desc: str, data: Any = None) -> str:
+    def _json(status: int, code: int, desc: str, data: Any = None, envelope: bool = True) -> str:
         bottle.response.status = status
         bottle.response.content_type = "application/json; charset=utf-8"
-        return json.dumps(
-            {"code": code, "desc": desc, "data": data}, ensure_ascii=False, default=_to_jsonable
-        )
+        if envelope:
+            body: Any = {"code": code, "desc": desc, "data": data}
+        else:
+            body = data if code == 0 else {"error": desc}
+        return json.dumps(body, ensure_ascii=False, default=_to_jsonable)
 
     def _error_page(self, error: bottle.HTTPError) -> str:
         """JSON for bottle's own errors (404, 405, ...)."""
@@ -177,9 +182,16 @@ class WebServing:
         return {key: request.forms.getunicode(key) for key in request.forms}
 
     def wraps(
-        self, func: Callable[..., Any], arguments: Arguments, method: str = "GET"
+        self,
+        func: Callable[..., Any],
+        arguments: Arguments,
+        method: str = "GET",
+        envelope: bool = True,
     ) -> Callable[[], str]:
-        """Wrap ``func(**kwargs)`` into a bottle callback reading ``arguments``."""
+        """Wrap ``func(**kwargs)`` into a bottle callback reading ``arguments``.
+
+        ``envelope=False`` answers the bare return value (errors as ``{"error": ...}``).
+        """
         method = method.upper()
         if method not in ("GET", "POST"):
             raise ValueError(f"method must be GET or POST, got {method!r}")
@@ -199,22 +211,28 @@ class WebServing:
                         continue
                     kwargs[name] = _convert(name, raw, converter)
             except _BadRequest as exc:
-                return self._json(exc.status, 1, str(exc))
+                return self._json(exc.status, 1, str(exc), envelope=envelope)
             try:
                 data = func(**kwargs)
-                return self._json(200, 0, "succeeded", data)
+                return self._json(200, 0, "succeeded", data, envelope=envelope)
             except Exception as exc:
                 logger.exception("%s %s failed", method, bottle.request.path)
-                return self._json(500, 2, f"{type(exc).__name__}: {exc}")
+                return self._json(500, 2, f"{type(exc).__name__}: {exc}", envelope=envelope)
 
         endpoint.__name__ = getattr(func, "__name__", "endpoint")
         return endpoint
 
     def route(
-        self, path: str, func: Callable[..., Any], arguments: Arguments, method: str = "GET"
+        self,
+        path: str,
+        func: Callable[..., Any],
+        arguments: Arguments,
+        method: str = "GET",
+        envelope: bool = True,
     ) -> None:
         """Serve ``func`` at ``path`` (see the module docstring for ``arguments``)."""
-        self.app.route(path, method=method.upper(), callback=self.wraps(func, arguments, method))
+        callback = self.wraps(func, arguments, method, envelope=envelope)
+        self.app.route(path, method=method.upper(), callback=callback)
 
     # ---------------------------------------------------------------- running
 
