@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from b4t.layers.rotary import RoPEPositionEncoding, apply_rotary
+
 __all__ = ["EfficientGlobalPointer", "GlobalPointer"]
 
 
@@ -25,36 +27,18 @@ def _large_negative(dtype: torch.dtype) -> float:
     return max(-1e12, torch.finfo(dtype).min)
 
 
-class _RotaryTable(nn.Module):
-    """Interleaved sinusoidal RoPE with a precomputed table of ``max_len`` positions.
-
-    Pairs ``(x[2i], x[2i+1])`` rotate by angle ``p * 10000 ** (-2i / dim)`` at position p.
-    """
-
-    def __init__(self, dim: int, max_len: int) -> None:
-        super().__init__()
-        pos = torch.arange(max_len, dtype=torch.float32)[:, None]
-        inv_freq = 10000.0 ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)
-        angle = pos * inv_freq  # (max_len, dim/2)
-        self.register_buffer("cos", angle.cos().repeat_interleave(2, dim=-1), persistent=False)
-        self.register_buffer("sin", angle.sin().repeat_interleave(2, dim=-1), persistent=False)
-        self.max_len = max_len
-
-    def forward(self, x: torch.Tensor, seq_dim: int) -> torch.Tensor:
-        """Rotate ``x`` (last dim = ``dim``) whose positions run along ``seq_dim``."""
-        seq_len = x.size(seq_dim)
-        if seq_len > self.max_len:
-            raise ValueError(
-                f"sequence length {seq_len} exceeds the RoPE table max_len={self.max_len}; "
-                "build the layer with a larger max_len"
-            )
-        shape = [1] * x.dim()
-        shape[seq_dim] = seq_len
-        shape[-1] = x.size(-1)
-        cos = self.cos[:seq_len].to(x.dtype).view(shape)
-        sin = self.sin[:seq_len].to(x.dtype).view(shape)
-        rotated = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).reshape(x.shape)
-        return x * cos + rotated * sin
+def _rope_along_seq(rope: RoPEPositionEncoding, x: torch.Tensor, max_len: int) -> torch.Tensor:
+    """Rotate ``x`` of shape ``(B, N, D)`` or ``(B, N, H, D)`` by each token's position ``n``."""
+    seq_len = x.size(1)
+    if seq_len > max_len:
+        raise ValueError(
+            f"sequence length {seq_len} exceeds the RoPE table max_len={max_len}; "
+            "build the layer with a larger max_len"
+        )
+    cos, sin = rope.cos_sin(seq_len, x.device, x.dtype)  # (N, D)
+    if x.dim() == 4:
+        cos, sin = cos[:, None], sin[:, None]  # (N, 1, D): one angle for every head
+    return apply_rotary(x, cos, sin)
 
 
 def _check_inputs(layer: nn.Module, inputs: torch.Tensor, mask: torch.Tensor | None) -> None:
@@ -130,7 +114,8 @@ class GlobalPointer(nn.Module):
         self.RoPE = RoPE
         self.tril_mask = tril_mask
         self.dense = nn.Linear(hidden_size, heads * head_size * 2, bias=use_bias)
-        self.rotary = _RotaryTable(head_size, max_len) if RoPE else None
+        self.max_len = max_len
+        self.rotary = RoPEPositionEncoding(max_len, head_size) if RoPE else None
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_inputs(self, inputs, mask)
@@ -138,7 +123,8 @@ class GlobalPointer(nn.Module):
         proj = self.dense(inputs).view(b, n, self.heads, 2 * self.head_size)
         q, k = proj[..., : self.head_size], proj[..., self.head_size :]  # (B, N, H, D)
         if self.rotary is not None:
-            q, k = self.rotary(q, seq_dim=1), self.rotary(k, seq_dim=1)
+            q = _rope_along_seq(self.rotary, q, self.max_len)
+            k = _rope_along_seq(self.rotary, k, self.max_len)
         logits = torch.einsum("bmhd,bnhd->bhmn", q, k) / self.head_size**0.5
         return _apply_masks(logits, mask, self.tril_mask)
 
@@ -172,7 +158,8 @@ class EfficientGlobalPointer(nn.Module):
         self.tril_mask = tril_mask
         self.p_dense = nn.Linear(hidden_size, head_size * 2, bias=use_bias)
         self.q_dense = nn.Linear(head_size * 2, heads * 2, bias=use_bias)
-        self.rotary = _RotaryTable(head_size, max_len) if RoPE else None
+        self.max_len = max_len
+        self.rotary = RoPEPositionEncoding(max_len, head_size) if RoPE else None
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_inputs(self, inputs, mask)
@@ -180,7 +167,8 @@ class EfficientGlobalPointer(nn.Module):
         proj = self.p_dense(inputs)  # (B, N, 2D)
         q, k = proj[..., : self.head_size], proj[..., self.head_size :]  # (B, N, D)
         if self.rotary is not None:
-            q, k = self.rotary(q, seq_dim=1), self.rotary(k, seq_dim=1)
+            q = _rope_along_seq(self.rotary, q, self.max_len)
+            k = _rope_along_seq(self.rotary, k, self.max_len)
         logits = torch.einsum("bmd,bnd->bmn", q, k) / self.head_size**0.5  # (B, N, N)
         bias = self.q_dense(proj).view(b, n, self.heads, 2).permute(0, 2, 1, 3) / 2  # (B,H,N,2)
         logits = logits[:, None] + bias[..., 0, None] + bias[..., 1][:, :, None, :]
