@@ -28,7 +28,14 @@ from torch.utils.data import DataLoader
 from b4t.adversarial import AdversarialTraining
 from b4t.generation import WebServing
 from b4t.tokenizers import Tokenizer, load_vocab
-from b4t.trainer import Evaluator, Trainer, get_linear_schedule_with_warmup, seed_everything
+from b4t.trainer import (
+    EMA,
+    Evaluator,
+    ExponentialMovingAverage,
+    Trainer,
+    get_linear_schedule_with_warmup,
+    seed_everything,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -87,6 +94,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="add a character-bigram embedding to the token embeddings (default: on from "
         "scratch, off with --checkpoint)",
     )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=0.99,
+        metavar="DECAY",
+        help="also evaluate an exponential moving average of the weights on dev each epoch "
+        "and keep it when it scores better (0 turns it off)",
+    )
     p.add_argument("--adversarial", choices=("fgm", "pgd"), help="adversarial training")
     p.add_argument("--seed", type=int, default=42, help="split and training seed")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -101,21 +116,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 class DevEvaluator(Evaluator):
-    """Dev accuracy after each epoch; keeps a copy of the best weights in memory."""
+    """Dev accuracy after each epoch; keeps a copy of the best weights in memory.
 
-    def __init__(self, clf: nn.Module, loader: DataLoader) -> None:
+    With ``ema`` the moving-average weights are scored on dev as well, and whichever
+    of the two (raw or averaged) scores best over all epochs is kept.
+    """
+
+    def __init__(
+        self, clf: nn.Module, loader: DataLoader, ema: ExponentialMovingAverage | None = None
+    ) -> None:
         super().__init__(monitor="dev_accuracy", mode="max")
-        self.clf, self.loader = clf, loader
+        self.clf, self.loader, self.ema = clf, loader, ema
         self.best_accuracy = -1.0
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def evaluate(self) -> dict[str, float]:
+    def _score(self, name: str) -> tuple[float, str]:
         acc = accuracy(self.clf, self.loader)
         mark = ""
         if acc > self.best_accuracy:
             self.best_accuracy, mark = acc, "  (best so far)"
             self.best_state = copy.deepcopy(self.clf.state_dict())
-        print(f"epoch {self.trainer.epoch + 1}: dev accuracy {acc:.4f}{mark}", flush=True)
+        return acc, f"{name} {acc:.4f}{mark}"
+
+    def evaluate(self) -> dict[str, float]:
+        acc, text = self._score("dev accuracy")
+        if self.ema is not None:
+            self.ema.apply_ema_weights()
+            try:
+                ema_acc, ema_text = self._score("EMA")
+            finally:
+                self.ema.restore_raw_weights()
+            acc, text = max(acc, ema_acc), f"{text}, {ema_text}"
+        print(f"epoch {self.trainer.epoch + 1}: {text}", flush=True)
         return {"dev_accuracy": acc}
 
 
@@ -273,8 +305,11 @@ def main(argv: list[str] | None = None) -> None:
             metrics=["accuracy"],
             clip_grad_norm=1.0,
         )
-        evaluator = DevEvaluator(clf, dev_loader)
-        callbacks = [evaluator]
+        ema = EMA(args.ema) if args.ema > 0 else None
+        if ema is not None:
+            ema.set_trainer(trainer)  # creates ema.ema over the classifier's weights
+        evaluator = DevEvaluator(clf, dev_loader, ema.ema if ema is not None else None)
+        callbacks = [evaluator] if ema is None else [ema, evaluator]
         if args.adversarial:
             callbacks.append(AdversarialTraining(args.adversarial))
         print(f"training {args.epochs} epochs of {len(train_loader)} steps, peak lr {lr:g}")

@@ -80,3 +80,29 @@ def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
     assert data["label"] == labels[int(probs.argmax())]
     assert data["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
     assert missing_status == 400 and "text" in missing["error"]
+
+
+def test_dev_evaluator_keeps_the_better_ema_weights() -> None:
+    from types import SimpleNamespace
+
+    from b4t.trainer import ExponentialMovingAverage
+
+    clf = torch.nn.Linear(2, 2, bias=False)
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.5]])
+    y = torch.tensor([0, 1, 0])
+    loader = [([x], y)]
+    with torch.no_grad():
+        clf.weight.copy_(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # raw: every answer wrong
+    ema = ExponentialMovingAverage(clf, decay=0.5)
+    ema.shadow["weight"].copy_(torch.eye(2))  # averaged: every answer right
+    evaluator = sentiment.DevEvaluator(clf, loader, ema)
+    evaluator.trainer = SimpleNamespace(epoch=0)
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        logs = evaluator.evaluate()
+    assert logs == {"dev_accuracy": 1.0}
+    assert "dev accuracy 0.0000" in buffer.getvalue() and "EMA 1.0000" in buffer.getvalue()
+    assert evaluator.best_accuracy == 1.0
+    assert torch.equal(evaluator.best_state["weight"], torch.eye(2))
+    # the raw weights are back in the model for further training
+    assert torch.equal(clf.weight, torch.tensor([[0.0, 1.0], [1.0, 0.0]]))
