@@ -52,9 +52,10 @@ from sentiment_data import (
 )
 from sentiment_model import (
     SentimentClassifier,
+    SentimentEnsemble,
     build_classifier,
-    load_pretrained,
-    save_pretrained,
+    load_ensemble,
+    save_ensemble,
     small_bert_config,
 )
 from sentiment_text import (
@@ -103,13 +104,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and keep it when it scores better (0 turns it off)",
     )
     p.add_argument("--adversarial", choices=("fgm", "pgd"), help="adversarial training")
-    p.add_argument("--seed", type=int, default=42, help="split and training seed")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=42,
+        help="split seed and member 0's training seed (member k trains with seed + k)",
+    )
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=3,
+        metavar="K",
+        help="train K differently seeded models on the same split and average their "
+        "predicted probabilities (1 = a single model)",
+    )
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
     p.add_argument("--serve", action="store_true", help="serve /classify after training")
     p.add_argument("--port", type=int, default=8864)
     p.add_argument("--limit", type=int, help="use at most this many reviews per split (smoke runs)")
     args = p.parse_args(argv)
+    if args.ensemble < 1:
+        p.error("--ensemble must be at least 1")
     if (args.pos is None) != (args.neg is None):
         p.error("give both --pos and --neg, or neither")
     return args
@@ -221,8 +237,51 @@ def prepare_model(args: argparse.Namespace, config: dict, bigrams) -> SentimentC
     )
 
 
+def train_member(
+    args: argparse.Namespace,
+    clf: SentimentClassifier,
+    train_ids: list[list[int]],
+    split: Split,
+    dev_loader: DataLoader,
+    seed: int,
+) -> float:
+    """Fit ``clf`` (shuffled with ``seed``), load its best-on-dev weights (raw or EMA)
+    into it and return that dev accuracy."""
+    train_loader = make_loader(
+        train_ids, split.train, args.batch_size, True, seed, clf.bigram_vocab
+    )
+    lr = args.lr or (2e-5 if args.checkpoint else 1e-3)
+    steps = args.epochs * len(train_loader)
+    optimizer = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * steps), steps)
+    trainer = Trainer(clf)
+    trainer.compile(
+        loss=nn.CrossEntropyLoss(),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        metrics=["accuracy"],
+        clip_grad_norm=1.0,
+    )
+    ema = EMA(args.ema) if args.ema > 0 else None
+    if ema is not None:
+        ema.set_trainer(trainer)  # creates ema.ema over the classifier's weights
+    evaluator = DevEvaluator(clf, dev_loader, ema.ema if ema is not None else None)
+    callbacks = [evaluator] if ema is None else [ema, evaluator]
+    if args.adversarial:
+        callbacks.append(AdversarialTraining(args.adversarial))
+    print(f"training {args.epochs} epochs of {len(train_loader)} steps, peak lr {lr:g}")
+    trainer.fit(train_loader, epochs=args.epochs, callbacks=callbacks)
+    assert evaluator.best_state is not None
+    clf.load_state_dict(evaluator.best_state)
+    return evaluator.best_accuracy
+
+
 def make_server(
-    clf: SentimentClassifier, tokenizer: Tokenizer, labels: list[str], maxlen: int, port: int
+    clf: SentimentClassifier | SentimentEnsemble,
+    tokenizer: Tokenizer,
+    labels: list[str],
+    maxlen: int,
+    port: int,
 ) -> WebServing:
     """A ``WebServing`` on 127.0.0.1 answering ``/classify?text=...`` (GET or JSON POST)
     with ``{"label": ..., "probability": ...}`` in its ``data`` field."""
@@ -265,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     train_texts = [t for t, _ in split.train]
 
     if args.load is not None:
-        clf, labels = load_pretrained(args.load, args.model)
+        clf, labels = load_ensemble(args.load, args.model)
         tokenizer = Tokenizer(str(args.load / "vocab.txt"))
     else:
         tokenizer, tokens, config = prepare_vocab(args, train_texts, vocab_path)
@@ -279,45 +338,36 @@ def main(argv: list[str] | None = None) -> None:
         bigrams = (
             bigram_vocab(encoded["train"], min_count=args.bigram_min_count) if use_bigrams else None
         )
-        clf = prepare_model(args, config, bigrams)
-    n_params = sum(p.numel() for p in clf.parameters())
-    n_bigrams = len(clf.bigram_vocab) if clf.bigram_vocab is not None else 0
-    print(
-        f"model: {n_params / 1e6:.2f}M parameters, vocab {clf.encoder.config.vocab_size}, "
-        f"bigrams {n_bigrams}"
-    )
-    dev_loader = make_loader(encoded["dev"], split.dev, 128, False, bigrams=clf.bigram_vocab)
-    test_loader = make_loader(encoded["test"], split.test, 128, False, bigrams=clf.bigram_vocab)
+    else:
+        bigrams = clf.bigram_vocab
+    dev_loader = make_loader(encoded["dev"], split.dev, 128, False, bigrams=bigrams)
+    test_loader = make_loader(encoded["test"], split.test, 128, False, bigrams=bigrams)
 
     if args.load is None:
-        train_loader = make_loader(
-            encoded["train"], split.train, args.batch_size, True, args.seed, clf.bigram_vocab
-        )
-        lr = args.lr or (2e-5 if args.checkpoint else 1e-3)
-        steps = args.epochs * len(train_loader)
-        optimizer = torch.optim.AdamW(clf.parameters(), lr=lr, weight_decay=0.01)
-        scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup * steps), steps)
-        trainer = Trainer(clf)
-        trainer.compile(
-            loss=nn.CrossEntropyLoss(),
-            optimizer=optimizer,
-            scheduler=scheduler,
-            metrics=["accuracy"],
-            clip_grad_norm=1.0,
-        )
-        ema = EMA(args.ema) if args.ema > 0 else None
-        if ema is not None:
-            ema.set_trainer(trainer)  # creates ema.ema over the classifier's weights
-        evaluator = DevEvaluator(clf, dev_loader, ema.ema if ema is not None else None)
-        callbacks = [evaluator] if ema is None else [ema, evaluator]
-        if args.adversarial:
-            callbacks.append(AdversarialTraining(args.adversarial))
-        print(f"training {args.epochs} epochs of {len(train_loader)} steps, peak lr {lr:g}")
-        trainer.fit(train_loader, epochs=args.epochs, callbacks=callbacks)
-        assert evaluator.best_state is not None
-        clf.load_state_dict(evaluator.best_state)
-        save_pretrained(clf, args.out, config, tokens, tuple(labels))
-        print(f"best model (dev accuracy {evaluator.best_accuracy:.4f}) saved to {args.out}")
+        members, dev_scores = [], []
+        for k in range(args.ensemble):
+            if k > 0:  # member 0 keeps the single-model run's random stream exactly
+                seed_everything(args.seed + k)
+            member = prepare_model(args, config, bigrams)
+            if k == 0:
+                n_params = sum(p.numel() for p in member.parameters())
+                print(
+                    f"model: {n_params / 1e6:.2f}M parameters, vocab "
+                    f"{member.encoder.config.vocab_size}, bigrams {len(bigrams or ())}"
+                    f"; ensemble of {args.ensemble}"
+                )
+            if args.ensemble > 1:
+                print(f"member {k} (seed {args.seed + k})", flush=True)
+            best = train_member(args, member, encoded["train"], split, dev_loader, args.seed + k)
+            members.append(member)
+            dev_scores.append(best)
+            print(f"member {k}: best dev accuracy {best:.4f}", flush=True)
+            if args.ensemble > 1:
+                ens_dev = accuracy(SentimentEnsemble(members), dev_loader)
+                print(f"ensemble of {k + 1}: dev accuracy {ens_dev:.4f}", flush=True)
+        clf = SentimentEnsemble(members)
+        save_ensemble(members, args.out, config, tokens, tuple(labels), dev_scores)
+        print(f"{args.ensemble} member(s) saved to {args.out}/member-*/ (member 0 also at top)")
 
     if not args.no_baseline and args.load is None:
         from sentiment_baseline import ngram_baseline_accuracy

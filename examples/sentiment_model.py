@@ -224,3 +224,80 @@ def load_pretrained(model_dir: Path, model: str | None = None) -> tuple[Sentimen
         clf.classifier.weight.copy_(weights["classifier.weight"])
         clf.classifier.bias.copy_(weights["classifier.bias"])
     return clf.eval(), labels
+
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class SentimentEnsemble(nn.Module):
+    """Averages the predicted probabilities of several classifiers.
+
+    ``forward`` takes the members' inputs (``token_ids [B, L]`` and, when the members
+    use bigrams, ``bigram_ids [B, L]``) and returns ``log(mean_k softmax(logits_k))``
+    ``[B, num_labels]``: its ``argmax`` is the ensemble's prediction and its
+    ``softmax`` is exactly the averaged probabilities. All members must share one
+    bigram vocabulary (they are trained on one tokenised split).
+    """
+
+    def __init__(self, members: list[SentimentClassifier]) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        vocab = members[0].bigram_vocab
+        for k, member in enumerate(members[1:], start=1):
+            if member.bigram_vocab != vocab:
+                raise ValueError(f"member {k} has a different bigram vocabulary from member 0")
+        self.members = nn.ModuleList(members)
+        self.bigram_vocab = vocab
+
+    def forward(
+        self, token_ids: torch.Tensor, bigram_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        probs = torch.stack([m(token_ids, bigram_ids).softmax(-1) for m in self.members])
+        return probs.mean(0).log()  # [B, num_labels]
+
+
+def save_ensemble(
+    members: list[SentimentClassifier],
+    out_dir: Path,
+    config: dict[str, Any],
+    vocab_tokens: list[str],
+    labels: tuple[str, ...],
+    dev_accuracies: list[float] | None = None,
+) -> Path:
+    """Save member ``k`` as ``out_dir/member-{k}/`` (HF layout, see :func:`save_pretrained`),
+    member 0 also at the top level (so ``out_dir`` loads as a single model, as before), and
+    ``out_dir/ensemble.json`` listing the member folders (read by :func:`load_ensemble`)."""
+    out_dir = Path(out_dir)
+    save_pretrained(members[0], out_dir, config, vocab_tokens, labels)
+    names = []
+    for k, member in enumerate(members):
+        names.append(f"member-{k}")
+        save_pretrained(member, out_dir / names[-1], config, vocab_tokens, labels)
+    record: dict[str, Any] = {"members": names}
+    if dev_accuracies is not None:
+        record["dev_accuracy"] = [round(a, 4) for a in dev_accuracies]
+    (out_dir / ENSEMBLE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return out_dir
+
+
+def load_ensemble(model_dir: Path, model: str | None = None) -> tuple[SentimentEnsemble, list]:
+    """Load every member listed in ``model_dir/ensemble.json`` (or, without that file,
+    the single model in ``model_dir``) as a :class:`SentimentEnsemble`; returns
+    ``(ensemble, labels)``."""
+    model_dir = Path(model_dir)
+    record_path = model_dir / ENSEMBLE_FILE
+    if not record_path.is_file():
+        clf, labels = load_pretrained(model_dir, model)
+        return SentimentEnsemble([clf]).eval(), labels
+    names = json.loads(record_path.read_text(encoding="utf-8")).get("members")
+    if not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{record_path} needs a non-empty 'members' list of folder names")
+    members, labels = [], None
+    for name in names:
+        clf, member_labels = load_pretrained(model_dir / name, model)
+        if labels is not None and member_labels != labels:
+            raise ValueError(f"{model_dir / name} has labels {member_labels}, member 0 {labels}")
+        members.append(clf)
+        labels = member_labels
+    return SentimentEnsemble(members).eval(), labels
