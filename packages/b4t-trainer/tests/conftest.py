@@ -32,15 +32,6 @@ def make_data(n: int = 24, in_dim: int = 6, classes: int = 3, seed: int = 0):
     return x, y
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one intra-op thread (and the CI machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny_net() -> type[TinyNet]:
     return TinyNet
