@@ -9,7 +9,10 @@ nox -s bench -- tokenizers models     # benchmarks (never part of CI)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import nox
@@ -50,6 +53,20 @@ ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off", "HF_HUB_
 # far faster single-threaded than with two workers fighting over threads).
 TEST_ENV = {**ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 XDIST = ["-n", "2", "--dist", "loadfile"]
+# CI sets this: each session deletes its venv when it ends (pass or fail), so a run
+# holds one large torch env at a time (~6 GB for a CUDA build) instead of all of them.
+DISCARD_ENVS = os.environ.get("B4T_NOX_DISCARD_ENVS") == "1"
+
+
+@contextlib.contextmanager
+def _discarded_after(session: nox.Session) -> Iterator[None]:
+    """Remove the session's venv on the way out when B4T_NOX_DISCARD_ENVS=1."""
+    try:
+        yield
+    finally:
+        location = getattr(session.virtualenv, "location", None)
+        if DISCARD_ENVS and location and Path(location).is_dir():
+            shutil.rmtree(location, ignore_errors=True)
 
 
 def _path(package: str) -> str:
@@ -86,62 +103,67 @@ def lint(session: nox.Session) -> None:
 @nox.parametrize("torch", list(TORCH_VERSIONS))
 def tests(session: nox.Session, torch: str) -> None:
     """All six packages in one env at the given torch; every package's tests together."""
-    _install_all(session, torch)
-    session.run("python", "-c", "import torch; print('torch', torch.__version__)")
-    session.run(
-        "pytest",
-        *[f"packages/{p}/tests" for p in PACKAGES],
-        "examples/tests",
-        *(session.posargs or XDIST),
-        env=TEST_ENV,
-    )
+    with _discarded_after(session):
+        _install_all(session, torch)
+        session.run("python", "-c", "import torch; print('torch', torch.__version__)")
+        session.run(
+            "pytest",
+            *[f"packages/{p}/tests" for p in PACKAGES],
+            "examples/tests",
+            *(session.posargs or XDIST),
+            env=TEST_ENV,
+        )
 
 
 @nox.session
 @nox.parametrize("package", list(PACKAGES))
 def isolated(session: nox.Session, package: str) -> None:
     """A fresh env holding one package, its declared dependencies and its test deps only."""
-    pins = [] if package in TORCH_FREE else [f"torch=={TORCH_DEFAULT}"]
-    siblings = [_path(p) for p in PACKAGES[package]]
-    session.install(f"{_path(package)}[test]", *siblings, *pins, *TEST_TOOLS)
-    if package in TORCH_FREE:
+    with _discarded_after(session):
+        pins = [] if package in TORCH_FREE else [f"torch=={TORCH_DEFAULT}"]
+        siblings = [_path(p) for p in PACKAGES[package]]
+        session.install(f"{_path(package)}[test]", *siblings, *pins, *TEST_TOOLS)
+        if package in TORCH_FREE:
+            session.run(
+                "python",
+                "-c",
+                "import importlib.util, sys; "
+                "sys.exit('torch is installed beside ' + sys.argv[1]) "
+                "if importlib.util.find_spec('torch') else print('no torch: ok')",
+                package,
+            )
         session.run(
-            "python",
-            "-c",
-            "import importlib.util, sys; "
-            "sys.exit('torch is installed beside ' + sys.argv[1]) "
-            "if importlib.util.find_spec('torch') else print('no torch: ok')",
-            package,
+            "pytest", f"packages/{package}/tests", *(session.posargs or XDIST), env=TEST_ENV
         )
-    session.run("pytest", f"packages/{package}/tests", *(session.posargs or XDIST), env=TEST_ENV)
 
 
 @nox.session
 def build(session: nox.Session) -> None:
     """sdist + wheel per package; each wheel installs alone and declares its dependencies."""
-    session.install("build", "hatchling")
-    dist = ROOT / "dist"
-    for old in dist.glob("*"):
-        old.unlink()
-    for package in PACKAGES:
+    with _discarded_after(session):
+        session.install("build", "hatchling")
+        dist = ROOT / "dist"
+        for old in dist.glob("*"):
+            old.unlink()
+        for package in PACKAGES:
+            session.run(
+                "python",
+                "-m",
+                "build",
+                "--no-isolation",
+                "--outdir",
+                str(dist),
+                _path(package),
+                silent=True,
+            )
         session.run(
             "python",
-            "-m",
-            "build",
-            "--no-isolation",
-            "--outdir",
+            "tools/check_wheels.py",
             str(dist),
-            _path(package),
-            silent=True,
+            "--torch",
+            TORCH_DEFAULT,
+            env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         )
-    session.run(
-        "python",
-        "tools/check_wheels.py",
-        str(dist),
-        "--torch",
-        TORCH_DEFAULT,
-        env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
-    )
 
 
 @nox.session
