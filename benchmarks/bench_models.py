@@ -119,10 +119,37 @@ def bench_forward(ref, ours, vocab_size, device, sync, repeats, cases=None, labe
             t_ref, t_ours = [], []
             c_ref: list[float] = []
             c_ours: list[float] = []
-            for _ in range(reps):  # interleaved
-                t_ref.append(_time(run_ref, sync, c_ref))
-                t_ours.append(_time(run_ours, sync, c_ours))
+            for rep in range(reps):  # interleaved, order alternating (ABBA) against drift
+                pairs = [(run_ref, t_ref, c_ref), (run_ours, t_ours, c_ours)]
+                for fn, times, cpu in pairs if rep % 2 == 0 else pairs[::-1]:
+                    times.append(_time(fn, sync, cpu))
         _report(f"{label} {batch}x{length} (max|d| {diff:.1e})", t_ref, t_ours, cpu=(c_ref, c_ours))
+        if label == "forward" and (batch, length) == (1, 32):
+            bench_gemm_floor(ours, t_ref, batch * length, device, sync, reps)
+
+
+def bench_gemm_floor(ours, t_ref: list[float], rows: int, device, sync, reps: int) -> None:
+    """The model's linear layers alone, each once on ``rows`` rows: a floor for any forward.
+
+    Every BERT forward runs these matrix products (the same shapes in transformers);
+    the row's ratio is their time over transformers' whole forward, so a forward
+    ratio below it needs a faster GEMM kernel, not less overhead.
+    """
+    layers = [
+        m
+        for name, m in ours.named_modules()
+        if isinstance(m, torch.nn.Linear) and "pool" not in name
+    ]
+    inputs = [torch.randn(1, rows, m.in_features, device=device) for m in layers]
+
+    def run() -> None:
+        for m, x in zip(layers, inputs):
+            torch.nn.functional.linear(x, m.weight, m.bias)
+
+    with torch.inference_mode():
+        run()
+        t_gemm = [_time(run, sync) for _ in range(reps)]
+    _report(f"  {len(layers)} linear layers alone", t_ref, t_gemm)
 
 
 def bench_overhead(tmp: Path, device, dtype, sync, repeats) -> None:
@@ -170,9 +197,10 @@ def bench_train(ref, ours, vocab_size, device, sync, repeats) -> None:
     step_ref()
     step_ours()  # warm-up: optimizer state allocation
     t_ref, t_ours = [], []
-    for _ in range(max(2, repeats - 1)):
-        t_ref.append(_time(step_ref, sync))
-        t_ours.append(_time(step_ours, sync))
+    for rep in range(max(2, repeats - 1)):  # order alternating, as in bench_forward
+        pairs = [(step_ref, t_ref), (step_ours, t_ours)]
+        for fn, times in pairs if rep % 2 == 0 else pairs[::-1]:
+            times.append(_time(fn, sync))
     _report("train step 8x128 AdamW", t_ref, t_ours)
 
 

@@ -114,6 +114,25 @@ def test_albert_unshared_starts_from_the_shared_layer(hf_checkpoint, batch) -> N
         _close(model([ids, seg]), ref.hidden_states[-1], keep)
 
 
+def test_albert_unshared_saves_nothing_lossy(hf_checkpoint, batch, tmp_path) -> None:
+    """Equal layers save in the ALBERT layout; once they differ, an error, and own names work."""
+    _, path = hf_checkpoint("albert")
+    ids, seg, _ = batch(0)
+    model = build_transformer_model(path, path, model="albert_unshared").eval()
+    model.save_weights(tmp_path / "shared")  # still equal: the shared layout holds them
+    with torch.no_grad():
+        model.layers[1].attention.qkv.weight.add_(0.01)  # as after fine-tuning apart
+    with pytest.raises(ValueError, match=r"layers\.1\..*different values"):
+        model.save_weights(tmp_path / "lossy")
+    assert not (tmp_path / "lossy" / "model.safetensors").exists()
+    own = {name: name for name in model.state_dict()}
+    model.save_weights(tmp_path / "own.safetensors", mapping=own)
+    again = build_transformer_model(path, model="albert_unshared").eval()
+    again.load_weights(tmp_path / "own.safetensors", mapping=own)
+    with torch.no_grad():
+        torch.testing.assert_close(again([ids, seg]), model([ids, seg]), atol=0, rtol=0)
+
+
 def test_ernie_task_type_ids(hf_checkpoint, batch) -> None:
     hf, path = hf_checkpoint("ernie")
     ids, seg, keep = batch(0)

@@ -165,6 +165,22 @@ def test_tensorboard_writes_scalars_through_the_writer(tiny_net, loader, tmp_pat
     assert all(math.isfinite(v) for _, v, _ in writer.scalars)
 
 
+def test_tensorboard_writes_real_event_files(tiny_net, loader, tmp_path) -> None:
+    """The real SummaryWriter (the test extra installs tensorboard): events read back."""
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    net = _compiled(tiny_net)
+    history = net.fit(
+        loader(n=8), epochs=3, callbacks=[Tensorboard(tmp_path, prefix="t/")], verbose=0
+    )
+    events = accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert "t/loss" in events.Tags()["scalars"]
+    written = events.Scalars("t/loss")
+    assert [e.step for e in written] == [1, 2, 3]
+    # float32 in the event file
+    assert [e.value for e in written] == pytest.approx(history.history["loss"], rel=1e-6)
+
+
 def test_tensorboard_without_the_package_is_a_clear_import_error(
     tiny_net, loader, tmp_path, monkeypatch
 ) -> None:

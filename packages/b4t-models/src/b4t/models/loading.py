@@ -239,21 +239,37 @@ def save_from(
 
     ``path`` is a folder (``model.safetensors`` and, when the model came from a
     ``config.json``, an updated ``config.json`` are written there) or a ``.safetensors``
-    / ``.bin`` file. When several parameters map to one key (``albert_unshared``), the
-    first wins.
+    / ``.bin`` file. Several parameters may map to one key (``albert_unshared``: every
+    layer to ALBERT's one shared layer); that works while they are equal, and is a
+    ``ValueError`` once they differ, since the layout cannot hold them: save under
+    b4t's own names then (``mapping={n: n for n in model.state_dict()}``, loaded back
+    with the same ``mapping``).
     """
     if mapping is None:
         mapping = model.variable_mapping()  # type: ignore[operator]
     out: dict[str, torch.Tensor] = {}
+    writer: dict[str, str] = {}  # checkpoint key -> the parameter that filled it
+
+    def put(key: str, tensor: torch.Tensor, name: str) -> None:
+        if key not in out:
+            out[key], writer[key] = tensor, name
+        elif not torch.equal(out[key], tensor):
+            raise ValueError(
+                f"{writer[key]!r} and {name!r} both map to checkpoint key {key!r} but hold "
+                "different values (layers trained apart?); this layout keeps one tensor per "
+                "key. Save under b4t's own names instead: "
+                "save_weights(path, mapping={n: n for n in model.state_dict()})"
+            )
+
     for name, tensor in model.state_dict().items():
         src = mapping.get(name)
         if src is None:
             continue
         if isinstance(src, Concat):
             for key, part in zip(src.keys, src.save(tensor), strict=True):
-                out.setdefault(key, part)
+                put(key, part, name)
         else:
-            out.setdefault(src, tensor)
+            put(src, tensor, name)
     written = write_checkpoint(out, path)
     config = getattr(model, "config", None)
     if written.parent == Path(path) and config is not None and config.raw:

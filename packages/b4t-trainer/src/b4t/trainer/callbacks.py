@@ -182,6 +182,7 @@ class Tensorboard(Callback):
         self.log_dir = os.fspath(log_dir)
         self.method, self.interval, self.prefix = method, interval, prefix
         self.writer = writer
+        self._owns_writer = False
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         if self.writer is not None or not self.trainer.is_master:
@@ -194,6 +195,7 @@ class Tensorboard(Callback):
                 "pip install 'b4t-trainer[tensorboard]'"
             ) from exc
         self.writer = SummaryWriter(log_dir=self.log_dir)
+        self._owns_writer = True
 
     def _write(self, logs: Mapping[str, Any] | None, step: int) -> None:
         if self.writer is None:
@@ -211,7 +213,12 @@ class Tensorboard(Callback):
             self._write(logs, epoch + 1)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        if self.writer is not None and hasattr(self.writer, "flush"):
+        if self.writer is None:
+            return
+        if self._owns_writer:  # ours: close the event file; a later fit opens a new one
+            self.writer.close()
+            self.writer, self._owns_writer = None, False
+        elif hasattr(self.writer, "flush"):
             self.writer.flush()
 
 
