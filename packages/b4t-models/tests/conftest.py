@@ -26,6 +26,7 @@ HF_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "roberta": ("RobertaConfig", "RobertaForMaskedLM", {"pad_token_id": 1}),
     "albert": ("AlbertConfig", "AlbertForPreTraining", {"embedding_size": 16}),
     "electra": ("ElectraConfig", "ElectraForMaskedLM", {"embedding_size": 16}),
+    "electra-discriminator": ("ElectraConfig", "ElectraForPreTraining", {"embedding_size": 16}),
     "ernie": ("ErnieConfig", "ErnieForPreTraining", {"use_task_id": True}),
 }
 

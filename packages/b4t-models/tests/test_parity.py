@@ -133,6 +133,37 @@ def test_albert_unshared_saves_nothing_lossy(hf_checkpoint, batch, tmp_path) -> 
         torch.testing.assert_close(again([ids, seg]), model([ids, seg]), atol=0, rtol=0)
 
 
+def test_electra_discriminator_matches_transformers(hf_checkpoint, batch, tmp_path) -> None:
+    """with_discriminator: logits equal ElectraForPreTraining's; True gives their sigmoid."""
+    hf, path = hf_checkpoint("electra-discriminator")
+    ids, seg, keep = batch(hf.config.pad_token_id)
+    with torch.no_grad():
+        ref = hf(input_ids=ids, token_type_ids=seg, attention_mask=keep.long()).logits
+    logits_model = build_transformer_model(
+        path, path, model="electra", with_discriminator="linear"
+    ).eval()
+    probs_model = build_transformer_model(path, path, model="electra", with_discriminator=True)
+    with torch.no_grad():
+        hidden, logits = logits_model([ids, seg])
+        _, probs = probs_model.eval()([ids, seg])
+    assert logits.shape == ids.shape and hidden.shape == (*ids.shape, hf.config.hidden_size)
+    _close(logits, ref, keep)
+    _close(probs, torch.sigmoid(ref), keep)
+    # round trip: b4t's save -> transformers' from_pretrained
+    logits_model.save_weights(tmp_path / "saved")
+    again = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        out = again(input_ids=ids, token_type_ids=seg, attention_mask=keep.long()).logits
+    _close(out, ref, keep)
+
+
+def test_electra_discriminator_needs_its_weights(hf_checkpoint) -> None:
+    """A generator-only checkpoint has no discriminator head: strict loading names it."""
+    _, path = hf_checkpoint("electra")  # ElectraForMaskedLM
+    with pytest.raises(Exception, match=r"discriminator_predictions\.dense"):
+        build_transformer_model(path, path, model="electra", with_discriminator=True)
+
+
 def test_ernie_task_type_ids(hf_checkpoint, batch) -> None:
     hf, path = hf_checkpoint("ernie")
     ids, seg, keep = batch(0)
