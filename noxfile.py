@@ -4,6 +4,7 @@ nox                                   # what CI runs: lint, tests x torch, isola
 nox -s tests                          # every package's tests, once per torch version
 nox -s "tests(torch='2.13.0')"        # one torch version
 nox -s "isolated(package='b4t-tokenizers')"
+nox -s seed                           # b4t against bert4torch 0.2.5 itself
 nox -s bench -- tokenizers models     # benchmarks (never part of CI)
 """
 
@@ -19,7 +20,7 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 
-nox.options.sessions = ["lint", "tests", "isolated", "build"]
+nox.options.sessions = ["lint", "tests", "seed", "isolated", "build"]
 nox.options.error_on_missing_interpreters = True
 
 # Each distribution and the siblings it depends on (transitively), in install order.
@@ -112,6 +113,24 @@ def tests(session: nox.Session, torch: str) -> None:
             "examples/tests",
             *(session.posargs or XDIST),
             env=TEST_ENV,
+        )
+
+
+@nox.session
+def seed(session: nox.Session) -> None:
+    """b4t against bert4torch 0.2.5 + torch4keras 0.0.4 (sha256-pinned), same weights and
+    inputs: tests/seed (the comparisons) and tests/seed_port (seed-style scripts)."""
+    with _discarded_after(session):
+        _install_all(session, TORCH_DEFAULT)
+        # the seed's own imports (six, packaging), then the seed itself, hash-checked
+        session.install("six", "packaging")
+        session.install("--no-deps", "--require-hashes", "-r", "tests/seed/requirements.txt")
+        session.run(
+            "pytest",
+            "tests/seed",
+            "tests/seed_port",
+            *(session.posargs or XDIST),
+            env={**TEST_ENV, "B4T_SEED": "1"},
         )
 
 
