@@ -28,10 +28,40 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["AttentionOutput", "MultiHeadAttention"]
+__all__ = ["AttentionOutput", "MultiHeadAttention", "causal_bias", "extend_cache"]
 
 # (context [B, L, H], attention probabilities [B, heads, Q, K] or None, (k, v) cache or None)
 AttentionOutput = tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]
+
+
+def extend_cache(
+    past_key_value: Any, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values ``[B, N, past + new, D]``: the new ones appended to the cache.
+
+    ``past_key_value`` is None (no cache), a ``(k, v)`` pair of ``[B, N, past, D]``
+    tensors (concatenated), or a layer cache with ``update(k, v)`` that stores the new
+    entries itself and returns the whole keys and values (b4t.models' ``KVCache``).
+    """
+    if past_key_value is None:
+        return k, v
+    if hasattr(past_key_value, "update"):
+        return past_key_value.update(k, v)
+    return (
+        torch.cat([past_key_value[0], k], dim=2),
+        torch.cat([past_key_value[1], v], dim=2),
+    )
+
+
+def causal_bias(
+    q_len: int, k_len: int, dtype: torch.dtype, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Additive ``[Q, K]`` causal bias aligned bottom-right: query ``i`` is position
+    ``k_len - q_len + i`` and sees keys up to it (the last ``q_len`` keys are the queries)."""
+    keep = torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril(k_len - q_len)
+    return torch.zeros(q_len, k_len, dtype=dtype, device=device).masked_fill_(
+        ~keep, torch.finfo(dtype).min
+    )
 
 
 class MultiHeadAttention(nn.Module):
@@ -44,7 +74,8 @@ class MultiHeadAttention(nn.Module):
         dropout_rate: dropout on the attention probabilities.
         bias: biases on ``qkv``; ``out_bias`` on ``o``.
         scale: score scale, default ``1 / sqrt(D)`` (T5 uses 1.0).
-        is_causal: apply a causal mask inside SDPA when no mask is given.
+        is_causal: apply a causal mask inside SDPA when no mask is given (with a KV
+            cache the new queries see every cached key and each other causally).
 
     ``forward(hidden_states [B, L, H], attention_mask [B|1, 1, Q|1, K] additive float or
     None)`` -> ``(context [B, L, H], probs or None, (k, v) or None)``.
@@ -122,22 +153,23 @@ class MultiHeadAttention(nn.Module):
         b, length, _ = hidden_states.shape
         q, k, v = self.split_heads(hidden_states)
         q, k = self.transform_qk(q, k, past_key_value=past_key_value, **kwargs)
-        if past_key_value is not None:
-            k = torch.cat([past_key_value[0], k], dim=2)
-            v = torch.cat([past_key_value[1], v], dim=2)
+        k, v = extend_cache(past_key_value, k, v)
         present = (k, v) if use_cache else None
         bias = attention_mask
         if position_bias is not None:
             bias = position_bias if bias is None else bias + position_bias
+        causal = self.is_causal and bias is None and length > 1
+        if causal and k.shape[2] != length:  # new queries after a cache: bottom-right causal
+            bias = causal_bias(length, k.shape[2], q.dtype, q.device)
+            causal = False
         dropout_p = self.dropout_rate if self.training else 0.0
         probs: torch.Tensor | None = None
         if output_attentions or self.needs_eager(**kwargs):
             scores = self.attention_scores(q, k, **kwargs)
             if bias is not None:
                 scores = scores + bias
-            elif self.is_causal and past_key_value is None:
-                causal = torch.ones(length, k.shape[2], dtype=torch.bool, device=q.device).tril()
-                scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+            elif causal:
+                scores = scores + causal_bias(length, k.shape[2], scores.dtype, scores.device)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
             dropped = F.dropout(probs, dropout_p, True) if dropout_p else probs
             context = self.attention_context(dropped, v, **kwargs)
@@ -150,7 +182,7 @@ class MultiHeadAttention(nn.Module):
                 v,
                 attn_mask=bias,
                 dropout_p=dropout_p,
-                is_causal=self.is_causal and bias is None and past_key_value is None,
+                is_causal=causal,
                 scale=self.scale,
             )
         context = context.transpose(1, 2).reshape(b, length, self.inner_size)
