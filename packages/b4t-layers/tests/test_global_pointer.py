@@ -77,7 +77,8 @@ def test_efficient_global_pointer_matches_hand_reference(rope):
         if rope:
             q, k = _rope_by_hand(q), _rope_by_hand(k)
         shared = q @ k.T / math.sqrt(D)
-        head_bias = (proj @ egp.q_dense.weight.T + egp.q_dense.bias) / 2  # (N, 2 * HEADS)
+        # (N, 2 * HEADS), added unhalved as bert4torch 0.2.5 does (bert4keras halves)
+        head_bias = proj @ egp.q_dense.weight.T + egp.q_dense.bias
         for h in range(HEADS):
             start = head_bias[:, 2 * h][:, None]  # depends on the row (span start)
             end = head_bias[:, 2 * h + 1][None, :]  # depends on the column (span end)

@@ -8,7 +8,23 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ACT2FN", "gelu", "gelu_new", "get_activation", "relu", "silu", "swish", "tanh"]
+__all__ = [
+    "ACT2FN",
+    "UnknownActivationError",
+    "gelu",
+    "gelu_fast",
+    "gelu_new",
+    "get_activation",
+    "linear_act",
+    "mish",
+    "quick_gelu",
+    "relu",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "swish",
+    "tanh",
+]
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
@@ -39,20 +55,34 @@ def tanh(x: torch.Tensor) -> torch.Tensor:
     return torch.tanh(x)
 
 
-def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
+def gelu_fast(x: torch.Tensor) -> torch.Tensor:
+    """Tanh GELU with the constant ``sqrt(2/pi)`` rounded to ``0.7978845608``. Any shape."""
     return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
 
 
-def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    """``x * sigmoid(1.702 x)`` (CLIP's fast GELU). Any shape."""
     return x * torch.sigmoid(1.702 * x)
 
 
-def _linear(x: torch.Tensor) -> torch.Tensor:
+def mish(x: torch.Tensor) -> torch.Tensor:
+    """``x * tanh(softplus(x))`` (Misra 2019). Any shape."""
+    return F.mish(x)
+
+
+def linear_act(x: torch.Tensor) -> torch.Tensor:
+    """The identity (``'linear'``). Any shape."""
     return x
 
 
-def _sigmoid(x: torch.Tensor) -> torch.Tensor:
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Logistic sigmoid. Any shape."""
     return torch.sigmoid(x)
+
+
+def softmax(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis (bert4torch's ``'softmax'``, e.g. ``with_mlm='softmax'``)."""
+    return torch.softmax(x, dim=-1)
 
 
 def _gelu_python(x: torch.Tensor) -> torch.Tensor:
@@ -64,25 +94,41 @@ ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu_python": _gelu_python,
     "gelu_new": gelu_new,
     "gelu_pytorch_tanh": gelu_new,
-    "gelu_fast": _gelu_fast,
-    "quick_gelu": _quick_gelu,
+    "gelu_fast": gelu_fast,
+    "quick_gelu": quick_gelu,
+    "mish": mish,
     "swish": swish,
     "silu": silu,
     "relu": relu,
     "tanh": tanh,
-    "sigmoid": _sigmoid,
-    "linear": _linear,
+    "sigmoid": sigmoid,
+    "linear": linear_act,
+    "softmax": softmax,
 }
+
+
+class UnknownActivationError(KeyError, ValueError):
+    """An activation name not in :data:`ACT2FN`.
+
+    A ``KeyError`` as bert4torch raises, and a ``ValueError`` as b4t 0.1 raised, so
+    code catching either keeps working.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def get_activation(name: str | Callable[[torch.Tensor], torch.Tensor]) -> Callable:
     """Return the activation function called ``name`` (a callable passes through).
 
-    Raises ``ValueError`` naming the unknown activation and the known ones.
+    Names are case-insensitive. Raises :class:`UnknownActivationError` (a ``KeyError``
+    and a ``ValueError``) naming the unknown activation and the known ones.
     """
     if callable(name):
         return name
     key = str(name).lower()
     if key not in ACT2FN:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(sorted(ACT2FN))}")
+        raise UnknownActivationError(
+            f"unknown activation {name!r}; known: {', '.join(sorted(ACT2FN))}"
+        )
     return ACT2FN[key]

@@ -67,11 +67,15 @@ class TransformerBlock(nn.Module):
             bias=bias,
             **(attention_kwargs or {}),
         )
-        self.norm1 = LayerNorm(hidden_size, layer_norm_eps, conditional_size, norm_bias, norm_mode)
-        self.ffn = PositionWiseFeedForward(
-            hidden_size, intermediate_size, hidden_act, is_gated=is_gated, bias=bias
+        self.norm1 = LayerNorm(
+            hidden_size, layer_norm_eps, conditional_size, bias=norm_bias, norm_mode=norm_mode
         )
-        self.norm2 = LayerNorm(hidden_size, layer_norm_eps, conditional_size, norm_bias, norm_mode)
+        self.ffn = PositionWiseFeedForward(
+            hidden_size, intermediate_size, hidden_act=hidden_act, is_gated=is_gated, bias=bias
+        )
+        self.norm2 = LayerNorm(
+            hidden_size, layer_norm_eps, conditional_size, bias=norm_bias, norm_mode=norm_mode
+        )
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.dropout_rate:

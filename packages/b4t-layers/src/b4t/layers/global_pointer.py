@@ -5,11 +5,21 @@ Each head scores every span ``(start=m, end=n)`` of a sequence at once:
     GlobalPointer:          s_h(m, n) = <R_m q_{h,m}, R_n k_{h,n}> / sqrt(d)
     EfficientGlobalPointer: s_h(m, n) = <R_m q_m, R_n k_n> / sqrt(d) + b_{h,m} + e_{h,n}
 
+(bert4torch 0.2.5's EfficientGlobalPointer adds the start/end biases unhalved, unlike
+bert4keras; b4t does the same so that its trained weights give its numbers.)
+
 ``R_p`` is the rotary position rotation (RoPE) and ``d`` the head size. Spans that
 touch padding, and spans with ``end < start`` when ``tril_mask`` is on, get a large
 negative score so that a multi-label loss and ``logits > 0`` decoding ignore them.
-Parameter names follow bert4torch (``dense``; ``p_dense``/``q_dense``) so its
-state dicts load unchanged.
+Parameter names and argument order follow bert4torch (``dense``; ``p_dense``/``q_dense``;
+``position_embedding``), so its state dicts load unchanged: the rotary tables it saved as
+buffers (``position_embedding.cos_position`` / ``sin_position``) are recomputed here and
+the saved copies are dropped on load.
+
+One deliberate difference (``MIGRATION.md``): bert4torch 0.2.5's GlobalPointer rotates
+q and k along the heads axis instead of the sequence axis (its ``(B, N, heads, D)``
+tensors reach a rotary layer that assumes ``(..., seq, D)``), so its scores do not
+depend on relative offsets; b4t rotates by token position as the method intends.
 """
 
 from __future__ import annotations
@@ -87,9 +97,9 @@ class GlobalPointer(nn.Module):
         heads: number of span types (entity types or relations).
         head_size: q/k size per head (even).
         RoPE: rotate q and k by position so scores depend on relative offsets.
+        max_len: longest sequence the RoPE table covers.
         use_bias: bias in the projection.
         tril_mask: mask spans with end < start.
-        max_len: longest sequence the RoPE table covers.
 
     Shapes:
         inputs ``(batch, seq_len, hidden_size)``, mask ``(batch, seq_len)`` (1 = real token)
@@ -102,9 +112,9 @@ class GlobalPointer(nn.Module):
         heads: int,
         head_size: int,
         RoPE: bool = True,  # bert4torch's keyword name
+        max_len: int = 512,
         use_bias: bool = True,
         tril_mask: bool = True,
-        max_len: int = 512,
     ) -> None:
         super().__init__()
         _check_sizes(type(self).__name__, hidden_size, heads, head_size, max_len)
@@ -115,16 +125,16 @@ class GlobalPointer(nn.Module):
         self.tril_mask = tril_mask
         self.dense = nn.Linear(hidden_size, heads * head_size * 2, bias=use_bias)
         self.max_len = max_len
-        self.rotary = RoPEPositionEncoding(max_len, head_size) if RoPE else None
+        self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         proj = self.dense(inputs).view(b, n, self.heads, 2 * self.head_size)
         q, k = proj[..., : self.head_size], proj[..., self.head_size :]  # (B, N, H, D)
-        if self.rotary is not None:
-            q = _rope_along_seq(self.rotary, q, self.max_len)
-            k = _rope_along_seq(self.rotary, k, self.max_len)
+        if self.position_embedding is not None:
+            q = _rope_along_seq(self.position_embedding, q, self.max_len)
+            k = _rope_along_seq(self.position_embedding, k, self.max_len)
         logits = torch.einsum("bmhd,bnhd->bhmn", q, k) / self.head_size**0.5
         return _apply_masks(logits, mask, self.tril_mask)
 
@@ -133,8 +143,9 @@ class EfficientGlobalPointer(nn.Module):
     """GlobalPointer with one shared q/k projection and a per-head start/end bias.
 
     ``p_dense`` maps hidden -> ``2 * head_size`` (q, k shared by all heads); ``q_dense``
-    maps that ``2 * head_size`` vector -> ``2 * heads`` scores, halved: per head one bias
-    for the span start (row m) and one for the span end (column n).
+    maps that ``2 * head_size`` vector -> ``2 * heads`` scores: per head ``2h`` is the bias
+    of the span start (row m) and ``2h + 1`` that of the span end (column n), added as they
+    are (bert4torch 0.2.5; bert4keras halves them).
 
     Shapes as :class:`GlobalPointer`: ``(B, N, hidden)`` -> ``(B, heads, N, N)``.
     """
@@ -145,9 +156,9 @@ class EfficientGlobalPointer(nn.Module):
         heads: int,
         head_size: int,
         RoPE: bool = True,  # bert4torch's keyword name
+        max_len: int = 512,
         use_bias: bool = True,
         tril_mask: bool = True,
-        max_len: int = 512,
     ) -> None:
         super().__init__()
         _check_sizes(type(self).__name__, hidden_size, heads, head_size, max_len)
@@ -159,17 +170,17 @@ class EfficientGlobalPointer(nn.Module):
         self.p_dense = nn.Linear(hidden_size, head_size * 2, bias=use_bias)
         self.q_dense = nn.Linear(head_size * 2, heads * 2, bias=use_bias)
         self.max_len = max_len
-        self.rotary = RoPEPositionEncoding(max_len, head_size) if RoPE else None
+        self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         proj = self.p_dense(inputs)  # (B, N, 2D)
         q, k = proj[..., : self.head_size], proj[..., self.head_size :]  # (B, N, D)
-        if self.rotary is not None:
-            q = _rope_along_seq(self.rotary, q, self.max_len)
-            k = _rope_along_seq(self.rotary, k, self.max_len)
+        if self.position_embedding is not None:
+            q = _rope_along_seq(self.position_embedding, q, self.max_len)
+            k = _rope_along_seq(self.position_embedding, k, self.max_len)
         logits = torch.einsum("bmd,bnd->bmn", q, k) / self.head_size**0.5  # (B, N, N)
-        bias = self.q_dense(proj).view(b, n, self.heads, 2).permute(0, 2, 1, 3) / 2  # (B,H,N,2)
+        bias = self.q_dense(proj).view(b, n, self.heads, 2).permute(0, 2, 1, 3)  # (B, H, N, 2)
         logits = logits[:, None] + bias[..., 0, None] + bias[..., 1][:, :, None, :]
         return _apply_masks(logits, mask, self.tril_mask)

@@ -27,28 +27,33 @@ class RMSNorm(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """LayerNorm with the bert4torch options.
+    """LayerNorm with bert4torch's options and argument order.
 
     Args:
         hidden_size: last dimension of the input.
         eps: added to the variance.
-        conditional_size: if set, ``forward(x, cond)`` adds ``cond @ W`` to the
-            gain and bias (conditional LayerNorm, cond ``[B, conditional_size]`` or
-            ``[B, L, conditional_size]``); the extra projections start at zero, so an
-            untrained conditional norm equals the plain one.
-        bias: with ``False`` there is no learned bias.
+        conditional_size: if set (an int > 0), the norm is conditional: the forward takes
+            ``cond`` (``[B, conditional_size]`` or ``[B, L, conditional_size]``) and adds
+            ``cond @ W1`` to the gain and ``cond @ W2`` to the bias (``dense1`` / ``dense2``,
+            zero-initialised, so an untrained conditional norm equals the plain one).
+        weight: with ``False`` there is no learned gain (RoFormer-v2).
+        bias: with ``False`` there is no learned bias (T5).
         norm_mode: ``'normal'`` (mean and variance) or ``'rmsnorm'`` (no centring).
+        **kwargs: ignored, as in bert4torch, so a layer can pass its config through.
 
-    Input ``[..., hidden_size]`` -> same shape.
+    ``forward(x)``, ``forward(x, cond)`` or bert4torch's ``forward((x, cond))``:
+    ``x [..., hidden_size]`` -> same shape.
     """
 
     def __init__(
         self,
         hidden_size: int,
         eps: float = 1e-12,
-        conditional_size: int | None = None,
+        conditional_size: int | bool | None = None,
+        weight: bool = True,
         bias: bool = True,
         norm_mode: str = "normal",
+        **kwargs: object,
     ) -> None:
         super().__init__()
         if norm_mode not in ("normal", "rmsnorm"):
@@ -56,19 +61,27 @@ class LayerNorm(nn.Module):
         self.hidden_size = hidden_size
         self.eps = eps
         self.norm_mode = norm_mode
-        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.weight = nn.Parameter(torch.ones(hidden_size)) if weight else None
         self.bias = nn.Parameter(torch.zeros(hidden_size)) if bias else None
-        self.conditional_size = conditional_size
-        if conditional_size:
-            self.dense1 = nn.Linear(conditional_size, hidden_size, bias=False)
-            self.dense2 = nn.Linear(conditional_size, hidden_size, bias=False)
+        self.conditional_size = int(conditional_size) if conditional_size else None
+        if self.conditional_size:
+            self.dense1 = nn.Linear(self.conditional_size, hidden_size, bias=False)
+            self.dense2 = nn.Linear(self.conditional_size, hidden_size, bias=False)
             nn.init.zeros_(self.dense1.weight)
             nn.init.zeros_(self.dense2.weight)
             # tells model initialisers (b4t.models) to keep these at zero
             self.dense1.zero_init = True
             self.dense2.zero_init = True
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor | tuple | list, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if isinstance(x, (tuple, list)):  # bert4torch passes (x, cond) as one argument
+            if not 1 <= len(x) <= 2:
+                raise ValueError(f"LayerNorm takes (x, cond) as a pair, got {len(x)} items")
+            if len(x) == 2 and cond is None:
+                cond = x[1]
+            x = x[0]
         if cond is None and self.norm_mode == "normal":
             return F.layer_norm(x, (self.hidden_size,), self.weight, self.bias, self.eps)
         if self.norm_mode == "rmsnorm":
@@ -76,18 +89,21 @@ class LayerNorm(nn.Module):
             normed = (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
         else:
             normed = F.layer_norm(x, (self.hidden_size,), None, None, self.eps)
-        weight: torch.Tensor = self.weight
+        weight = self.weight
         bias = self.bias
         if cond is not None:
             if not self.conditional_size:
                 raise ValueError(
                     "a cond tensor was given to a LayerNorm built without conditional_size"
                 )
-            if cond.dim() == 2:
-                cond = cond.unsqueeze(1)
+            if cond.size(-1) != self.conditional_size:
+                raise ValueError(
+                    f"LayerNorm cond must end in conditional_size={self.conditional_size}, "
+                    f"got shape {tuple(cond.shape)}"
+                )
             while cond.dim() < x.dim():
                 cond = cond.unsqueeze(1)
-            weight = weight + self.dense1(cond)
-            bias = (bias if bias is not None else 0) + self.dense2(cond)
-        out = normed * weight
-        return out + bias if bias is not None else out
+            weight = self.dense1(cond) if weight is None else weight + self.dense1(cond)
+            bias = self.dense2(cond) if bias is None else bias + self.dense2(cond)
+        out = normed if weight is None else normed * weight
+        return out if bias is None else out + bias

@@ -63,6 +63,14 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotate_half_interleaved(x) * sin
 
 
+def _drop_seed_tables(
+    module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """Load-state-dict pre-hook: drop bert4torch's saved ``cos_position``/``sin_position``."""
+    for name in ("cos_position", "sin_position"):
+        state_dict.pop(prefix + name, None)
+
+
 class RoPEPositionEncoding(nn.Module):
     """Rotary position embedding for query/key tensors.
 
@@ -75,6 +83,9 @@ class RoPEPositionEncoding(nn.Module):
             ``None`` allows any length.
         embedding_size: per-head feature size to rotate (even).
         base: the frequency base.
+
+    bert4torch saved its tables as buffers (``cos_position``, ``sin_position``); a state
+    dict holding them loads here, the saved copies dropped (they are recomputed).
     """
 
     def __init__(
@@ -87,6 +98,7 @@ class RoPEPositionEncoding(nn.Module):
         self.max_position = max_position
         self.base = base
         self._cache: dict[tuple[int, torch.device, torch.dtype], tuple[Tensor, Tensor]] = {}
+        self.register_load_state_dict_pre_hook(_drop_seed_tables)
 
     def cos_sin(
         self, seq_len: int, device: torch.device, dtype: torch.dtype, offset: int = 0
@@ -107,15 +119,31 @@ class RoPEPositionEncoding(nn.Module):
         cos, sin = self._cache[key]
         return cos[offset:], sin[offset:]
 
-    def forward(self, x: Tensor, position_ids: Tensor | None = None, offset: int = 0) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        position_ids: Tensor | int | None = None,
+        offset: int = 0,
+        seq_dim: int = -2,
+    ) -> Tensor:
         """Rotate ``x`` of shape ``(batch, heads, seq, dim)`` (or ``(..., seq, dim)``).
 
         Args:
             x: queries or keys; the last axis is the rotated one.
             position_ids: optional ``(batch, seq)`` or ``(seq,)`` positions; when
-                given they replace ``offset + arange(seq)``.
+                given they replace ``offset + arange(seq)``. An int here is bert4torch's
+                second argument, ``seq_dim``.
             offset: first position (for cached decoding).
+            seq_dim: the sequence axis; it must be the one before the last (bert4torch's
+                default and only working value).
         """
+        if isinstance(position_ids, int):
+            seq_dim, position_ids = position_ids, None
+        if seq_dim not in (-2, x.dim() - 2):
+            raise ValueError(
+                f"RoPEPositionEncoding rotates along the axis before the last (seq_dim=-2), "
+                f"got seq_dim={seq_dim} for shape {tuple(x.shape)}"
+            )
         if x.shape[-1] != self.embedding_size:
             raise ValueError(
                 f"rotary expects last dim {self.embedding_size}, got shape {tuple(x.shape)}"
