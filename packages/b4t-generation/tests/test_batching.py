@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -211,3 +212,36 @@ def test_bad_scheduler_arguments(model: TinyCausalLM) -> None:
         BatchScheduler(model, context=8, keep=8)
     with pytest.raises(ValueError, match="empty"):
         BatchScheduler(model).submit([])
+
+
+class _Digits:
+    """Ids 0..49 as two-character strings, so decoded text maps back to ids."""
+
+    def encode(self, text: str) -> list[int]:
+        return [int(text[i : i + 2]) for i in range(0, len(text), 2)]
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(f"{i:02d}" for i in ids)
+
+
+class _Req:
+    prompt, prompt_ids, max_tokens, seed = "010203", None, 4, None
+    temperature, topk, topp = 0, None, None
+
+
+def test_stream_function_yields_token_texts_and_cancels_on_close(model: TinyCausalLM) -> None:
+    from b4t.generation.batching import stream_from_scheduler
+
+    with BatchScheduler(model) as scheduler:
+        stream = stream_from_scheduler(scheduler, _Digits())
+        pieces = list(stream(_Req()))
+        assert pieces == [f"{t:02d}" for t in greedy_reference(model, [1, 2, 3], 4)]
+        long = _Req()
+        long.max_tokens = 10_000
+        iterator = stream(long)
+        next(iterator)
+        iterator.close()  # the client went away
+        deadline = time.monotonic() + 10
+        while scheduler.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert scheduler.active == 0 and scheduler.tokens < 100

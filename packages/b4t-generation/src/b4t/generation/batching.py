@@ -42,7 +42,7 @@ from b4t.generation.filters import top_k_filter, top_p_filter
 from b4t.generation.protocol import split_model_output
 from b4t.generation.states import select_states
 
-__all__ = ["BatchScheduler", "GenerationRequest", "SamplingParams"]
+__all__ = ["BatchScheduler", "GenerationRequest", "SamplingParams", "stream_from_scheduler"]
 
 logger = logging.getLogger("b4t.generation.batching")
 
@@ -411,3 +411,52 @@ class BatchScheduler:
                 probas = top_p_filter(probas, p.topp)
             choices.append(int(torch.multinomial(probas[0], 1, generator=request.generator)))
         return torch.tensor(choices, dtype=torch.long, device=self.device)
+
+
+def stream_from_scheduler(
+    scheduler: BatchScheduler, tokenizer: Any, end_id: int | None = None
+) -> Any:
+    """A stream function for :class:`~b4t.generation.service.GenerationService`.
+
+    ``stream(request)`` reads the request's ``prompt_ids`` (or encodes ``prompt``),
+    ``max_tokens``, ``temperature`` (0: greedy), ``topk``, ``topp`` and ``seed``,
+    submits it to ``scheduler`` and yields the text each new token adds as the
+    batch produces it (an incomplete character, decoded as U+FFFD, waits for the
+    next token). Closing the iterator early (a client gone, a stop sequence)
+    cancels the request, which frees its batch slot at the next step.
+    """
+    if tokenizer is None or not callable(getattr(tokenizer, "decode", None)):
+        raise TypeError("serving text needs a tokenizer with encode(text) and decode(ids)")
+    stop_ids = () if end_id is None else (int(end_id),)
+
+    def stream(request: Any) -> Iterator[str]:
+        prompt_ids = getattr(request, "prompt_ids", None)
+        if prompt_ids is None:
+            from b4t.generation.protocol import encode_text
+
+            prompt_ids = encode_text(tokenizer, request.prompt)
+        handle = scheduler.submit(
+            list(prompt_ids),
+            request.max_tokens,
+            temperature=request.temperature,
+            topk=request.topk,
+            topp=request.topp,
+            seed=request.seed,
+            stop_ids=stop_ids,
+        )
+        ids: list[int] = []
+        sent = ""
+        try:
+            for token_id in handle:
+                ids.append(token_id)
+                text = tokenizer.decode(ids)
+                delta = text[len(sent) :] if text.startswith(sent) else ""
+                if delta.endswith("\ufffd"):
+                    delta = ""
+                sent += delta
+                yield delta
+        finally:
+            if not handle.done.is_set():
+                handle.cancel()
+
+    return stream
