@@ -142,7 +142,7 @@ def config_from_dict(
     for key, value in data.items():
         name = ALIASES.get(key, key)
         if name in known:
-            if name in ("intermediate_size",) and value is None:
+            if name in ("intermediate_size", "pad_token_id") and value is None:  # null: keep preset
                 continue
             values[name] = _check(name, value, source)
         else:
