@@ -50,7 +50,7 @@ def _snapshots(net, store):
 def test_early_stopping_stops_at_the_right_epoch_and_restores_best(tiny_net, loader) -> None:
     net = _compiled(tiny_net)
     snaps: list = []
-    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=2, restore_best=True)
+    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=2, restore_best_weights=True)
     values = [1.0, 0.5, 0.6, 0.7, 0.1, 0.1]
     history = net.fit(
         loader(n=8),
@@ -63,7 +63,7 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_best(tiny_net, loa
         verbose=0,
     )
     # best at epoch 1; epochs 2 and 3 do not improve -> stop after epoch 3
-    assert history.epoch == [0, 1, 2, 3]
+    assert history.epoch == [1, 2, 3, 4]  # counted from 1, as torch4keras does
     assert history.history["val_loss"] == values[:4]
     assert stopper.stopped_epoch == 3 and stopper.best_epoch == 1
     for key, value in net.state_dict().items():
@@ -73,14 +73,19 @@ def test_early_stopping_stops_at_the_right_epoch_and_restores_best(tiny_net, loa
 
 def test_early_stopping_min_delta_and_missing_monitor(tiny_net, loader) -> None:
     net = _compiled(tiny_net)
-    stopper = EarlyStopping(monitor="val_loss", mode="min", patience=1, min_delta=0.2)
+    # torch4keras's positional order: monitor, min_delta, patience, verbose, mode
+    stopper = EarlyStopping("val_loss", 0.2, 1, 0, "min")
     history = net.fit(
         loader(n=8),
         epochs=5,
         callbacks=[Scripted([1.0, 0.9, 0.5, 0.45, 0.1]), stopper],
         verbose=0,
     )
-    assert history.epoch == [0, 1]  # 0.9 is not 0.2 better than 1.0
+    assert history.epoch == [1, 2]  # 0.9 is not 0.2 better than 1.0
+    # a baseline to beat: 0.5 never gets below 0.4 -> stop after the first epoch
+    beat = EarlyStopping("val_loss", mode="min", baseline=0.4)
+    history = net.fit(loader(n=8), epochs=5, callbacks=[Scripted([0.5] * 5), beat], verbose=0)
+    assert history.epoch == [1] and beat.stopped_epoch == 0
     with pytest.raises(KeyError, match="'val_acc', which is not in the logs"):
         net.fit(loader(n=8), epochs=1, callbacks=[EarlyStopping("val_acc")], verbose=0)
 
@@ -136,13 +141,34 @@ def test_logger_writes_epoch_and_step_lines(tiny_net, loader, tmp_path) -> None:
     net = _compiled(tiny_net)
     path = tmp_path / "logs" / "train.log"
     net.fit(loader(n=8), epochs=2, callbacks=[Logger(path, interval=1)], verbose=0)
-    lines = path.read_text(encoding="utf-8").splitlines()
-    assert lines[0].endswith("start") and lines[-1].startswith("end")
-    epochs = [line for line in lines if line.startswith("epoch")]
-    steps = [line for line in lines if line.startswith("step")]
+    lines = [line.split("] ", 1)[1] for line in path.read_text(encoding="utf-8").splitlines()]
+    assert "Start Training" in lines[0] and "Finish Training" in lines[-1]
+    assert "Epoch 1" in lines[1]
+    epochs = [line for line in lines if line.startswith("epoch=")]
+    steps = [line for line in lines if line.startswith("step=")]
     assert len(epochs) == 2 and len(steps) == 4
+    assert steps[0].startswith("step=1\tloss=") and "size" not in steps[0]
     loss = float(epochs[1].split("loss=")[1].split("\t")[0])
-    assert loss == pytest.approx(net.trainer.history.history["loss"][1], rel=1e-3)
+    assert loss == pytest.approx(net.trainer.history.history["loss"][1], abs=1e-5)
+
+
+def test_logger_mode_w_starts_afresh_then_appends(tiny_net, loader, tmp_path) -> None:
+    path = tmp_path / "train.log"
+    path.write_text("old run\n", encoding="utf-8")
+    net = _compiled(tiny_net)
+    logger = Logger(path, mode="w", separator=" | ")
+    net.fit(loader(n=8), epochs=1, callbacks=[logger], verbose=0)
+    net.fit(loader(n=8), epochs=1, callbacks=[logger], verbose=0)  # the second fit appends
+    text = path.read_text(encoding="utf-8")
+    assert "old run" not in text
+    assert text.count("Start Training") == 2
+    assert "epoch=1 | loss=" in text
+    appended = tmp_path / "appended.log"
+    appended.write_text("old run\n", encoding="utf-8")
+    net.fit(loader(n=8), epochs=1, callbacks=[Logger(appended)], verbose=0)  # default 'a'
+    assert appended.read_text(encoding="utf-8").startswith("old run")
+    with pytest.raises(ValueError, match="mode must be 'a' or 'w'"):
+        Logger(path, mode="x")
 
 
 class FakeWriter:

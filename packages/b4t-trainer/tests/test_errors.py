@@ -80,5 +80,5 @@ def test_a_logged_loss_part_that_is_not_a_scalar_is_named(tiny_net, loader) -> N
     net = tiny_net()
     ce = nn.CrossEntropyLoss()
     net.compile(lambda p, t: (ce(p, t), p.mean(0)), torch.optim.SGD(net.parameters(), lr=0.1))
-    with pytest.raises(ValueError, match=r"logged value 'loss_1'.*shape \(3,\)"):
+    with pytest.raises(ValueError, match=r"logged value 'loss1'.*shape \(3,\)"):
         net.fit(loader(), verbose=0)

@@ -40,6 +40,11 @@ class Recorder(Callback):
     def on_dataloader_end(self, logs=None):
         self.calls.append(("dataloader_end",))
 
+    def on_train_step_end(self, logs=None):  # torch4keras's hook: after backward, logs empty
+        assert logs == {}
+        assert all(p.grad is not None for p in self.trainer.module.parameters())
+        self.calls.append(("train_step_end",))
+
 
 def test_hook_order_and_arguments(tiny_net, loader) -> None:
     torch.manual_seed(0)
@@ -48,7 +53,7 @@ def test_hook_order_and_arguments(tiny_net, loader) -> None:
     rec = Recorder()
     # 2 batches per pass, 3 steps per epoch: the loader wraps inside epoch 0 and again in epoch 1.
     model.fit(loader(n=8, batch_size=4), epochs=2, steps_per_epoch=3, callbacks=[rec], verbose=0)
-    keys = ["loss"]
+    keys = ["loss", "size"]
     expected: list[tuple] = [("train_begin",)]
     step = 0
     for epoch in range(2):
@@ -58,11 +63,12 @@ def test_hook_order_and_arguments(tiny_net, loader) -> None:
                 expected.append(("dataloader_end",))
             expected += [
                 ("batch_begin", step, local),
+                ("train_step_end",),
                 ("after_backward", step, local),
                 ("batch_end", step, local, keys),
             ]
             step += 1
-        expected.append(("epoch_end", step, epoch, keys))
+        expected.append(("epoch_end", step, epoch, ["loss"]))  # epoch logs carry no size
     expected.append(("train_end",))
     assert rec.calls == expected
 
@@ -84,30 +90,70 @@ def test_only_defined_hooks_are_called(tiny_net, loader) -> None:
 def test_metrics_and_history_match_hand_computation(tiny_net, data) -> None:
     torch.manual_seed(0)
     model = tiny_net()
-    x, y = data(12)
+    x, y = data(13)
     # lr=0 keeps the weights fixed, so the per-batch values are known in advance.
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
 
     def top_logit(y_pred, y_true):
         return y_pred.max(dim=-1).values.mean()
 
-    model.compile(nn.CrossEntropyLoss(), opt, metrics=["accuracy", {"top": top_logit}])
+    def hits(y_pred, y_true):  # a bare function returning a dict, as the seed's NER examples
+        return {"hit": float((y_pred.argmax(-1) == y_true).float().mean()), "n": len(y_true)}
+
+    model.compile(nn.CrossEntropyLoss(), opt, metrics=["accuracy", {"top": top_logit}, hits])
+    # uneven batches: 4, 4, 4, 1; every epoch figure is a mean over the 13 samples
     loader = DataLoader(TensorDataset(x, y), batch_size=4)
     history = model.fit(loader, epochs=2, verbose=0)
     with torch.no_grad():
         out = model(x)
-    per_batch_acc = [(out[i : i + 4].argmax(-1) == y[i : i + 4]).float().mean() for i in (0, 4, 8)]
-    per_batch_loss = [nn.functional.cross_entropy(out[i : i + 4], y[i : i + 4]) for i in (0, 4, 8)]
-    expected_acc = float(sum(per_batch_acc) / 3)
-    expected_loss = float(sum(per_batch_loss) / 3)
-    assert history.epoch == [0, 1]
-    assert history.history["accuracy"] == pytest.approx([expected_acc] * 2)
-    assert history.history["loss"] == pytest.approx([expected_loss] * 2, rel=1e-6)
+    right = (out.argmax(-1) == y).float()
+    true_acc = float(right.mean())
+    true_loss = float(nn.functional.cross_entropy(out, y))
+    per_batch = [float(right[i : i + 4].mean()) for i in (0, 4, 8, 12)]
+    assert abs(sum(per_batch) / 4 - true_acc) > 0.01  # a plain mean of batches is wrong here
+    assert history.epoch == [1, 2]
+    assert history.history["accuracy"] == pytest.approx([true_acc] * 2)
+    assert history.history["hit"] == pytest.approx([true_acc] * 2)
+    assert history.history["n"] == pytest.approx([(3 * 4 * 4 + 1) / 13] * 2)
+    assert history.history["loss"] == pytest.approx([true_loss] * 2, rel=1e-6)
     assert history.history["top"] == pytest.approx([float(out.max(-1).values.mean())] * 2)
+    assert "size" not in history.history
     evaluated = model.evaluate(DataLoader(TensorDataset(x, y), batch_size=5))
-    assert evaluated["accuracy"] == pytest.approx(float((out.argmax(-1) == y).float().mean()))
-    assert evaluated["loss"] == pytest.approx(float(nn.functional.cross_entropy(out, y)), rel=1e-6)
-    assert set(evaluated) == {"loss", "accuracy", "top"}
+    assert evaluated["accuracy"] == pytest.approx(true_acc)
+    assert evaluated["hit"] == pytest.approx(true_acc)
+    assert evaluated["loss"] == pytest.approx(true_loss, rel=1e-6)
+    assert set(evaluated) == {"loss", "accuracy", "top", "hit", "n"}
+
+
+def test_fit_and_evaluate_agree_on_batches_of_4_and_1(tiny_net) -> None:
+    """The issue's case: batches of 4 and 1, 4 of 5 right -> 0.8 in fit as in evaluate."""
+    model = tiny_net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    x = torch.zeros(5, 6)
+    y = torch.tensor([0, 0, 0, 1, 0])  # batch 1: 3 of 4 right, batch 2: 1 of 1
+
+    def fixed(y_pred, y_true):  # predicts class 0 for every sample
+        return {"acc0": float((y_true == 0).float().mean())}
+
+    model.compile(nn.CrossEntropyLoss(), opt, metrics=[fixed])
+    loader = DataLoader(TensorDataset(x, y), batch_size=4)
+    history = model.fit(loader, epochs=1, verbose=0)
+    assert history.history["acc0"] == pytest.approx([0.8])  # not (0.75 + 1) / 2 = 0.875
+    assert model.evaluate(loader)["acc0"] == pytest.approx(0.8)
+
+
+def test_stateful_metrics_keep_the_last_batch_value(tiny_net, data) -> None:
+    model = tiny_net()
+    x, y = data(10)
+    calls = iter(range(100))
+    model.compile(
+        nn.CrossEntropyLoss(),
+        torch.optim.SGD(model.parameters(), lr=0.0),
+        metrics={"count": lambda p, t: float(next(calls))},
+        stateful_metrics="count",
+    )
+    history = model.fit(DataLoader(TensorDataset(x, y), batch_size=4), epochs=2, verbose=0)
+    assert history.history["count"] == [2.0, 5.0]  # 3 batches an epoch: the last one's value
 
 
 @pytest.mark.parametrize("form", ["dict", "tuple"])
@@ -124,7 +170,7 @@ def test_loss_dict_or_tuple_logs_the_other_parts(tiny_net, loader, form) -> None
     model = tiny_net()
     model.compile(loss, torch.optim.SGD(model.parameters(), lr=0.0))
     history = model.fit(loader(n=8), epochs=1, verbose=0)
-    names = ("ce", "aux") if form == "dict" else ("loss_1", "loss_2")
+    names = ("ce", "aux") if form == "dict" else ("loss1", "loss2")  # torch4keras's names
     total = history.history["loss"][0]
     assert total == pytest.approx(history.history[names[0]][0] + history.history[names[1]][0])
 

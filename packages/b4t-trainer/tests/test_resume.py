@@ -134,9 +134,9 @@ def test_manual_recipe_save_weights_steps_params_and_optimizer(tiny_net, data, t
     net2.load_weights(tmp_path / "w.pt")
     opt2.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
     params = net2.load_steps_params(tmp_path / "steps.pt")
-    assert (params["epoch"], params["global_step"]) == (2, 8)
+    assert (params["resume_epoch"], params["resume_step"], params["global_step"]) == (2, 0, 8)
     history = net2.fit(loader, epochs=3, verbose=0)
-    assert history.epoch == [2]
+    assert history.epoch == [3]
     assert net2.trainer.global_step == 12
     for a, b in zip(net2.state_dict().values(), ref.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)

@@ -15,7 +15,7 @@ Note that ``compile`` here is the trainer's (bert4torch's), not
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,14 +23,39 @@ from torch import nn
 
 from b4t.trainer.callback import Callback
 from b4t.trainer.callbacks import History
-from b4t.trainer.trainer import Trainer
+from b4t.trainer.trainer import Trainer, _unpacks_lists
 
 
 class BaseModel(nn.Module):
-    """Subclass this instead of ``nn.Module`` to get ``model.compile(...)`` / ``model.fit(...)``."""
+    """Subclass this instead of ``nn.Module`` to get ``model.compile(...)`` / ``model.fit(...)``.
+
+    As in torch4keras, ``BaseModel(module)`` also wraps an existing module: the
+    wrapper's ``forward`` is the module's, and its weights live under ``module.``.
+    """
+
+    def __init__(self, module: nn.Module | None = None) -> None:
+        super().__init__()
+        if module is not None:
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"BaseModel(module) needs an nn.Module, got {type(module)}")
+            self.module = module
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The wrapped module's forward (``BaseModel(module)``); subclasses override it."""
+        module = self._modules.get("module")
+        if module is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no forward(): define one, or wrap a module "
+                "with BaseModel(module)"
+            )
+        return module(*args, **kwargs)
 
     def _make_trainer(self) -> Trainer:
-        return Trainer(self)
+        trainer = Trainer(self)
+        inner = self._modules.get("module")
+        if inner is not None and type(self).forward is BaseModel.forward:
+            trainer._unpack = _unpacks_lists(inner)  # list inputs as the wrapped module takes them
+        return trainer
 
     @property
     def trainer(self) -> Trainer:
@@ -54,32 +79,43 @@ class BaseModel(nn.Module):
     def fit(
         self,
         train_dataloader: Iterable[Any],
-        epochs: int = 1,
         steps_per_epoch: int | None = None,
-        callbacks: Sequence[Callback] | None = None,
+        epochs: int = 1,
+        callbacks: Sequence[Callback] | Callback | None = None,
         verbose: int = 1,
         resume_from: str | os.PathLike[str] | None = None,
     ) -> History:
-        """:meth:`Trainer.fit`."""
+        """:meth:`Trainer.fit` (torch4keras's positional order)."""
         return self.trainer.fit(
-            train_dataloader, epochs, steps_per_epoch, callbacks, verbose, resume_from
+            train_dataloader, steps_per_epoch, epochs, callbacks, verbose, resume_from
         )
 
     def evaluate(self, dataloader: Iterable[Any]) -> dict[str, float]:
         """:meth:`Trainer.evaluate`."""
         return self.trainer.evaluate(dataloader)
 
-    def predict(self, X: Any) -> Any:
+    def predict(self, X: Any, return_all: int | None = None) -> Any:
         """:meth:`Trainer.predict`: eval mode, no gradients."""
-        return self.trainer.predict(X)
+        return self.trainer.predict(X, return_all)
 
-    def save_weights(self, path: str | os.PathLike[str]) -> None:
-        """:meth:`Trainer.save_weights`."""
-        self.trainer.save_weights(path)
+    def save_weights(
+        self,
+        path: str | os.PathLike[str],
+        prefix: str | None = None,
+        mapping: Mapping[str, Any] | None = None,
+    ) -> None:
+        """:meth:`Trainer.save_weights` (``prefix=`` as in bert4torch)."""
+        self.trainer.save_weights(path, prefix=prefix, mapping=mapping)
 
-    def load_weights(self, path: str | os.PathLike[str], strict: bool = True) -> None:
-        """:meth:`Trainer.load_weights`."""
-        self.trainer.load_weights(path, strict=strict)
+    def load_weights(
+        self,
+        path: str | os.PathLike[str],
+        strict: bool = True,
+        prefix: str | None = None,
+        mapping: Mapping[str, Any] | None = None,
+    ) -> None:
+        """:meth:`Trainer.load_weights` (``prefix=`` as in bert4torch)."""
+        self.trainer.load_weights(path, strict=strict, prefix=prefix, mapping=mapping)
 
     def save_steps_params(self, path: str | os.PathLike[str]) -> None:
         """:meth:`Trainer.save_steps_params`."""
@@ -99,13 +135,33 @@ class BaseModel(nn.Module):
 
 
 class _WrapperModel(BaseModel):
-    """A BaseModel whose forward runs a parallel wrapper around the user's module."""
+    """A BaseModel whose forward runs a parallel wrapper around the user's module.
+
+    Attributes it does not have itself are looked up on the user's module, so
+    ``model.crf.decode(...)`` works on the wrapped model as on the bare one.
+    """
 
     wrapper: nn.Module
 
     @property
     def module(self) -> nn.Module:  # the user's module, as DDP/DP expose it
         return self.wrapper.module
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            wrapper = self.__dict__.get("_modules", {}).get("wrapper")
+            if wrapper is None or name.startswith("__"):
+                raise
+            inner = wrapper.module
+            try:
+                return getattr(inner, name)
+            except AttributeError:
+                raise AttributeError(
+                    f"{type(self).__name__!r} object has no attribute {name!r}, and neither "
+                    f"has the wrapped {type(inner).__name__!r}"
+                ) from None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.wrapper(*args, **kwargs)

@@ -40,6 +40,7 @@ HOOK_NAMES: tuple[str, ...] = (
     "on_epoch_end",
     "on_batch_begin",
     "on_batch_end",
+    "on_train_step_end",
     "on_after_backward",
     "on_dataloader_end",
 )
@@ -54,7 +55,10 @@ class Callback:
     - ``on_epoch_begin(global_step, epoch, logs)`` / ``on_epoch_end(global_step, epoch, logs)``
     - ``on_batch_begin(global_step, local_step, logs)``
     - ``on_batch_end(global_step, local_step, logs)``
-    - ``on_after_backward(global_step, local_step, logs)``
+    - ``on_train_step_end(logs)``: the seed's hook, right after each micro-batch's
+      backward (``logs`` is an empty dict, as in torch4keras 0.0.4)
+    - ``on_after_backward(global_step, local_step, logs)``: after ``on_train_step_end``,
+      with the batch logs (loss, metrics)
     - ``on_dataloader_end(logs)``: the train loader ran out inside an epoch.
     """
 
@@ -82,7 +86,12 @@ class Callback:
         """Called once before the first epoch."""
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        """Called once after the last epoch (or after a stop)."""
+        """Called once after the last epoch, after a stop, and also when ``fit`` fails.
+
+        On a failure (an exception or KeyboardInterrupt inside ``fit``)
+        ``trainer.train_error`` holds the exception while this runs, so a callback
+        can release what it holds (files, writers, forward hooks) either way.
+        """
 
     def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
         """Called at the start of each epoch."""
@@ -95,6 +104,9 @@ class Callback:
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         """Called after each training batch (after the optimizer step)."""
+
+    def on_train_step_end(self, logs: Logs | None = None) -> None:
+        """Called right after each micro-batch's backward (torch4keras's hook)."""
 
     def on_after_backward(
         self, global_step: int, local_step: int, logs: Logs | None = None

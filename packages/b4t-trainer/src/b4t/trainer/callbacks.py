@@ -102,14 +102,15 @@ class ProgressBar(Callback):
 
 
 class History(Callback):
-    """Per-epoch logs: ``history.history['loss'][e]``; ``history.epoch`` lists the epochs."""
+    """Per-epoch logs: ``history.history['loss'][e]``; ``history.epoch`` lists the epochs,
+    counted from 1 as torch4keras 0.0.4 does."""
 
     def __init__(self) -> None:
         self.epoch: list[int] = []
         self.history: dict[str, list[Any]] = {}
 
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
-        self.epoch.append(epoch)
+        self.epoch.append(epoch + 1)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
 
@@ -122,41 +123,78 @@ class History(Callback):
 
 
 class Logger(Callback):
-    """Append one tab-separated line of logs per epoch (and every ``interval`` steps) to ``path``.
+    """Write the logs to a text file: one line per epoch and one every ``interval`` steps.
 
-    Only the master rank writes.
+    torch4keras 0.0.4's arguments: ``mode`` opens the file (``'a'`` appends,
+    ``'w'`` starts it afresh at the first ``fit``, later fits append),
+    ``separator`` joins the fields, ``verbosity`` 0/1 writes, 2 writes nothing
+    (0.2.5 logs at INFO level), ``name`` names the lines' source. Lines read
+    ``[time][name][INFO] epoch=1<sep>loss=0.12345``; ``size`` is left out. The file
+    is opened when training begins and closed when it ends (also when ``fit``
+    fails). Only the master rank writes.
     """
 
-    def __init__(self, path: str | os.PathLike[str], interval: int | None = None) -> None:
+    def __init__(
+        self,
+        log_path: str | os.PathLike[str],
+        interval: int = 10,
+        mode: str = "a",
+        separator: str = "\t",
+        verbosity: int = 1,
+        name: str | None = None,
+    ) -> None:
         if interval is not None and interval < 1:
             raise ValueError(f"interval must be >= 1, got {interval}")
-        self.path = Path(path)
+        if mode not in ("a", "w"):
+            raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
+        if verbosity not in (0, 1, 2):
+            raise ValueError(f"verbosity must be 0, 1 or 2, got {verbosity!r}")
+        self.path = Path(log_path)
         self.interval = interval
+        self.mode, self.sep, self.verbosity = mode, separator, verbosity
+        self.name = name or "b4t.trainer"
+        self._opened_before = False
         self._file: Any = None
 
-    def _write(self, head: str, logs: Mapping[str, Any] | None) -> None:
+    def _write(self, message: str) -> None:
         if self._file is None:
             return
-        fields = "\t".join(f"{k}={v}" for k, v in _format_logs(logs or {}).items())
-        self._file.write(f"{head}\t{fields}\n" if fields else f"{head}\n")
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self._file.write(f"[{stamp}][{self.name}][INFO] {message}\n")
         self._file.flush()
 
+    def _fields(self, head: str, logs: Mapping[str, Any] | None) -> str:
+        parts = [head]
+        for key, value in (logs or {}).items():
+            if key == "size":
+                continue
+            parts.append(f"{key}={value:.5f}" if isinstance(value, float) else f"{key}={value}")
+        return self.sep.join(parts)
+
     def on_train_begin(self, logs: Logs | None = None) -> None:
-        if self.trainer.is_master:
+        if self.trainer.is_master and self.verbosity < 2:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-            self._write(time.strftime("%Y-%m-%d %H:%M:%S") + "\tstart", {})
+            mode = "a" if self._opened_before else self.mode
+            self._file = open(self.path, mode, encoding="utf-8")  # noqa: SIM115
+            self._opened_before = True
+            self._write("Start Training".center(40, "="))
+
+    def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self._write(f"Epoch {epoch + 1}".center(40, "="))
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         if self.interval and (global_step + 1) % self.interval == 0:
-            self._write(f"step {global_step + 1}", logs)
+            self._write(self._fields(f"step={global_step + 1}", logs))
 
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
-        self._write(f"epoch {epoch + 1}", logs)
+        self._write(self._fields(f"epoch={epoch + 1}", logs))
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         if self._file is not None:
-            self._write("end", {})
+            failed = getattr(self.trainer, "train_error", None)
+            self._write(
+                f"Training failed: {failed!r}" if failed else "Finish Training".center(40, "=")
+            )
             self._file.close()
             self._file = None
 
@@ -164,9 +202,14 @@ class Logger(Callback):
 class Tensorboard(Callback):
     """Write logs as TensorBoard scalars (needs ``pip install 'b4t-trainer[tensorboard]'``).
 
-    ``method='epoch'`` writes epoch logs at the epoch index; ``'step'`` writes
-    batch logs every ``interval`` steps at the global step. ``writer`` may be
-    any object with ``add_scalar(tag, value, step)`` (and optionally ``close``).
+    torch4keras 0.0.4's arguments: ``method='epoch'`` writes the epoch logs at
+    step ``epoch + 1`` (``global_step + 1`` with ``on_epoch_end_scalar_epoch=False``);
+    ``'step'`` writes batch logs every ``interval`` steps at ``global_step + 1``.
+    A key is written as ``{prefix}/{key}`` (``train/loss``), or as it is when it
+    holds a ``/`` already (``dev/f1``) or the prefix is empty; ``size`` is left
+    out. ``writer`` (b4t) may be any object with ``add_scalar(tag, value, step)``
+    (and optionally ``close``); without one, a SummaryWriter is opened when
+    training begins and closed when it ends (also when ``fit`` fails).
     """
 
     def __init__(
@@ -174,13 +217,19 @@ class Tensorboard(Callback):
         log_dir: str | os.PathLike[str],
         method: str = "epoch",
         interval: int = 10,
-        prefix: str = "train/",
+        prefix: str = "train",
+        on_epoch_end_scalar_epoch: bool = True,
         writer: Any = None,
     ) -> None:
         if method not in ("epoch", "step"):
             raise ValueError(f"method must be 'epoch' or 'step', got {method!r}")
+        if interval < 1:
+            raise ValueError(f"interval must be >= 1, got {interval}")
         self.log_dir = os.fspath(log_dir)
-        self.method, self.interval, self.prefix = method, interval, prefix
+        self.method, self.interval = method, interval
+        prefix = prefix.strip().rstrip("/")
+        self.prefix = f"{prefix}/" if prefix else ""
+        self.on_epoch_end_scalar_epoch = on_epoch_end_scalar_epoch
         self.writer = writer
         self._owns_writer = False
 
@@ -201,8 +250,9 @@ class Tensorboard(Callback):
         if self.writer is None:
             return
         for key, value in (logs or {}).items():
-            if isinstance(value, (int, float)):
-                self.writer.add_scalar(f"{self.prefix}{key}", value, step)
+            if key != "size" and isinstance(value, (int, float)):
+                tag = key if "/" in key else f"{self.prefix}{key}"
+                self.writer.add_scalar(tag, value, step)
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         if self.method == "step" and (global_step + 1) % self.interval == 0:
@@ -210,7 +260,7 @@ class Tensorboard(Callback):
 
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
         if self.method == "epoch":
-            self._write(logs, epoch + 1)
+            self._write(logs, epoch + 1 if self.on_epoch_end_scalar_epoch else global_step + 1)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
         if self.writer is None:
@@ -250,38 +300,79 @@ class _Monitor:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` checks.
 
-    ``restore_best=True`` loads the best epoch's weights when training ends.
+    torch4keras 0.0.4's arguments and order: ``method='epoch'`` checks at each
+    epoch end, ``'step'`` after each batch (``patience`` then counts steps);
+    ``baseline`` is the value to beat at the start; ``restore_best_weights=True``
+    loads the best weights back when it stops (``restore_best`` is b4t 0.1's
+    name for it). ``mode='auto'`` maximises names holding acc, f1, auc or perf.
     """
 
     def __init__(
         self,
         monitor: str = "loss",
-        mode: str = "auto",
-        patience: int = 0,
         min_delta: float = 0.0,
-        restore_best: bool = False,
+        patience: int = 0,
         verbose: int = 0,
+        mode: str = "auto",
+        method: str = "epoch",
+        baseline: float | None = None,
+        restore_best_weights: bool = False,
+        restore_best: bool | None = None,
     ) -> None:
         if patience < 0:
             raise ValueError(f"patience must be >= 0, got {patience}")
+        if method not in ("epoch", "step"):
+            raise ValueError(f"method must be 'epoch' or 'step', got {method!r}")
         self._monitor = _Monitor(monitor, mode, min_delta)
-        self.patience, self.restore_best, self.verbose = patience, restore_best, verbose
+        self.patience, self.verbose, self.method = patience, verbose, method
+        self.baseline = baseline
+        self.restore_best_weights = bool(restore_best_weights or restore_best)
         self.wait = 0
         self.stopped_epoch: int | None = None
         self.best_epoch: int | None = None
         self.best_weights: dict[str, torch.Tensor] | None = None
+        self._reset()
+
+    @property
+    def monitor(self) -> str:
+        return self._monitor.monitor
 
     @property
     def best(self) -> float:
         return self._monitor.best
 
+    @property
+    def restore_best(self) -> bool:  # b4t 0.1's name
+        return self.restore_best_weights
+
+    def _reset(self) -> None:
+        self.wait = 0
+        if self.baseline is not None:
+            self._monitor.best = float(self.baseline)
+        else:
+            self._monitor.best = math.inf if self._monitor.mode == "min" else -math.inf
+
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        if not self.trainer.global_step:  # a fresh run (a resumed one keeps its state)
+            self._reset()
+            self.stopped_epoch = self.best_epoch = None
+            self.best_weights = None
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if self.method == "step":
+            self._process(global_step, logs)
+
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if self.method == "epoch":
+            self._process(epoch, logs)
+
+    def _process(self, iteration: int, logs: Logs | None) -> None:
         value = self._monitor.value(logs, "EarlyStopping")
         if self._monitor.improved(value):
-            self._monitor.best, self.best_epoch, self.wait = value, epoch, 0
-            if self.restore_best:
+            self._monitor.best, self.best_epoch, self.wait = value, iteration, 0
+            if self.restore_best_weights:
                 self.best_weights = {
                     k: v.detach().to("cpu", copy=True)
                     for k, v in self.trainer.module.state_dict().items()
@@ -289,14 +380,16 @@ class EarlyStopping(Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            self.stopped_epoch = epoch
+            self.stopped_epoch = iteration
             self.trainer.stop_training = True
-            if self.verbose and self.trainer.is_master:
-                print(f"EarlyStopping: stopped at epoch {epoch + 1}, best epoch {self.best_epoch}")
+            if self.restore_best_weights and self.best_weights is not None:
+                if self.verbose and self.trainer.is_master:
+                    print("Restoring model weights from the end of the best iteration")
+                self.trainer.module.load_state_dict(self.best_weights)
 
     def on_train_end(self, logs: Logs | None = None) -> None:
-        if self.restore_best and self.best_weights is not None:
-            self.trainer.module.load_state_dict(self.best_weights)
+        if self.stopped_epoch is not None and self.verbose and self.trainer.is_master:
+            print(f"Iteration {self.stopped_epoch + 1}: early stopping")
 
     def state_dict(self) -> dict[str, Any]:
         return {

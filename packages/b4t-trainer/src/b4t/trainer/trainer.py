@@ -15,6 +15,9 @@ bit-identically.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import math
+import numbers
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -62,14 +65,48 @@ def _log_value(name: str, value: Any) -> Any:
     return value
 
 
-def _batch_size(y: Any) -> int:
-    if isinstance(y, torch.Tensor) and y.dim() > 0:
-        return int(y.shape[0])
-    if isinstance(y, (list, tuple)) and y:
-        return _batch_size(y[0])
-    if isinstance(y, Mapping) and y:
-        return _batch_size(next(iter(y.values())))
-    return 1
+def _first_dim(obj: Any) -> int | None:
+    """Dim 0 of the first tensor in ``obj`` (nested lists/tuples/dicts), or None."""
+    if isinstance(obj, torch.Tensor):
+        return int(obj.shape[0]) if obj.dim() > 0 else None
+    if isinstance(obj, (list, tuple)) and obj:
+        return _first_dim(obj[0])
+    if isinstance(obj, Mapping) and obj:
+        return _first_dim(next(iter(obj.values())))
+    return None
+
+
+def _batch_size(X: Any, y: Any = None) -> int:
+    """The number of samples in a batch: dim 0 of the first input tensor (as torch4keras
+    0.0.4 takes it), else of the first target tensor, else 1."""
+    size = _first_dim(X)
+    if size is None:
+        size = _first_dim(y)
+    return 1 if size is None else size
+
+
+def _count(name: str, value: Any) -> int:
+    """``value`` as an int >= 1, or a ValueError/TypeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= 1, got {value!r} ({type(value).__name__})")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value}")
+    return int(value)
+
+
+def _unpacks_lists(module: nn.Module) -> bool:
+    """Whether a list/tuple input is spread over ``module.forward``'s arguments.
+
+    torch4keras 0.0.4's rule: spread it when ``forward`` has two or more positional
+    parameters (besides ``self``); pass it whole to a one-argument ``forward(self, inputs)``
+    and to ``forward(self, *inputs)``.
+    """
+    try:
+        params = inspect.signature(module.forward).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: spread, the common case
+        return True
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds for p in params) >= 2
 
 
 class Trainer:
@@ -102,6 +139,8 @@ class Trainer:
         self.grad_accumulation_steps = 1
         self.metrics: dict[str, MetricFn] = {}
         self.mixed_precision: str | None = None
+        self.use_amp = False
+        self.stateful_metrics: frozenset[str] = frozenset()
         self.precision = Precision(None, torch.device("cpu"))
         self.callbacks: list[Callback] = []
         self.history = History()
@@ -117,7 +156,12 @@ class Trainer:
         self._in_hooks = False
         self._cursor: LoaderCursor | None = None
         self._epoch_sums: dict[str, float] = {}
+        self._epoch_last: dict[str, float] = {}
         self._epoch_count = 0
+        self._batch_done = False  # between a batch's train_step and its counter increment
+        self._epoch_begin_on_resume = False
+        self._unpack: bool | None = None
+        self.train_error: BaseException | None = None
         self._device = torch.device("cpu")
         self._hooks: dict[str, list[Callable[..., None]]] = {name: [] for name in HOOK_NAMES}
 
@@ -142,16 +186,26 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: Any = None,
         clip_grad_norm: float | None = None,
-        grad_accumulation_steps: int = 1,
+        use_amp: bool = False,
         metrics: Any = None,
+        stateful_metrics: str | Sequence[str] | None = None,
+        grad_accumulation_steps: int = 1,
         mixed_precision: str | None = None,
     ) -> None:
         """Set the loss, optimizer, schedulers (one or a list), metrics and AMP.
 
+        The positional order is torch4keras 0.0.4's; ``mixed_precision`` is b4t's.
+
         ``loss(y_pred, y_true)`` returns a scalar tensor, a dict with a
         ``'loss'`` key, or a tuple whose first item is the loss; the other
-        parts are logged. ``mixed_precision`` is ``'bf16'`` (CPU or CUDA
-        autocast) or ``'fp16'`` (CUDA only, with a ``GradScaler``).
+        parts are logged (``loss1``, ``loss2``, ... for a tuple). ``metrics``
+        take names, ``{'name': fn}`` and bare functions; a function may return
+        a dict, whose items are logged each under its own key.
+        ``stateful_metrics`` names logs whose epoch value is the last batch's
+        instead of the mean. ``use_amp=True`` is fp16 autocast with a
+        ``GradScaler`` on CUDA (on CPU it does nothing, as in 0.2.5, with a
+        warning); ``mixed_precision`` is ``'bf16'`` (CPU or CUDA autocast) or
+        ``'fp16'`` (CUDA only).
         """
         if not callable(loss):
             raise TypeError(f"loss must be callable, got {type(loss).__name__}")
@@ -170,8 +224,30 @@ class Trainer:
             raise ValueError(
                 f"grad_accumulation_steps must be an int >= 1, got {grad_accumulation_steps!r}"
             )
-        if clip_grad_norm is not None and clip_grad_norm <= 0:
-            raise ValueError(f"clip_grad_norm must be > 0, got {clip_grad_norm}")
+        if clip_grad_norm is not None:
+            if isinstance(clip_grad_norm, bool) or not isinstance(clip_grad_norm, numbers.Real):
+                raise TypeError(f"clip_grad_norm must be a number > 0, got {clip_grad_norm!r}")
+            if not math.isfinite(clip_grad_norm) or clip_grad_norm <= 0:
+                raise ValueError(
+                    f"clip_grad_norm must be a finite number > 0, got {clip_grad_norm}"
+                )
+        if use_amp:
+            if mixed_precision not in (None, "fp16"):
+                raise ValueError(
+                    f"use_amp=True is fp16 autocast; it cannot be combined with "
+                    f"mixed_precision={mixed_precision!r}"
+                )
+            if self.device.type == "cuda":
+                mixed_precision = "fp16"
+            else:
+                warnings.warn(
+                    f"use_amp=True does nothing on {self.device} (0.2.5's torch.cuda.amp "
+                    "disables itself off CUDA): training runs in full precision; pass "
+                    "mixed_precision='bf16' for CPU autocast",
+                    stacklevel=3,
+                )
+        if isinstance(stateful_metrics, str):
+            stateful_metrics = [stateful_metrics]
         precision = Precision(mixed_precision, self.device)
         resolved_metrics = resolve_metrics(metrics)
         self.loss_fn = loss
@@ -181,6 +257,8 @@ class Trainer:
         self.grad_accumulation_steps = grad_accumulation_steps
         self.metrics = resolved_metrics
         self.mixed_precision = mixed_precision
+        self.use_amp = bool(use_amp)
+        self.stateful_metrics = frozenset(stateful_metrics or ())
         self.precision = precision
         self.compiled = True
 
@@ -199,11 +277,20 @@ class Trainer:
 
     # ------------------------------------------------------------- one batch
     def forward(self, X: Any) -> Any:
-        """Run ``forward_module`` on ``X``: ``*X`` for a list/tuple, ``**X`` for a dict."""
+        """Run ``forward_module`` on ``X``.
+
+        A tensor goes in as it is, a dict as ``**X``; a list/tuple is spread as
+        ``*X`` when the module's ``forward`` takes two or more positional
+        arguments and passed whole otherwise (torch4keras 0.0.4's rule, so a
+        one-argument ``forward(self, inputs)`` gets the list).
+        """
         if isinstance(X, torch.Tensor):
             return self.forward_module(X)
         if isinstance(X, (list, tuple)):
-            return self.forward_module(*X)
+            unpack = self._unpack
+            if unpack is None:
+                unpack = self._unpack = _unpacks_lists(self.module)
+            return self.forward_module(*X) if unpack else self.forward_module(X)
         if isinstance(X, Mapping):
             return self.forward_module(**X)
         return self.forward_module(X)
@@ -221,7 +308,7 @@ class Trainer:
             if not raw:
                 raise ValueError("the loss returned an empty tuple")
             loss = raw[0]
-            extras = {f"loss_{i}": v for i, v in enumerate(raw[1:], start=1)}
+            extras = {f"loss{i}": v for i, v in enumerate(raw[1:], start=1)}
         else:
             loss = raw
         if not isinstance(loss, torch.Tensor):
@@ -287,18 +374,29 @@ class Trainer:
         with sync:
             loss, extras, y_pred = self._compute(X, y)
             self.backward(loss)
-        logs: Logs = {"loss": loss.item()}
+        if self._hooks["on_train_step_end"]:
+            self._call("on_train_step_end", {})
+        logs: Logs = {"size": _batch_size(X, y), "loss": loss.item()}
         for key, value in extras.items():
             logs[key] = _log_value(key, value)
         if self.metrics:
             with torch.no_grad():
-                for name, fn in self.metrics.items():
-                    logs[name] = _log_value(name, fn(y_pred, y))
+                self._add_metrics(logs, y_pred, y)
         for hook in self._hooks["on_after_backward"]:
             hook(self.global_step, self.local_step, logs)
         if boundary:
             self._optimizer_step()
         return logs
+
+    def _add_metrics(self, logs: Logs, y_pred: Any, y: Any) -> None:
+        """Each metric's value under its name; a metric returning a dict adds its items."""
+        for name, fn in self.metrics.items():
+            value = fn(y_pred, y)
+            if isinstance(value, Mapping):
+                for key, item in value.items():
+                    logs[str(key)] = _log_value(str(key), item)
+            else:
+                logs[name] = _log_value(name, value)
 
     # ------------------------------------------------------------- callbacks
     def _set_callbacks(self, callbacks: Sequence[Callback], verbose: int) -> None:
@@ -331,102 +429,180 @@ class Trainer:
     def fit(
         self,
         train_dataloader: Iterable[Any],
-        epochs: int = 1,
         steps_per_epoch: int | None = None,
-        callbacks: Sequence[Callback] | None = None,
+        epochs: int = 1,
+        callbacks: Sequence[Callback] | Callback | None = None,
         verbose: int = 1,
         resume_from: str | os.PathLike[str] | None = None,
     ) -> History:
         """Train for ``epochs`` epochs of ``steps_per_epoch`` batches; returns the History.
 
+        The positional order is torch4keras 0.0.4's ``fit(train_dataloader,
+        steps_per_epoch, epochs, callbacks, verbose)``; ``resume_from`` is b4t's.
         ``steps_per_epoch=None`` is one pass over the loader; a larger value
         cycles it (``on_dataloader_end`` fires at each wrap). ``resume_from``
         loads a checkpoint written by :meth:`save_checkpoint` (or a
-        ``Checkpoint`` callback) and continues exactly where it stopped.
+        ``Checkpoint`` callback) and continues exactly where it stopped; after
+        :meth:`load_steps_params` the run continues at the saved position.
+
+        Whatever happens, the callbacks' ``on_train_end`` runs: after the last
+        epoch, after a stop, and when an exception or KeyboardInterrupt leaves
+        ``fit`` (then ``self.train_error`` holds it and the error is re-raised).
         """
         self._require_compiled("fit")
+        epochs = _count("epochs", epochs)
         if steps_per_epoch is None:
             try:
                 steps_per_epoch = len(train_dataloader)  # type: ignore[arg-type]
             except TypeError:
                 raise TypeError("train_dataloader has no len(); pass steps_per_epoch") from None
-        if steps_per_epoch < 1:
-            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+            if steps_per_epoch < 1:
+                raise ValueError("train_dataloader is empty (len() == 0)")
+        steps_per_epoch = _count("steps_per_epoch", steps_per_epoch)
+        if isinstance(callbacks, Callback):
+            callbacks = [callbacks]
         self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self._device = self.device
         self.history = History()
+        self.train_error = None
         self._set_callbacks(list(callbacks or []), verbose)
         self.stop_training = False
         self._cursor = LoaderCursor(
             train_dataloader, on_wrap=lambda: self._call("on_dataloader_end", {})
         )
-        self._epoch_sums, self._epoch_count = {}, 0
+        self._epoch_sums, self._epoch_last, self._epoch_count = {}, {}, 0
         self.epoch = self.local_step = self.global_step = 0
+        self._batch_done = self._epoch_begin_on_resume = False
+        self._pending_saves = []
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         resume, self._resume = self._resume, None
         if resume is not None:
             self._apply_resume(resume)
-        self.forward_module.train()
-        self._call("on_train_begin", {})
         try:
+            self.forward_module.train()
+            self._call("on_train_begin", {})
             self._fit_loop(self._cursor)
-        finally:
-            self.current_batch = None
+        except BaseException as exc:
+            self.train_error = exc
+            self._teardown()
+            raise
+        self.current_batch = None
         self._call("on_train_end", {})
         self._flush_saves()
         return self.history
 
+    def _teardown(self) -> None:
+        """After a failure: run every ``on_train_end`` so callbacks release what they hold.
+
+        A hook that fails here is reported as a warning; the original error is the one
+        ``fit`` raises. Saves requested during the failed step are dropped.
+        """
+        self.current_batch = None
+        self._in_hooks = False
+        self._pending_saves = []
+        self._batch_done = False
+        for hook in self._hooks["on_train_end"]:
+            try:
+                hook({})
+            except Exception as exc:  # keep releasing the others
+                warnings.warn(
+                    f"{hook.__qualname__} raised {exc!r} while cleaning up after "
+                    f"{self.train_error!r}",
+                    stacklevel=3,
+                )
+
     def _apply_resume(self, resume: Mapping[str, Any]) -> None:
         """Counters, loader position, callback states, then the run's RNG states."""
         assert self._cursor is not None
-        self.epoch, self.global_step = resume["epoch"], resume["global_step"]
-        self.local_step = resume["local_step"]
+        self.epoch, self.local_step = resume["epoch"], resume["local_step"]
+        global_step = resume.get("global_step")
+        if global_step is None:  # a torch4keras file: counters are positions in the epochs
+            global_step = self.epoch * self.steps_per_epoch + self.local_step
+        self.global_step = global_step
+        for sched, sched_state in zip(self.schedulers, resume.get("steps_schedulers", ())):
+            sched.load_state_dict(sched_state)
         loader_state = resume.get("loader")
         if loader_state is not None:
             self._cursor.load_state_dict(loader_state)
-        elif self.local_step:  # manual recipe: skip the epoch's batches seen so far
-            self._cursor.skip(self.local_step % self.steps_per_epoch)
+        elif resume.get("manual"):  # the steps-params recipe: skip the batches trained on
+            self._epoch_begin_on_resume = True
+            try:
+                per_pass = len(self._cursor.loader)  # type: ignore[arg-type]
+            except TypeError:
+                per_pass = 0
+            self._cursor.skip(self.global_step % per_pass if per_pass else self.local_step)
         if "callbacks" in resume:
             self._load_callback_states(resume["callbacks"])
         if "rng" in resume:  # last: the cursor changed the RNG states while restoring
             set_rng_state(resume["rng"])
         if "epoch_sums" in resume:
             self._epoch_sums = dict(resume["epoch_sums"])
+            self._epoch_last = dict(resume.get("epoch_last", {}))
             self._epoch_count = resume["epoch_count"]
 
     def _fit_loop(self, cursor: LoaderCursor) -> None:
         hooks = self._hooks
+        stateful = self.stateful_metrics
         while self.epoch < self.epochs and not self.stop_training:
-            if self.local_step == 0:
+            if self.local_step == 0 or self._epoch_begin_on_resume:
+                self._epoch_begin_on_resume = False
                 self._call("on_epoch_begin", self.global_step, self.epoch, {})
-            sums = self._epoch_sums
+            sums, last = self._epoch_sums, self._epoch_last
             while self.local_step < self.steps_per_epoch:
-                batch = cursor.next()
+                batch = self._next_batch(cursor)
                 if hooks["on_batch_begin"]:
                     self._call("on_batch_begin", self.global_step, self.local_step, {})
                 logs = self.train_step(batch)
+                self._batch_done = True
+                size = logs["size"]
                 for key, value in logs.items():
-                    if isinstance(value, (int, float)):
-                        sums[key] = sums.get(key, 0.0) + value
-                self._epoch_count += 1
+                    if isinstance(value, (int, float)) and key != "size":
+                        if stateful and key in stateful:
+                            last[key] = value
+                        else:
+                            sums[key] = sums.get(key, 0.0) + value * size
+                self._epoch_count += size
                 self._call("on_batch_end", self.global_step, self.local_step, logs)
                 self.global_step += 1
                 self.local_step += 1
+                self._batch_done = False
                 if self._pending_saves:
                     self._flush_saves()
                 if self.stop_training:
                     return
-            epoch_logs = self._epoch_logs(sums, self._epoch_count)
+            epoch_logs = self._epoch_logs(sums, last, self._epoch_count)
             self._call("on_epoch_end", self.global_step, self.epoch, epoch_logs)
             self.epoch += 1
             self.local_step = 0
-            self._epoch_sums, self._epoch_count = {}, 0
+            self._epoch_sums, self._epoch_last, self._epoch_count = {}, {}, 0
             self._flush_saves()
 
-    def _epoch_logs(self, sums: Mapping[str, float], count: int) -> Logs:
-        """Epoch means of the batch logs; under DDP averaged over all ranks, so every
-        rank's EarlyStopping / Checkpoint sees the same values."""
+    def _next_batch(self, cursor: LoaderCursor) -> Any:
+        try:
+            return cursor.next()
+        except ValueError as exc:
+            if "yielded no batches" not in str(exc):
+                raise
+            loader = cursor.loader
+            one_shot = iter(loader) is loader  # type: ignore[call-overload]
+            what = (
+                "a one-shot iterator/generator, which cannot be iterated again"
+                if one_shot
+                else "iterating it again gave no batches"
+            )
+            raise ValueError(
+                f"train_dataloader ran out at epoch {self.epoch + 1}, step "
+                f"{self.local_step + 1} of steps_per_epoch={self.steps_per_epoch}: it is "
+                f"{what}. Pass a re-iterable loader (a DataLoader or a list) or a "
+                "steps_per_epoch no larger than the number of batches it yields"
+            ) from None
+
+    def _epoch_logs(self, sums: Mapping[str, float], last: Mapping[str, float], count: int) -> Logs:
+        """Epoch means of the batch logs weighted by batch size (``logs['size']``), as
+        torch4keras's BaseLogger computes them; stateful metrics keep their last value.
+        Under DDP the sums are reduced over all ranks, so every rank's EarlyStopping /
+        Checkpoint sees the same values."""
         dist = torch.distributed
         if (
             isinstance(self.forward_module, nn.parallel.DistributedDataParallel)
@@ -440,19 +616,37 @@ class Trainer:
             dist.all_reduce(packed)
             sums = dict(zip(keys, packed[:-1].tolist()))
             count = int(packed[-1].item())
-        return {k: v / max(1, count) for k, v in sums.items()}
+        logs = {k: v / max(1, count) for k, v in sums.items()}
+        logs.update(last)
+        return logs
 
     # ---------------------------------------------------------- eval/predict
     @torch.no_grad()
-    def predict(self, X: Any) -> Any:
-        """The module's output for ``X`` in eval mode, without gradients."""
+    def predict(self, X: Any, return_all: int | None = None) -> Any:
+        """The module's output for ``X`` in eval mode, without gradients.
+
+        ``return_all=i`` returns item ``i`` of a list/tuple output (torch4keras's
+        argument); ``None`` returns the output as it is.
+        """
         was_training = self.forward_module.training
         self.forward_module.eval()
         try:
             with self.autocast():
-                return self.forward(_to_device(X, self.device))
+                output = self.forward(_to_device(X, self.device))
         finally:
             self.forward_module.train(was_training)
+        if return_all is None:
+            return output
+        if (
+            isinstance(output, (list, tuple))
+            and isinstance(return_all, int)
+            and -len(output) <= return_all < len(output)
+        ):
+            return output[return_all]
+        got = f"a {type(output).__name__}"
+        if isinstance(output, (list, tuple)):
+            got += f" of {len(output)} items"
+        raise ValueError(f"predict(return_all={return_all!r}): the model output is {got}")
 
     @torch.no_grad()
     def evaluate(self, dataloader: Iterable[Any]) -> dict[str, float]:
@@ -467,13 +661,13 @@ class Trainer:
             for batch in dataloader:
                 X, y = self._split_batch(batch, "the evaluation dataloader")
                 loss, extras, y_pred = self._compute(X, y)
-                n = _batch_size(y)
-                values = {"loss": loss.item()}
-                values.update({k: float(_log_value(k, v)) for k, v in extras.items()})
-                for name, fn in self.metrics.items():
-                    values[name] = float(_log_value(name, fn(y_pred, y)))
+                n = _batch_size(X, y)
+                values: Logs = {"loss": loss.item()}
+                values.update({k: _log_value(k, v) for k, v in extras.items()})
+                self._add_metrics(values, y_pred, y)
                 for key, value in values.items():
-                    totals[key] = totals.get(key, 0.0) + value * n
+                    if isinstance(value, (int, float)):
+                        totals[key] = totals.get(key, 0.0) + float(value) * n
                 seen += n
         finally:
             self.forward_module.train(was_training)
@@ -482,42 +676,133 @@ class Trainer:
         return {k: v / seen for k, v in totals.items()}
 
     # ------------------------------------------------------ weights & resume
-    def save_weights(self, path: str | os.PathLike[str]) -> None:
-        """Save ``module.state_dict()`` (on the master rank only), atomically."""
-        if self.is_master:
-            atomic_save(self.module.state_dict(), path)
+    def _key_map(self, prefix: str | None, mapping: Mapping[str, Any] | None) -> dict[str, str]:
+        """``{module key: file key}`` for ``prefix=`` / ``mapping=`` (bert4torch's arguments).
 
-    def load_weights(self, path: str | os.PathLike[str], strict: bool = True) -> None:
-        """Load a state dict written by :meth:`save_weights` (``weights_only``)."""
+        ``mapping`` renames module keys to file keys. ``prefix`` takes the mapping from
+        ``variable_mapping()`` of the whole module (``prefix=''``) or of the submodule of
+        that name (e.g. ``prefix='bert'``: ``bert.<key>`` is written under the checkpoint
+        name the ``bert`` submodule maps it to). Keys not in the mapping keep their name.
+        """
+        if mapping is None:
+            assert prefix is not None
+            try:
+                owner = self.module if prefix == "" else self.module.get_submodule(prefix)
+            except AttributeError:
+                raise ValueError(
+                    f"prefix={prefix!r}: {type(self.module).__name__} has no submodule {prefix!r}"
+                ) from None
+            if not hasattr(owner, "variable_mapping"):
+                raise TypeError(
+                    f"prefix={prefix!r}: {type(owner).__name__} has no variable_mapping(); "
+                    "pass mapping={module key: file key} instead"
+                )
+            mapping = owner.variable_mapping()
+        lead = f"{prefix}." if prefix else ""
+        out: dict[str, str] = {}
+        for key, target in mapping.items():
+            if target is None:
+                continue
+            if not isinstance(target, str):
+                raise ValueError(
+                    f"{lead}{key} maps to a {type(target).__name__}, not one file key: "
+                    f"write that model with its own save_weights(path, mapping=...)"
+                )
+            out[f"{lead}{key}"] = target
+        return out
+
+    def save_weights(
+        self,
+        path: str | os.PathLike[str],
+        prefix: str | None = None,
+        mapping: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Save ``module.state_dict()`` (on the master rank only), atomically.
+
+        ``prefix`` / ``mapping`` write keys under checkpoint names (see
+        :meth:`_key_map`); by default the module's own keys.
+        """
+        if not self.is_master:
+            return
+        state = self.module.state_dict()
+        if prefix is not None or mapping is not None:
+            names = self._key_map(prefix, mapping)
+            state = {names.get(k, k): v for k, v in state.items()}
+        atomic_save(state, path)
+
+    def load_weights(
+        self,
+        path: str | os.PathLike[str],
+        strict: bool = True,
+        prefix: str | None = None,
+        mapping: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Load a state dict written by :meth:`save_weights` (``weights_only``); with
+        ``prefix`` / ``mapping`` the file's checkpoint names are mapped back first."""
         state = load_file(path)
         if not isinstance(state, Mapping):
             raise TypeError(f"{path} does not hold a state dict")
+        if prefix is not None or mapping is not None:
+            back = {file_key: key for key, file_key in self._key_map(prefix, mapping).items()}
+            state = {back.get(k, k): v for k, v in state.items()}
         self.module.load_state_dict(state, strict=strict)
 
+    def _next_position(self) -> tuple[int, int, int]:
+        """``(epoch, local_step, global_step)`` of the next batch to train.
+
+        Inside ``on_batch_end`` the current batch counts as trained; inside
+        ``on_epoch_end`` the epoch counts as finished (torch4keras's rule).
+        """
+        epoch, local, step = self.epoch, self.local_step, self.global_step
+        if self._batch_done:
+            local, step = local + 1, step + 1
+        if self.steps_per_epoch and local >= self.steps_per_epoch:
+            epoch, local = epoch + 1, 0
+        return epoch, local, step
+
     def save_steps_params(self, path: str | os.PathLike[str]) -> None:
-        """bert4torch's recipe: save epoch and step counters (pair with save_weights)."""
-        if self.is_master:
-            atomic_save(
-                {
-                    "epoch": self.epoch,
-                    "global_step": self.global_step,
-                    "local_step": self.local_step,
-                    "schedulers": [s.state_dict() for s in self.schedulers],
-                },
-                path,
-            )
+        """bert4torch's resume recipe: save where the next batch starts (pair it with
+        ``save_weights`` and the optimizer's state).
+
+        Call it anywhere, also inside ``on_batch_end`` / ``on_epoch_end``: the file
+        names the next batch to train (``resume_epoch``, ``resume_step``, the keys
+        torch4keras writes), plus b4t's ``global_step`` and scheduler states.
+        """
+        if not self.is_master:
+            return
+        epoch, local, step = self._next_position()
+        atomic_save(
+            {
+                "resume_step": local,
+                "resume_epoch": epoch,
+                "global_step": step,
+                "schedulers": [s.state_dict() for s in self.schedulers],
+            },
+            path,
+        )
 
     def load_steps_params(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """Load what :meth:`save_steps_params` wrote; the next ``fit`` continues from there."""
-        self._require_compiled("load_steps_params")
+        """Load what :meth:`save_steps_params` wrote (or torch4keras 0.0.4 wrote); the next
+        ``fit`` starts at that position: no batch is trained twice, none is left out."""
         state = load_file(path)
-        for key in ("epoch", "global_step", "local_step"):
-            if key not in state:
-                raise KeyError(f"{path} has no {key!r}: not written by save_steps_params")
-        for sched, sched_state in zip(self.schedulers, state.get("schedulers", [])):
-            sched.load_state_dict(sched_state)
-        self._resume = {k: state[k] for k in ("epoch", "global_step", "local_step")}
-        return state
+        if not isinstance(state, Mapping):
+            raise TypeError(f"{path} does not hold steps params")
+        if "resume_epoch" in state and "resume_step" in state:
+            epoch, local = int(state["resume_epoch"]), int(state["resume_step"])
+        elif all(k in state for k in ("epoch", "local_step")):  # b4t 0.1 files
+            epoch, local = int(state["epoch"]), int(state["local_step"])
+        else:
+            raise KeyError(
+                f"{path} has no 'resume_epoch' / 'resume_step': not written by save_steps_params"
+            )
+        self._resume = {
+            "epoch": epoch,
+            "local_step": local,
+            "global_step": state.get("global_step"),
+            "steps_schedulers": list(state.get("schedulers", [])),
+            "manual": True,
+        }
+        return dict(state)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: weights, optimizer, schedulers, scaler,
@@ -545,6 +830,7 @@ class Trainer:
             "local_step": self.local_step,
             "global_step": self.global_step,
             "epoch_sums": dict(self._epoch_sums),
+            "epoch_last": dict(self._epoch_last),
             "epoch_count": self._epoch_count,
             "grads": grads,
             "loader": loader,
