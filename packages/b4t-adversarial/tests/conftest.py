@@ -1,9 +1,9 @@
 """Fixtures for b4t-adversarial: a tiny classifier and a fake trainer with the callback contract.
 
 ``FakeTrainer`` implements exactly what ``b4t.trainer.callback`` promises a
-callback: ``module``, ``current_batch``, ``compute_loss(X, y) -> (loss, logs)``
-(under an optional CPU bf16 autocast) and ``backward(loss)`` scaling by
-``1 / grad_accumulation_steps``; ``on_after_backward`` after each micro-batch.
+callback: ``module``, ``current_batch``, ``compute_loss(X, y) -> (loss, extra logs)``,
+``autocast()``, ``forward(X)`` (under an optional CPU bf16 autocast) and ``backward(loss)``
+scaling by ``1 / grad_accumulation_steps``; ``on_after_backward`` after each micro-batch.
 """
 
 from __future__ import annotations
@@ -49,11 +49,17 @@ class FakeTrainer:
         self.bf16 = bf16
         self.current_batch: tuple[Any, Any] | None = None
 
+    def autocast(self) -> Any:
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16)
+
+    def forward(self, X: Any) -> Any:
+        return self.module(X)
+
     def compute_loss(self, X: Any, y: Any) -> tuple[torch.Tensor, dict[str, Any]]:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            out = self.module(X)
+        with self.autocast():
+            out = self.forward(X)
             loss = self.loss_fn(out, y)
-        return loss, {"loss": float(loss.detach())}
+        return loss, {}
 
     def backward(self, loss: torch.Tensor) -> None:
         (loss / self.grad_accumulation_steps).backward()
@@ -63,8 +69,9 @@ class FakeTrainer:
         losses = []
         for local_step, (X, y) in enumerate(batches):
             self.current_batch = (X, y)
-            loss, logs = self.compute_loss(X, y)
+            loss, _ = self.compute_loss(X, y)
             self.backward(loss)
+            logs = {"loss": float(loss.detach())}
             if callback is not None:
                 callback.on_after_backward(global_step, local_step, logs)
             losses.append(logs["loss"])

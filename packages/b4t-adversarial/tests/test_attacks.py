@@ -74,7 +74,7 @@ def test_vat_loss_finite_and_gradient_flows(tiny_model_cls, tiny_batches):
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
-    assert p.grad.abs().sum() > 0
+        assert p.grad.abs().sum() > 0, name  # every parameter gets a gradient
     vat.remove()
     # with the hook removed the model is untouched: same output twice
     torch.testing.assert_close(model(X)[1], logits.detach())
@@ -148,19 +148,24 @@ def test_every_mode_restores_weights_and_adds_finite_grads(mode, bf16, fake_trai
     y = torch.tensor([0, 1, 1])
     state = {k: v.clone() for k, v in model.state_dict().items()}
     trainer.current_batch = (X, y)
-    loss, logs = trainer.compute_loss(X, y)
+    loss, _ = trainer.compute_loss(X, y)
     trainer.backward(loss)
+    logs = {"loss": float(loss.detach())}
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     cb.on_after_backward(0, 0, logs)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
-    changed = False
     for n, p in model.named_parameters():
         assert torch.isfinite(p.grad).all(), n
-        changed |= not torch.equal(p.grad, plain[n])
-    assert changed
+        # every parameter gets an adversarial gradient on top of the plain one (the values
+        # are checked against written-out references in test_callback_reference.py);
+        # bf16 VAT excepted: its 1e-3 perturbation is below bf16's resolution, so the
+        # perturbed logits can equal the clean ones and the KL gradient vanish
+        if not (mode == "vat" and bf16):
+            assert not torch.equal(p.grad, plain[n]), n
     if mode == "vat":
-        assert logs["loss_vat"] >= 0
+        assert logs["loss_unsup"] >= 0
+        assert logs["loss"] == pytest.approx(logs["loss_sup"] + logs["loss_unsup"])
     cb.on_train_end()
 
 

@@ -126,11 +126,35 @@ def test_gradient_penalty_matches_reference(tiny_model, tiny_batches, fake_train
         torch.testing.assert_close(got[n], expected[n], rtol=1e-5, atol=1e-6)
 
 
-def test_gradient_penalty_changes_gradient(tiny_model, tiny_batches, fake_trainer_cls):
-    """epsilon = 0 reduces to the plain gradient; epsilon > 0 differs from it."""
-    plain = _gp_reference(tiny_model, tiny_batches[:1], 0.0, 1)
-    penalised = _gp_reference(tiny_model, tiny_batches[:1], 5.0, 1)
-    assert not torch.allclose(plain["dense.weight"], penalised["dense.weight"])
+def test_gradient_penalty_epsilon_zero_is_plain_gradient(
+    tiny_model, tiny_batches, fake_trainer_cls
+):
+    """The callback with epsilon = 0 adds nothing; with epsilon = 5 it adds the penalty's
+    gradient, which moves every parameter's gradient away from the plain one."""
+    state = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    batches = tiny_batches[:1]
+    plain = _grads(tiny_model, _params(tiny_model), *batches[0], 1.0)
+    got0 = _run_callback(
+        tiny_model,
+        batches,
+        AdversarialTraining("gradient_penalty", {"epsilon": 0.0}),
+        fake_trainer_cls,
+        1,
+    )
+    tiny_model.load_state_dict(state)
+    tiny_model.zero_grad(set_to_none=True)
+    got5 = _run_callback(
+        tiny_model,
+        batches,
+        AdversarialTraining("gradient_penalty", {"epsilon": 5.0}),
+        fake_trainer_cls,
+        1,
+    )
+    expected5 = _gp_reference(tiny_model, batches, 5.0, 1)
+    for n in plain:
+        torch.testing.assert_close(got0[n], plain[n], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(got5[n], expected5[n], rtol=1e-5, atol=1e-6)
+        assert (got5[n] - plain[n]).abs().max() > 1e-4, n
 
 
 def test_pgd_single_step_with_large_ball_is_fgm_with_alpha(
@@ -227,8 +251,7 @@ def test_each_mode_trains_and_loss_falls(mode, mixed_precision, tiny_model_cls):
     history = trainer.fit(
         _synthetic(0), epochs=4, callbacks=[AdversarialTraining(mode, settings)], verbose=0
     )
-    losses = history.history["loss"]
+    # vat logs loss = loss_sup + loss_unsup (bert4torch); the plain loss is loss_sup
+    losses = history.history["loss_sup" if mode == "vat" else "loss"]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.6 * losses[0], losses
-    if mode == "vat":
-        assert "loss_vat" in history.history

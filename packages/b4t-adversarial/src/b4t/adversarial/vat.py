@@ -8,13 +8,16 @@ Follows bert4torch's ``VAT`` (one power iteration)::
               (l2: v / (||v||_last + noise_gamma), l1: sign(v), inf: v / (max|v| + noise_gamma))
     L_vat   = adv_alpha * [KL_sum(sg(p(x)) || p(x + r_adv)) + KL_sum(sg(p(x + r_adv)) || p(x))]
 
-where ``p = softmax(logits)`` and ``sg`` stops the gradient. The perturbation
-is added to the *output* of the module named ``emb_name`` through a forward
-hook, so any model works without accepting embeddings as input.
+where ``p = softmax(logits)`` and ``sg`` stops the gradient. The perturbed
+forward passes see ``sg(E(x)) + r`` in place of the output ``E(x)`` of the module
+named ``emb_name`` (bert4torch feeds ``embed.detach() + noise``), put there by a
+forward hook that lives only for that pass, so any model works without accepting
+embeddings as input.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -27,12 +30,26 @@ from b4t.adversarial._embedding import find_embedding_module
 NORM_TYPES = ("l2", "l1", "inf")
 
 
-def select_output(output: Any, index: int | str = 0) -> torch.Tensor:
-    """Pick the logits from a model output: a tensor, a list/tuple (by index) or a dict (by key)."""
+def select_output(output: Any, index: int | str | None = 0) -> torch.Tensor:
+    """Pick the logits from a model output: a tensor, a list/tuple (by index) or a dict (by key).
+
+    ``index`` 0 (or ``None``) on a single-tensor output returns the tensor; any other
+    index there is an error (it would silently pick nothing).
+    """
     if isinstance(output, torch.Tensor):
+        if index not in (0, None):
+            raise ValueError(
+                f"output_index (rank) {index!r} was given, but the model returns a single tensor "
+                f"of shape {tuple(output.shape)}; it only picks an item of a tuple/list/dict "
+                "output (leave it at 0)"
+            )
         return output
+    if index is None:
+        index = 0
     if isinstance(output, (list, tuple)):
-        if not isinstance(index, int) or not -len(output) <= index < len(output):
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"output_index {index!r} must be an int for a {type(output).__name__}")
+        if not -len(output) <= index < len(output):
             raise IndexError(
                 f"output_index {index!r} is out of range for a model output of {len(output)} items"
             )
@@ -75,7 +92,14 @@ class VAT:
         adv_step_size: step along the KL gradient.
         adv_alpha: weight of the returned loss.
         norm_type: ``'l2'``, ``'l1'`` or ``'inf'``.
-        output_index: which item of a tuple/list (or key of a dict) output holds the logits.
+        output_index: which item of a tuple/list (or key of a dict) output holds the logits;
+            bert4torch's name for it is ``rank`` (either keyword works).
+        track: keep a forward hook on the embedding module that records its output shape
+            on every clean forward (bert4torch's by-hand use: ``logits = model(x)`` then
+            ``virtual_adversarial_training(x, logits)``); release it with :meth:`remove`.
+            With ``track=False`` no hook outlives a call.
+        **kwargs: other keys of bert4torch's ``adversarial`` dict (``epsilon``, ``K``) are
+            accepted and unused, as in bert4torch.
     """
 
     def __init__(
@@ -87,57 +111,76 @@ class VAT:
         adv_step_size: float = 1e-3,
         adv_alpha: float = 1,
         norm_type: str = "l2",
-        output_index: int | str = 0,
-        **_: Any,
+        output_index: int | str | None = None,
+        track: bool = True,
+        **kwargs: Any,
     ) -> None:
         if norm_type not in NORM_TYPES:
             raise ValueError(f"norm_type must be one of {NORM_TYPES}, got {norm_type!r}")
+        rank = kwargs.pop("rank", None)
+        if rank is not None and output_index is not None and rank != output_index:
+            raise ValueError(
+                f"rank={rank!r} and output_index={output_index!r} name the same setting; "
+                "give one of them"
+            )
         self.model = model
         self.noise_var = noise_var
         self.noise_gamma = noise_gamma
         self.adv_step_size = adv_step_size
         self.adv_alpha = adv_alpha
         self.norm_type = norm_type
-        self.output_index = output_index
+        self.output_index: int | str = next((i for i in (output_index, rank) if i is not None), 0)
         self.emb_module_name, self.emb_module = find_embedding_module(model, emb_name)
-        self._noise: torch.Tensor | None = None
         self._last_shape: torch.Size | None = None
-        self._handle = self.emb_module.register_forward_hook(self._hook)
+        self._handle: Any = None
+        if track:
+            self._handle = self.emb_module.register_forward_hook(self._track)
 
-    def _hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
-        if self._noise is None:
-            if isinstance(output, torch.Tensor):
-                self._last_shape = output.shape
-            return None
-        if not isinstance(output, torch.Tensor) or output.shape != self._noise.shape:
-            raise RuntimeError(
-                f"VAT noise of shape {tuple(self._noise.shape)} does not fit the output of "
-                f"{self.emb_module_name!r} ({getattr(output, 'shape', type(output).__name__)})"
-            )
-        return output + self._noise.to(output.dtype)
+    def _track(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            self._last_shape = output.shape
 
     def remove(self) -> None:
-        """Remove the forward hook from the embedding module."""
-        self._handle.remove()
+        """Remove the tracking forward hook (idempotent)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
-    def _embedding_shape(self, forward: Callable[[], Any]) -> torch.Size:
-        captured: list[torch.Tensor] = []
-        handle = self.emb_module.register_forward_hook(lambda m, i, o: captured.append(o))
+    def run_clean(self, forward: Callable[[], Any]) -> tuple[Any, torch.Size]:
+        """Run ``forward`` unperturbed; return its output and the embedding output's shape."""
+        captured: list[torch.Size] = []
+        handle = self.emb_module.register_forward_hook(
+            lambda m, i, o: captured.append(o.shape) if isinstance(o, torch.Tensor) else None
+        )
         try:
-            with torch.no_grad():
-                forward()
+            output = forward()
         finally:
             handle.remove()
         if not captured:
             raise RuntimeError(f"the forward pass never ran the module {self.emb_module_name!r}")
-        return captured[0].shape
+        return output, captured[0]
+
+    def _embedding_shape(self, forward: Callable[[], Any]) -> torch.Size:
+        with torch.no_grad():
+            return self.run_clean(forward)[1]
 
     def _perturbed(self, forward: Callable[[], Any], noise: torch.Tensor) -> torch.Tensor:
-        self._noise = noise
+        """``forward`` with the embedding output replaced by ``sg(output) + noise``."""
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor) or output.shape != noise.shape:
+                raise RuntimeError(
+                    f"VAT noise of shape {tuple(noise.shape)} does not fit the output of "
+                    f"{self.emb_module_name!r} ({getattr(output, 'shape', type(output).__name__)})"
+                )
+            # bert4torch feeds ``embed.detach() + noise``: no gradient into the embedding here
+            return output.detach() + noise.to(output.dtype)
+
+        handle = self.emb_module.register_forward_hook(hook)
         try:
             return select_output(forward(), self.output_index)
         finally:
-            self._noise = None
+            handle.remove()
 
     def adversarial_loss(
         self,
@@ -149,7 +192,7 @@ class VAT:
 
         ``forward`` re-runs the model on the same input (it must reach the
         embedding module); it is called twice with the perturbation hooked in
-        (three times if ``embed_shape`` is not given and no clean forward pass
+        (three times if ``embed_shape`` is not given and no tracked clean forward
         since the last call recorded the embedding output's shape). Returns ``None`` when the
         KL gradient is not finite (bert4torch's "gradient vanished" exit).
         """
@@ -181,8 +224,18 @@ class VAT:
         """bert4torch's entry point: re-run ``model(*train_X)`` (or ``model(train_X)``)."""
 
         def forward() -> Any:
-            if isinstance(train_X, (list, tuple)):
+            if isinstance(train_X, (list, tuple)) and _takes_several(self.model):
                 return self.model(*train_X)
             return self.model(train_X)
 
         return self.adversarial_loss(forward, logits)
+
+
+def _takes_several(model: nn.Module) -> bool:
+    """bert4torch's rule: unpack a list input when ``forward`` names two or more arguments."""
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return True
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(p.kind in kinds for p in params) >= 2
