@@ -41,7 +41,7 @@ def seed_source(text: str) -> str:
     seed_imports = [ln[len(SEED) :] for ln in lines if ln.startswith(SEED)]
     if not seed_imports:
         raise ValueError("script lists no '# seed: ' import lines")
-    body = lines[:begin] + [SHIM.rstrip("\n"), *seed_imports] + lines[end + 1 :]
+    body = [*lines[:begin], SHIM.rstrip("\n"), *seed_imports, *lines[end + 1 :]]
     return "\n".join(body) + "\n"
 
 
