@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from b4t.layers.relative_positions import (
-    RelativePositionsEncoding,
+    NezhaRelativePositions,
     T5RelativePositionBias,
     deberta_log_bucket_position,
     deberta_relative_position,
@@ -23,7 +23,7 @@ def test_relative_distance_is_key_minus_query():
 
 
 def test_nezha_encoding_hand_computed():
-    enc = RelativePositionsEncoding(depth=4, max_relative_position=2)
+    enc = NezhaRelativePositions(depth=4, max_relative_position=2)
     out = enc(4, 4)
     assert out.shape == (4, 4, 4)
 
@@ -102,7 +102,7 @@ def test_nezha_attention_matches_written_out_formula():
     with torch.no_grad():
         got, _, _ = att(x)
         q, k, v = (t[0] for t in att.split_heads(x))  # (N, L, D)
-        enc = RelativePositionsEncoding(4, 2)(5, 5)
+        enc = NezhaRelativePositions(4, 2)(5, 5)
         ctx = torch.zeros(2, 5, 4)
         for h in range(2):
             for i in range(5):

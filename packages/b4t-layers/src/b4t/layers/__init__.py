@@ -1,17 +1,37 @@
 """b4t.layers.
 
 PyTorch layers for BERT-family models: attention, positional encodings,
-norms, CRF, GlobalPointer, pooling.
+norms, CRF, GlobalPointer, pooling; bert4torch 0.2.5's layer names with its
+arguments (``MultiHeadAttentionLayer``, ``BertLayer``, ``BertEmbeddings``, ...).
 """
 
 from b4t.layers._version import __version__
-from b4t.layers.activations import ACT2FN, gelu, gelu_new, get_activation, relu, silu, swish, tanh
+from b4t.layers.activations import (
+    ACT2FN,
+    gelu,
+    gelu_fast,
+    gelu_new,
+    get_activation,
+    linear_act,
+    mish,
+    quick_gelu,
+    relu,
+    sigmoid,
+    silu,
+    softmax,
+    swish,
+    tanh,
+)
+from b4t.layers.adaptive_embedding import AdaptiveEmbedding
 from b4t.layers.attention import MultiHeadAttention
+from b4t.layers.bert_layer import BertEmbeddings, BertLayer, Identity, MultiHeadAttentionLayer
 from b4t.layers.block import TransformerBlock
+from b4t.layers.conv import ConvLayer
 from b4t.layers.crf import CRF
 from b4t.layers.deberta_attention import DisentangledSelfAttention
 from b4t.layers.embeddings import (
     Embeddings,
+    SinusoidalPositionEncoding,
     create_position_ids_from_input_ids,
     get_sinusoid_encoding_table,
 )
@@ -23,30 +43,45 @@ from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.pooling import get_pool_emb
 from b4t.layers.relative_positions import (
     NezhaAttention,
+    NezhaRelativePositions,
     RelativePositionsEncoding,
+    RelativePositionsEncodingDebertaV2,
     T5RelativePositionBias,
     deberta_relative_position,
     t5_relative_position_bucket,
 )
 from b4t.layers.rotary import RoPEPositionEncoding, RotaryAttention
+from b4t.layers.tplinker import TplinkerHandshakingKernel
+from b4t.layers.whitening import BERT_WHITENING
 
 __all__ = [
     "ACT2FN",
+    "BERT_WHITENING",
     "CRF",
+    "AdaptiveEmbedding",
+    "BertEmbeddings",
+    "BertLayer",
+    "ConvLayer",
     "DisentangledSelfAttention",
     "EfficientGlobalPointer",
     "Embeddings",
     "GatedAttentionUnit",
     "GlobalPointer",
+    "Identity",
     "LayerNorm",
     "MultiHeadAttention",
+    "MultiHeadAttentionLayer",
     "NezhaAttention",
+    "NezhaRelativePositions",
     "PositionWiseFeedForward",
     "RMSNorm",
     "RelativePositionsEncoding",
+    "RelativePositionsEncodingDebertaV2",
     "RoPEPositionEncoding",
     "RotaryAttention",
+    "SinusoidalPositionEncoding",
     "T5RelativePositionBias",
+    "TplinkerHandshakingKernel",
     "TransformerBlock",
     "__version__",
     "attention_mask",
@@ -54,13 +89,19 @@ __all__ = [
     "create_position_ids_from_input_ids",
     "deberta_relative_position",
     "gelu",
+    "gelu_fast",
     "gelu_new",
     "get_activation",
     "get_pool_emb",
     "get_sinusoid_encoding_table",
+    "linear_act",
+    "mish",
     "padding_mask",
+    "quick_gelu",
     "relu",
+    "sigmoid",
     "silu",
+    "softmax",
     "swish",
     "t5_relative_position_bucket",
     "tanh",

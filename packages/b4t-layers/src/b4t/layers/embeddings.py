@@ -14,7 +14,12 @@ from torch import nn
 
 from b4t.layers.norms import LayerNorm
 
-__all__ = ["Embeddings", "create_position_ids_from_input_ids", "get_sinusoid_encoding_table"]
+__all__ = [
+    "Embeddings",
+    "SinusoidalPositionEncoding",
+    "create_position_ids_from_input_ids",
+    "get_sinusoid_encoding_table",
+]
 
 
 def get_sinusoid_encoding_table(
@@ -23,7 +28,9 @@ def get_sinusoid_encoding_table(
     """Sinusoid position table ``[n_position, d_hid]`` (float32).
 
     Even columns ``2i`` hold ``sin(pos / 10000^(2i/d_hid))``, odd columns ``2i+1`` the
-    matching cosine (the Transformer paper's layout). Row ``padding_idx`` is zeros.
+    matching cosine (the Transformer paper's layout). Row ``padding_idx`` is zeros
+    (bert4torch 0.2.5 accepts ``padding_idx`` and ignores it; see ``MIGRATION.md``).
+    An odd ``d_hid`` keeps its last sine column.
     """
     position = torch.arange(n_position, dtype=torch.float32).unsqueeze(1)
     div_term = torch.exp(
@@ -47,6 +54,23 @@ def create_position_ids_from_input_ids(
     mask = input_ids.ne(padding_idx).int()
     incremental = (torch.cumsum(mask, dim=1).type_as(mask) + past_key_values_length) * mask
     return incremental.long() + padding_idx
+
+
+class SinusoidalPositionEncoding(nn.Module):
+    """A fixed sinusoid position table, looked up by id (bert4torch's layer).
+
+    ``SinusoidalPositionEncoding(max_position, embedding_size)``; the table
+    (:func:`get_sinusoid_encoding_table`) is the frozen ``position_embeddings.weight``, as
+    bert4torch saves it. ``forward(position_ids [...])`` -> ``[..., embedding_size]``.
+    """
+
+    def __init__(self, max_position: int, embedding_size: int) -> None:
+        super().__init__()
+        table = get_sinusoid_encoding_table(max_position, embedding_size)
+        self.position_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
+
+    def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        return self.position_embeddings(position_ids)
 
 
 def _embedding(num_embeddings: int, embedding_dim: int) -> nn.Embedding:

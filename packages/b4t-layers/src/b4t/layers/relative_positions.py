@@ -18,7 +18,9 @@ from b4t.layers.attention import MultiHeadAttention
 
 __all__ = [
     "NezhaAttention",
+    "NezhaRelativePositions",
     "RelativePositionsEncoding",
+    "RelativePositionsEncodingDebertaV2",
     "T5RelativePositionBias",
     "deberta_log_bucket_position",
     "deberta_relative_position",
@@ -59,7 +61,7 @@ def nezha_relative_table(
     return table
 
 
-class RelativePositionsEncoding(nn.Module):
+class NezhaRelativePositions(nn.Module):
     """NEZHA functional (fixed, parameter-free) relative position encodings.
 
     ``forward(q_len, k_len)`` returns ``(q_len, k_len, depth)``: entry ``[i, j]`` is
@@ -96,12 +98,61 @@ class RelativePositionsEncoding(nn.Module):
         return self._cache[key]
 
 
+def _drop_seed_buffer(name: str):
+    """A load-state-dict pre-hook dropping bert4torch's saved copy of a recomputed table."""
+
+    def hook(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        state_dict.pop(prefix + name, None)
+
+    return hook
+
+
+class RelativePositionsEncoding(NezhaRelativePositions):
+    """bert4torch's NEZHA relative positions: ``RelativePositionsEncoding(qlen, klen,
+    embedding_size, max_relative_position=127)``, ``forward(qlen, klen)`` ->
+    ``(qlen, klen, embedding_size)``.
+
+    The same table as :class:`NezhaRelativePositions`, limited to ``qlen x klen``.
+    bert4torch materialised the whole table as a buffer (``position_embeddings``, 64 MiB
+    per layer for 512 positions and head size 64); here it is computed for the lengths
+    asked (the full one is the ``position_embeddings`` property) and a saved copy in a
+    bert4torch state dict is dropped on load.
+    """
+
+    def __init__(
+        self, qlen: int, klen: int, embedding_size: int, max_relative_position: int = 127
+    ) -> None:
+        super().__init__(embedding_size, max_relative_position)
+        self.qlen, self.klen = qlen, klen
+        self.register_load_state_dict_pre_hook(_drop_seed_buffer("position_embeddings"))
+
+    @property
+    def position_embeddings(self) -> Tensor:
+        """The full ``(qlen, klen, embedding_size)`` table bert4torch kept as a buffer."""
+        return super().forward(self.qlen, self.klen)
+
+    def forward(
+        self,
+        qlen: int,
+        klen: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        offset: int = 0,
+    ) -> Tensor:
+        if qlen + offset > self.qlen or klen > self.klen:
+            raise ValueError(
+                f"RelativePositionsEncoding was built for ({self.qlen}, {self.klen}) "
+                f"positions, asked for ({qlen + offset}, {klen})"
+            )
+        return super().forward(qlen, klen, device, dtype, offset)
+
+
 class NezhaAttention(MultiHeadAttention):
     """Multi-head attention with NEZHA's functional relative positions (eager path).
 
     Scores: ``(q_i . k_j + q_i . R[i, j]) / sqrt(D)``; context:
     ``sum_j p_ij (v_j + R[i, j])``, with ``R`` from :class:`RelativePositionsEncoding`
-    of depth ``D`` (shared by all heads).
+    of depth ``D`` (shared by all heads, :class:`NezhaRelativePositions`).
 
     Args (beyond :class:`MultiHeadAttention`):
         max_relative_position: the clipping distance (64 in NEZHA checkpoints).
@@ -116,7 +167,7 @@ class NezhaAttention(MultiHeadAttention):
         **kwargs: Any,
     ) -> None:
         super().__init__(hidden_size, num_attention_heads, attention_head_size, **kwargs)
-        self.relative_positions = RelativePositionsEncoding(self.head_size, max_relative_position)
+        self.relative_positions = NezhaRelativePositions(self.head_size, max_relative_position)
 
     def needs_eager(self, **kwargs: Any) -> bool:
         return True
@@ -237,3 +288,23 @@ def deberta_relative_position(
     if bucket_size > 0 and max_position > 0:
         rel = deberta_log_bucket_position(rel, bucket_size, max_position)
     return rel
+
+
+class RelativePositionsEncodingDebertaV2(nn.Module):
+    """bert4torch's DeBERTa-v2 relative positions: ``RelativePositionsEncodingDebertaV2(qlen,
+    klen, position_buckets, max_position)``, ``forward(qlen, klen)`` -> ``(1, qlen, klen)``
+    long tensor of ``i - j``, log-bucketed (:func:`deberta_log_bucket_position`) when
+    ``position_buckets`` and ``max_position`` are both positive.
+
+    The ids are kept as the buffer ``relative_position`` of shape ``(1, qlen, klen)``, as
+    bert4torch saves it.
+    """
+
+    def __init__(self, qlen: int, klen: int, position_buckets: int, max_position: int) -> None:
+        super().__init__()
+        buckets = position_buckets if position_buckets is not None else -1
+        rel = deberta_relative_position(qlen, klen, buckets, max_position or -1)
+        self.register_buffer("relative_position", rel.unsqueeze(0))
+
+    def forward(self, qlen: int, klen: int) -> Tensor:
+        return self.relative_position[:, :qlen, :klen]
