@@ -122,8 +122,9 @@ def seed(session: nox.Session) -> None:
     inputs: tests/seed (the comparisons) and tests/seed_port (seed-style scripts)."""
     with _discarded_after(session):
         _install_all(session, TORCH_DEFAULT)
-        # the seed's own imports (six, packaging), then the seed itself, hash-checked
-        session.install("six", "packaging")
+        # the seed's own imports (six, packaging; tensorboardX for its Tensorboard
+        # callback), then the seed itself, hash-checked
+        session.install("six", "packaging", "tensorboardX")
         session.install("--no-deps", "--require-hashes", "-r", "tests/seed/requirements.txt")
         session.run(
             "pytest",
