@@ -20,9 +20,26 @@ ACCUMULATION = 2  # each rank: micro-batches of GLOBAL_BATCH / (world * ACCUMULA
 SAMPLES = 32
 
 
+class Head(nn.Linear):
+    """The last layer, with a method users call on the wrapped model (like ``crf.decode``)."""
+
+    def decode(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores.argmax(-1)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 16), nn.Tanh())
+        self.head = Head(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
 def build_model() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
+    return Net()
 
 
 def build_data() -> TensorDataset:
@@ -59,6 +76,9 @@ def main(out: Path) -> None:
     model.save_weights(out / "weights.pt")  # rank 0 only
     torch.save(model.module.state_dict(), out / f"raw_rank{rank}.pt")
     torch.save(model.trainer.history.history, out / f"history_rank{rank}.pt")
+    # bert4torch issue #134: attributes of the wrapped module are reachable on the wrapper
+    scores = model.predict(dataset.tensors[0])
+    torch.save(model.head.decode(scores), out / f"decoded_rank{rank}.pt")
     print(f"rank {rank} done", flush=True)
     dist.destroy_process_group()
 

@@ -75,6 +75,10 @@ def test_ddp_two_processes_match_single_process_training(tmp_path) -> None:
     for key, value in module.state_dict().items():
         torch.testing.assert_close(saved[key], value, rtol=0, atol=1e-6)
         assert torch.equal(saved[key], other[key])  # the ranks agree
+    # model.head.decode(...) on the BaseModelDDP reached the wrapped module on both ranks
+    decoded = module(worker.build_data().tensors[0]).argmax(-1)
+    for rank in (0, 1):
+        assert torch.equal(torch.load(tmp_path / f"decoded_rank{rank}.pt"), decoded)
     # Epoch logs are averaged over the ranks: both ranks log the single-process values.
     for rank in (0, 1):
         logged = torch.load(tmp_path / f"history_rank{rank}.pt", weights_only=True)

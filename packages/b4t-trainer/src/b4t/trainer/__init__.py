@@ -18,7 +18,7 @@ from b4t.trainer.callbacks import (
     Tensorboard,
     TerminateOnNaN,
 )
-from b4t.trainer.data import ListDataset, seed_everything
+from b4t.trainer.data import ListDataset, cal_ts_num, seed_everything
 from b4t.trainer.ema import ExponentialMovingAverage, extend_with_exponential_moving_average
 from b4t.trainer.metrics import METRICS, resolve_metrics
 from b4t.trainer.schedules import (
@@ -51,6 +51,7 @@ __all__ = [
     "Trainer",
     "__version__",
     "atomic_save",
+    "cal_ts_num",
     "extend_with_exponential_moving_average",
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup",

@@ -1,9 +1,11 @@
-"""``ListDataset`` and ``seed_everything``, bert4torch's data helpers."""
+"""``ListDataset``, ``seed_everything`` and ``cal_ts_num``, bert4torch's data and debug helpers."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,31 +15,51 @@ from torch.utils.data import Dataset
 
 
 class ListDataset(Dataset):
-    """A map-style dataset over a list of samples.
+    """A map-style dataset over a list of samples, bert4torch's way.
 
-    Pass ``data_list`` directly, or ``file_path`` and override ``load_data``
-    (a static or instance method returning a list) the bert4torch way::
+    ``ListDataset(file_path)`` calls ``self.load_data(file_path)`` once, with what it
+    was given (one path, or the whole list of paths), and keeps what it returns;
+    ``ListDataset(data=[...])`` keeps the list (``data_list=`` is b4t 0.1's name).
+    The default ``load_data`` returns its argument, as 0.2.5's does. Override it
+    (a static or instance method) to read files::
 
         class MyDataset(ListDataset):
             @staticmethod
-            def load_data(filename):
-                return [line.split("\\t") for line in open(filename, encoding="utf-8")]
+            def load_data(filenames):
+                if isinstance(filenames, str):
+                    filenames = [filenames]
+                return [line.split("\\t") for f in filenames for line in open(f, encoding="utf-8")]
+
+    Extra keyword arguments are kept in ``self.kwargs`` for ``load_data`` to use.
     """
 
     def __init__(
-        self, file_path: str | Sequence[str] | None = None, data_list: Sequence[Any] | None = None
+        self,
+        file_path: str | os.PathLike[str] | Sequence[Any] | None = None,
+        data: Sequence[Any] | None = None,
+        *,
+        data_list: Sequence[Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        if file_path is not None and data_list is not None:
-            raise ValueError("ListDataset takes file_path or data_list, not both")
-        if data_list is not None:
-            self.data = list(data_list)
+        if data is not None and data_list is not None:
+            raise ValueError("ListDataset takes data or data_list (the same thing), not both")
+        if data is None:
+            data = data_list
+        if file_path is not None and data is not None:
+            raise ValueError("ListDataset takes file_path or data, not both")
+        self.kwargs = kwargs
+        if isinstance(file_path, (str, os.PathLike, list, tuple)):
+            self.data = self.load_data(file_path)
         elif file_path is not None:
-            if isinstance(file_path, (str, os.PathLike)):
-                self.data = list(self.load_data(file_path))
-            else:
-                self.data = [item for path in file_path for item in self.load_data(path)]
+            raise TypeError(
+                f"file_path must be a path or a list/tuple of paths, got {type(file_path).__name__}"
+            )
+        elif data is not None:
+            if isinstance(data, (str, bytes)) or not isinstance(data, Sequence):
+                raise TypeError(f"data must be a list of samples, got {type(data).__name__}")
+            self.data = data if isinstance(data, list) else list(data)
         else:
-            raise ValueError("ListDataset needs file_path or data_list")
+            raise ValueError("ListDataset needs file_path or data (a list of samples)")
 
     def __len__(self) -> int:
         return len(self.data)
@@ -46,12 +68,12 @@ class ListDataset(Dataset):
         return self.data[index]
 
     @staticmethod
-    def load_data(file_path: Any) -> list[Any]:
-        """Read one file into a list of samples; override in a subclass."""
-        raise NotImplementedError(
-            f"{ListDataset.__name__}.load_data is not implemented; override it to read "
-            f"{file_path!r}, or pass data_list"
-        )
+    def load_data(file_path: Any) -> Any:
+        """Turn ``file_path`` (as given to the constructor) into the samples; override it.
+
+        The default returns ``file_path`` itself, as bert4torch 0.2.5 does.
+        """
+        return file_path
 
 
 def seed_everything(seed: int | None = None) -> int:
@@ -69,3 +91,31 @@ def seed_everything(seed: int | None = None) -> int:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     return seed
+
+
+def cal_ts_num(tensor_shape: Sequence[int] | torch.Size, device: str | None = "cuda") -> int:
+    """Count the live tensors of shape ``tensor_shape`` (a leak hunt); prints and returns it.
+
+    As bert4torch 0.2.5's helper, it walks the garbage collector's objects, prints
+    each matching tensor's shape and then the count; 0.2.5 counts CUDA tensors only
+    (``device='cuda'``, the default here too), ``device='cpu'`` counts CPU ones and
+    ``device=None`` every device. b4t also returns the count.
+    """
+    shape = torch.Size(tensor_shape)
+    count = 0
+    with warnings.catch_warnings():  # some module objects warn when merely type-checked
+        warnings.simplefilter("ignore")
+        objects = gc.get_objects()
+        tensors = [obj for obj in objects if torch.is_tensor(obj)]
+    del objects
+    for obj in tensors:
+        try:
+            if device is not None and obj.device.type != torch.device(device).type:
+                continue
+            if obj.size() == shape:
+                print(obj.shape)
+                count += 1
+        except Exception as exc:  # objects that fail while being inspected are skipped
+            print(f"skipped an object that failed inspection: {exc!r}")
+    print(count)
+    return count
