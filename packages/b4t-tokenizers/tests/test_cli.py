@@ -34,7 +34,7 @@ def test_encode_decode_files(tmp_path, uncased_vocab, capsys):
     records = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
     tok = Tokenizer(str(uncased_vocab))
     ids, segments, offsets = tok.encode(
-        "Hello, World!", "Second part", maxlen=8, return_offsets=True
+        "Hello, World!", "Second part", maxlen=8, return_offsets="span"
     )
     assert records[0] == {
         "ids": ids,

@@ -53,7 +53,7 @@ def test_offsets_equal_fast_offset_mapping(pair, corpus):
     ours, fast, _, _ = pair
     encoded = fast(corpus, return_offsets_mapping=True)
     for line, ref_ids, ref_offsets in zip(corpus, encoded["input_ids"], encoded["offset_mapping"]):
-        ids, segments, offsets = ours.encode(line, return_offsets=True)
+        ids, segments, offsets = ours.encode(line, return_offsets="span")
         assert ids == ref_ids, line
         assert offsets == [tuple(span) for span in ref_offsets], line
         assert segments == [0] * len(ids)
@@ -69,9 +69,20 @@ def test_ids_equal_legacy_tokenizer(pair, corpus):
 
 
 def test_tokens_equal_fast_tokens(pair, corpus):
-    ours, fast, _, _ = pair
+    ours, fast, vocab, lower = pair
+    shows_unk = Tokenizer(vocab, do_lower_case=lower, do_tokenize_unk=True)
+    n_unknown = 0
     for line in corpus[::10]:
-        assert ours.tokenize(line) == fast.convert_ids_to_tokens(fast(line)["input_ids"])
+        ref_ids = fast(line)["input_ids"]
+        ref = fast.convert_ids_to_tokens(ref_ids)
+        assert shows_unk.tokenize(line) == ref
+        # by default (bert4torch) a word that cannot be covered is shown as itself
+        mine = ours.tokenize(line)
+        assert len(mine) == len(ref)
+        assert [r if r == "[UNK]" else m for m, r in zip(mine, ref)] == ref
+        assert ours.tokens_to_ids(mine) == ref_ids
+        n_unknown += sum(m != r for m, r in zip(mine, ref))
+    assert n_unknown > 0  # the corpus has unknown words, so the default was exercised
 
 
 def test_pairs_and_truncation_equal_fast(pair, corpus):
@@ -100,7 +111,7 @@ def test_special_tokens_inside_text_match_fast(pair):
     ours, fast, _, _ = pair
     for text in ["[CLS] a [MASK] b[SEP]", "x[UNK]y", "[mask] is not special", "[PAD][PAD]"]:
         ref = fast(text, return_offsets_mapping=True)
-        ids, _, offsets = ours.encode(text, return_offsets=True)
+        ids, _, offsets = ours.encode(text, return_offsets="span")
         assert ids == ref["input_ids"], text
         assert offsets == [tuple(o) for o in ref["offset_mapping"]], text
 
@@ -121,6 +132,6 @@ def test_options_match_fast_tokenizer(options, corpus, chinese_vocab):
     sample = [*corpus[::6], "Crème Brûlée à la Ωμέγα", "ÉCOLE 東京 naïve café"]
     encoded = fast(sample, return_offsets_mapping=True)
     for line, ref_ids, ref_offsets in zip(sample, encoded["input_ids"], encoded["offset_mapping"]):
-        ids, _, offsets = ours.encode(line, return_offsets=True)
+        ids, _, offsets = ours.encode(line, return_offsets="span")
         assert ours.encode(line)[0] == ids == ref_ids, line
         assert offsets == [tuple(span) for span in ref_offsets], line

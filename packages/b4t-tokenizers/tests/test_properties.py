@@ -40,7 +40,7 @@ def cjk_chars(chinese_vocab):
 @pytest.mark.parametrize("lower", [True, False])
 def test_arbitrary_unicode_is_safe(chinese_vocab, text, lower):
     tok = _cached(chinese_vocab, lower)
-    ids, segments, offsets = tok.encode(text, return_offsets=True)
+    ids, segments, offsets = tok.encode(text, return_offsets="span")
     assert len(ids) == len(segments) == len(offsets)
     assert all(0 <= i < tok.vocab_size for i in ids)
     assert ids == tok.encode(text)[0]  # the offsets path gives the same ids
@@ -116,6 +116,6 @@ def fast_pair(chinese_vocab):
 def test_arbitrary_unicode_matches_fast_tokenizer(chinese_vocab, fast_pair, text, lower):
     ours = _cached(chinese_vocab, lower)
     ref = fast_pair[lower](text, return_offsets_mapping=True)
-    ids, _, offsets = ours.encode(text, return_offsets=True)
+    ids, _, offsets = ours.encode(text, return_offsets="span")
     assert ids == ref["input_ids"]
     assert offsets == [tuple(span) for span in ref["offset_mapping"]]

@@ -11,21 +11,34 @@ def test_wordpiece_greedy_longest_match(tiny_vocab):
     wp = WordpieceTokenizer(load_vocab(tiny_vocab))
     assert wp.tokenize("unaffable") == ["un", "##aff", "##able"]
     assert wp.tokenize("abcd") == ["a", "##b", "##c", "##d"]
-    assert wp.tokenize("abz") == ["[UNK]"]  # z matches nothing: the whole word is unknown
+    # z matches nothing: the word cannot be covered; tokenize shows it whole (bert4torch),
+    # its id is [UNK]'s; with do_tokenize_unk the token itself is [UNK]
+    assert wp.tokenize("abz") == ["abz"]
+    assert wp.word_pieces("abz") == ["[UNK]"]
+    assert WordpieceTokenizer(load_vocab(tiny_vocab), do_tokenize_unk=True).tokenize("abz") == [
+        "[UNK]"
+    ]
     assert wp.spans("unaffable") == [("un", 0, 2), ("##aff", 2, 5), ("##able", 5, 9)]
 
 
-def test_do_tokenize_unk_keeps_known_pieces(tiny_vocab):
-    tok = Tokenizer(str(tiny_vocab), do_tokenize_unk=True)
+def test_split_unk_chars_keeps_known_pieces(tiny_vocab):
+    tok = Tokenizer(str(tiny_vocab), split_unk_chars=True)
     assert tok.tokenize("abzc") == ["[CLS]", "a", "##b", "[UNK]", "##c", "[SEP]"]
-    _, _, offsets = tok.encode("abzc", return_offsets=True)
+    _, _, offsets = tok.encode("abzc", return_offsets="span")
     assert offsets == [(0, 0), (0, 1), (1, 2), (2, 3), (3, 4), (0, 0)]
-    assert Tokenizer(str(tiny_vocab)).tokenize("abzc") == ["[CLS]", "[UNK]", "[SEP]"]
+    unk = Tokenizer(str(tiny_vocab)).token_to_id("[UNK]")
+    plain = Tokenizer(str(tiny_vocab))
+    assert plain.tokenize("abzc") == ["[CLS]", "abzc", "[SEP]"]
+    assert plain.encode("abzc")[0][1:-1] == [unk]
+    shown = Tokenizer(str(tiny_vocab), do_tokenize_unk=True)
+    assert shown.tokenize("abzc") == ["[CLS]", "[UNK]", "[SEP]"]
+    assert shown.encode("abzc")[0] == plain.encode("abzc")[0]
 
 
 def test_max_input_chars_per_word(tiny_vocab):
     tok = Tokenizer(str(tiny_vocab), max_input_chars_per_word=3)
-    assert tok.tokenize("abc abcd") == ["[CLS]", "a", "##b", "##c", "[UNK]", "[SEP]"]
+    assert tok.tokenize("abc abcd") == ["[CLS]", "a", "##b", "##c", "abcd", "[SEP]"]
+    assert tok.encode("abc abcd")[0][-2] == tok.token_to_id("[UNK]")
 
 
 def test_basic_tokenizer_rules():
@@ -53,7 +66,7 @@ def test_basic_tokenizer_rules():
 def test_never_split_and_special_tokens_kept_whole(tiny_vocab):
     tok = Tokenizer(str(tiny_vocab), never_split=["[X]"])
     assert tok.tokenize("a[X]b [MASK]c") == ["[CLS]", "a", "[X]", "b", "[MASK]", "c", "[SEP]"]
-    _, _, offsets = tok.encode("a[X]b", return_offsets=True)
+    _, _, offsets = tok.encode("a[X]b", return_offsets="span")
     assert offsets[1:4] == [(0, 1), (1, 4), (4, 5)]
 
 
@@ -94,13 +107,20 @@ def test_truncation_sides_and_index(tiny_vocab):
     assert tok.ids_to_tokens(tok.encode(words, maxlen=4)[0]) == ["[CLS]", "a", "b", "[SEP]"]
     left = tok.encode(words, maxlen=4, truncate_from="left")[0]
     assert tok.ids_to_tokens(left) == ["[CLS]", "c", "x", "[SEP]"]
-    middle = tok.encode(words, maxlen=5, truncate_from=1)[0]
+    # an int indexes the token list with [CLS] and [SEP] (bert4torch 0.2.5)
+    middle = tok.encode(words, maxlen=5, truncate_from=2)[0]
     assert tok.ids_to_tokens(middle) == ["[CLS]", "a", "c", "x", "[SEP]"]
+    first = tok.encode(words, maxlen=5, truncate_from=1)[0]
+    assert tok.ids_to_tokens(first) == ["[CLS]", "b", "c", "x", "[SEP]"]
+    before_end = tok.encode(words, maxlen=5, truncate_from=-2)[0]
+    assert tok.ids_to_tokens(before_end) == ["[CLS]", "a", "b", "c", "[SEP]"]
+    with pytest.raises(IndexError, match="index 9"):
+        tok.encode(words, maxlen=5, truncate_from=9)
     # a pair: the longer text is cut first
     ids, segments = tok.encode("a b c x", "hello", maxlen=6)
     assert tok.ids_to_tokens(ids) == ["[CLS]", "a", "b", "[SEP]", "hello", "[SEP]"]
     assert segments == [0, 0, 0, 0, 1, 1]
-    ids, _, offsets = tok.encode("a b c x", maxlen=4, truncate_from="left", return_offsets=True)
+    ids, _, offsets = tok.encode("a b c x", maxlen=4, truncate_from="left", return_offsets="span")
     assert offsets == [(0, 0), (4, 5), (6, 7), (0, 0)]
 
 
@@ -112,13 +132,17 @@ def test_offsets_as_rematch_lists(tiny_vocab):
     assert tok.rematch("Hello, unaffable", tokens) == spans
 
 
-def test_decode_reads_naturally(tiny_vocab):
+def test_decode_follows_bert4torch_rules(tiny_vocab):
     tok = Tokenizer(str(tiny_vocab))
     assert tok.decode(tok.encode("Hello, world!")[0]) == "hello, world!"
     assert tok.decode(tok.encode("中文 hello 中")[0]) == "中文hello中"
     assert tok.decode(tok.encode("unaffable 3.14")[0]) == "unaffable 3.14"
-    assert tok.decode(tok.encode("don't")[0]) == "don't"
+    # bert4torch's rule joins "' t" only before a space: at the end the space stays
+    assert tok.decode(tok.encode("don't")[0]) == "don' t"
+    assert tok.decode(tok.encode("don't a")[0]) == "don't a"
     assert tok.decode([], tokens=["[CLS]", "a", "##b", "[PAD]"]) == "ab"
+    # [UNK] and [unused*] (any bracketed token) are dropped, as 0.2.5 does
+    assert tok.decode([], tokens=["a", "[UNK]", "b", "[unused3]", "中"]) == "a b中"
 
 
 def test_vocab_lookups(tiny_vocab):

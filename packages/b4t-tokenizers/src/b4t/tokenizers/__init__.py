@@ -9,6 +9,13 @@ from b4t.tokenizers._bert import Tokenizer
 from b4t.tokenizers._padding import sequence_padding
 from b4t.tokenizers._parallel import parallel_apply, parallel_apply_generator
 from b4t.tokenizers._sentencepiece import SpTokenizer
+from b4t.tokenizers._snippets import (
+    DottableDict,
+    delete_arguments,
+    get_kw,
+    insert_arguments,
+    is_string,
+)
 from b4t.tokenizers._text import (
     convert_to_unicode,
     lowercase_and_normalize,
@@ -25,6 +32,7 @@ from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
 
 __all__ = [
     "BasicTokenizer",
+    "DottableDict",
     "SpTokenizer",
     "Tokenizer",
     "TokenizerBase",
@@ -32,6 +40,10 @@ __all__ = [
     "WordpieceTokenizer",
     "__version__",
     "convert_to_unicode",
+    "delete_arguments",
+    "get_kw",
+    "insert_arguments",
+    "is_string",
     "load_vocab",
     "lowercase_and_normalize",
     "merge_segmentate",

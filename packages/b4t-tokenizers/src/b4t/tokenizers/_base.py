@@ -11,6 +11,27 @@ if TYPE_CHECKING:
 
 Offsets = list[tuple[int, int]]
 PATTERNS = ("S*E*E", "S*ES*E")
+# return_offsets value -> the kind of offsets built
+OFFSET_MODES = {
+    False: None,
+    True: "seed",
+    "rematch": "seed",
+    "transformers": "transformers",
+    "span": "span",
+}
+
+
+class _Marker:
+    """Stands for a start or end token in a text's token positions while it is cut."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+_START, _END = _Marker("START"), _Marker("END")
 
 
 class TokenizerBase:
@@ -165,11 +186,17 @@ class TokenizerBase:
             pattern: ``'S*E*E'`` -> ``[CLS] a [SEP] b [SEP]``; ``'S*ES*E'`` ->
                 ``[CLS] a [SEP] [CLS] b [SEP]``.
             truncate_from: ``'right'`` drops tokens at the end, ``'left'`` at the
-                start, an int drops the token at that index of the text's tokens.
-            return_offsets: ``True`` (or ``'transformers'``) adds ``(start, end)``
-                character spans into the original text per id, ``(0, 0)`` for
-                special tokens (spans of a pair's second part index the second text);
-                ``'rematch'`` adds bert4torch-style lists of character indices.
+                start; an int is the index popped from each text's token list *with*
+                its start and end tokens, as in bert4torch 0.2.5 (``1`` is the first
+                text token after ``[CLS]``, ``-2`` the last one before ``[SEP]``).
+            return_offsets: ``True`` (or ``'rematch'``) adds bert4torch's format: per
+                id, the list of character indices of its text it came from (``rematch``;
+                ``[]`` for special and unknown tokens; a pair's second part indexes the
+                second text). ``'transformers'`` turns each list into ``[first, last +
+                1]`` (``[0, 0]`` when empty), as 0.2.5 does. ``'span'`` adds ``(start,
+                end)`` tuples equal to transformers' ``BertTokenizerFast``
+                ``offset_mapping`` (``(0, 0)`` for special tokens, the word's span for
+                ``[UNK]``).
 
         Returns:
             ``(token_ids, segment_ids)`` or ``(token_ids, segment_ids, offsets)``;
@@ -191,11 +218,12 @@ class TokenizerBase:
             return ids, [0] * len(ids)
         if pattern not in PATTERNS:
             raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-        if return_offsets not in (False, True, "transformers", "rematch"):
+        if return_offsets not in OFFSET_MODES:
             raise ValueError(
-                f"return_offsets must be False, True, 'transformers' or 'rematch', "
-                f"got {return_offsets!r}"
+                f"return_offsets must be one of {OFFSET_MODES}, got {return_offsets!r}"
             )
+        mode = OFFSET_MODES[return_offsets]
+        index = _truncate_index(truncate_from, self._n_start, self._n_end)
         firsts = [first_texts] if single else _as_text_list(first_texts, "first_texts")
         if second_texts is None:
             seconds: list[str | None] = [None] * len(firsts)
@@ -214,25 +242,33 @@ class TokenizerBase:
                 raise ValueError(f"{len(firsts)} first texts but {len(seconds)} second texts")
         all_ids, all_segments, all_offsets = [], [], []
         for first, second in zip(firsts, seconds):
-            ids, segments, offsets = self._encode_one(
-                first, second, maxlen, pattern, truncate_from, bool(return_offsets)
-            )
+            ids, segments, offsets = self._encode_one(first, second, maxlen, pattern, index, mode)
             all_ids.append(ids)
             all_segments.append(segments)
-            if return_offsets:
-                if return_offsets == "rematch":
-                    offsets = [list(range(s, e)) for s, e in offsets]
-                all_offsets.append(offsets)
+            all_offsets.append(offsets)
         if single:
             out: tuple = (all_ids[0], all_segments[0])
-            return (*out, all_offsets[0]) if return_offsets else out
-        return (all_ids, all_segments, all_offsets) if return_offsets else (all_ids, all_segments)
+            return (*out, all_offsets[0]) if mode else out
+        return (all_ids, all_segments, all_offsets) if mode else (all_ids, all_segments)
 
-    def _pieces(self, text: str, with_offsets: bool) -> tuple[list[int], Offsets | None]:
+    def _pieces(self, text: str, mode: str | None) -> tuple[list[int], list | None]:
+        """Ids of a text and what its offsets are made from: ``(start, end)`` spans for
+        ``'span'``, bert4torch's per-token data (see ``_seed_pieces``) otherwise."""
         _check_text(text, "text")
-        if with_offsets:
+        if mode is None:
+            return self._text_ids(text), None
+        if mode == "span":
             return self._text_ids_offsets(text)
-        return self._text_ids(text), None
+        return self._seed_pieces(text)
+
+    def _seed_pieces(self, text: str) -> tuple[list[int], list]:
+        """Ids and, per id, what ``_seed_offsets`` needs (here the ``(start, end)`` span)."""
+        return self._text_ids_offsets(text)
+
+    def _seed_offsets(self, text: str, parts: list) -> list[list[int]]:
+        """bert4torch's offsets of one text: per item of ``parts`` (``None`` for a special
+        token, else what ``_seed_pieces`` gave), the list of character indices."""
+        return [[] if p is None else list(range(p[0], p[1])) for p in parts]
 
     def _encode_one(
         self,
@@ -240,56 +276,54 @@ class TokenizerBase:
         second: str | None,
         maxlen: int | None,
         pattern: str,
-        truncate_from: str | int,
-        with_offsets: bool,
-    ) -> tuple[list[int], list[int], Offsets | None]:
-        ids_a, off_a = self._pieces(first, with_offsets)
-        ids_b, off_b = self._pieces(second, with_offsets) if second is not None else (None, None)
-        n_se = self._n_start + self._n_end
-        if ids_b is None:
-            n_special = n_se
-        elif pattern == "S*E*E":
-            n_special = n_se + self._n_end
-        else:
-            n_special = 2 * n_se
+        index: int,
+        mode: str | None,
+    ) -> tuple[list[int], list[int], list | None]:
+        ids_a, extra_a = self._pieces(first, mode)
+        # Each text as bert4torch sees it: [start] + positions of its ids + [end], where
+        # START/END mark the special tokens; truncation pops from these lists.
+        seq_a = self._framed(len(ids_a))
+        seq_b = None
+        if second is not None:
+            ids_b, extra_b = self._pieces(second, mode)
+            seq_b = self._framed(len(ids_b))
         if maxlen is not None:
-            budget = maxlen - n_special
-            _check_budget(maxlen, budget, n_special)
-            index = _truncate_index(truncate_from)
-            seqs = [ids_a] if ids_b is None else [ids_a, ids_b]
-            if with_offsets:
-                # Cut the offsets alongside the ids: same lengths, same index.
-                keep = [list(range(len(s))) for s in seqs]
-                truncate_sequences(budget, index, *keep)
-                ids_a = [ids_a[i] for i in keep[0]]
-                off_a = [off_a[i] for i in keep[0]]
-                if ids_b is not None:
-                    ids_b = [ids_b[i] for i in keep[1]]
-                    off_b = [off_b[i] for i in keep[1]]
-            else:
-                truncate_sequences(budget, index, *seqs)
+            n_special = len(seq_a) - len(ids_a)
+            # 'S*E*E' drops the second text's start token after cutting (one more fits).
+            drop_b_start = seq_b is not None and pattern == "S*E*E" and self._n_start
+            if seq_b is not None:
+                n_special += len(seq_b) - len(ids_b) - int(bool(drop_b_start))
+            _check_budget(maxlen, maxlen - n_special, n_special)
+            truncate_sequences(maxlen + int(bool(drop_b_start)), index, seq_a, seq_b)
         start, end = self._token_start_id, self._token_end_id
-        ids = self._with_specials(ids_a, start, end)
-        offsets = (
-            self._with_specials(
-                off_a, (0, 0) if start is not None else None, (0, 0) if end is not None else None
-            )
-            if with_offsets
-            else None
-        )
+        ids = [start if i is _START else end if i is _END else ids_a[i] for i in seq_a]
         segments = [0] * len(ids)
-        if ids_b is not None:
-            b_start = start if pattern == "S*ES*E" else None
-            part = self._with_specials(ids_b, b_start, end)
+        offsets = self._offsets(first, seq_a, extra_a, mode) if mode else None
+        if seq_b is not None:
+            if pattern == "S*E*E" and self._n_start:
+                del seq_b[:1]
+            part = [start if i is _START else end if i is _END else ids_b[i] for i in seq_b]
             ids += part
             segments += [1] * len(part)
-            if with_offsets:
-                offsets += self._with_specials(
-                    off_b,
-                    (0, 0) if b_start is not None else None,
-                    (0, 0) if end is not None else None,
-                )
+            if mode:
+                offsets += self._offsets(second, seq_b, extra_b, mode)
         return ids, segments, offsets
+
+    def _framed(self, n: int) -> list:
+        framed: list = [_START] if self._n_start else []
+        framed += range(n)
+        if self._n_end:
+            framed.append(_END)
+        return framed
+
+    def _offsets(self, text: str, seq: list, extra: list, mode: str) -> list:
+        parts = [None if isinstance(i, _Marker) else extra[i] for i in seq]
+        if mode == "span":
+            return [(0, 0) if p is None else p for p in parts]
+        lists = self._seed_offsets(text, parts)
+        if mode == "transformers":
+            return [[k[0], k[-1] + 1] if k else [0, 0] for k in lists]
+        return lists
 
     # -- decode -------------------------------------------------------------------------------
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
@@ -315,11 +349,12 @@ def _check_budget(maxlen: int, budget: int, n_special: int) -> None:
         )
 
 
-def _truncate_index(truncate_from: str | int) -> int:
+def _truncate_index(truncate_from: str | int, n_start: int, n_end: int) -> int:
+    """The index bert4torch 0.2.5 pops from a text's token list (start/end included)."""
     if truncate_from == "right":
-        return -1
+        return -n_end - 1
     if truncate_from == "left":
-        return 0
+        return n_start
     if isinstance(truncate_from, int) and not isinstance(truncate_from, bool):
         return truncate_from
     raise ValueError(f"truncate_from must be 'right', 'left' or an int, got {truncate_from!r}")

@@ -15,6 +15,7 @@ from os import PathLike
 
 from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text
 from b4t.tokenizers._chars import is_cjk_char, is_punctuation
+from b4t.tokenizers._text import lowercase_and_normalize
 from b4t.tokenizers._trie import Trie
 from b4t.tokenizers._vocab import load_vocab
 from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
@@ -40,6 +41,17 @@ class _WordCache(dict):
             self.clear()
         self[word] = ids
         return ids
+
+
+class _TokenCache(_WordCache):
+    """word -> tuple of the tokens ``tokenize`` shows for it."""
+
+    def __missing__(self, word: str) -> tuple[str, ...]:  # type: ignore[override]
+        tokens = tuple(self.wordpiece.word_tokens(word))
+        if len(self) >= self.cap:
+            self.clear()
+        self[word] = tokens
+        return tokens
 
 
 class _SpanCache(_WordCache):
@@ -79,8 +91,11 @@ class Tokenizer(TokenizerBase):
         do_lower_case: lower-case (and strip accents, see ``strip_accents``).
         do_basic_tokenize: run the basic tokenizer (clean, lower-case, split CJK
             and punctuation); ``False`` splits on whitespace only.
-        do_tokenize_unk: keep the pieces of a word that cannot be covered and
-            emit ``[UNK]`` only for the characters that match nothing.
+        do_tokenize_unk: ``tokenize`` shows ``[UNK]`` for a word that cannot be
+            covered; by default (as in bert4torch) it shows the word itself, which
+            ``encode`` maps to the ``[UNK]`` id. The ids are the same either way.
+        split_unk_chars: keep the pieces of a word that cannot be covered and put
+            ``[UNK]`` only on the characters that match nothing (changes the ids).
         never_split: tokens kept whole wherever they occur (like special tokens).
         tokenize_chinese_chars: split every CJK ideograph into its own word.
         strip_accents: ``None`` follows ``do_lower_case``.
@@ -105,6 +120,7 @@ class Tokenizer(TokenizerBase):
         tokenize_chinese_chars: bool = True,
         strip_accents: bool | None = None,
         max_input_chars_per_word: int = 100,
+        split_unk_chars: bool = False,
         cache_size: int = 1 << 18,
         **kwargs,
     ) -> None:
@@ -133,9 +149,13 @@ class Tokenizer(TokenizerBase):
             strip_accents=strip_accents,
         )
         self.wordpiece_tokenizer = WordpieceTokenizer(
-            vocab, self._token_unk, max_input_chars_per_word, do_tokenize_unk
+            vocab, self._token_unk, max_input_chars_per_word, do_tokenize_unk, split_unk_chars
         )
         self.never_split = set(never_split or ())
+        # bert4torch's order (unk, end, pad, start, mask, added): the first listed wins.
+        names = (self._token_unk, self._token_end, self._token_pad, self._token_start)
+        specials = [t for t in (*names, self._token_mask) if t]
+        self._protected_order = [*specials, *self._extra_specials, *(never_split or ())]
         protected = self._special_tokens | self.never_split | {self._token_unk}
         self.tokens_trie = Trie(protected)
         import re  # here, not at module level: keeps `import b4t.tokenizers` light
@@ -144,6 +164,10 @@ class Tokenizer(TokenizerBase):
         alternatives = sorted(protected, key=len, reverse=True)
         self._protected_re = re.compile("|".join(map(re.escape, alternatives)))
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
+        self._token_cache = _TokenCache(self.wordpiece_tokenizer, vocab, cache_size)
+        # A text piece (between protected tokens) that normalises to a vocab token is that
+        # token, as in bert4torch ("##ing", "[unused1]"); only pieces this short can be one.
+        self._whole_max = 2 * self.wordpiece_tokenizer._longest + 8
         # Caches for the offsets path: word -> ((id, start, end), ...) and char -> its text.
         self._span_cache = _SpanCache(self.wordpiece_tokenizer, vocab, cache_size)
         basic = self.basic_tokenizer
@@ -167,9 +191,16 @@ class Tokenizer(TokenizerBase):
         lower, strip = basic.do_lower_case, basic.strip_accents
         nfd = unicodedata.normalize
 
+        whole_max = self._whole_max
+        vocab = self._token_dict
+
         def encode_text(text: str) -> list[int] | None:
             if search(text):
                 return None
+            if len(text) <= whole_max:
+                whole = vocab.get(lowercase_and_normalize(text) if lower else text)
+                if whole is not None:
+                    return [start, whole, end]
             if lower:
                 text = text.lower()
             if strip and not text.isascii():
@@ -230,8 +261,18 @@ class Tokenizer(TokenizerBase):
             return text.translate(basic.table).split()
         return text.split()
 
+    def _whole_token(self, piece: str) -> str | None:
+        """The vocab token ``piece`` is as a whole (after lower-casing), else ``None``."""
+        if len(piece) > self._whole_max:
+            return None
+        key = lowercase_and_normalize(piece) if self._do_lower_case else piece
+        return key if key in self._token_dict else None
+
     def _piece_ids(self, piece: str) -> list[int]:
         """Ids of a text that holds no protected token."""
+        whole = self._whole_token(piece)
+        if whole is not None:
+            return [self._token_dict[whole]]
         return list(chain.from_iterable(map(self._cache.__getitem__, self._words(piece))))
 
     def _text_ids(self, text: str) -> list[int]:
@@ -240,7 +281,7 @@ class Tokenizer(TokenizerBase):
         if self._hooks:
             return self.tokens_to_ids(self._translated(text))
         if not self._protected_re.search(text):
-            return list(chain.from_iterable(map(self._cache.__getitem__, self._words(text))))
+            return self._piece_ids(text)
         ids: list[int] = []
         protected = self.tokens_trie.tokens
         for piece in self.tokens_trie.split(text):
@@ -253,6 +294,8 @@ class Tokenizer(TokenizerBase):
     def _tokenize(self, text: str) -> list[str]:
         _check_text(text, "text")
         if self._pre_tokenize is not None:
+            if self._do_lower_case:  # as bert4torch: the hook sees the lower-cased text
+                text = lowercase_and_normalize(text, self._protected_order)
             tokens: list[str] = []
             for word in self._pre_tokenize(text):
                 if word in self._token_dict:
@@ -262,17 +305,23 @@ class Tokenizer(TokenizerBase):
             return tokens
         return self._plain_tokens(text)
 
+    def _piece_tokens(self, piece: str) -> list[str]:
+        """Tokens of a text that holds no protected token."""
+        whole = self._whole_token(piece)
+        if whole is not None:
+            return [whole]
+        return list(chain.from_iterable(map(self._token_cache.__getitem__, self._words(piece))))
+
     def _plain_tokens(self, text: str) -> list[str]:
-        inverse = self._id_to_token
         if not self._protected_re.search(text):
-            return [inverse[i] for i in self._piece_ids(text)]
+            return self._piece_tokens(text)
         tokens: list[str] = []
         protected = self.tokens_trie.tokens
         for piece in self.tokens_trie.split(text):
             if piece in protected:
                 tokens.append(piece)
             else:
-                tokens += [inverse[i] for i in self._piece_ids(piece)]
+                tokens += self._piece_tokens(piece)
         return tokens
 
     # -- offsets --------------------------------------------------------------------------------
@@ -304,8 +353,9 @@ class Tokenizer(TokenizerBase):
         protected = self.tokens_trie.tokens
         base = 0
         for piece in self.tokens_trie.split(text):
-            if piece in protected:
-                ids.append(self.token_to_id(piece))
+            whole = None if piece in protected else self._whole_token(piece)
+            if piece in protected or whole is not None:
+                ids.append(self.token_to_id(whole or piece))
                 offsets.append((base, base + len(piece)))
             else:
                 self._piece_offsets(piece, base, ids, offsets)
@@ -321,97 +371,108 @@ class Tokenizer(TokenizerBase):
                 ids.append(token_id)
                 offsets.append((base + origin[w0 + s], base + origin[w0 + e - 1] + 1))
 
+    def _seed_pieces(self, text: str) -> tuple[list[int], list[str]]:
+        tokens = self._translated(text)
+        return self.tokens_to_ids(tokens), tokens
+
+    def _seed_offsets(self, text: str, parts: list) -> list[list[int]]:
+        # bert4torch rematches the (cut) token list, special tokens included.
+        unk = self._token_unk
+        return self.rematch(text, [unk if p is None else p for p in parts])
+
     def rematch(self, text: str, tokens: Sequence[str]) -> list[list[int]]:
         """For each token, the indices of the characters of ``text`` it came from.
 
-        Special tokens get ``[]``; ``[UNK]`` covers the rest of its word.
+        As in bert4torch 0.2.5: a bracketed token (``[CLS]``, ``[UNK]``, ``[unused1]``),
+        like any special or unknown token, gets ``[]``; a character that normalises to
+        several (a Hangul syllable under NFD) appears once per normalised character. A
+        token that cannot be found in the rest of the text also gets ``[]``.
         """
         _check_text(text, "text")
         normalized, origin = (
             self._aligned(text) if self._do_basic_tokenize else (text, list(range(len(text))))
         )
+        skip = self._special_tokens | {self._token_unk}
         out: list[list[int]] = []
         pos = 0
-        n = len(normalized)
         for token in tokens:
-            if token in self._special_tokens:
+            if token in skip or (token[:1] == "[" and token[-1:] == "]"):
                 out.append([])
                 continue
-            while pos < n and normalized[pos] == " ":
-                pos += 1
-            if token == self._token_unk:
-                end = pos
-                while end < n and normalized[end] != " ":
-                    end += 1
-            else:
-                stem = self.stem(token)
-                found = normalized.find(stem, pos)
-                if found < 0:
-                    out.append([])
-                    continue
-                pos, end = found, found + len(stem)
-            out.append(sorted(set(origin[pos:end])))
-            pos = end
+            stem = self.stem(token)
+            found = normalized.find(stem, pos)
+            if found < 0:
+                out.append([])
+                continue
+            pos = found + len(stem)
+            out.append(origin[found:pos])
         return out
 
     # -- decode ---------------------------------------------------------------------------------
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
-        """Readable text: specials dropped, ``##`` pieces joined, CJK and punctuation unspaced."""
-        if tokens is None:
+        """Readable text, exactly as bert4torch 0.2.5 writes it.
+
+        Bracketed tokens (``[CLS]``, ``[SEP]``, ``[PAD]``, ``[UNK]``, ``[unused1]``, ...)
+        and the other special tokens are dropped; ``##`` pieces join the previous
+        token; CJK characters take no spaces; a punctuation character is followed by a
+        space, except CJK punctuation and ``+-/={(<[``; ``' s`` becomes ``'s`` before a
+        space and ``3. 14`` becomes ``3.14``.
+        """
+        if not tokens:
             tokens = self.ids_to_tokens(ids)
         inv = self._token_translate_inv
         if inv:
             tokens = [inv.get(t) or t for t in tokens]
-        return join_wordpieces(t for t in tokens if t not in self._special_tokens)
+        specials = self._special_tokens
+        return join_tokens(
+            t for t in tokens if t not in specials and not (t[:1] == "[" and t[-1:] == "]")
+        )
 
 
-_ATTACH_LEFT = set(".,!?;:)]}%'\"，。！？；：、）】」』》〉…")
-_ATTACH_RIGHT = set("([{$'\"（【「『《〈")
-_ATTACH_BOTH = set("-/@_~^")
-_CONTRACTIONS = {"s", "t", "re", "ve", "ll", "d", "m"}
+# Punctuation after which bert4torch's decode removes the space it put there.
+_NO_SPACE_AFTER = (
+    "\uff02\uff03\uff04\uff05\uff06\uff07\uff08\uff09\uff0a\uff0b\uff0c\uff0d"
+    "\uff0f\uff1a\uff1b\uff1c\uff1d\uff1e\uff20\uff3b\uff3c\uff3d\uff3e\uff3f"
+    "\uff40\uff5b\uff5c\uff5d\uff5e\uff5f\uff60\uff62\uff63\uff64\u3000\u3001"
+    "\u3003\u3008\u3009\u300a\u300b\u300c\u300d\u300e\u300f\u3010\u3011\u3014"
+    "\u3015\u3016\u3017\u3018\u3019\u301a\u301b\u301c\u301d\u301e\u301f\u3030"
+    "\u303e\u303f\u2013\u2014\u2018\u2019\u201b\u201c\u201d\u201e\u201f\u2026"
+    "\u2027\ufe4f\ufe51\ufe54\u00b7\uff01\uff1f\uff61\u3002+-/={(<["
+)
+_PATTERNS: list = []
 
 
-def join_wordpieces(tokens: Iterable[str]) -> str:
-    """Join BERT tokens into readable text.
+def _patterns() -> list:
+    """The clean-up substitutions, compiled on first use (``re`` stays out of import)."""
+    if not _PATTERNS:
+        import re
 
-    ``##x`` joins the previous token; CJK characters and CJK punctuation take no
-    spaces; closing punctuation sticks to the left, opening to the right;
-    ``don ' t`` becomes ``don't`` and ``3 . 14`` becomes ``3.14``.
-    """
-    parts: list[str] = []
-    prev = ""
-    prev_prev = ""
+        punct = "|".join(map(re.escape, _NO_SPACE_AFTER))
+        _PATTERNS.extend(
+            [
+                (re.compile(" +"), " "),
+                (re.compile("' (re|m|s|t|ve|d|ll) "), "'\\1 "),
+                (re.compile(f"({punct}) "), "\\1"),
+                (re.compile(r"(\d\.) (\d)"), "\\1\\2"),
+            ]
+        )
+    return _PATTERNS
+
+
+def join_tokens(tokens: Iterable[str]) -> str:
+    """Join WordPiece tokens into text with bert4torch 0.2.5's rules (see ``Tokenizer.decode``)."""
+    text = ""
     for token in tokens:
-        if not token:
-            continue
-        glue = True
-        if not parts:
-            pass
-        elif token.startswith("##") and len(token) > 2:
-            token = token[2:]
-        elif (
-            (
-                len(token) == 1
-                and (is_cjk_char(token) or (ord(token) > 0x2FFF and is_punctuation(token)))
-            )
-            or (
-                len(prev) == 1
-                and (is_cjk_char(prev) or (ord(prev) > 0x2FFF and is_punctuation(prev)))
-            )
-            or token in _ATTACH_LEFT
-            or token in _ATTACH_BOTH
-            or prev in _ATTACH_BOTH
-            or (
-                prev in _ATTACH_RIGHT
-                and not (prev == "'" and prev_prev.isalnum() and token not in _CONTRACTIONS)
-            )
-            or (prev in (".", ",") and prev_prev.isdigit() and token[:1].isdigit())
-        ):
-            pass
+        if token[:2] == "##":
+            text += token[2:]
+        elif len(token) == 1 and is_cjk_char(token):
+            text += token
+        elif len(token) == 1 and is_punctuation(token):
+            text += token + " "
+        elif text and is_cjk_char(text[-1]):
+            text += token
         else:
-            glue = False
-        if not glue:
-            parts.append(" ")
-        parts.append(token)
-        prev_prev, prev = prev, token
-    return "".join(parts)
+            text += " " + token
+    for pattern, replacement in _patterns():
+        text = pattern.sub(replacement, text)
+    return text.strip()

@@ -57,7 +57,9 @@ def _encode(tokenizer, args: argparse.Namespace, src: TextIO, dst: TextIO) -> No
         first, second = line, None
         if sep is not None and sep in line:
             first, _, second = line.partition(sep)
-        out = tokenizer.encode(first, second, maxlen=args.maxlen, return_offsets=args.offsets)
+        out = tokenizer.encode(
+            first, second, maxlen=args.maxlen, return_offsets="span" if args.offsets else False
+        )
         record: dict = {"ids": out[0]}
         if args.segments:
             record["segment_ids"] = out[1]

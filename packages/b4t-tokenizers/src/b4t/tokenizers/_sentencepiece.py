@@ -59,7 +59,8 @@ class SpTokenizer(TokenizerBase):
 
     Without ``remove_space``/``keep_accents``/``do_lower_case`` preprocessing
     (``remove_space=False, keep_accents=True``) the pieces and ids are exactly
-    sentencepiece's ``encode``.
+    sentencepiece's ``encode`` of the text with ``````/``''`` written ``"`` (a rewrite
+    bert4torch always makes).
     """
 
     def __init__(
@@ -101,6 +102,7 @@ class SpTokenizer(TokenizerBase):
         _check_text(text, "text")
         if self.remove_space:
             text = " ".join(text.split())
+        text = text.replace("``", '"').replace("''", '"')
         if not self.keep_accents:
             text = unicodedata.normalize("NFKD", text)
             text = "".join(c for c in text if not unicodedata.combining(c))
@@ -109,16 +111,9 @@ class SpTokenizer(TokenizerBase):
         return text
 
     def _tokenize(self, text: str) -> list[str]:
-        if self._pre_tokenize is None:
-            return self.sp_model.encode_as_pieces(self.preprocess_text(text))
-        # bert4torch's hook: a pre-tokenized word that is a piece stays whole.
-        pieces: list[str] = []
-        for word in self._pre_tokenize(text):
-            if word in self._token_dict:
-                pieces.append(word)
-            else:
-                pieces += self.sp_model.encode_as_pieces(self.preprocess_text(word))
-        return pieces
+        if self._pre_tokenize is not None:  # bert4torch: the words, joined by spaces
+            text = " ".join(self._pre_tokenize(text))
+        return self.sp_model.encode_as_pieces(self.preprocess_text(text))
 
     def _text_ids(self, text: str) -> list[int]:
         if self._token_translate or self._pre_tokenize is not None:
@@ -147,10 +142,19 @@ class SpTokenizer(TokenizerBase):
         offsets = [(char_at[piece.begin], char_at[piece.end]) for piece in proto.pieces]
         return ids, offsets
 
+    def id_to_token(self, i: int) -> str:
+        """Piece of id ``i``; ``''`` for an id past the model's pieces (a padded
+        embedding row), as in bert4torch; ``IndexError`` for a negative id."""
+        if i >= self.vocab_size:
+            return ""
+        return super().id_to_token(i)
+
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
-        """Text of ``ids`` (special tokens dropped), as sentencepiece decodes it."""
+        """Text of ``ids`` as sentencepiece decodes their pieces (control pieces such as
+        ``<s>`` vanish, ``<unk>`` reads `` ⁇ ``), after undoing ``token_translate``; the
+        special tokens given to the constructor are dropped too."""
         if tokens is None:
             tokens = self.ids_to_tokens(ids)
         inv = self._token_translate_inv
-        pieces = [inv.get(t) or t for t in tokens if t not in self._special_tokens]
+        pieces = [inv.get(t) or t for t in tokens if t and t not in self._special_tokens]
         return self.sp_model.decode_pieces(pieces)

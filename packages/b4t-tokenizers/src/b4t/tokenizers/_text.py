@@ -6,7 +6,6 @@ import unicodedata
 
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
-    import random
     from collections.abc import Iterable, Sequence
     from typing import Any
 
@@ -26,19 +25,41 @@ def whitespace_tokenize(text: str) -> list[str]:
 
 
 def lowercase_and_normalize(text: str, never_split: Iterable[str] = ()) -> str:
-    """Lower-case ``text`` and strip accents (NFD, drop ``Mn`` marks), as uncased BERT does.
+    """Lower-case ``text`` and strip accents (NFD, drop ``Mn`` marks), as bert4torch 0.2.5 does.
 
-    Words in ``never_split`` (whole, between whitespace) are left untouched.
+    Occurrences of the ``never_split`` strings are kept as they are wherever they
+    appear, inside words too (``"aKEEPb"`` stays ``"aKEEPb"`` with ``never_split=["KEEP"]``);
+    at each position the first listed string that matches wins. Everything else is
+    lower-cased one character at a time (so a word-final capital sigma becomes ``σ``,
+    as in 0.2.5), then decomposed (NFD) with the combining marks (``Mn``) dropped.
     """
-    protected = set(never_split)
+    protected = [t for t in never_split if t]
     if protected:
-        parts = text.split(" ")
-        return " ".join(p if p in protected else lowercase_and_normalize(p) for p in parts)
-    text = text.lower()
+        import re  # only here: keeps `import b4t.tokenizers` light
+
+        pattern = re.compile("|".join(map(re.escape, protected)))
+        parts: list[str] = []
+        last = 0
+        for match in pattern.finditer(text):
+            parts.append(_lower_chars(text[last : match.start()]))
+            parts.append(match.group())
+            last = match.end()
+        parts.append(_lower_chars(text[last:]))
+        text = "".join(parts)
+    else:
+        text = _lower_chars(text)
     if text.isascii():
         return text
     text = unicodedata.normalize("NFD", text)
     return "".join(c for c in text if unicodedata.category(c) != "Mn")
+
+
+def _lower_chars(text: str) -> str:
+    """``str.lower`` applied to each character on its own (no context rules)."""
+    lowered = text.lower()
+    if len(lowered) == len(text) and ("\u03a3" not in text):
+        return lowered  # no character changed length and no context-dependent sigma
+    return "".join(c.lower() for c in text)
 
 
 def truncate_sequences(
@@ -49,7 +70,8 @@ def truncate_sequences(
     ``indices`` is the position popped from each sequence (one int for all, or
     one per sequence: ``-1`` cuts from the right, ``0`` from the left). Empty or
     ``None`` sequences are ignored. Sequences are cut in place; the non-empty
-    ones are returned.
+    ones are returned. An index outside a sequence that must be cut raises
+    ``IndexError`` naming it.
     """
     seqs = [s for s in sequences if s]
     if isinstance(indices, int):
@@ -71,7 +93,12 @@ def truncate_sequences(
         excess -= 1
     for seq, position, cut in zip(seqs, idx, cuts):
         for _ in range(cut):
-            seq.pop(position if -len(seq) <= position < len(seq) else -1)
+            if not -len(seq) <= position < len(seq):
+                raise IndexError(
+                    f"truncate_sequences: index {position} is outside a sequence of "
+                    f"length {len(seq)}"
+                )
+            seq.pop(position)
     return seqs
 
 
@@ -82,55 +109,79 @@ def text_segmentate(
     strips: str | None = None,
     truncate: bool = True,
 ) -> list[str]:
-    """Split ``text`` into pieces of at most ``maxlen`` characters.
+    """Split ``text`` into pieces of about ``maxlen`` characters, as bert4torch 0.2.5 does.
 
-    Splits on ``seps[0]`` first (the separator stays at the end of its piece),
-    packs consecutive pieces together while they fit, and splits a piece that
-    is still too long on the next separator. When the separators run out and a
-    piece is still too long, ``truncate=True`` cuts it into ``maxlen`` chunks.
-    ``strips`` is passed to ``str.strip`` on the text first.
+    The text is stripped (whitespace, then ``strips``). While it is longer than
+    ``maxlen``, it is split on ``seps[0]`` (each piece keeps its separator) and
+    consecutive pieces are packed together while ``len(packed) + len(piece) <
+    maxlen``; each packed group is segmented again with the remaining separators.
+    When the separators run out and a piece is still too long, ``truncate=True``
+    cuts it into ``maxlen`` chunks. A text that fits (the empty text too) comes back
+    as a one-item list.
     """
     if maxlen < 1:
         raise ValueError(f"maxlen must be >= 1, got {maxlen}")
     text = text.strip().strip(strips)
     if len(text) <= maxlen:
-        return [text] if text else []
+        return [text]
     if not seps:
         if truncate:
             return [text[i : i + maxlen] for i in range(0, len(text), maxlen)]
         return [text]
     sep, rest = seps[0], seps[1:]
     parts = text.split(sep)
-    parts = [p + sep for p in parts[:-1]] + [parts[-1]]
     out: list[str] = []
-    current = ""
-    for part in parts:
-        if current and len(current) + len(part) > maxlen:
-            out += text_segmentate(current, maxlen, rest, strips, truncate)
-            current = ""
-        current += part
-    if current:
-        out += text_segmentate(current, maxlen, rest, strips, truncate)
+    packed = ""
+    for n, part in enumerate(parts):
+        # a group is closed before a non-empty piece that would bring it to maxlen or more
+        if packed and part and len(packed) + len(part) >= maxlen:
+            out += text_segmentate(packed, maxlen, rest, strips, truncate)
+            packed = ""
+        packed += part if n == len(parts) - 1 else part + sep
+    if packed:
+        out += text_segmentate(packed, maxlen, rest, strips, truncate)
     return out
 
 
 def merge_segmentate(sequences: Sequence[str], maxlen: int, sep: str = "") -> list[str]:
-    """Join consecutive short sentences with ``sep`` while the result fits ``maxlen``."""
+    """Join consecutive short sentences with ``sep`` while the result fits ``maxlen``.
+
+    A sentence of ``maxlen`` characters or more that does not follow an open group
+    is emitted on its own; empty sentences are dropped.
+    """
     out: list[str] = []
     current = ""
     for piece in sequences:
-        if current and len(current) + len(sep) + len(piece) <= maxlen:
-            current += sep + piece
-        else:
-            if current:
+        if current:
+            if len(current) + len(sep) + len(piece) <= maxlen:
+                current += sep + piece
+            else:
                 out.append(current)
+                current = piece
+        elif len(piece) < maxlen:
             current = piece
+        else:
+            out.append(piece)
     if current:
         out.append(current)
     return out
 
 
 _STRATEGIES = ("insert", "delete", "replace", "random")
+
+
+def _skip_positions(word: str, text: str, with_last: bool) -> set[int]:
+    """Positions of ``text`` covered by the occurrences of ``word`` (overlaps included);
+    without ``with_last`` each occurrence's last character stays free."""
+    n = len(word)
+    covered: set[int] = set()
+    if not n:
+        return covered
+    start = text.find(word)
+    while start >= 0:
+        covered.update(range(start, start + n if with_last else start + n - 1))
+        start = text.find(word, start + 1)
+    return covered
 
 
 def text_augmentation(
@@ -141,58 +192,79 @@ def text_augmentation(
     skip_words: str | Iterable[str] | None = None,
     strategy: str = "random",
     allow_dup: bool = True,
-    seed: int | random.Random | None = None,
+    seed: int | None = None,
 ) -> str | list[str]:
     """Simple EDA noise: insert, delete or replace characters at random positions.
 
     Args:
-        texts: one text or a list of texts (the same shape is returned).
-        noise_dict: strings to insert or replace with (needed unless ``strategy='delete'``).
+        texts: one text or a list of texts (a text comes back as a text, a list as a
+            new list; the input is not modified).
+        noise_dict: strings to insert or replace with (only needed when a text is
+            actually changed by insertion or replacement).
         noise_len: how many positions to change per text (wins over ``noise_p``).
-        noise_p: the fraction of positions to change when ``noise_len`` is 0.
-        skip_words: words whose characters are never touched.
+        noise_p: the fraction of positions to change when ``noise_len`` is 0; with
+            both 0 the texts come back unchanged.
+        skip_words: words whose characters are never chosen (for insertion, the
+            last character of each occurrence may still be followed by noise).
         strategy: ``'insert'``, ``'delete'``, ``'replace'`` or ``'random'`` (one of
             the three, drawn per text).
         allow_dup: whether one position may be drawn more than once.
-        seed: an int or a ``random.Random`` for reproducible noise.
+        seed: ``None`` draws from the global ``numpy.random`` (positions) and
+            ``random`` (noise strings, strategy) generators exactly as bert4torch
+            0.2.5 does; an int uses private generators seeded with it, which give
+            what 0.2.5 gives after ``np.random.seed(seed); random.seed(seed)``.
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
-    noise = list(noise_dict or ())
-    if strategy != "delete" and not noise:
-        raise ValueError(f"noise_dict is needed for strategy {strategy!r}")
+    if noise_len == 0 and noise_p == 0:
+        return texts if isinstance(texts, str) else list(texts)
     import random
 
-    rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+    import numpy as np
+
+    if seed is None:
+        choose_positions, rng = np.random.choice, random
+    else:
+        choose_positions, rng = np.random.RandomState(seed).choice, random.Random(seed)
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)
     if isinstance(skip_words, str):
         skip_words = [skip_words]
-    skips = [w for w in (skip_words or ()) if w]
+    words = list(skip_words or ())
+
+    def noise() -> str:
+        if not noise_dict:
+            raise ValueError(f"text_augmentation needs a noise_dict to {how} characters")
+        return rng.choice(noise_dict)
+
     out = []
     for text in items:
-        protected: set[int] = set()
-        for word in skips:
-            start = text.find(word)
-            while start >= 0:
-                protected.update(range(start, start + len(word)))
-                start = text.find(word, start + 1)
-        free = [i for i in range(len(text)) if i not in protected]
         count = noise_len if noise_len > 0 else int(len(text) * noise_p)
+        skipped: set[int] = set()
+        for word in words:
+            skipped |= _skip_positions(word, text, strategy != "insert")
+        free = [i for i in range(len(text)) if i not in skipped]
         if not allow_dup:
             count = min(count, len(free))
-        if count <= 0 or not free:
+        if count == 0 or not free:
             out.append(text)
             continue
-        picks = [rng.choice(free) for _ in range(count)] if allow_dup else rng.sample(free, count)
-        how = strategy if strategy != "random" else rng.choice(_STRATEGIES[:3])
+        picks = choose_positions(free, count, replace=allow_dup)
+        how = strategy
+        if how == "random":  # two draws at most, as 0.2.5 makes them
+            if rng.random() < 0.333:
+                how = "insert"
+            elif rng.random() < 0.667:
+                how = "delete"
+            else:
+                how = "replace"
         chars = list(text)
         for i in picks:
             if how == "insert":
-                chars[i] = chars[i] + rng.choice(noise)
+                chars[i] = chars[i] + noise()
             elif how == "delete":
                 chars[i] = ""
             else:
-                chars[i] = rng.choice(noise)
+                chars[i] = noise()
         out.append("".join(chars))
     return out[0] if single else out

@@ -76,11 +76,14 @@ class WordpieceTokenizer:
 
     Args:
         vocab: token -> id.
-        unk_token: emitted for a word that cannot be covered (or for one
-            character at a time with ``do_tokenize_unk``).
-        max_input_chars_per_word: longer words become ``unk_token``.
-        do_tokenize_unk: when a word cannot be covered, keep the pieces found
-            and put ``unk_token`` only for the characters that match nothing.
+        unk_token: the token whose id a word that cannot be covered gets.
+        max_input_chars_per_word: longer words cannot be covered.
+        do_tokenize_unk: what ``tokenize`` shows for a word that cannot be covered:
+            ``False`` (bert4torch's default) keeps the word itself, which ``encode``
+            then maps to the unknown id; ``True`` puts ``unk_token`` in its place.
+            The ids are the same either way.
+        split_unk_chars: keep the pieces of a word that cannot be covered and put
+            ``unk_token`` only on the characters that match nothing (changes the ids).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class WordpieceTokenizer:
         unk_token: str = "[UNK]",
         max_input_chars_per_word: int = 100,
         do_tokenize_unk: bool = False,
+        split_unk_chars: bool = False,
     ) -> None:
         if max_input_chars_per_word < 1:
             raise ValueError(
@@ -98,11 +102,14 @@ class WordpieceTokenizer:
         self.unk_token = unk_token
         self.max_input_chars_per_word = max_input_chars_per_word
         self.do_tokenize_unk = do_tokenize_unk
+        self.split_unk_chars = split_unk_chars
         # No vocab entry is longer than this, so longer candidates need not be tried.
         self._longest = max((len(t) for t in vocab), default=1)
 
     def spans(self, word: str) -> list[tuple[str, int, int]]:
-        """``(token, start, end)`` for each sub-word; start/end index characters of ``word``."""
+        """``(token, start, end)`` for each sub-word (the tokens whose ids ``encode`` gives;
+        ``unk_token`` for a word that cannot be covered); start/end index characters of
+        ``word``."""
         n = len(word)
         if n > self.max_input_chars_per_word:
             return [(self.unk_token, 0, n)]
@@ -123,7 +130,7 @@ class WordpieceTokenizer:
                     break
                 end -= 1
             if found is None:
-                if not self.do_tokenize_unk:
+                if not self.split_unk_chars:
                     return [(self.unk_token, 0, n)]
                 out.append((self.unk_token, start, start + 1))
                 start += 1
@@ -133,12 +140,26 @@ class WordpieceTokenizer:
         return out
 
     def word_pieces(self, word: str) -> list[str]:
-        """The sub-word tokens of one word."""
+        """The sub-word tokens of one word whose ids ``encode`` gives (``unk_token`` for a
+        word that cannot be covered)."""
         return [token for token, _, _ in self.spans(word)]
+
+    def word_tokens(self, word: str) -> list[str]:
+        """What ``tokenize`` shows for one word: its pieces, or for a word that cannot be
+        covered the word itself (``unk_token`` with ``do_tokenize_unk``)."""
+        pieces = self.word_pieces(word)
+        if (
+            not self.do_tokenize_unk
+            and len(pieces) == 1
+            and pieces[0] == self.unk_token
+            and word != self.unk_token
+        ):
+            return [word]
+        return pieces
 
     def tokenize(self, text: str) -> list[str]:
         """Sub-words of every whitespace-separated word of ``text``."""
         out: list[str] = []
         for word in text.split():
-            out += self.word_pieces(word)
+            out += self.word_tokens(word)
         return out
