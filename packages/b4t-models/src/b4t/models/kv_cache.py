@@ -1,0 +1,174 @@
+"""b4t's own KV cache: per-layer key/value buffers that grow in place.
+
+A :class:`KVCache` belongs to one decoding run of one model. Each attention layer gets
+its :class:`LayerKV` as ``past_key_value`` and calls ``update(k, v)``: the new keys and
+values are written into a preallocated buffer (no ``torch.cat`` of the whole history per
+step) and the whole ``[B, N, past + new, D]`` views come back.
+
+Beam search and sampling keep, repeat and drop rows; :meth:`KVCache.index_select`
+(what :func:`b4t.generation.select_states` calls) returns a cache holding the chosen
+rows, :meth:`KVCache.reorder` does the same in place and :meth:`KVCache.select` prunes
+finished rows. The cache also keeps the padding mask of the cached positions, so a
+call that gives only the new tokens' mask still masks the prompt's padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+__all__ = ["KVCache", "LayerKV"]
+
+_GROW = 64  # extra positions allocated at once
+
+
+class LayerKV:
+    """Keys and values of one attention layer, ``[B, N, length, D]`` each.
+
+    ``update(k, v)`` appends ``[B, N, new, D]`` tensors and returns the whole keys and
+    values; ``kv[0]`` / ``kv[1]`` are the cached keys / values (so code that asks
+    ``past_key_value[0].shape[2]`` for the cached length works as with a ``(k, v)`` pair).
+    """
+
+    __slots__ = ("_k", "_v", "length")
+
+    def __init__(self) -> None:
+        self._k: torch.Tensor | None = None
+        self._v: torch.Tensor | None = None
+        self.length = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append new keys/values ``[B, N, new, D]``; return all ``[B, N, length, D]``."""
+        new = k.shape[2]
+        if self._k is None or self._v is None:
+            shape = (*k.shape[:2], new + _GROW, k.shape[3])
+            self._k, self._v = k.new_empty(shape), v.new_empty((*shape[:3], v.shape[3]))
+        else:
+            if k.shape[0] != self._k.shape[0] or k.shape[1] != self._k.shape[1]:
+                raise ValueError(
+                    f"KV cache holds {self._k.shape[0]} rows x {self._k.shape[1]} heads but "
+                    f"the new keys have {k.shape[0]} rows x {k.shape[1]} heads "
+                    "(a cache from another batch or model?)"
+                )
+            if self.length + new > self._k.shape[2]:
+                capacity = max(2 * self._k.shape[2], self.length + new + _GROW)
+                self._k = self._grow(self._k, capacity)
+                self._v = self._grow(self._v, capacity)
+        end = self.length + new
+        self._k[:, :, self.length : end] = k
+        self._v[:, :, self.length : end] = v
+        self.length = end
+        return self._k[:, :, :end], self._v[:, :, :end]
+
+    def _grow(self, buf: torch.Tensor, capacity: int) -> torch.Tensor:
+        out = buf.new_empty((*buf.shape[:2], capacity, buf.shape[3]))
+        out[:, :, : self.length] = buf[:, :, : self.length]
+        return out
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        buf = (self._k, self._v)[index]
+        if buf is None:
+            raise IndexError("the layer cache is empty")
+        return buf[:, :, : self.length]
+
+    def __len__(self) -> int:
+        return 2
+
+    def index_select(self, indices: torch.Tensor) -> LayerKV:
+        """A new layer cache holding rows ``indices`` (rows may repeat)."""
+        out = LayerKV()
+        if self._k is not None and self._v is not None:
+            idx = indices.to(self._k.device)
+            out._k = self._k.index_select(0, idx)
+            out._v = self._v.index_select(0, idx)
+        out.length = self.length
+        return out
+
+
+class KVCache:
+    """The KV cache of a decoder: one :class:`LayerKV` per layer plus the padding mask.
+
+    Args:
+        num_layers: attention layers of the model (one layer cache each).
+
+    Attributes:
+        layers: the per-layer caches, in layer order.
+        mask: ``[B, length]`` bool, True for the real (non-padding) cached tokens, or None
+            before the first step.
+    """
+
+    def __init__(self, num_layers: int) -> None:
+        self.layers = [LayerKV() for _ in range(num_layers)]
+        self.mask: torch.Tensor | None = None
+
+    @property
+    def seq_len(self) -> int:
+        """Cached positions."""
+        return self.layers[0].length if self.layers else 0
+
+    @property
+    def batch_size(self) -> int | None:
+        """Rows held, or None while empty."""
+        return None if self.mask is None else int(self.mask.shape[0])
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[LayerKV]:
+        return iter(self.layers)
+
+    def __getitem__(self, index: int) -> LayerKV:
+        return self.layers[index]
+
+    def check(self, batch_size: int, num_layers: int) -> None:
+        """Raise ValueError if this cache cannot serve a batch of ``batch_size`` rows of a
+        model with ``num_layers`` layers."""
+        if len(self.layers) != num_layers:
+            raise ValueError(
+                f"KV cache has {len(self.layers)} layers but the model has {num_layers} "
+                "(a cache from another model?)"
+            )
+        if self.batch_size is not None and self.batch_size != batch_size:
+            raise ValueError(
+                f"KV cache holds {self.batch_size} rows but the input has {batch_size} "
+                "(a cache from another batch? select its rows with cache.select(indices))"
+            )
+
+    def index_select(self, indices: torch.Tensor) -> KVCache:
+        """A cache holding rows ``indices`` in that order (beams: parents; rows may repeat).
+
+        The identity selection returns ``self`` without copying.
+        """
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        rows = self.batch_size
+        if (
+            rows is not None
+            and indices.numel() == rows
+            and torch.equal(indices.cpu(), torch.arange(rows))
+        ):
+            return self
+        if indices.numel() and rows is not None and int(indices.max()) >= rows:
+            raise IndexError(f"row {int(indices.max())} selected from a cache of {rows} rows")
+        out = KVCache(0)
+        out.layers = [layer.index_select(indices) for layer in self.layers]
+        out.mask = (
+            None if self.mask is None else self.mask.index_select(0, indices.to(self.mask.device))
+        )
+        return out
+
+    def reorder(self, indices: torch.Tensor) -> None:
+        """Keep rows ``indices`` in place (beam search reordering)."""
+        selected = self.index_select(indices)
+        self.layers, self.mask = selected.layers, selected.mask
+
+    def select(self, indices: torch.Tensor) -> None:
+        """Keep only rows ``indices`` in place (drop finished rows); same as :meth:`reorder`."""
+        self.reorder(indices)
+
+    def reorder_cache(self, indices: torch.Tensor) -> None:
+        """transformers' name for :meth:`reorder`."""
+        self.reorder(indices)
+
+    def __repr__(self) -> str:
+        return f"KVCache(layers={len(self.layers)}, rows={self.batch_size}, length={self.seq_len})"

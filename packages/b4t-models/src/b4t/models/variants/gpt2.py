@@ -1,0 +1,97 @@
+"""GPT-2 (``model='gpt2'``): pre-norm causal blocks, learned positions, final LayerNorm,
+LM head tied to the word embeddings. Loads transformers' ``GPT2LMHeadModel`` /
+``GPT2Model`` layout (``Conv1D`` weights stored ``[in, out]``, transposed on load).
+
+Built from a config dict with no checkpoint it is a from-scratch GPT-2::
+
+    model = build_transformer_model(
+        {"vocab_size": 96, "hidden_size": 128, "num_hidden_layers": 4,
+         "num_attention_heads": 4, "max_position_embeddings": 256},
+        model="gpt2", final_activation="linear")
+    logits = model([token_ids])              # [B, L, V]
+
+As bert4torch 0.2.5's GPT2, a seed-style call returns softmax probabilities unless
+``final_activation='linear'``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from b4t.models.config import ModelConfig
+from b4t.models.decoder import CausalLM
+from b4t.models.registry import Variant, register_variant
+from b4t.models.sources import transposed
+from b4t.models.transformer import Transformer
+from b4t.models.weight_map import WeightSource
+
+__all__ = ["GPT2", "gpt2_weight_map"]
+
+
+def _set_from_raw(config: ModelConfig, raw_key: str, field: str, convert: Any = None) -> None:
+    """Copy a native config.json key into a ModelConfig field unless the field's own key
+    (or an alias) was in the file."""
+    if raw_key in config.raw and config.raw[raw_key] is not None:
+        value = config.raw[raw_key]
+        setattr(config, field, convert(value) if convert else value)
+
+
+class GPT2(CausalLM):
+    """GPT-2: ``x += attn(ln_1(x)); x += mlp(ln_2(x))``, then ``ln_f`` and the tied head."""
+
+    final_norm = True
+    model_types = ("gpt2",)
+
+    def normalise_config(self, config: ModelConfig, name: str) -> None:
+        super().normalise_config(config, name)
+        if "hidden_act" not in config.raw:
+            _set_from_raw(config, "activation_function", "hidden_act")
+        _set_from_raw(config, "resid_pdrop", "hidden_dropout_prob", float)
+        _set_from_raw(config, "attn_pdrop", "attention_probs_dropout_prob", float)
+        config.pre_norm = True
+
+
+def gpt2_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+    """transformers' GPT-2 names under ``transformer.``."""
+    h = "transformer.h.{i}"
+    mapping: dict[str, WeightSource] = {
+        "embeddings.word_embeddings.weight": "transformer.wte.weight",
+        "embeddings.position_embeddings.weight": "transformer.wpe.weight",
+        "layers.{i}.norm1.weight": f"{h}.ln_1.weight",
+        "layers.{i}.norm1.bias": f"{h}.ln_1.bias",
+        "layers.{i}.attention.qkv.weight": transposed(f"{h}.attn.c_attn.weight"),
+        "layers.{i}.attention.qkv.bias": f"{h}.attn.c_attn.bias",
+        "layers.{i}.attention.o.weight": transposed(f"{h}.attn.c_proj.weight"),
+        "layers.{i}.attention.o.bias": f"{h}.attn.c_proj.bias",
+        "layers.{i}.norm2.weight": f"{h}.ln_2.weight",
+        "layers.{i}.norm2.bias": f"{h}.ln_2.bias",
+        "layers.{i}.ffn.intermediate.weight": transposed(f"{h}.mlp.c_fc.weight"),
+        "layers.{i}.ffn.intermediate.bias": f"{h}.mlp.c_fc.bias",
+        "layers.{i}.ffn.output.weight": transposed(f"{h}.mlp.c_proj.weight"),
+        "layers.{i}.ffn.output.bias": f"{h}.mlp.c_proj.bias",
+        "norm.weight": "transformer.ln_f.weight",
+        "norm.bias": "transformer.ln_f.bias",
+        "lm_head.weight": "lm_head.weight",
+    }
+    return mapping
+
+
+DECODER_OPTIONAL = (r"^lm_head\.weight$", r"attn\.bias$", r"attn\.masked_bias$", r"position_ids$")
+
+register_variant(
+    Variant(
+        name="gpt2",
+        prefix="transformer",
+        weight_map=gpt2_weight_map,
+        preset={
+            "type_vocab_size": 0,
+            "hidden_act": "gelu_new",
+            "layer_norm_eps": 1e-5,
+            "pre_norm": True,
+            "max_position_embeddings": 1024,
+        },
+        model_cls=GPT2,
+        optional_keys=DECODER_OPTIONAL,
+        description="GPT-2 (pre-norm, learned positions, tied LM head; HF GPT2LMHeadModel)",
+    )
+)
