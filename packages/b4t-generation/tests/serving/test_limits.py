@@ -1,0 +1,202 @@
+"""Serving limits: slots freed by disconnecting clients, 503 when busy, and 100 mixed
+requests (good, malformed, oversized, disconnecting) leaving the server answering with
+flat memory."""
+
+from __future__ import annotations
+
+import gc
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from b4t.generation import GenerationRequest
+
+
+class Ticker:
+    """A stream function yielding "x" every ``delay`` s; records how each stream ended."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.produced: list[int] = []
+        self.closed = threading.Event()
+
+    def __call__(self, request: GenerationRequest) -> Iterator[str]:
+        count = 0
+        try:
+            for _ in range(request.max_tokens):
+                time.sleep(self.delay)
+                count += 1
+                yield "x"
+        finally:
+            self.produced.append(count)
+            self.closed.set()
+
+
+def open_stream(url: str, path: str, body: dict | None = None) -> socket.socket:
+    """Send a request on a raw socket and read until the first SSE data line arrives."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    if body is None:
+        head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    else:
+        data = json.dumps(body).encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        ).encode() + data
+    sock.sendall(head)
+    received = b""
+    while b"\ndata:" not in received:
+        chunk = sock.recv(4096)
+        assert chunk, received
+        received += chunk
+    assert received.startswith(b"HTTP/1.0 200") or received.startswith(b"HTTP/1.1 200")
+    return sock
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_slot(make_server, tokenizer, fetch):
+    ticker = Ticker()
+    serving, service = make_server(
+        ticker, tokenizer=tokenizer, max_tokens=1000, max_concurrency=1, queue_timeout=5
+    )
+    sock = open_stream(serving.url, "/generate/stream?text=hi&max_tokens=1000")
+    assert service.active == 1
+    sock.close()
+    assert ticker.closed.wait(5), "the stream was not closed after the client left"
+    assert ticker.produced[0] < 1000  # stopped early: the decoder does not run on
+    deadline = time.monotonic() + 5
+    while service.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert service.active == 0
+    status, _, raw = fetch(serving.url + "/generate?text=hi&max_tokens=3")
+    assert (status, json.loads(raw)["data"]) == (200, ["xxx"])
+
+
+def test_openai_stream_closed_by_the_client_frees_its_slot(make_server, tokenizer):
+    openai = pytest.importorskip("openai")
+    ticker = Ticker()
+    serving, _ = make_server(ticker, tokenizer=tokenizer, max_tokens=1000, max_concurrency=1)
+    client = openai.OpenAI(base_url=serving.url + "/v1", api_key="-", max_retries=0)
+    stream = client.completions.create(model="b4t-lm", prompt="hi", max_tokens=1000, stream=True)
+    assert next(iter(stream)).choices[0].text == "x"
+    stream.close()
+    assert ticker.closed.wait(5) and ticker.produced[0] < 1000
+    answer = client.completions.create(model="b4t-lm", prompt="hi", max_tokens=2)
+    assert answer.choices[0].text == "xx" and answer.choices[0].finish_reason == "length"
+
+
+def test_busy_server_answers_503_json_then_recovers(make_server, tokenizer, fetch):
+    ticker = Ticker(delay=0.05)
+    serving, _ = make_server(
+        ticker, tokenizer=tokenizer, max_tokens=1000, max_concurrency=1, queue_timeout=0.3
+    )
+    sock = open_stream(
+        serving.url,
+        "/v1/completions",
+        {"model": "m", "prompt": "a", "stream": True, "max_tokens": 1000},
+    )
+    status, headers, raw = fetch(
+        serving.url + "/v1/completions", body={"model": "m", "prompt": "a"}
+    )
+    assert status == 503 and headers["Content-Type"].startswith("application/json")
+    assert "busy" in json.loads(raw)["error"]["message"]
+    status, _, raw = fetch(serving.url + "/generate?text=a")
+    assert status == 503 and json.loads(raw)["code"] == 2
+    sock.close()
+    assert ticker.closed.wait(5)
+    assert fetch(serving.url + "/generate?text=a&max_tokens=1")[0] == 200
+
+
+def rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="RSS read from /proc (Linux)")
+def test_100_mixed_requests_keep_the_server_answering_with_flat_memory(
+    make_server, generation, fetch
+) -> None:
+    serving, service = make_server(generation, max_n=2, max_tokens=16, max_concurrency=2)
+    url = serving.url
+
+    def good_get() -> int:
+        return fetch(url + "/generate?text=hello&n=2&max_tokens=8")[0]
+
+    def good_completion() -> int:
+        return fetch(url + "/v1/completions", {"model": "m", "prompt": "abc", "max_tokens": 8})[0]
+
+    def good_chat_stream() -> int:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        status, _, raw = fetch(url + "/v1/chat/completions", {**body, "max_tokens": 8})
+        assert raw.rstrip().endswith(b"data: [DONE]")
+        return status
+
+    def malformed_json() -> int:
+        return fetch(url + "/v1/completions", b'{"model": "m", "prompt": ')[0]
+
+    def wrong_type() -> int:
+        return fetch(url + "/generate", {"text": 5})[0]
+
+    def long_query() -> int:
+        return fetch(url + "/generate?text=" + "a" * 80_000)[0]
+
+    def big_body() -> int:
+        return fetch(url + "/v1/completions", {"model": "m", "prompt": "a" * (2 << 20)})[0]
+
+    def too_many() -> int:
+        return fetch(url + "/generate?text=a&n=100000")[0]
+
+    def unknown_path() -> int:
+        return fetch(url + "/v2/completions")[0]
+
+    def disconnecting() -> int:
+        path = "/generate/stream?text=hello&max_tokens=16"
+        open_stream(url, path).close()
+        return 0
+
+    kinds = [
+        (good_get, 200),
+        (good_completion, 200),
+        (good_chat_stream, 200),
+        (malformed_json, 400),
+        (wrong_type, 400),
+        (long_query, 414),
+        (big_body, 413),
+        (too_many, 400),
+        (unknown_path, 404),
+        (disconnecting, 0),
+    ]
+
+    def run(i: int) -> tuple[str, int, int]:
+        func, expected = kinds[i % len(kinds)]
+        return func.__name__, func(), expected
+
+    def round_of(count: int) -> None:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(run, range(count)))
+        wrong = [r for r in results if r[1] != r[2]]
+        assert not wrong, wrong
+
+    round_of(30)  # warm-up: allocator pools, thread stacks, first-call caches
+    gc.collect()
+    threads_before, rss_before = threading.active_count(), rss_bytes()
+    round_of(100)
+    deadline = time.monotonic() + 10
+    while (service.active or threading.active_count() > threads_before) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    gc.collect()
+    growth = rss_bytes() - rss_before
+    assert service.active == 0
+    assert threading.active_count() <= threads_before
+    assert growth < 24 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 100 requests"
+    assert good_get() == 200  # still answering
