@@ -23,7 +23,7 @@ TINY = dict(
 # model= name -> (config class, model class with heads, extra config keys)
 HF_CASES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "bert": ("BertConfig", "BertForPreTraining", {}),
-    "roberta": ("RobertaConfig", "RobertaForMaskedLM", {"pad_token_id": 1}),
+    "roberta": ("RobertaConfig", "RobertaForMaskedLM", {"pad_token_id": 1, "type_vocab_size": 1}),
     "albert": ("AlbertConfig", "AlbertForPreTraining", {"embedding_size": 16}),
     "electra": ("ElectraConfig", "ElectraForMaskedLM", {"embedding_size": 16}),
     "electra-discriminator": ("ElectraConfig", "ElectraForPreTraining", {"embedding_size": 16}),

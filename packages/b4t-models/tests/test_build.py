@@ -84,7 +84,8 @@ def test_lm_application_is_causal() -> None:
     ids = torch.tensor([[2, 5, 7, 9, 11]])
     changed = ids.clone()
     changed[0, 3] = 20
-    a, b = model(ids), model(changed)
+    (a, a_mlm), (b, _) = model(ids), model(changed)  # 'lm' turns the MLM head on (0.2.5)
+    assert a_mlm.shape == (1, 5, 50)
     torch.testing.assert_close(a[:, :3], b[:, :3])
     assert not torch.allclose(a[:, 3:], b[:, 3:])
 
@@ -93,14 +94,14 @@ def test_unilm_application_source_bidirectional_target_causal() -> None:
     model = _model(application="unilm")
     ids = torch.tensor([[2, 5, 7, 9, 11, 13]])
     seg = torch.tensor([[0, 0, 0, 1, 1, 1]])
-    base = model(ids, seg)
+    base = model(ids, seg)[0]  # 'unilm' turns the MLM head on, as in 0.2.5
     later_target = ids.clone()
     later_target[0, 4] = 20
-    out = model(later_target, seg)
+    out = model(later_target, seg)[0]
     torch.testing.assert_close(base[:, :4], out[:, :4])  # source and earlier target unaffected
     source = ids.clone()
     source[0, 2] = 20
-    out = model(source, seg)
+    out = model(source, seg)[0]
     assert not torch.allclose(base[:, :2], out[:, :2])  # the source sees its own future
     with pytest.raises(ValueError, match="unilm' needs segment_ids"):
         model(ids)

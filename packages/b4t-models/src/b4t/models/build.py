@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.models.checkpoint import resolve_checkpoint_files
-from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config
+from b4t.models.checkpoint import read_checkpoint, resolve_checkpoint_files
+from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
 from b4t.models.loading import init_weights, load_into
-from b4t.models.registry import Variant, get_variant
+from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.transformer import Transformer
 
 __all__ = ["build_transformer_model"]
@@ -39,21 +40,58 @@ def _dtype(value: torch.dtype | str | None) -> torch.dtype | None:
         raise ValueError(f"unknown dtype {value!r}; use one of {sorted(_DTYPES)}") from None
 
 
+def _resolve_model(model: str | Variant | type) -> tuple[Variant, type]:
+    """``model=`` -> (variant, class): a registered name, a Variant or a Transformer subclass.
+
+    A class uses the variant registered for the nearest class in its MRO (``bert`` for a
+    direct :class:`Transformer` subclass), so its weights load with that weight map.
+    """
+    if isinstance(model, Variant):
+        return model, model.model_cls or Transformer
+    if isinstance(model, type):
+        if not issubclass(model, Transformer):
+            raise TypeError(
+                f"model={model.__name__} must be a registered name or a subclass of "
+                "b4t.models.Transformer"
+            )
+        for base in model.__mro__:
+            for variant in VARIANTS.values():
+                if variant.model_cls is base:
+                    return variant, model
+        return get_variant("bert"), model
+    if not isinstance(model, str):
+        raise TypeError(f"model= must be a name or a Transformer subclass, got {model!r}")
+    variant = get_variant(model)
+    return variant, variant.model_cls or Transformer
+
+
+def _seed_configs(config: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """bert4torch 0.2.5's ``model.configs``: the config file's keys, the build keywords,
+    and its three derived defaults."""
+    configs = dict(config.raw)
+    configs.update(kwargs)
+    configs.setdefault("max_position", configs.get("max_position_embeddings", 512))
+    configs.setdefault("dropout_rate", configs.get("hidden_dropout_prob"))
+    configs.setdefault("segment_vocab_size", configs.get("type_vocab_size", 2))
+    return configs
+
+
 def build_transformer_model(
     config_path: str | Path | dict[str, Any] | None = None,
     checkpoint_path: str | Path | Sequence[str | Path] | None = None,
-    model: str | Variant = "bert",
+    model: str | Variant | type = "bert",
     application: str = "encoder",
-    segment_vocab_size: int = 2,
-    with_pool: bool = False,
+    segment_vocab_size: int | None = None,
+    with_pool: bool | str = False,
     with_nsp: bool = False,
-    with_mlm: bool = False,
+    with_mlm: bool | str = False,
     return_model_config: bool = False,
     output_all_encoded_layers: bool = False,
     layer_add_embs: nn.Module | Sequence[nn.Module] | None = None,
     keep_tokens: Sequence[int] | None = None,
     compound_tokens: Sequence[Sequence[int]] | None = None,
     gradient_checkpoint: bool = False,
+    ignore_invalid_weights: bool = False,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     strict: bool = True,
@@ -66,31 +104,68 @@ def build_transformer_model(
             (default: the ``checkpoint_path`` folder's ``config.json``).
         checkpoint_path: a weights file, sharded index, folder or list of files; None
             builds randomly initialised weights.
-        model: a registered name (``b4t.models.variant_names()``).
-        application: ``'encoder'``, ``'lm'`` (causal mask) or ``'unilm'`` (seq2seq mask).
-        segment_vocab_size: segment table rows; 0 drops segment embeddings.
-        with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs).
+        model: a registered name (``b4t.models.variant_names()``, case-insensitive) or a
+            subclass of :class:`Transformer` (built with its nearest registered
+            variant's preset and weight map).
+        application: ``'encoder'``, ``'lm'`` (causal mask) or ``'unilm'`` (seq2seq mask),
+            case-insensitive. As in bert4torch 0.2.5, ``'lm'`` and ``'unilm'`` turn the
+            MLM head on (``with_mlm=True`` unless a value is given).
+        segment_vocab_size: segment table rows (default: the config's
+            ``type_vocab_size``); 0 drops segment embeddings.
+        with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs and
+            the activation names they take).
         keep_tokens: keep only these vocabulary rows (embeddings and MLM bias).
         compound_tokens: append rows, each the mean of the listed (kept) ids.
         gradient_checkpoint: recompute layer activations in backward while training.
+        ignore_invalid_weights: as bert4torch: load what matches, initialise the rest,
+            raise on nothing (the lists are in ``model.load_report``).
         dtype / device: where the loaded weights live.
         strict: raise on missing / unexpected / mis-shaped tensors (else warn).
-        **kwargs: ModelConfig field overrides (e.g. ``hidden_dropout_prob=0``); other
-            keywords go to the model class.
+        **kwargs: ModelConfig field overrides (``hidden_dropout_prob=0``,
+            ``dropout_rate``, ``max_position``, ``embedding_size``,
+            ``attention_head_size``, ``attention_key_size``, ...) and the other
+            bert4torch build options (``custom_position_ids``, ``layer_norm_cond``,
+            ``keep_hidden_layers``, ... see :class:`Transformer`).
 
     Returns the model in training mode (like any new ``nn.Module``; call ``.eval()`` for
-    inference), or ``(model, config)`` with ``return_model_config``.
+    inference), or ``(model, config)`` with ``return_model_config``. ``model.configs``
+    is bert4torch's dict (config keys + build keywords), ``model.config`` the typed one.
     """
-    variant = model if isinstance(model, Variant) else get_variant(model)
+    variant, cls = _resolve_model(model)
+    application = str(application).lower()
+    seed_kwargs = dict(kwargs)
+    for key, value in (
+        ("segment_vocab_size", segment_vocab_size),
+        ("with_pool", with_pool),
+        ("with_nsp", with_nsp),
+        ("with_mlm", with_mlm),
+        ("output_all_encoded_layers", output_all_encoded_layers),
+        ("layer_add_embs", layer_add_embs),
+        ("keep_tokens", keep_tokens),
+        ("compound_tokens", compound_tokens),
+        ("gradient_checkpoint", gradient_checkpoint),
+        ("ignore_invalid_weights", ignore_invalid_weights),
+    ):
+        if value not in (None, False):
+            seed_kwargs[key] = value
+    if application in ("lm", "unilm") and not with_mlm and _takes_mlm_for_lm(cls):
+        with_mlm = True
     files = None
+    state = spans = None
     if checkpoint_path is not None:
         files = resolve_checkpoint_files(checkpoint_path)  # a missing file fails here, early
+        spans = {}
+        state = read_checkpoint(files, spans=spans)
     overrides = {k: v for k, v in kwargs.items() if ALIASES.get(k, k) in _CONFIG_FIELDS}
     model_kwargs = {k: v for k, v in kwargs.items() if k not in overrides}
     if config_path is None:
         if checkpoint_path is None or not Path(str(checkpoint_path)).is_dir():
             raise ValueError("config_path is required unless checkpoint_path is a folder")
         config_path = checkpoint_path  # type: ignore[assignment]
+    if variant.resolve is not None:
+        variant = variant.resolve(state, raw_config(config_path))
+        if not isinstance(model, type):
+            cls = variant.model_cls or Transformer
     if isinstance(config_path, dict):
         config = config_from_dict(config_path, "<dict>", variant.preset, overrides)
     else:
@@ -100,7 +175,6 @@ def build_transformer_model(
         config.vocab_size = len(keep_tokens) + extra_rows
     elif extra_rows:
         config.vocab_size += extra_rows
-    cls = variant.model_cls or Transformer
     torch_dtype = _dtype(dtype)
     build_kwargs = dict(
         application=application,
@@ -114,24 +188,42 @@ def build_transformer_model(
         variant=variant,
         **model_kwargs,
     )
+    user_modules: list[nn.Module] = []
+    for extra in (layer_add_embs, model_kwargs.get("layer_norm_cond")):
+        if isinstance(extra, nn.Module):
+            user_modules.append(extra)
+        elif isinstance(extra, (list, tuple)):
+            user_modules.extend(extra)
     if files is None:
         net = cls(config, **build_kwargs)
-        user_modules = [layer_add_embs] if isinstance(layer_add_embs, nn.Module) else []
-        user_modules += list(layer_add_embs or []) if not user_modules else []
         init_weights(net, config.initializer_range, skip=user_modules)
         net.to(device=device, dtype=torch_dtype)
     else:
         with torch.device("meta"):
             net = cls(config, **build_kwargs)
-        # user-given layer_add_embs modules are real already: keep them as they are
-        load_into(
+        # user-given modules (layer_add_embs, layer_norm_cond) are real already: kept
+        net.load_report = load_into(
             net,
             files,
-            strict=strict,
+            strict=strict and not ignore_invalid_weights,
             keep_tokens=keep_tokens,
             compound_tokens=compound_tokens,
             device=device,
             dtype=torch_dtype,
+            state=state,
+            spans=spans,
+            quiet=ignore_invalid_weights,
         )
         net.to(device=device, dtype=torch_dtype)
+    net.configs = _seed_configs(config, seed_kwargs)
     return (net, config) if return_model_config else net
+
+
+def _takes_mlm_for_lm(cls: type) -> bool:
+    """Whether ``application='lm'/'unilm'`` adds the MLM head (0.2.5's BERT family does;
+    decoder LMs with their own head, which take ``final_activation``, do not)."""
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return True
+    return "final_activation" not in params

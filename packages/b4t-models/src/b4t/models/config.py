@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "ModelConfig", "load_config", "resolve_config_path"]
+__all__ = ["ConfigError", "ModelConfig", "load_config", "raw_config", "resolve_config_path"]
 
 
 class ConfigError(ValueError):
@@ -35,6 +35,7 @@ ALIASES: dict[str, str] = {
     "n_inner": "intermediate_size",
     "segment_vocab_size": "type_vocab_size",
     "dropout_rate": "hidden_dropout_prob",
+    "max_position": "max_position_embeddings",
 }
 
 
@@ -62,6 +63,8 @@ class ModelConfig:
     pad_token_id: int = 0
     embedding_size: int | None = None
     attention_head_size: int | None = None
+    attention_key_size: int | None = None
+    tie_word_embeddings: bool = True
     num_hidden_groups: int = 1
     inner_group_num: int = 1
     # architecture flags (presets)
@@ -162,12 +165,10 @@ def config_from_dict(
     return ModelConfig(**values, extra=extra, raw=dict(data), source=source)
 
 
-def load_config(
-    config_path: str | Path,
-    preset: dict[str, Any] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> ModelConfig:
-    """Read ``config.json`` (a file or a folder holding one) into a :class:`ModelConfig`."""
+def raw_config(config_path: str | Path | dict[str, Any]) -> dict[str, Any]:
+    """The config's keys as written (a dict is returned as is); ConfigError if unreadable."""
+    if isinstance(config_path, dict):
+        return config_path
     path = resolve_config_path(config_path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -175,4 +176,14 @@ def load_config(
         raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a JSON object")
-    return config_from_dict(data, str(path), preset, overrides)
+    return data
+
+
+def load_config(
+    config_path: str | Path,
+    preset: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> ModelConfig:
+    """Read ``config.json`` (a file or a folder holding one) into a :class:`ModelConfig`."""
+    path = resolve_config_path(config_path)
+    return config_from_dict(raw_config(path), str(path), preset, overrides)

@@ -1,4 +1,4 @@
-"""Final-layer heads: pooler, NSP classifier and the MLM head tied to the word embeddings."""
+"""Final-layer heads: pooler, NSP classifier and the MLM head (tied or with its own decoder)."""
 
 from __future__ import annotations
 
@@ -12,21 +12,32 @@ __all__ = ["MlmHead", "Pooler"]
 
 
 class Pooler(nn.Module):
-    """``tanh(dense(h[:, 0]))``: ``[B, L, H]`` -> ``[B, H]``."""
+    """``act(dense(h[:, 0]))``: ``[B, L, H]`` -> ``[B, H]``.
 
-    def __init__(self, hidden_size: int) -> None:
+    ``activation`` is an activation name: ``'tanh'`` (BERT, ``with_pool=True``) or any
+    other (``'linear'``: no activation), as bert4torch's ``with_pool='...'``.
+    """
+
+    def __init__(self, hidden_size: int, activation: str = "tanh") -> None:
         super().__init__()
         self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = activation
+        self.act = get_activation(activation)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden_states[:, 0]))
+        return self.act(self.dense(hidden_states[:, 0]))
 
 
 class MlmHead(nn.Module):
-    """``LayerNorm(act(dense(h))) @ word_embeddings^T + bias``: ``[B, L, H]`` -> ``[B, L, V]``.
+    """``act_out(LayerNorm(act(dense(h))) @ decoder^T + bias)``: ``[B, L, H]`` -> ``[B, L, V]``.
 
-    The decoder has no weight of its own: it reads the embedding table passed to
-    ``forward`` (tied, as in BERT), so fine-tuning one updates the other.
+    With ``tied=True`` (BERT's default) the decoder has no weight of its own: it reads
+    the embedding table passed to ``forward``, so fine-tuning one updates the other.
+    With ``tied=False`` (a checkpoint saved with ``tie_word_embeddings=False``) the
+    decoder is ``decoder.weight [V, E]``. ``activation`` is applied to the scores
+    (``'linear'``: logits, ``'softmax'``: probabilities over the vocabulary), as
+    bert4torch's ``with_mlm='...'``. ``conditional_size`` makes the LayerNorm
+    conditional (``forward(..., cond)``).
     """
 
     def __init__(
@@ -36,13 +47,26 @@ class MlmHead(nn.Module):
         vocab_size: int,
         hidden_act: str = "gelu",
         layer_norm_eps: float = 1e-12,
+        tied: bool = True,
+        activation: str = "linear",
+        conditional_size: int | None = None,
     ) -> None:
         super().__init__()
+        self.tied = tied
         self.dense = nn.Linear(hidden_size, embedding_size)
         self.act = get_activation(hidden_act)
-        self.layer_norm = LayerNorm(embedding_size, layer_norm_eps)
+        self.layer_norm = LayerNorm(embedding_size, layer_norm_eps, conditional_size)
+        self.decoder = None if tied else nn.Linear(embedding_size, vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
+        self.activation = activation
+        self.out_act = get_activation(activation)
 
-    def forward(self, hidden_states: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
-        h = self.layer_norm(self.act(self.dense(hidden_states)))
-        return F.linear(h, embedding_weight, self.bias)
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        embedding_weight: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h = self.layer_norm(self.act(self.dense(hidden_states)), cond)
+        weight = embedding_weight if self.decoder is None else self.decoder.weight
+        return self.out_act(F.linear(h, weight, self.bias))

@@ -22,7 +22,7 @@ from torch import nn
 
 from b4t.layers import LayerNorm, RMSNorm, get_sinusoid_encoding_table
 from b4t.models.checkpoint import CheckpointError, read_checkpoint, release_pages, write_checkpoint
-from b4t.models.weight_map import Concat, WeightSource, strip_prefix
+from b4t.models.weight_map import Concat, FirstOf, WeightSource, strip_prefix
 
 __all__ = ["LoadReport", "init_weights", "load_into", "materialize_meta", "save_from"]
 
@@ -127,6 +127,12 @@ def _vocab_transform(
     return tensor
 
 
+def _keys(src: WeightSource) -> list[str]:
+    if isinstance(src, (Concat, FirstOf)):
+        return list(src.keys)
+    return [] if src is None else [src]
+
+
 def load_into(
     model: nn.Module,
     path: Any,
@@ -136,12 +142,18 @@ def load_into(
     compound_tokens: Sequence[Sequence[int]] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    state: dict[str, torch.Tensor] | None = None,
+    spans: dict | None = None,
+    quiet: bool = False,
 ) -> LoadReport:
     """Load checkpoint ``path`` (file, folder, index, list of files or a state dict).
 
-    ``mapping`` defaults to ``model.variable_mapping()``. Keys with or without the
-    variant's prefix (``bert.``) both match. Raises :class:`CheckpointError` listing every
-    problem when ``strict``; otherwise warns with the same list and returns it.
+    ``mapping`` defaults to ``model.variable_mapping()``; ``mapping={}`` means b4t's own
+    parameter names (what ``save_weights(path, mapping={})`` writes). Keys with or
+    without the variant's prefix (``bert.``) both match. Raises :class:`CheckpointError`
+    listing every problem when ``strict``; otherwise warns with the same list (unless
+    ``quiet``) and returns it. A load that matches no tensor at all is always an error.
+    ``state`` / ``spans``: the checkpoint already read from ``path`` (by the builder).
     """
     if isinstance(path, dict):
         source = "state dict"
@@ -149,22 +161,35 @@ def load_into(
         source = ", ".join(str(p) for p in path)
     else:
         source = str(path)
-    spans: dict = {}
-    state = dict(path) if isinstance(path, dict) else read_checkpoint(path, spans=spans)
+    if spans is None:
+        spans = {}
+    if state is None:
+        state = dict(path) if isinstance(path, dict) else read_checkpoint(path, spans=spans)
     params = model.state_dict(keep_vars=True)
     dropped: set[str] = set()  # checkpoint keys of parts this model leaves out on purpose
+    tied: dict[str, str] = {}  # checkpoint key -> the b4t parameter it must equal
+    tied_names = getattr(model, "tied_parameters", dict)()
+    if mapping is not None and not mapping:
+        mapping = {name: name for name in params}
     if mapping is None:
         full = model.variable_mapping(existing_only=False)  # type: ignore[operator]
         mapping = {k: v for k, v in full.items() if k in params}
         for name, src in full.items():
-            if name not in params and src is not None:
-                dropped.update(src.keys if isinstance(src, Concat) else [src])
+            if name in params or src is None:
+                continue
+            if name in tied_names:
+                for key in _keys(src):
+                    tied[key] = tied_names[name]
+            else:
+                dropped.update(_keys(src))
     variant = getattr(model, "variant", None)
     prefix = variant.prefix if variant is not None else ""
     if prefix and not any(k.startswith(prefix + ".") for k in state):
         mapping = {k: strip_prefix(v, prefix) for k, v in mapping.items()}
         dropped = {str(strip_prefix(k, prefix)) for k in dropped}
+        tied = {str(strip_prefix(k, prefix)): v for k, v in tied.items()}
     vocab_params = set(getattr(model, "vocab_params", ()))
+    transform = getattr(model, "transform_loaded", None)
     report = LoadReport()
     used: set[str] = set()
     new_state: dict[str, torch.Tensor] = {}
@@ -174,6 +199,10 @@ def load_into(
         if name not in params:
             report.missing.append(f"{name} (no such parameter in the model)")
             continue
+        if isinstance(src, FirstOf):
+            present = [k for k in src.keys if k in state]
+            used.update(present)
+            src = src.pick(state) or src.keys[0]
         keys = list(src.keys) if isinstance(src, Concat) else [src]
         absent = [k for k in keys if k not in state]
         if absent:
@@ -190,6 +219,8 @@ def load_into(
             tensor = tensors[0]
         if name in vocab_params and (keep_tokens is not None or compound_tokens):
             tensor = _vocab_transform(tensor, keep_tokens, compound_tokens)
+        if transform is not None:
+            tensor = transform(name, tensor)
         target = params[name]
         if tuple(tensor.shape) != tuple(target.shape):
             report.mismatched.append(
@@ -202,6 +233,22 @@ def load_into(
         else:
             tensor = tensor.to(device=target.device, dtype=target.dtype)
         new_state[name] = tensor
+    for key, name in tied.items():
+        loaded = new_state.get(name)
+        if key not in state or key in used or loaded is None:
+            continue
+        used.add(key)
+        tensor = state[key]
+        if name in vocab_params and (keep_tokens is not None or compound_tokens):
+            tensor = _vocab_transform(tensor, keep_tokens, compound_tokens)
+        if tuple(tensor.shape) != tuple(loaded.shape) or not torch.equal(
+            tensor.to(loaded.device, loaded.dtype), loaded
+        ):
+            report.mismatched.append(
+                f"{key} differs from the tensor loaded into {name}, but this model ties them "
+                "(an untied checkpoint: build with tie_emb_prj_weight=False, or set "
+                "tie_word_embeddings=false in its config.json)"
+            )
     optional = [re.compile(p) for p in (variant.optional_keys if variant is not None else ())]
     for key in state:
         if key in used:
@@ -210,12 +257,20 @@ def load_into(
             report.unused_optional.append(key)
         else:
             report.unexpected.append(key)
+    if not new_state and params:
+        raise CheckpointError(
+            f"{source}: no tensor matched the model ({len(state)} checkpoint keys, e.g. "
+            f"{', '.join(list(state)[:3]) or 'none'}; model names e.g. "
+            f"{', '.join(list(mapping.values())[:3]) if mapping else 'none'}). "
+            "Wrong model=, or a file saved under other names (mapping={} loads b4t's own)"
+        )
     if not report.ok:
         if strict:
             raise CheckpointError(
                 report.describe(source) + "\n(pass strict=False to load what matches)"
             )
-        warnings.warn(report.describe(source), stacklevel=2)
+        if not quiet:
+            warnings.warn(report.describe(source), stacklevel=2)
     model.load_state_dict(new_state, strict=False, assign=True)
     std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
     fresh = materialize_meta(model, device, dtype, std)
@@ -223,7 +278,7 @@ def load_into(
     report.initialised = [
         n for n in fresh if n not in mapping and model.get_parameter(n).requires_grad
     ]
-    if report.initialised:
+    if report.initialised and not quiet:
         warnings.warn(
             "initialised randomly (no checkpoint tensor is mapped to them): "
             + ", ".join(report.initialised),
@@ -247,6 +302,8 @@ def save_from(
     """
     if mapping is None:
         mapping = model.variable_mapping()  # type: ignore[operator]
+    elif not mapping:
+        mapping = {name: name for name in model.state_dict()}
     out: dict[str, torch.Tensor] = {}
     writer: dict[str, str] = {}  # checkpoint key -> the parameter that filled it
 
@@ -268,8 +325,12 @@ def save_from(
         if isinstance(src, Concat):
             for key, part in zip(src.keys, src.save(tensor), strict=True):
                 put(key, part, name)
+        elif isinstance(src, FirstOf):
+            put(src.keys[0], tensor, name)
         else:
             put(src, tensor, name)
+    if not out:
+        raise ValueError(f"save_weights({path}): the mapping names none of the model's tensors")
     written = write_checkpoint(out, path)
     config = getattr(model, "config", None)
     if written.parent == Path(path) and config is not None and config.raw:

@@ -23,7 +23,9 @@ dict`` when the map depends on the config. A subclass of
 subclass with relative-position hooks), ``build_embeddings``, ``layer_kwargs`` (compute
 a position table once per forward and hand it to every layer) or
 ``apply_final_layers``. ``optional_keys`` are regexes of checkpoint keys that may stay
-unused without a strict-load error (heads that were not asked for, buffers).
+unused without a strict-load error (buffers, heads b4t does not implement); a key the
+weight map names for a part the model was built without is never an error. ``resolve``
+picks among layouts (``roberta``: BERT layout or Facebook's) from the checkpoint.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Variant:
     model_cls: type | None = None
     optional_keys: tuple[str, ...] = ()
     description: str = ""
+    # (checkpoint state or None, raw config dict) -> the variant to build: for names
+    # that cover several checkpoint layouts (roberta), chosen from the checkpoint's keys
+    resolve: Callable[[dict[str, Any] | None, dict[str, Any]], Variant] | None = None
 
 
 VARIANTS: dict[str, Variant] = {}

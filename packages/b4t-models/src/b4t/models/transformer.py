@@ -14,43 +14,134 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from b4t.layers import Embeddings, TransformerBlock, attention_mask
+from b4t.layers import Embeddings, LayerNorm, TransformerBlock, attention_mask
 from b4t.models.config import ModelConfig
 from b4t.models.heads import MlmHead, Pooler
-from b4t.models.weight_map import WeightSource, expand_weight_map
+from b4t.models.weight_map import FirstOf, WeightSource, expand_weight_map
 
-__all__ = ["Transformer"]
+__all__ = ["SkippedLayer", "Transformer", "hierarchical_positions"]
+
+
+def hierarchical_positions(table: torch.Tensor, size: int, alpha: float = 0.4) -> torch.Tensor:
+    """Extend a learned position table ``[n, E]`` to ``[size, E]`` (hierarchical decomposition).
+
+    With ``u = (table - alpha * table[0]) / (1 - alpha)``, position ``p`` gets
+    ``alpha * u[p // n] + (1 - alpha) * u[p % n]`` (Su, 2020; bert4torch's
+    ``hierarchical_position``); the first ``n`` rows equal ``table``.
+    """
+    n = table.shape[0]
+    if size > n * n:
+        raise ValueError(f"hierarchical_position extends {n} positions to at most {n * n}")
+    u = (table - alpha * table[:1]) / (1 - alpha)
+    pos = torch.arange(size, device=table.device)
+    return alpha * u[pos // n] + (1 - alpha) * u[pos % n]
+
+
+def _conditional_size(module: nn.Module | None) -> int | None:
+    """Width of the condition ``layer_norm_cond`` produces (its weight's second dim, as 0.2.5)."""
+    if module is None:
+        return None
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise TypeError(
+            "layer_norm_cond must be a module with a 2-D weight (nn.Embedding, nn.Linear), "
+            f"got {type(module).__name__}"
+        )
+    return int(weight.shape[1])
+
+
+def _head_activation(flag: bool | str, default: str) -> str:
+    """``True`` -> the head's default activation; a string names one (``'linear'``: none)."""
+    return default if flag is True else str(flag)
+
 
 APPLICATIONS = ("encoder", "lm", "unilm")
+
+
+class SkippedLayer(nn.Module):
+    """A layer left out by ``keep_hidden_layers``: returns its input unchanged.
+
+    ``forward(x [B, L, H], ...)`` -> ``(x, None, None)``, the block protocol.
+    """
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, None, None]:
+        return x, None, None
+
+
+class _EmbeddingNorm(LayerNorm):
+    """The embedding LayerNorm of a conditional model: takes its ``cond`` from the model.
+
+    :class:`b4t.layers.Embeddings` calls its norm with one argument; the model sets
+    ``pending_cond`` for the duration of one embedding call.
+    """
+
+    pending_cond: torch.Tensor | None = None
+
+    def forward(self, x: Any, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return super().forward(x, cond if cond is not None else self.pending_cond)
 
 
 class Transformer(nn.Module):
     """BERT-family encoder with optional pool / NSP / MLM heads.
 
-    Call it with the seed's list ``model([token_ids, segment_ids, *extra_ids])``, with
+    Call it with the seed's list ``model([token_ids, segment_ids, *more])``, with
     positional tensors, or with keywords (``token_ids``/``input_ids``,
-    ``segment_ids``/``token_type_ids``, ``attention_mask``, ``position_ids``).
-    Returns the hidden states ``[B, L, H]`` (a list per layer with
-    ``output_all_encoded_layers``); with heads, the list
-    ``[hidden_states, pooled [B, H], mlm_scores [B, L, V], nsp_scores [B, 2]]`` holding
-    only the parts asked for, in that order.
+    ``segment_ids``/``token_type_ids``, ``attention_mask``, ``position_ids``,
+    ``conditional_ids``, ``extra_ids``). Positional inputs follow bert4torch 0.2.5's
+    order: token ids, segment ids (if ``segment_vocab_size > 0``), position ids (if
+    ``custom_position_ids``), the ``[B, L]`` keep mask (if ``custom_attention_mask``),
+    the ``layer_norm_cond`` input (if any), then one id tensor per ``layer_add_embs``.
+
+    Returns the hidden states ``[B, L, H]`` (with ``output_all_encoded_layers`` the list
+    of ``L + 1`` tensors: the embedding output first, then each layer's); with heads,
+    the list ``[hidden_states, pooled [B, H], mlm_scores [B, L, V], nsp_scores [B, 2]]``
+    holding only the parts asked for, in that order.
+
+    Build options with bert4torch 0.2.5's meanings: ``with_pool`` (True: tanh, or an
+    activation name, ``'linear'`` for none), ``with_mlm`` (True: logits, or an
+    activation name such as ``'softmax'``), ``with_nsp`` (turns the pooler on),
+    ``keep_hidden_layers`` (indices of layers to keep; the others pass their input
+    through), ``layer_norm_cond`` (a module mapping the extra input to the condition of
+    every LayerNorm: conditional LayerNorm), ``shared_segment_embeddings`` (segment ids
+    looked up in the word table), ``token_pad_ids`` (the id masked as padding; default
+    the config's ``pad_token_id``), ``is_dropout`` (dropout inside the feed-forward),
+    ``tie_emb_prj_weight`` / the config's ``tie_word_embeddings`` (MLM decoder tied to
+    the word embeddings, or its own ``mlm.decoder.weight``), ``hierarchical_position``
+    (extend a learned position table by hierarchical decomposition at load time, alpha
+    0.4 for ``True``). ``residual_attention_scores`` and ``sequence_length`` are accepted
+    and, as in 0.2.5, change nothing.
     """
 
     # b4t parameter names that are indexed by the vocabulary (keep_tokens, compound_tokens)
-    vocab_params: tuple[str, ...] = ("embeddings.word_embeddings.weight", "mlm.bias")
+    vocab_params: tuple[str, ...] = (
+        "embeddings.word_embeddings.weight",
+        "mlm.bias",
+        "mlm.decoder.weight",
+    )
 
     def __init__(
         self,
         config: ModelConfig,
         application: str = "encoder",
-        segment_vocab_size: int | None = 2,
-        with_pool: bool = False,
+        segment_vocab_size: int | None = None,
+        with_pool: bool | str = False,
         with_nsp: bool = False,
-        with_mlm: bool = False,
+        with_mlm: bool | str = False,
         output_all_encoded_layers: bool = False,
         layer_add_embs: Sequence[nn.Module] | nn.Module | None = None,
         gradient_checkpoint: bool = False,
         variant: Any = None,
+        custom_position_ids: bool = False,
+        custom_attention_mask: bool = False,
+        shared_segment_embeddings: bool = False,
+        layer_norm_cond: nn.Module | None = None,
+        keep_hidden_layers: Sequence[int] | None = None,
+        hierarchical_position: bool | float | None = None,
+        token_pad_ids: int | None = None,
+        is_dropout: bool = False,
+        tie_emb_prj_weight: bool | None = None,
+        residual_attention_scores: bool = False,
+        sequence_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -60,6 +151,7 @@ class Transformer(nn.Module):
                 f"unknown keyword argument(s) for model={name!r}: {', '.join(sorted(kwargs))} "
                 "(neither a build option nor a ModelConfig field)"
             )
+        application = str(application).lower()
         if application not in APPLICATIONS:
             raise ValueError(f"unknown application={application!r}; use one of {APPLICATIONS}")
         self.config = config
@@ -73,11 +165,63 @@ class Transformer(nn.Module):
         self.with_mlm = with_mlm
         self.output_all_encoded_layers = output_all_encoded_layers
         self.gradient_checkpoint = gradient_checkpoint
+        self.custom_position_ids = custom_position_ids
+        self.custom_attention_mask = custom_attention_mask
+        self.shared_segment_embeddings = shared_segment_embeddings
+        self.token_pad_ids = config.pad_token_id if token_pad_ids is None else token_pad_ids
+        self.is_dropout = is_dropout
+        self.residual_attention_scores = residual_attention_scores  # no effect, as in 0.2.5
+        self.sequence_length = sequence_length  # no effect, as in 0.2.5
+        self.hierarchical_position = hierarchical_position
+        self.tie_word_embeddings = (
+            bool(config.tie_word_embeddings) if tie_emb_prj_weight is None else tie_emb_prj_weight
+        )
+        n_layers = config.num_hidden_layers
+        self.keep_hidden_layers = (
+            set(range(n_layers)) if keep_hidden_layers is None else set(keep_hidden_layers)
+        )
+        bad = sorted(i for i in self.keep_hidden_layers if not 0 <= int(i) < n_layers)
+        if bad:
+            raise ValueError(f"keep_hidden_layers holds {bad}, outside 0..{n_layers - 1}")
+        if config.share_layers and keep_hidden_layers is not None:
+            raise ValueError("keep_hidden_layers needs unshared layers (not model='albert')")
+        self.layer_norm_cond = layer_norm_cond
+        self.conditional_size = _conditional_size(layer_norm_cond)
+        self.n_add_embs = (
+            1
+            if isinstance(layer_add_embs, nn.Module)
+            and not isinstance(layer_add_embs, nn.ModuleList)
+            else len(layer_add_embs or [])
+        )
 
         self.embeddings = self.build_embeddings(layer_add_embs)
-        n_unique = 1 if config.share_layers else config.num_hidden_layers
-        self.layers = nn.ModuleList(self.build_layer(i) for i in range(n_unique))
-        self.pooler = Pooler(config.hidden_size) if self.with_pool else None
+        if self.conditional_size and getattr(self.embeddings, "layer_norm", None) is not None:
+            old = self.embeddings.layer_norm
+            self.embeddings.layer_norm = _EmbeddingNorm(
+                old.hidden_size,
+                old.eps,
+                self.conditional_size,
+                weight=old.weight is not None,
+                bias=old.bias is not None,
+                norm_mode=old.norm_mode,
+            )
+        if shared_segment_embeddings:
+            self.embeddings.segment_embeddings = self.embeddings.word_embeddings
+        n_unique = 1 if config.share_layers else n_layers
+        self.layers = nn.ModuleList(
+            self.build_layer(i) if i in self.keep_hidden_layers else SkippedLayer()
+            for i in range(n_unique)
+        )
+        if is_dropout:
+            for layer in self.layers:
+                ffn = getattr(layer, "ffn", None)
+                if ffn is not None:
+                    ffn.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.pooler = (
+            Pooler(config.hidden_size, _head_activation(with_pool or True, "tanh"))
+            if self.with_pool
+            else None
+        )
         self.nsp = nn.Linear(config.hidden_size, 2) if with_nsp else None
         self.mlm = (
             MlmHead(
@@ -86,6 +230,9 @@ class Transformer(nn.Module):
                 config.vocab_size,
                 config.mlm_hidden_act or config.hidden_act,
                 config.layer_norm_eps,
+                tied=self.tie_word_embeddings,
+                activation=_head_activation(with_mlm, "linear"),
+                conditional_size=self.conditional_size,
             )
             if with_mlm
             else None
@@ -100,7 +247,7 @@ class Transformer(nn.Module):
             c.embedding_dim,
             c.hidden_size,
             max_position=c.max_position_embeddings,
-            segment_vocab_size=self.segment_vocab_size,
+            segment_vocab_size=0 if self.shared_segment_embeddings else self.segment_vocab_size,
             dropout_rate=c.hidden_dropout_prob,
             layer_norm_eps=c.layer_norm_eps,
             pad_token_id=c.pad_token_id,
@@ -129,6 +276,8 @@ class Transformer(nn.Module):
             norm_mode=c.norm_mode,
             attention_head_size=c.attention_head_size,
         )
+        if getattr(self, "conditional_size", None):
+            kwargs["conditional_size"] = self.conditional_size
         kwargs.update(overrides)
         return TransformerBlock(**kwargs)
 
@@ -144,23 +293,45 @@ class Transformer(nn.Module):
 
     # ---- forward -----------------------------------------------------------------------
     def parse_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Normalise list / positional / keyword inputs into one dict."""
+        """Normalise list / positional / keyword inputs into one dict (the seed's order)."""
         if len(args) == 1 and isinstance(args[0], (list, tuple)):
             args = tuple(args[0])
         state: dict[str, Any] = {}
         token_ids = kwargs.pop("token_ids", kwargs.pop("input_ids", None))
         segment_ids = kwargs.pop("segment_ids", kwargs.pop("token_type_ids", None))
-        if args:
-            token_ids = args[0] if token_ids is None else token_ids
-            if len(args) > 1:
-                segment_ids = args[1] if segment_ids is None else segment_ids
+        position_ids = kwargs.pop("position_ids", None)
+        keep = kwargs.pop("attention_mask", None)
+        cond_input = kwargs.pop("conditional_ids", None)
+        rest = list(args)
+        if rest:
+            first = rest.pop(0)
+            token_ids = first if token_ids is None else token_ids
+        slots = [
+            ("segment", getattr(self, "segment_vocab_size", 0) > 0),
+            ("position", getattr(self, "custom_position_ids", False)),
+            ("mask", getattr(self, "custom_attention_mask", False)),
+            ("cond", getattr(self, "layer_norm_cond", None) is not None),
+        ]
+        for slot, present in slots:
+            if not present or not rest:
+                continue
+            value = rest.pop(0)
+            if slot == "segment":
+                segment_ids = value if segment_ids is None else segment_ids
+            elif slot == "position":
+                position_ids = value if position_ids is None else position_ids
+            elif slot == "mask":
+                keep = value if keep is None else keep
+            else:
+                cond_input = value if cond_input is None else cond_input
         if token_ids is None:
             raise ValueError("no token_ids given (pass [token_ids, segment_ids] or token_ids=...)")
         state["token_ids"] = token_ids
         state["segment_ids"] = segment_ids
-        state["extra_ids"] = list(args[2:]) + list(kwargs.pop("extra_ids", []))
-        state["attention_mask"] = kwargs.pop("attention_mask", None)
-        state["position_ids"] = kwargs.pop("position_ids", None)
+        state["extra_ids"] = rest + list(kwargs.pop("extra_ids", []))
+        state["attention_mask"] = keep
+        state["position_ids"] = position_ids
+        state["conditional_ids"] = cond_input
         state.update(kwargs)
         return state
 
@@ -171,7 +342,7 @@ class Transformer(nn.Module):
         return self.apply_final_layers(state)
 
     def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Stage 1: embeddings and the attention mask."""
+        """Stage 1: embeddings, the condition of conditional LayerNorms, the attention mask."""
         token_ids: torch.Tensor = state["token_ids"]
         self.embeddings.check_inputs(token_ids)
         segment_ids = state["segment_ids"]
@@ -187,16 +358,33 @@ class Transformer(nn.Module):
                     f"segment id {int(segment_ids.max())} is outside the segment vocabulary "
                     f"(size {n_seg})"
                 )
-        hidden = self.embeddings(
-            token_ids,
-            segment_ids,
-            state["position_ids"],
-            state["extra_ids"],
-            state.get("task_type_ids"),
-        )
+        cond = None
+        if self.layer_norm_cond is not None:
+            if state.get("conditional_ids") is None:
+                raise ValueError(
+                    "this model has layer_norm_cond: pass its input after the ids "
+                    "(model([token_ids, segment_ids, cond_input])) or conditional_ids=..."
+                )
+            cond = self.layer_norm_cond(state["conditional_ids"])
+        state["cond"] = cond
+        extra_ids = state["extra_ids"][: self.n_add_embs] if self.n_add_embs else []
+        norm = getattr(self.embeddings, "layer_norm", None)
+        if isinstance(norm, _EmbeddingNorm):
+            norm.pending_cond = cond
+        try:
+            hidden = self.embeddings(
+                token_ids,
+                segment_ids,
+                state["position_ids"],
+                extra_ids,
+                state.get("task_type_ids"),
+            )
+        finally:
+            if isinstance(norm, _EmbeddingNorm):
+                norm.pending_cond = None
         keep = state["attention_mask"]
         if keep is None:
-            keep = token_ids.ne(self.config.pad_token_id)
+            keep = token_ids.ne(self.token_pad_ids)
         keep = keep.bool()
         if self.application == "encoder" and bool(keep.all()):
             keep = None
@@ -207,11 +395,17 @@ class Transformer(nn.Module):
         return state
 
     def apply_main_layers(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Stage 2: the transformer blocks."""
+        """Stage 2: the transformer blocks.
+
+        ``state["encoded_layers"]`` is the list of ``L + 1`` hidden states (the embedding
+        output first) when ``output_all_encoded_layers``, else None.
+        """
         hidden = state["hidden_states"]
         mask = state["mask"]
         extra = self.layer_kwargs(state)
-        all_layers = [] if self.output_all_encoded_layers else None
+        if state.get("cond") is not None:
+            extra["cond"] = state["cond"]
+        all_layers = [hidden] if self.output_all_encoded_layers else None
         use_ckpt = self.gradient_checkpoint and self.training and torch.is_grad_enabled()
         for layer in self.layer_sequence():
             if use_ckpt:
@@ -234,10 +428,32 @@ class Transformer(nn.Module):
             pooled = self.pooler(hidden)
             outputs.append(pooled)
         if self.mlm is not None:
-            outputs.append(self.mlm(hidden, self.embeddings.word_embeddings.weight))
+            outputs.append(
+                self.mlm(hidden, self.embeddings.word_embeddings.weight, state.get("cond"))
+            )
         if self.nsp is not None:
             outputs.append(self.nsp(pooled))
         return outputs if len(outputs) > 1 else first
+
+    # ---- loading hooks -------------------------------------------------------------------
+    def tied_parameters(self) -> dict[str, str]:
+        """``{b4t name: b4t name}`` of weight-map entries this model holds as another
+        parameter (the tied MLM decoder is the word embedding table). A checkpoint tensor
+        for the first must equal the loaded second."""
+        if self.mlm is None or not getattr(self.mlm, "tied", False):
+            return {}
+        return {
+            "mlm.decoder.weight": "embeddings.word_embeddings.weight",
+            "mlm.decoder.bias": "mlm.bias",
+        }
+
+    def transform_loaded(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Change a checkpoint tensor on its way in (``hierarchical_position``)."""
+        if name == "embeddings.position_embeddings.weight" and self.hierarchical_position:
+            size = self.embeddings.position_embeddings.num_embeddings
+            alpha = 0.4 if self.hierarchical_position is True else float(self.hierarchical_position)
+            return hierarchical_positions(tensor, size, alpha)
+        return tensor
 
     # ---- weights -----------------------------------------------------------------------
     def variable_mapping(self, existing_only: bool = True) -> dict[str, WeightSource]:
@@ -252,6 +468,13 @@ class Transformer(nn.Module):
         if callable(template):
             template = template(self.config, self)
         mapping = expand_weight_map(template, self.config.num_hidden_layers)
+        if self.mlm is not None and not getattr(self.mlm, "tied", True):
+            # an untied head's bias is its decoder's (transformers' untied layout), and
+            # older files keep it under the tied name only
+            dec_bias = mapping.pop("mlm.decoder.bias", None)
+            bias = mapping.get("mlm.bias")
+            if isinstance(dec_bias, str) and isinstance(bias, str):
+                mapping["mlm.bias"] = FirstOf((dec_bias, bias))
         if not existing_only:
             return mapping
         own = set(self.state_dict())
@@ -262,17 +485,37 @@ class Transformer(nn.Module):
         path: str | Path | Sequence[str | Path] | dict[str, torch.Tensor],
         mapping: dict[str, WeightSource] | None = None,
         strict: bool = True,
+        prefix: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Load a checkpoint (file, folder, index or state dict); see :func:`load_into`."""
+        """Load a checkpoint (file, folder, index or state dict); see :func:`load_into`.
+
+        ``mapping=None``: the checkpoint layout (the weight map); ``mapping={}``: b4t's
+        own parameter names. bert4torch's ``prefix=''`` (the checkpoint layout) is
+        accepted too.
+        """
         from b4t.models.loading import load_into
 
+        _check_prefix(prefix)
         return load_into(self, path, mapping=mapping, strict=strict, **kwargs)
 
     def save_weights(
-        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+        self,
+        path: str | Path,
+        mapping: dict[str, WeightSource] | None = None,
+        prefix: str | None = None,
     ) -> Path:
-        """Write the weights back in the checkpoint layout; see :func:`save_from`."""
+        """Write the weights; ``mapping=None``: the checkpoint layout (loads in
+        transformers), ``mapping={}``: b4t's own names. See :func:`save_from`."""
         from b4t.models.loading import save_from
 
+        _check_prefix(prefix)
         return save_from(self, path, mapping=mapping)
+
+
+def _check_prefix(prefix: str | None) -> None:
+    if prefix not in (None, ""):
+        raise ValueError(
+            f"prefix={prefix!r}: a built b4t model has no sub-model to prefix; prefix='' "
+            "(the checkpoint layout) is the default here"
+        )

@@ -2,8 +2,9 @@
 
 A weight map is a dict ``{b4t_name: source}``. Names may hold ``{i}``, expanded once per
 layer. A source is a checkpoint key (``str``), ``None`` (the parameter is not loaded,
-e.g. a tied or fixed table), or a :class:`Concat` (several checkpoint tensors
-concatenated: the fused QKV projection from separate q, k, v). Transforms invert on save.
+e.g. a tied or fixed table), a :class:`Concat` (several checkpoint tensors
+concatenated: the fused QKV projection from separate q, k, v), or a :class:`FirstOf`
+(one tensor saved under one of several names). Transforms invert on save.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Concat", "WeightSource", "expand_weight_map", "strip_prefix"]
+__all__ = ["Concat", "FirstOf", "WeightSource", "expand_weight_map", "strip_prefix"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,24 @@ class Concat:
         return Concat(tuple(fn(k) for k in self.keys), self.dim)
 
 
-WeightSource = str | Concat | None
+@dataclass(frozen=True)
+class FirstOf:
+    """The first of ``keys`` the checkpoint holds (the others, if present, are the same
+    tensor under an older name and count as used); saved under ``keys[0]``."""
+
+    keys: tuple[str, ...]
+
+    def pick(self, state: dict) -> str | None:
+        return next((k for k in self.keys if k in state), None)
+
+    def format(self, **kw: object) -> FirstOf:
+        return FirstOf(tuple(k.format(**kw) for k in self.keys))
+
+    def rename(self, fn) -> FirstOf:  # type: ignore[no-untyped-def]
+        return FirstOf(tuple(fn(k) for k in self.keys))
+
+
+WeightSource = str | Concat | FirstOf | None
 
 
 def expand_weight_map(
@@ -50,7 +68,7 @@ def expand_weight_map(
         for i in range(num_layers):
             if isinstance(source, str):
                 src: WeightSource = source.format(i=i)
-            elif isinstance(source, Concat):
+            elif isinstance(source, (Concat, FirstOf)):
                 src = source.format(i=i)
             else:
                 src = None
@@ -66,6 +84,6 @@ def strip_prefix(source: WeightSource, prefix: str) -> WeightSource:
 
     if isinstance(source, str):
         return fn(source)
-    if isinstance(source, Concat):
+    if isinstance(source, (Concat, FirstOf)):
         return source.rename(fn)
     return source

@@ -55,14 +55,13 @@ def albert_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weig
         "mlm.layer_norm.weight": "predictions.LayerNorm.weight",
         "mlm.layer_norm.bias": "predictions.LayerNorm.bias",
         "mlm.bias": "predictions.bias",
+        "mlm.decoder.weight": "predictions.decoder.weight",
+        "mlm.decoder.bias": "predictions.decoder.bias",
     }
     return mapping
 
 
 ALBERT_OPTIONAL = (
-    r"^predictions\.",
-    r"^sop_classifier\.",
-    r"(^|\.)pooler\.",
     r"position_ids$",
     r"^classifier\.",
 )

@@ -1,11 +1,15 @@
-"""BERT and its same-graph relatives: bert, roberta, ernie (weight maps + presets)."""
+"""BERT and its same-graph relatives: bert and roberta (both layouts), weight maps + presets."""
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+from b4t.models.config import ConfigError
 from b4t.models.registry import Variant, register_variant
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["bert_layer_map", "bert_mlm_map", "bert_weight_map"]
+__all__ = ["bert_layer_map", "bert_mlm_map", "bert_weight_map", "resolve_roberta"]
 
 
 def bert_layer_map(layer: str) -> dict[str, WeightSource]:
@@ -32,13 +36,21 @@ def bert_layer_map(layer: str) -> dict[str, WeightSource]:
 
 
 def bert_mlm_map(head: str = "cls.predictions") -> dict[str, WeightSource]:
-    """The BERT MLM transform + decoder bias (the decoder weight is the tied embedding)."""
+    """The BERT MLM transform, decoder bias and decoder weight.
+
+    ``mlm.decoder.*`` are the head's own decoder when it is untied; a tied head (the
+    default) reads the word embeddings, and the checkpoint's decoder tensors, when
+    present, must equal the embeddings and ``mlm.bias`` (see
+    :meth:`b4t.models.Transformer.tied_parameters`).
+    """
     return {
         "mlm.dense.weight": f"{head}.transform.dense.weight",
         "mlm.dense.bias": f"{head}.transform.dense.bias",
         "mlm.layer_norm.weight": f"{head}.transform.LayerNorm.weight",
         "mlm.layer_norm.bias": f"{head}.transform.LayerNorm.bias",
         "mlm.bias": f"{head}.bias",
+        "mlm.decoder.weight": f"{head}.decoder.weight",
+        "mlm.decoder.bias": f"{head}.decoder.bias",
     }
 
 
@@ -62,17 +74,15 @@ def bert_weight_map(prefix: str = "bert", mlm_head: str | None = "cls.prediction
     return mapping
 
 
-# checkpoint keys that may stay unused: heads not asked for, buffers
+# checkpoint keys that may stay unused: buffers and task heads b4t does not build (keys
+# of heads b4t has, pool / NSP / MLM, are in the weight maps: never optional)
 BERT_OPTIONAL = (
-    r"^cls\.",
-    r"(^|\.)pooler\.",
     r"position_ids$",
-    r"^lm_head\.",
     r"^classifier\.",
     r"^qa_outputs\.",
 )
 
-register_variant(
+BERT = register_variant(
     Variant(
         name="bert",
         prefix="bert",
@@ -90,15 +100,62 @@ _roberta_map.update(
         "mlm.layer_norm.weight": "lm_head.layer_norm.weight",
         "mlm.layer_norm.bias": "lm_head.layer_norm.bias",
         "mlm.bias": "lm_head.bias",
+        "mlm.decoder.weight": "lm_head.decoder.weight",
+        "mlm.decoder.bias": "lm_head.decoder.bias",
     }
 )
-register_variant(
-    Variant(
-        name="roberta",
-        prefix="roberta",
-        weight_map=_roberta_map,
-        preset={"roberta_positions": True, "pad_token_id": 1},
-        optional_keys=BERT_OPTIONAL,
-        description="RoBERTa (positions counted from pad_token_id + 1)",
-    )
+ROBERTA_FACEBOOK = Variant(
+    name="roberta",
+    prefix="roberta",
+    weight_map=_roberta_map,
+    preset={"roberta_positions": True, "pad_token_id": 1},
+    optional_keys=BERT_OPTIONAL,
+    description="RoBERTa, Facebook layout (roberta.*, lm_head.*; positions from pad + 1)",
 )
+ROBERTA_BERT_LAYOUT = Variant(
+    name="roberta",
+    prefix="bert",
+    weight_map=bert_weight_map("bert"),
+    optional_keys=BERT_OPTIONAL,
+    description="RoBERTa in the BERT layout (bert.*, cls.*: Chinese RoBERTa-wwm, as 0.2.5)",
+)
+
+_FACEBOOK_MARKS = ("roberta.", "lm_head.")
+_BERT_MARKS = ("bert.", "cls.")
+
+
+def resolve_roberta(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
+    """Pick the RoBERTa layout from the checkpoint's keys.
+
+    ``roberta.*`` / ``lm_head.*`` keys: Facebook's layout; ``bert.*`` / ``cls.*``: the
+    BERT layout (Chinese RoBERTa-wwm, what bert4torch 0.2.5 loads). A checkpoint with
+    neither (headless keys) is told apart by the config's ``model_type``; without a
+    checkpoint, ``model_type: "roberta"`` builds Facebook's graph, anything else the
+    BERT one (0.2.5's). Keys of both kinds, or no way to tell: :class:`ConfigError`.
+    """
+    model_type = str(raw.get("model_type", "")).lower()
+    if state is None:
+        return ROBERTA_FACEBOOK if model_type == "roberta" else ROBERTA_BERT_LAYOUT
+    facebook = [k for k in state if k.startswith(_FACEBOOK_MARKS)]
+    bert = [k for k in state if k.startswith(_BERT_MARKS)]
+    if facebook and bert:
+        raise ConfigError(
+            "model='roberta': the checkpoint holds both Facebook-layout keys "
+            f"({facebook[0]}) and BERT-layout keys ({bert[0]}); it cannot be both"
+        )
+    if facebook:
+        return ROBERTA_FACEBOOK
+    if bert:
+        return ROBERTA_BERT_LAYOUT
+    if model_type == "roberta":
+        return ROBERTA_FACEBOOK
+    if model_type == "bert":
+        return ROBERTA_BERT_LAYOUT
+    raise ConfigError(
+        "model='roberta': the checkpoint's keys carry no 'roberta.'/'lm_head.' (Facebook "
+        "layout) or 'bert.'/'cls.' (BERT layout) prefix and the config's model_type is "
+        f"{model_type or 'missing'!r}; set model_type to 'roberta' or 'bert' in config.json"
+    )
+
+
+register_variant(dataclasses.replace(ROBERTA_BERT_LAYOUT, resolve=resolve_roberta))

@@ -82,6 +82,7 @@ def electra_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Wei
             "mlm.layer_norm.weight": "generator_predictions.LayerNorm.weight",
             "mlm.layer_norm.bias": "generator_predictions.LayerNorm.bias",
             "mlm.bias": "generator_lm_head.bias",
+            "mlm.decoder.weight": "generator_lm_head.weight",
         }
     )
     for layer in ("dense", "dense_prediction"):

@@ -11,7 +11,7 @@ from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_weight_map
-from b4t.models.weight_map import WeightSource
+from b4t.models.weight_map import FirstOf, WeightSource
 
 __all__ = ["UIE"]
 
@@ -22,6 +22,12 @@ def ernie_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weigh
     mapping["embeddings.task_type_embeddings.weight"] = (
         "ernie.embeddings.task_type_embeddings.weight"
     )
+    # Paddle-converted ERNIE files (what bert4torch 0.2.5 loads) name the LayerNorm
+    # tensors gamma / beta
+    for name, src in mapping.items():
+        if isinstance(src, str) and ".LayerNorm." in src:
+            paddle = src.replace(".weight", ".gamma").replace(".bias", ".beta")
+            mapping[name] = FirstOf((src, paddle))
     return mapping
 
 

@@ -34,7 +34,7 @@ class GAULayer(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        key_size = config.extra.get("attention_key_size", 128)
+        key_size = config.attention_key_size or config.extra.get("attention_key_size", 128)
         if not isinstance(key_size, int) or isinstance(key_size, bool) or key_size < 2:
             raise ValueError(
                 f"config key 'attention_key_size' in {config.source} must be an even int "

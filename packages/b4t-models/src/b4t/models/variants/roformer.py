@@ -73,7 +73,14 @@ register_variant(
 class TiedDecoder(nn.Module):
     """MLM scores as ``hidden @ word_embeddings^T`` with no transform and no bias."""
 
-    def forward(self, hidden_states: torch.Tensor, embedding_weight: torch.Tensor) -> torch.Tensor:
+    tied = True
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        embedding_weight: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         return F.linear(hidden_states, embedding_weight)
 
 
@@ -116,7 +123,9 @@ def roformer_v2_weight_map(config: ModelConfig, model: Transformer) -> dict[str,
     return {
         name: src
         for name, src in mapping.items()
-        if not name.endswith(".bias") and "norm" not in name and not name.startswith("mlm.")
+        if not name.endswith(".bias")
+        and "norm" not in name
+        and (not name.startswith("mlm.") or name == "mlm.decoder.weight")
     }
 
 
