@@ -52,7 +52,9 @@ class Callback:
     Hook signatures (bert4torch's, plus ``on_after_backward``):
 
     - ``on_train_begin(logs)`` / ``on_train_end(logs)``
-    - ``on_epoch_begin(global_step, epoch, logs)`` / ``on_epoch_end(global_step, epoch, logs)``
+    - ``on_epoch_begin(global_step, epoch, logs)``: ``global_step`` is the next batch's index
+    - ``on_epoch_end(global_step, epoch, logs)``: ``global_step`` is the index of the epoch's
+      last batch (as torch4keras passes it), ``logs`` the epoch means
     - ``on_batch_begin(global_step, local_step, logs)``
     - ``on_batch_end(global_step, local_step, logs)``
     - ``on_train_step_end(logs)``: the seed's hook, right after each micro-batch's

@@ -572,7 +572,8 @@ class Trainer:
                 if self.stop_training:
                     return
             epoch_logs = self._epoch_logs(sums, last, self._epoch_count)
-            self._call("on_epoch_end", self.global_step, self.epoch, epoch_logs)
+            # global_step: the last batch's index, as torch4keras passes it
+            self._call("on_epoch_end", self.global_step - 1, self.epoch, epoch_logs)
             self.epoch += 1
             self.local_step = 0
             self._epoch_sums, self._epoch_last, self._epoch_count = {}, {}, 0
