@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from b4t.generation import WebServing
+from b4t.generation import RequestError, WebServing, bounded
 
 # Never route 127.0.0.1 through an http_proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -168,3 +173,105 @@ def test_stop_frees_the_port_and_bad_routes_are_rejected() -> None:
         serving.route("/x", repeat, {}, method="DELETE")
     with pytest.raises(ValueError, match='arguments\\["text"\\]'):
         serving.route("/x", repeat, {"text": None})  # type: ignore[dict-item]
+
+
+# ---------------------------------------------------------------- seed compatibility II (#12)
+
+
+def test_a_query_over_80_kb_is_a_json_414_and_the_server_goes_on(server: WebServing) -> None:
+    status, body = call(server, "/repeat", {"text": "a" * 80_000})
+    assert status == 414 and body["code"] == 1
+    assert "414" in body["desc"] and "POST body" in body["desc"]
+    assert call(server, "/repeat", {"text": "ok"})[0] == 200
+
+
+def test_headers_over_the_limit_are_a_json_error(server: WebServing) -> None:
+    request = urllib.request.Request(server.url + "/repeat?text=a")
+    request.add_header("X-Huge", "h" * 70_000)
+    with pytest.raises(urllib.error.HTTPError) as info:
+        OPENER.open(request, timeout=10)
+    assert info.value.code == 431 and json.loads(info.value.read())["code"] == 1
+
+
+def test_json_bodies_are_type_checked_with_a_none_converter(server: WebServing) -> None:
+    status, body = call(server, "/repeat", body=json.dumps({"text": 5}).encode())
+    assert status == 400 and body["desc"] == 'argument "text" must be a string, got 5 (int)'
+    for bad in ([1, 2], {"a": 1}, True, None):
+        status, body = call(server, "/repeat", body=json.dumps({"text": "a", "n": bad}).encode())
+        if bad is None:  # JSON null: absent, the default applies
+            assert (status, body["data"]) == (200, {"text": "a", "n": 1})
+        else:
+            assert status == 400 and body["desc"].startswith('argument "n" must be int'), body
+    status, body = call(server, "/repeat", body=json.dumps({"text": "a", "n": 2.0}).encode())
+    assert (status, body["data"]) == (200, {"text": "aa", "n": 2})
+    status, body = call(server, "/repeat", body=json.dumps({"text": "a", "n": "3"}).encode())
+    assert (status, body["data"]) == (200, {"text": "aaa", "n": 3})  # as from a query string
+
+
+def test_bounded_caps_an_argument_with_a_json_400() -> None:
+    serving = WebServing(port=0)
+    serving.route("/r", repeat, {"text": (None, True), "n": (bounded(int, 1, 16), False)})
+    with serving:
+        assert call(serving, "/r", {"text": "a", "n": 16})[1]["data"] == {"text": "a" * 16, "n": 16}
+        status, body = call(serving, "/r", {"text": "a", "n": 100000})
+        assert (status, body["desc"]) == (400, 'argument "n" must be <= 16, got 100000')
+        status, body = call(serving, "/r", {"text": "a", "n": 0})
+        assert (status, body["desc"]) == (400, 'argument "n" must be >= 1, got 0')
+    assert bounded(float, 0, low_open=True)(0.5) == 0.5
+    with pytest.raises(RequestError, match="> 0"):
+        bounded(float, 0, low_open=True)(0)
+
+
+def test_handlers_raise_request_error_for_their_own_status() -> None:
+    def picky(text: str) -> str:
+        raise RequestError(f"{text!r} is too long for this model", 413)
+
+    serving = WebServing(port=0)
+    serving.route("/picky", picky, {"text": (None, True)})
+    serving.add_error_format("/api/", lambda status, message: {"error": {"message": message}})
+    with serving:
+        assert call(serving, "/picky", {"text": "abc"}) == (
+            413,
+            {"code": 1, "desc": "'abc' is too long for this model", "data": None},
+        )
+        status, body = call(serving, "/api/missing")
+        assert status == 404 and set(body) == {"error"}
+        status, body = call(serving, "/api/x", {"q": "z" * 70_000})
+        assert status == 414 and "request line" in body["error"]["message"]
+
+
+def test_bind_reports_the_real_port_before_serving() -> None:
+    serving = WebServing(port=0)
+    serving.bind()
+    assert serving.port > 0
+    serving.start(background=True)
+    try:
+        assert call(serving, "/nope")[0] == 404
+    finally:
+        serving.stop()
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "serve_tiny_lm.py"
+
+
+def test_the_example_server_prints_the_port_it_listens_on() -> None:
+    process = subprocess.Popen(
+        [sys.executable, str(EXAMPLE), "--serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        line = process.stdout.readline() if process.stdout else ""
+        match = re.search(r"serving on http://127\.0\.0\.1:(\d+)/", line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")
+        port = int(match.group(1))
+        assert port != 0
+        url = f"http://127.0.0.1:{port}/generate?text=Hello&n=2&max_tokens=5"
+        with OPENER.open(url, timeout=30) as response:
+            body = json.loads(response.read())
+        assert body["code"] == 0 and len(body["data"]) == 2
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
