@@ -29,13 +29,16 @@ _REDUCTIONS = ("none", "sum", "mean", "token_mean")
 class CRF(nn.Module):
     """Linear-chain CRF with learned start, end and transition scores.
 
-    Args:
+    Args (bert4torch's order, then b4t's ``batch_first``):
         num_tags: number of tags ``K`` (> 0).
-        batch_first: if True (default) inputs are ``(batch, seq_len, ...)``,
-            else ``(seq_len, batch, ...)``; outputs follow the same layout.
         init_transitions: optional initial ``(transitions (K, K), start (K,), end (K,))``
             (bert4torch's order), arrays or tensors; default uniform in [-0.1, 0.1].
         freeze: keep the scores fixed (registered as buffers, not parameters).
+        batch_first: if True (default) inputs are ``(batch, seq_len, ...)``,
+            else ``(seq_len, batch, ...)``; outputs follow the same layout.
+
+    Unlike bert4torch 0.2.5, a mask with gaps (a 0 followed by a 1) is an error rather
+    than a silently inconsistent score (``MIGRATION.md``).
 
     Parameters:
         start_transitions: ``(K,)`` score of starting in each tag.
@@ -46,9 +49,9 @@ class CRF(nn.Module):
     def __init__(
         self,
         num_tags: int,
-        batch_first: bool = True,
         init_transitions: Sequence[Any] | None = None,
         freeze: bool = False,
+        batch_first: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(num_tags, int) or num_tags <= 0:
