@@ -48,6 +48,8 @@ class UDALoss(nn.Module):
     Args:
         tsa_schedule: ``None`` (no TSA), ``'linear'``, ``'exp'`` or ``'log'``
             (bert4torch's ``'linear_schedule'`` etc. also accepted).
+        total_steps: bert4torch's second argument; used only when ``forward`` is given
+            ``total_steps=None``.
         start_p, end_p: the threshold range.
         return_all_loss: also return the two parts.
     """
@@ -55,6 +57,7 @@ class UDALoss(nn.Module):
     def __init__(
         self,
         tsa_schedule: str | None = None,
+        total_steps: int | None = None,
         start_p: float = 0,
         end_p: float = 1,
         return_all_loss: bool = True,
@@ -65,12 +68,17 @@ class UDALoss(nn.Module):
                 f"tsa_schedule must be None or one of {sorted(SCHEDULES)}, got {tsa_schedule!r}"
             )
         self.tsa_schedule = tsa_schedule
+        self.total_steps = total_steps
         self.start = start_p
         self.end = end_p
         self.return_all_loss = return_all_loss
 
     def forward(
-        self, y_pred: torch.Tensor, y_true_sup: torch.Tensor, global_step: int, total_steps: int
+        self,
+        y_pred: torch.Tensor,
+        y_true_sup: torch.Tensor,
+        global_step: int,
+        total_steps: int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``y_pred`` [S + 2U, C] logits, ``y_true_sup`` [S] ids."""
         check_float("y_pred", y_pred, min_dim=2)
@@ -87,9 +95,10 @@ class UDALoss(nn.Module):
         if self.tsa_schedule is None:
             loss_sup = F.cross_entropy(z_sup, y_true_sup)
         else:
-            threshold = tsa_threshold(
-                self.tsa_schedule, global_step, total_steps, self.start, self.end
-            )
+            steps = self.total_steps if total_steps is None else total_steps
+            if steps is None:
+                raise ValueError("TSA needs total_steps (in forward or in UDALoss(...))")
+            threshold = tsa_threshold(self.tsa_schedule, global_step, steps, self.start, self.end)
             true_prob = F.softmax(z_sup, dim=-1).gather(1, y_true_sup[:, None]).squeeze(1)
             keep = true_prob < threshold
             loss_sup = (
