@@ -15,6 +15,7 @@ from b4t.models.checkpoint import read_checkpoint, resolve_checkpoint_files
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
 from b4t.models.loading import init_weights, load_into
 from b4t.models.registry import VARIANTS, Variant, get_variant
+from b4t.models.trainer_surface import with_trainer
 from b4t.models.transformer import Transformer
 
 __all__ = ["build_transformer_model"]
@@ -188,6 +189,7 @@ def build_transformer_model(
         variant=variant,
         **model_kwargs,
     )
+    cls = with_trainer(cls)  # + compile/fit/predict when b4t-trainer is installed
     user_modules: list[nn.Module] = []
     for extra in (layer_add_embs, model_kwargs.get("layer_norm_cond")):
         if isinstance(extra, nn.Module):

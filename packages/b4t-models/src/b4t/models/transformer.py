@@ -456,6 +456,22 @@ class Transformer(nn.Module):
         return tensor
 
     # ---- weights -----------------------------------------------------------------------
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        """Without b4t-trainer: refuse the trainer's ``compile(loss=..., optimizer=...)``.
+
+        With b4t-trainer installed the built model is a trainer and this method is
+        replaced by ``b4t.trainer.BaseModel.compile`` (see
+        :mod:`b4t.models.trainer_surface`). Without it, trainer arguments raise an
+        ImportError saying to install b4t-trainer; keyword-only torch arguments
+        (``model.compile(mode=...)``) still go to ``nn.Module.compile``.
+        """
+        trainer_words = {"loss", "optimizer", "scheduler", "metrics", "clip_grad_norm"}
+        if args or trainer_words & set(kwargs):
+            from b4t.models.trainer_surface import TRAINER_MISSING
+
+            raise ImportError(TRAINER_MISSING)
+        super().compile(**kwargs)
+
     def variable_mapping(self, existing_only: bool = True) -> dict[str, WeightSource]:
         """``{b4t parameter name: checkpoint key | Concat | None}`` for this model.
 

@@ -677,13 +677,16 @@ class Trainer:
         return {k: v / seen for k, v in totals.items()}
 
     # ------------------------------------------------------ weights & resume
-    def _key_map(self, prefix: str | None, mapping: Mapping[str, Any] | None) -> dict[str, str]:
-        """``{module key: file key}`` for ``prefix=`` / ``mapping=`` (bert4torch's arguments).
+    def _targets(self, prefix: str | None, mapping: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``{module key: file name(s)}`` for ``prefix=`` / ``mapping=`` (bert4torch's arguments).
 
-        ``mapping`` renames module keys to file keys. ``prefix`` takes the mapping from
+        ``mapping`` maps module keys to file keys. ``prefix`` takes the mapping from
         ``variable_mapping()`` of the whole module (``prefix=''``) or of the submodule of
-        that name (e.g. ``prefix='bert'``: ``bert.<key>`` is written under the checkpoint
-        name the ``bert`` submodule maps it to). Keys not in the mapping keep their name.
+        that name (``prefix='bert'``: ``bert.<key>`` is written under the checkpoint name
+        the ``bert`` submodule maps ``<key>`` to). A target is a str, ``None`` (not in the
+        layout: the key keeps its name), or an object with ``keys`` (several file keys:
+        split with its ``save(tensor)`` / joined with its ``load(tensors)``, or the first
+        of them, as b4t.models' ``Concat`` / ``FirstOf``).
         """
         if mapping is None:
             assert prefix is not None
@@ -700,16 +703,46 @@ class Trainer:
                 )
             mapping = owner.variable_mapping()
         lead = f"{prefix}." if prefix else ""
-        out: dict[str, str] = {}
+        targets: dict[str, Any] = {}
         for key, target in mapping.items():
+            if target is not None and not isinstance(target, str) and not hasattr(target, "keys"):
+                raise TypeError(f"mapping[{key!r}] must be a file key, got {target!r}")
+            targets[f"{lead}{key}"] = target
+        return targets
+
+    @staticmethod
+    def _to_file(state: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, tensor in state.items():
+            target = targets.get(key)
+            if target is None:
+                out[key] = tensor
+            elif isinstance(target, str):
+                out[target] = tensor
+            elif hasattr(target, "save"):
+                out.update(zip(target.keys, target.save(tensor), strict=True))
+            else:
+                out[target.keys[0]] = tensor
+        return out
+
+    @staticmethod
+    def _from_file(state: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(state)
+        for key, target in targets.items():
             if target is None:
                 continue
-            if not isinstance(target, str):
-                raise ValueError(
-                    f"{lead}{key} maps to a {type(target).__name__}, not one file key: "
-                    f"write that model with its own save_weights(path, mapping=...)"
-                )
-            out[f"{lead}{key}"] = target
+            if isinstance(target, str):
+                if target in out:
+                    out[key] = out.pop(target)
+            elif hasattr(target, "load"):
+                if all(k in out for k in target.keys):
+                    out[key] = target.load([out.pop(k) for k in target.keys])
+            else:
+                found = [k for k in target.keys if k in out]
+                if found:
+                    out[key] = out[found[0]]
+                    for k in found:
+                        del out[k]
         return out
 
     def save_weights(
@@ -720,15 +753,14 @@ class Trainer:
     ) -> None:
         """Save ``module.state_dict()`` (on the master rank only), atomically.
 
-        ``prefix`` / ``mapping`` write keys under checkpoint names (see
-        :meth:`_key_map`); by default the module's own keys.
+        By default under the module's own keys; ``prefix`` / ``mapping`` write them under
+        checkpoint names (see :meth:`_targets`).
         """
         if not self.is_master:
             return
         state = self.module.state_dict()
         if prefix is not None or mapping is not None:
-            names = self._key_map(prefix, mapping)
-            state = {names.get(k, k): v for k, v in state.items()}
+            state = self._to_file(state, self._targets(prefix, mapping))
         atomic_save(state, path)
 
     def load_weights(
@@ -744,8 +776,7 @@ class Trainer:
         if not isinstance(state, Mapping):
             raise TypeError(f"{path} does not hold a state dict")
         if prefix is not None or mapping is not None:
-            back = {file_key: key for key, file_key in self._key_map(prefix, mapping).items()}
-            state = {back.get(k, k): v for k, v in state.items()}
+            state = self._from_file(state, self._targets(prefix, mapping))
         self.module.load_state_dict(state, strict=strict)
 
     def _next_position(self) -> tuple[int, int, int]:
