@@ -11,6 +11,7 @@ sequence (slower, kept for checking and comparison).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +23,17 @@ from b4t.generation.protocol import encode_text, split_model_output
 __all__ = ["Seq2SeqGeneration", "SeqGeneration"]
 
 _MODES = ("random_sample", "beam_search")
+
+
+def _takes_logits_to_keep(model: Any) -> bool:
+    """Whether ``model`` computes the LM head for the last ``logits_to_keep`` positions
+    only (b4t's decoder LMs and transformers' LMs do)."""
+    if getattr(model, "accepts_logits_to_keep", False):
+        return True
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 class _TextGeneration(AutoRegressiveDecoder):
@@ -50,6 +62,7 @@ class _TextGeneration(AutoRegressiveDecoder):
         self.pad_id = pad_id
         self.mode = mode
         self.use_states = use_states
+        self._keep_last: bool | None = None  # model takes logits_to_keep (found at step 1)
 
     # ------------------------------------------------------------ text <-> ids
 
@@ -211,11 +224,16 @@ class SeqGeneration(_TextGeneration):
         prompt, prompt_mask = inputs
         generated_mask = torch.ones_like(output_ids)
         mask = torch.cat([prompt_mask, generated_mask], 1)
+        if self._keep_last is None:
+            self._keep_last = _takes_logits_to_keep(self.model)
+        extra = {"logits_to_keep": 1} if self._keep_last else {}
         if self.use_states and states is not None:
-            output = self.model(output_ids[:, -1:], past_key_values=states, attention_mask=mask)
+            output = self.model(
+                output_ids[:, -1:], past_key_values=states, attention_mask=mask, **extra
+            )
         else:
             ids = torch.cat([prompt, output_ids], 1)
-            output = self.model(ids, past_key_values=None, attention_mask=mask)
+            output = self.model(ids, past_key_values=None, attention_mask=mask, **extra)
         logits, cache = split_model_output(output)
         return logits[:, -1], (cache if self.use_states else None)
 

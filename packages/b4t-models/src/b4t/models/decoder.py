@@ -67,6 +67,7 @@ class CausalLM(Transformer):
     final_norm = False
     model_types: tuple[str, ...] = ()
     vocab_params = ("embeddings.word_embeddings.weight", "lm_head.weight")
+    accepts_logits_to_keep = True  # b4t.generation computes only the last position's logits
 
     def __init__(
         self,
