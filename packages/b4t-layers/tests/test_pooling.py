@@ -1,4 +1,10 @@
-"""get_pool_emb against per-sequence hand computation on padded batches."""
+"""get_pool_emb against per-sequence hand computation on padded batches.
+
+The list form of ``hidden_state`` is the one models return with
+``output_all_encoded_layers=True`` (bert4torch 0.2.5's numbering, also transformers'
+``output_hidden_states``): L + 1 tensors, the embedding output first, so index 1 is the
+first transformer layer. ``test_numbering_of_a_real_model`` pins that on a real model.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import torch
 from b4t.layers.pooling import get_pool_emb
 
 LENGTHS = [4, 2, 1]
-B, N, H, L = 3, 4, 5, 4  # batch, seq_len, hidden, layers in the list (embeddings + 3)
+B, N, H, L = 3, 4, 5, 4  # batch, seq_len, hidden, L + 1 tensors: embeddings + 3 layers
 
 
 @pytest.fixture
@@ -94,3 +100,35 @@ def test_errors_name_the_problem(batch):
         get_pool_emb(torch.zeros(2, 3), None, None, "cls")
     with pytest.raises(ValueError, match="pooled output"):
         get_pool_emb(layers, None, mask, "pooler")
+
+
+def test_numbering_of_a_real_model():
+    """On transformers' 2-layer BERT (hidden_states = embeddings + 2 layers), first-last-avg
+    averages the first transformer layer and the last one, custom=[0] is the embeddings,
+    and first-last-avg differs from last-avg (the symptom of an L-tensor list)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=30,
+        hidden_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    model = transformers.BertModel(config, add_pooling_layer=False).eval()
+    ids = torch.tensor([[2, 5, 7, 9], [3, 4, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        emb = model.embeddings(input_ids=ids)
+        states = list(model(ids, attention_mask=mask, output_hidden_states=True).hidden_states)
+    assert len(states) == config.num_hidden_layers + 1
+    torch.testing.assert_close(states[0], emb)
+
+    def avg(t: torch.Tensor) -> torch.Tensor:
+        return torch.stack([t[b, : int(n)].mean(0) for b, n in enumerate(mask.sum(1))])
+
+    first_last = get_pool_emb(states, None, mask, "first-last-avg")
+    torch.testing.assert_close(first_last, (avg(states[1]) + avg(states[2])) / 2)
+    assert not torch.allclose(first_last, get_pool_emb(states, None, mask, "last-avg"))
+    torch.testing.assert_close(get_pool_emb(states, None, mask, "custom", custom_layer=0), avg(emb))
