@@ -232,7 +232,7 @@ def test_handlers_raise_request_error_for_their_own_status() -> None:
     with serving:
         assert call(serving, "/picky", {"text": "abc"}) == (
             413,
-            {"code": 1, "desc": "'abc' is too long for this model", "data": None},
+            {"code": 1, "desc": "'abc' is too long for this model", "data": {}},
         )
         status, body = call(serving, "/api/missing")
         assert status == 404 and set(body) == {"error"}

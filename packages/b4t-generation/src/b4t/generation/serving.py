@@ -18,7 +18,8 @@ type-checked: with ``None`` the value must be a JSON string, with ``int`` /
 :func:`bounded` wraps a converter with a range (``bounded(int, 1, 8)`` caps
 ``n``), answering a 400 that names the argument beyond it.
 
-Every answer is JSON ``{"code": 0|1|2, "desc": ..., "data": ...}``:
+Every answer is JSON ``{"code": 0|1|2, "desc": ..., "data": ...}`` (``data`` is
+``{}`` in an error, as in the seed):
 
 - 200, code 0: ``data`` is what the function returned;
 - 400, code 1: a missing or badly typed argument (named in ``desc``), or a bad body;
@@ -195,7 +196,7 @@ class _QuietHandler(WSGIRequestHandler):
         body_obj = (
             serving.error_body(code, desc, path)
             if serving is not None
-            else {"code": 1, "desc": desc, "data": None}
+            else {"code": 1, "desc": desc, "data": {}}
         )
         body = json.dumps(body_obj, ensure_ascii=False).encode("utf-8")
         self.log_error("code %d, message %s", code, message or short)
@@ -310,14 +311,14 @@ class WebServing:
         for prefix, fmt in self._error_formats:
             if path.startswith(prefix):
                 return fmt(status, message)
-        return {"code": 2 if status >= 500 else 1, "desc": message, "data": None}
+        return {"code": 2 if status >= 500 else 1, "desc": message, "data": {}}
 
     @staticmethod
     def _json(status: int, code: int, desc: str, data: Any = None, envelope: bool = True) -> str:
         bottle.response.status = status
         bottle.response.content_type = "application/json; charset=utf-8"
-        if envelope:
-            body: Any = {"code": code, "desc": desc, "data": data}
+        if envelope:  # errors carry ``"data": {}`` as in the seed
+            body: Any = {"code": code, "desc": desc, "data": {} if data is None and code else data}
         else:
             body = data if code == 0 else {"error": desc}
         return json.dumps(body, ensure_ascii=False, default=_to_jsonable)
