@@ -11,6 +11,16 @@ generates ``--new-tokens`` tokens for a batch of prompts with greedy search
 the same process, and the script prints tokens/s (generated tokens of the
 returned sequences per second, median over repeats) and the cached/uncached
 ratio. There is no end token, so every run makes exactly the same number of steps.
+
+``--b4t-model`` (the issue #13 benchmark) times b4t's own GPT-2 (``model='gpt2'``, with
+b4t's KV cache) under ``SeqGeneration`` against ``transformers.generate()`` on the
+transformers GPT-2 the weights came from: GPT-2 small (124M, random weights), a
+32-token prompt, 64 new tokens, greedy at batch 1 and 8, then 4-beam search and top-p
+sampling at batch 1, interleaved. It also prints the memory-bandwidth limit at batch 1
+(every new token reads all fp32 weights once: measured copy bandwidth / weight bytes)::
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --b4t-model --repeats 3
+    python benchmarks/bench_generation.py --b4t-model --gpt2-config tiny --repeats 1  # smoke
 """
 
 from __future__ import annotations
@@ -59,7 +69,15 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=2000)
     parser.add_argument("--no-transformers", action="store_true", help="skip generate()")
+    parser.add_argument(
+        "--b4t-model", action="store_true", help="b4t's GPT-2 + KV cache vs generate() only"
+    )
+    parser.add_argument("--gpt2-config", choices=sorted(GPT2_CONFIGS), default="small")
+    parser.add_argument("--batches", default="1,8", help="greedy batch sizes (--b4t-model)")
     args = parser.parse_args()
+    if args.b4t_model:
+        compare_b4t_model(args)
+        return
 
     torch.manual_seed(0)
     model = TinyCausalLM(
@@ -152,6 +170,100 @@ def compare_with_transformers(args: argparse.Namespace) -> None:
         f"GPT-2 greedy (transformers {transformers.__version__}, same model, identical output): "
         f"b4t {b4t:.1f} tok/s, generate() {hf:.1f} tok/s, ratio {b4t / hf:.2f}x"
     )
+
+
+GPT2_CONFIGS = {
+    "small": dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+    "tiny": dict(vocab_size=1000, n_positions=128, n_embd=64, n_layer=2, n_head=4),
+}
+
+
+def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Measured memory bandwidth in bytes/s: ``dst.copy_(src)`` reads and writes each byte."""
+    src = torch.ones(megabytes * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * 4 / best
+
+
+def compare_b4t_model(args: argparse.Namespace) -> None:
+    """b4t's GPT-2 + KV cache + SeqGeneration against transformers' GPT-2 + generate()."""
+    import tempfile
+
+    import transformers
+
+    from b4t.models import build_transformer_model
+
+    config = transformers.GPT2Config(
+        **GPT2_CONFIGS[args.gpt2_config], bos_token_id=None, eos_token_id=None
+    )
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(config).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = build_transformer_model(checkpoint_path=tmp, model="gpt2").eval()
+    weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
+    bandwidth = copy_bandwidth()
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads; GPT-2 {args.gpt2_config} "
+        f"({sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M params, random weights), "
+        f"prompt {args.prompt_len}, {args.new_tokens} new tokens, median of {args.repeats}"
+    )
+    print(
+        f"memory bandwidth (copy): {bandwidth / 1e9:.1f} GB/s; fp32 weights "
+        f"{weight_bytes / 2**20:.0f} MiB; batch-1 limit {bandwidth / weight_bytes:.1f} tok/s"
+    )
+    vocab = config.vocab_size
+    cases: list[tuple[str, int, dict, dict]] = [
+        (f"greedy b{b}", b, dict(mode="beam_search", topk=1), dict(do_sample=False))
+        for b in (int(x) for x in args.batches.split(","))
+    ]
+    cases += [
+        ("beam4 b1", 1, dict(mode="beam_search", topk=4), dict(do_sample=False, num_beams=4)),
+        ("top-p b1", 1, dict(mode="random_sample", topp=0.9, n=1),
+         dict(do_sample=True, top_p=0.9, top_k=0)),
+    ]  # fmt: skip
+    print(f"{'case':<10} {'b4t tok/s':>10} {'generate tok/s':>15} {'ratio':>7}  same output")
+    for label, batch, ours_kw, hf_kw in cases:
+        g = torch.Generator().manual_seed(1)
+        prompts = torch.randint(2, vocab, (batch, args.prompt_len), generator=g)
+        kw = dict(ours_kw)
+        mode = kw.pop("mode")
+        gen = SeqGeneration(ours, end_id=None, maxlen=args.new_tokens, mode=mode)
+
+        def run_b4t(
+            gen: SeqGeneration = gen, kw: dict = kw, prompts: torch.Tensor = prompts
+        ) -> list[list[int]]:
+            out = gen.batch_generate(prompts.tolist(), **kw)
+            return [o[0] if gen.mode == "random_sample" else o for o in out]
+
+        def run_hf(hf_kw: dict = hf_kw, prompts: torch.Tensor = prompts) -> list[list[int]]:
+            out = hf.generate(
+                prompts, attention_mask=torch.ones_like(prompts),
+                max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                pad_token_id=0, **hf_kw,
+            )  # fmt: skip
+            return out[:, args.prompt_len :].tolist()
+
+        times: dict[str, list[float]] = {"b4t": [], "hf": []}
+        with torch.no_grad():
+            same = run_b4t() == run_hf()  # also the warm-up
+            for _ in range(args.repeats):
+                for name, fn in (("b4t", run_b4t), ("hf", run_hf)):
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append(time.perf_counter() - start)
+        tokens = batch * args.new_tokens
+        b4t = tokens / statistics.median(times["b4t"])
+        ref = tokens / statistics.median(times["hf"])
+        same_text = "yes" if same else ("n/a (sampling)" if "top-p" in label else "NO")
+        print(f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {same_text}")
 
 
 if __name__ == "__main__":
