@@ -227,7 +227,12 @@ def make_server(
     """A ``WebServing`` on ``args.host:args.port`` with the generation routes, and the
     scheduler that batches their requests (start it before serving)."""
     model.eval()
-    scheduler = BatchScheduler(model, max_batch=args.max_batch, context=model.context)
+    scheduler = BatchScheduler(
+        model,
+        max_batch=args.max_batch,
+        context=model.context,
+        banned_ids=[0],  # 0: unknown
+    )
     stream = stream_from_scheduler(scheduler, tokenizer)
     server = WebServing(host=args.host, port=args.port)
     try:

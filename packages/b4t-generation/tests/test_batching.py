@@ -134,6 +134,17 @@ def test_seeded_sampling_is_reproducible_and_batch_independent(model: TinyCausal
     assert all(0 <= t < 50 for row in together for t in row)
 
 
+def test_banned_ids_are_never_generated(model: TinyCausalLM) -> None:
+    greedy = greedy_reference(model, PROMPTS[0], 4)
+    scheduler = BatchScheduler(model, banned_ids=[greedy[0]])
+    request = scheduler.submit(PROMPTS[0], 4, temperature=0)
+    sampled = scheduler.submit(PROMPTS[0], 30, temperature=5.0, seed=1)
+    while scheduler.step():
+        pass
+    assert request.result(0)[0] != greedy[0]
+    assert greedy[0] not in request.result(0) + sampled.result(0)
+
+
 def test_topk_one_is_greedy(model: TinyCausalLM) -> None:
     scheduler = BatchScheduler(model)
     request = scheduler.submit(PROMPTS[0], 5, temperature=0.7, topk=1, seed=0)

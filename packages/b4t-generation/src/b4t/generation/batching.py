@@ -165,6 +165,7 @@ class BatchScheduler:
         pad_id: the id written into left padding (masked out).
         max_queue: the most requests waiting to start; :meth:`submit` raises
             ``queue.Full`` beyond it.
+        banned_ids: ids never generated (padding, an unknown-token id, ...).
         device: where ids and masks are placed.
     """
 
@@ -176,6 +177,7 @@ class BatchScheduler:
         keep: int | None = None,
         pad_id: int = 0,
         max_queue: int = 1024,
+        banned_ids: Sequence[int] = (),
         device: str | torch.device = "cpu",
     ) -> None:
         if int(max_batch) < 1:
@@ -193,6 +195,7 @@ class BatchScheduler:
         self.pad_id = int(pad_id)
         self.max_queue = int(max_queue)
         self.device = torch.device(device)
+        self.banned_ids = [int(i) for i in banned_ids]
         self._pending: list[GenerationRequest] = []
         self._active: list[GenerationRequest] = []
         self._cache: Any = None
@@ -394,7 +397,10 @@ class BatchScheduler:
             output = self.model(ids, past_key_values=self._cache, attention_mask=mask)
         logits, cache = split_model_output(output)
         self._cache, self._mask = cache, mask
-        return logits[:, -1].float()
+        logits = logits[:, -1].float()
+        if self.banned_ids:
+            logits[:, self.banned_ids] = -torch.inf
+        return logits
 
     def _sample(self, logits: torch.Tensor) -> torch.Tensor:
         """One token per row with that row's temperature / top-k / top-p / generator."""
