@@ -183,11 +183,20 @@ def _rdrop_formula(z1, z2, y, alpha):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rdrop_forms_agree_with_formula(dtype):
+    """The three call forms give the same loss for the same two passes. bert4torch 0.2.5's
+    (y_pred1, y_pred2, y_true) form differs on purpose (MIGRATION.md): it takes CE(y_pred1)
+    alone, which is the averaged CE minus (CE(z2) - CE(z1)) / 2."""
     z1, z2 = _logits((4, 3), dtype, seed=6), _logits((4, 3), dtype, seed=7)
     y = torch.tensor([0, 2, 1, 1])
     expected = _rdrop_formula(z1.float(), z2.float(), y, alpha=4)
     three = RDropLoss(alpha=4)(z1, z2, y)
     torch.testing.assert_close(three.float(), expected, **TOL[dtype])
+    ce1, ce2 = F.cross_entropy(z1.float(), y), F.cross_entropy(z2.float(), y)
+    seed_three = expected - (ce1 + ce2) / 2 + ce1  # 0.2.5's formula for this call
+    torch.testing.assert_close(
+        three.float() - seed_three, (ce2 - ce1) / 2, rtol=TOL[dtype]["rtol"], atol=3e-2
+    )
+    assert abs(float(ce2 - ce1)) > 0.1  # the example really tells the two apart
     adjacent = torch.stack([z2, z1], dim=1).reshape(8, 3)  # rows z2[0], z1[0], z2[1], ...
     y2 = y.repeat_interleave(2)
     torch.testing.assert_close(RDropLoss(alpha=4)(adjacent, y2).float(), expected, **TOL[dtype])
@@ -227,6 +236,22 @@ def test_uda_without_tsa_is_ce_plus_kl(dtype):
     torch.testing.assert_close(total.float(), ce + kl, **TOL[dtype])
 
 
+def test_uda_total_steps_in_constructor_is_the_fallback():
+    """bert4torch's UDALoss(tsa_schedule, total_steps, start_p, end_p, return_all_loss)."""
+    y_pred = torch.tensor([[5.0, 0.0], [0.0, 0.2], [0.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1])
+    positional = UDALoss("linear_schedule", 10, 0, 1, False)
+    torch.testing.assert_close(
+        positional(y_pred, y, 6), UDALoss("linear", return_all_loss=False)(y_pred, y, 6, 10)
+    )
+    # an explicit total_steps wins: 6 / 100 keeps no row (both p_true > 0.06)
+    p, q = F.softmax(y_pred[2:3], -1), F.softmax(y_pred[3:4], -1)
+    kl = (p * (p.log() - q.log())).sum()
+    torch.testing.assert_close(positional(y_pred, y, 6, 100), kl)
+    with pytest.raises(ValueError, match="TSA needs total_steps"):
+        UDALoss("linear")(y_pred, y, 6)
+
+
 def test_uda_tsa_drops_confident_rows():
     y_pred = torch.tensor([[5.0, 0.0], [0.0, 0.2], [0.0, 0.0], [1.0, 0.0]])
     y = torch.tensor([0, 1])  # p_true: 0.993 and 0.55
@@ -252,9 +277,12 @@ def test_temporal_ensembling_schedule_and_bias_correction():
     assert loss.weight_schedule(1, 0.5) == pytest.approx(w)
     assert w_unsup.item() == pytest.approx(0.0, abs=1e-7)  # unbiased target equals prediction
     zs2 = zs + torch.tensor([1.0, 0.0, 0.0])
-    _, _, w_unsup = loss(zs2, zu, y, epoch=2, bti=0)
+    zu2 = zu * torch.tensor([0.0, 1.0, 2.0])
+    _, _, w_unsup = loss(zs2, zu2, y, epoch=2, bti=0)
     target_s = (0.6 * 0.4 * zs + 0.4 * zs) / (1 - 0.6**2)  # Z after epochs 0 and 1, corrected
+    target_u = (0.6 * 0.4 * zu + 0.4 * zu) / (1 - 0.6**2)
     mse = ((F.softmax(zs2, -1) - F.softmax(target_s, -1)) ** 2).sum() / zs2.numel()
-    mse_u = ((F.softmax(zu, -1) - F.softmax(zu, -1)) ** 2).sum() / zu.numel()
+    mse_u = ((F.softmax(zu2, -1) - F.softmax(target_u, -1)) ** 2).sum() / zu2.numel()
+    assert mse.item() > 1e-3 and mse_u.item() > 1e-3  # both terms count
     assert w_unsup.item() == pytest.approx(loss.weight_schedule(2, 0.5) * (mse + mse_u).item())
     assert loss.weight_schedule(4, 0.5) == pytest.approx(5.0)
