@@ -1,0 +1,179 @@
+"""The seam with b4t-models: a built model is a trainer when b4t-trainer is installed.
+
+Needs b4t-models beside b4t-trainer (the ``tests`` session); skipped in the isolated
+session, which installs b4t-trainer alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import pickle
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+models = pytest.importorskip("b4t.models")
+from b4t.models import build_transformer_model  # noqa: E402
+from b4t.models.transformer import Transformer  # noqa: E402
+from b4t.trainer import BaseModel  # noqa: E402
+
+CONFIG = {
+    "vocab_size": 40,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 32,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+
+
+def _batches(n_batches=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for size in (4, 3, 1)[:n_batches]:  # uneven batches
+        ids = torch.randint(1, 40, (size, 6), generator=gen)
+        out.append(([ids, torch.zeros_like(ids)], torch.randint(0, 2, (size,), generator=gen)))
+    return out
+
+
+def _cls_loss(out, y):  # pooled output -> 2 classes from its first two features
+    return nn.functional.cross_entropy(out[1][:, :2], y)
+
+
+def _built(seed=0):
+    torch.manual_seed(seed)
+    return build_transformer_model(CONFIG, with_pool=True)
+
+
+def test_the_built_model_is_a_trainer_and_trains_like_a_hand_loop() -> None:
+    model = _built()
+    assert isinstance(model, BaseModel) and isinstance(model, Transformer)
+    assert type(model).__name__ == "Transformer"
+    assert type(_built(1)) is type(model)  # one mixed class per model class, cached
+    mro = type(model).__mro__
+    assert mro.index(Transformer) < mro.index(BaseModel) < mro.index(nn.Module)
+    assert type(model).compile is BaseModel.compile  # not the install-b4t-trainer guard
+    hand = copy.deepcopy(model)
+    batches = _batches()
+
+    model.compile(loss=_cls_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    history = model.fit(batches, epochs=2, verbose=0)
+
+    opt = torch.optim.SGD(hand.parameters(), lr=0.1)
+    losses = []
+    for _ in range(2):
+        total = 0.0
+        for X, y in batches:
+            opt.zero_grad()
+            loss = _cls_loss(hand(X), y)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(y)
+        losses.append(total / 8)
+    assert history.history["loss"] == pytest.approx(losses, rel=1e-6)
+    for a, b in zip(model.state_dict().values(), hand.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    X = batches[0][0]
+    pooled = model.predict(X, return_all=1)
+    hand.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(pooled, hand(X)[1])
+
+
+class Model(BaseModel):
+    """bert4torch's tutorial shape: a BaseModel holding a built transformer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bert = build_transformer_model(CONFIG, with_pool=True)
+        self.dense = nn.Linear(16, 2)
+
+    def forward(self, token_ids, segment_ids):
+        _, pooled = self.bert([token_ids, segment_ids])
+        return self.dense(pooled)
+
+
+def test_the_seed_s_model_class_with_a_built_transformer_inside(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = Model()
+    hand = copy.deepcopy(model)
+    batches = _batches()
+    model.compile(loss=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam(model.parameters(), 1e-2))
+    model.fit(batches, epochs=2, verbose=0)
+    opt = torch.optim.Adam(hand.parameters(), 1e-2)
+    for _ in range(2):
+        for X, y in batches:
+            opt.zero_grad()
+            nn.functional.cross_entropy(hand(*X), y).backward()
+            opt.step()
+    for a, b in zip(model.state_dict().values(), hand.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # prefix='bert': the inner model's keys under their checkpoint names, and back
+    model.save_weights(tmp_path / "w.pt", prefix="bert")
+    saved = torch.load(tmp_path / "w.pt", weights_only=True)
+    assert "bert.embeddings.word_embeddings.weight" in saved  # the HF name
+    assert "dense.weight" in saved
+    qkv = model.bert.variable_mapping()
+    assert any(not isinstance(v, str) and v is not None for v in qkv.values())  # split on save
+    other = Model()
+    other.load_weights(tmp_path / "w.pt", prefix="bert")
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_pickle_deepcopy_and_torch_save_keep_the_trainer_surface() -> None:
+    model = _built()
+    model.compile(loss=_cls_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    for twin in (
+        copy.deepcopy(model),
+        pickle.loads(pickle.dumps(model)),
+        torch.load(io.BytesIO(_saved(model)), weights_only=False),
+    ):
+        assert type(twin) is type(model) and isinstance(twin, BaseModel)
+        assert twin.trainer is not model.trainer and not twin.trainer.compiled
+        assert twin.trainer.module is twin
+        for a, b in zip(twin.state_dict().values(), model.state_dict().values()):
+            assert torch.equal(a, b)
+    assert model.trainer.compiled
+
+
+def _saved(model) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    return buffer.getvalue()
+
+
+def test_model_side_weights_take_the_seed_s_arguments(tmp_path) -> None:
+    model = _built()
+    # 0.2.5: save_weights(path, prefix) with prefix='' -> the checkpoint layout (mapping=None)
+    model.save_weights(tmp_path / "seed", "")
+    model.save_weights(tmp_path / "b4t", mapping=None)
+    a = (tmp_path / "seed" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "b4t" / "model.safetensors").read_bytes()
+    other = _built(seed=3)
+    other.load_weights(tmp_path / "seed", True)  # 0.2.5: load_weights(path, strict)
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value)
+    third = _built(seed=4)
+    third.load_weights(tmp_path / "seed", prefix="")
+    assert torch.equal(
+        third.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight
+    )
+
+
+def test_without_b4t_trainer_compile_says_to_install_it(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "b4t.trainer", None)  # import b4t.trainer now fails
+    model = build_transformer_model(CONFIG)
+    assert type(model) is Transformer and not isinstance(model, BaseModel)
+    with pytest.raises(ImportError, match="pip install b4t-trainer"):
+        model.compile(loss=nn.CrossEntropyLoss(), optimizer=torch.optim.SGD(model.parameters()))
+    with pytest.raises(ImportError, match="pip install b4t-trainer"):
+        model.compile(nn.CrossEntropyLoss(), None)
+    assert not hasattr(model, "fit")
