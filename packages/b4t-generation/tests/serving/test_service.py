@@ -137,3 +137,17 @@ def test_sse_format_and_parse_round_trip() -> None:
     ]
     with pytest.raises(ValueError):
         format_event("x", event="a\nb")
+
+
+def test_the_end_token_counts_as_a_token_and_finishes_with_stop() -> None:
+    class Ending:  # stream_generate's decoded outputs; the last step is the end token
+        mode, tokenizer = "random_sample", ByteTokenizer()
+
+        def stream_generate(self, prompt, **kwargs):
+            yield from ["a", "ab", "ab"]
+
+    service = GenerationService(stream_from_generation(Ending()), max_tokens=5)
+    result = service.complete(service.make_request("x", max_tokens=5))
+    assert (result.text, result.finish_reason, result.completion_tokens) == ("ab", "stop", 3)
+    result = service.complete(service.make_request("x", max_tokens=2))
+    assert (result.text, result.finish_reason, result.completion_tokens) == ("ab", "length", 2)

@@ -140,8 +140,9 @@ def stream_from_generation(generation: Any, tokenizer: Any = None) -> StreamFn:
 
     Each yielded string is the text one generated token adds (the decoded
     output so far minus what was sent; an incomplete multi-byte character,
-    decoded as U+FFFD, waits for the next token). ``temperature=0`` is greedy
-    (top-1); ``seed`` seeds a ``torch.Generator`` for this request alone.
+    decoded as U+FFFD, waits for the next token; the end token adds ``""``, so
+    it counts as a generated token). ``temperature=0`` is greedy (top-1);
+    ``seed`` seeds a ``torch.Generator`` for this request alone.
     """
     tokenizer = tokenizer if tokenizer is not None else getattr(generation, "tokenizer", None)
     if tokenizer is None or not callable(getattr(tokenizer, "decode", None)):
@@ -162,15 +163,10 @@ def stream_from_generation(generation: Any, tokenizer: Any = None) -> StreamFn:
             temperature=1.0 if greedy else request.temperature,
             generator=rng,
         )
-        sent, count, last_len = "", 0, 0
+        sent, count = "", 0
         try:
-            for output in steps:
-                ids = output if isinstance(output, list) else None
-                text = tokenizer.decode(ids) if ids is not None else str(output)
-                length = len(ids) if ids is not None else len(text)
-                if ids is not None and length == last_len:
-                    return  # the end token: nothing new
-                last_len = length
+            for output in steps:  # one item per decoding step (the end token's adds no text)
+                text = output if isinstance(output, str) else tokenizer.decode(list(output))
                 count += 1
                 delta = text[len(sent) :] if text.startswith(sent) else ""
                 if delta.endswith("\ufffd"):
