@@ -6,6 +6,8 @@ nox -s "tests(torch='2.13.0')"        # one torch version
 nox -s "isolated(package='b4t-tokenizers')"
 nox -s seed                           # b4t against bert4torch 0.2.5 itself
 nox -s bench -- tokenizers models     # benchmarks (never part of CI)
+nox -s demo                           # the sentiment demo (runtime dependencies only)
+nox -s generate                       # train + sample a character GPT (-- --serve to serve it)
 """
 
 from __future__ import annotations
@@ -201,8 +203,30 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), env={**ENV, "OMP_NUM_THREADS": threads})
 
 
+def _install_runtime(session: nox.Session, packages: list[str]) -> None:
+    """The CPU torch on this machine's disk and ``packages`` with their sibling dependencies,
+    without any test extra (no transformers, pytest, tensorboard): what a job needs to run."""
+    ordered: list[str] = []
+    for package in packages:
+        for needed in [*PACKAGES[package], package]:
+            if needed not in ordered:
+                ordered.append(needed)
+    targets = [arg for package in ordered for arg in ("-e", _path(package))]
+    # One pip call, so each sibling requirement resolves to the local folder.
+    session.install(*targets, f"torch=={TORCH_DEFAULT}")
+
+
 @nox.session
 def demo(session: nox.Session) -> None:
     """The sentiment demo end to end: nox -s demo -- [--serve] [--checkpoint DIR] ..."""
-    _install_all(session, TORCH_DEFAULT)
+    _install_runtime(session, list(PACKAGES))  # it uses all six packages
     session.run("python", "examples/sentiment.py", *session.posargs, env=ENV)
+
+
+@nox.session
+def generate(session: nox.Session) -> None:
+    """Train, sample and (with --serve) serve a character-level GPT on Shakespeare:
+    nox -s generate -- [--serve] [--text FILE] ... (minutes of training: not in the default
+    sessions)."""
+    _install_runtime(session, ["b4t-models", "b4t-trainer", "b4t-generation"])
+    session.run("python", "examples/generate.py", *session.posargs, env=ENV)
