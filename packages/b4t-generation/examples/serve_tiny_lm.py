@@ -14,6 +14,7 @@ and a page at ``/`` that streams the answer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import string
 import urllib.request
@@ -75,10 +76,8 @@ def main() -> None:
     if args.serve:
         server.bind()  # the real port is known now, also with --port 0
         print(f"serving on {server.url}/  (try {server.url}/generate?text=Hello&n=2)", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the demo quietly
             server.start()
-        except KeyboardInterrupt:
-            pass
         return
     with server:  # background thread, stopped at the end of the block
         self_test(server)
