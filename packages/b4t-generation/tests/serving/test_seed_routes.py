@@ -99,7 +99,9 @@ def test_a_query_over_80_kb_is_a_json_414(server, fetch) -> None:
 
 def test_a_body_over_the_limit_is_a_json_413_in_the_route_shape(make_server, generation, fetch):
     serving, _ = make_server(generation, max_body_size=4096)
-    status, _, raw = fetch(serving.url + "/v1/completions", body={"model": "m", "prompt": "a" * 9000})
+    status, _, raw = fetch(
+        serving.url + "/v1/completions", body={"model": "m", "prompt": "a" * 9000}
+    )
     assert status == 413 and "over the limit" in json.loads(raw)["error"]["message"]
     status, _, raw = fetch(serving.url + "/generate", body={"text": "a" * 9000})
     assert status == 413 and json.loads(raw)["code"] == 1
