@@ -286,3 +286,15 @@ def test_temporal_ensembling_schedule_and_bias_correction():
     assert mse.item() > 1e-3 and mse_u.item() > 1e-3  # both terms count
     assert w_unsup.item() == pytest.approx(loss.weight_schedule(2, 0.5) * (mse + mse_u).item())
     assert loss.weight_schedule(4, 0.5) == pytest.approx(5.0)
+
+
+def test_temporal_ensembling_refuses_shuffled_batches():
+    """As bert4torch: the labels of a batch index (among the first 10) must repeat."""
+    loss = TemporalEnsemblingLoss(epochs=3)
+    zs, zu = _logits((2, 3), torch.float32, 1), _logits((2, 3), torch.float32, 2)
+    loss(zs, zu, torch.tensor([0, 1]), epoch=0, bti=0)
+    loss(zs, zu, torch.tensor([1, 1]), epoch=0, bti=10)  # past the checked batches
+    loss(zs, zu, torch.tensor([0, 1]), epoch=1, bti=0)
+    loss(zs, zu, torch.tensor([2, 2]), epoch=1, bti=10)
+    with pytest.raises(ValueError, match=r"batch 0: y_true_sup differs .* shuffle=False"):
+        loss(zs, zu, torch.tensor([1, 0]), epoch=2, bti=0)

@@ -25,6 +25,8 @@ from torch import nn
 
 from b4t.adversarial.losses._checks import check_class_targets, check_float
 
+SAME_BATCH_CHECKS = 10  # bert4torch checks the labels of the first 10 batches
+
 
 class TemporalEnsemblingLoss(nn.Module):
     """Temporal ensembling loss; returns ``(total, sup, weighted_unsup)`` for tracked batches."""
@@ -51,6 +53,7 @@ class TemporalEnsemblingLoss(nn.Module):
         self.hist_device = torch.device(hist_device)
         self.hist_sup: dict[int, torch.Tensor] = {}
         self.hist_unsup: dict[int, torch.Tensor] = {}
+        self.hist_input_y: dict[int, torch.Tensor] = {}
 
     def weight_schedule(self, epoch: int, sup_ratio: float) -> float:
         """The unsupervised weight ``w(epoch)``."""
@@ -60,6 +63,22 @@ class TemporalEnsemblingLoss(nn.Module):
         if epoch >= self.max_epochs:
             return max_val
         return max_val * math.exp(self.ramp_up_mult * (1.0 - epoch / self.max_epochs) ** 2)
+
+    def _same_batch_check(self, y_true_sup: torch.Tensor, bti: int) -> None:
+        """As bert4torch: the labels of the first ``SAME_BATCH_CHECKS`` batches must repeat
+        every epoch (the ensemble is kept per batch index, so the data must not be shuffled)."""
+        if bti >= SAME_BATCH_CHECKS:
+            return
+        seen = self.hist_input_y.get(bti)
+        labels = y_true_sup.detach().to(self.hist_device)
+        if seen is None:
+            self.hist_input_y[bti] = labels
+        elif not torch.equal(seen, labels):
+            raise ValueError(
+                f"batch {bti}: y_true_sup differs from the earlier epoch's; temporal "
+                "ensembling needs the same batches in the same order every epoch "
+                "(use a train_dataloader with shuffle=False)"
+            )
 
     def _target(self, hist: torch.Tensor, epoch: int, like: torch.Tensor) -> torch.Tensor:
         return hist.to(like) / (1.0 - self.alpha**epoch) if epoch > 0 else hist.to(like)
@@ -80,6 +99,7 @@ class TemporalEnsemblingLoss(nn.Module):
         check_float("y_pred_sup", y_pred_sup, min_dim=2)
         check_float("y_pred_unsup", y_pred_unsup, min_dim=2)
         y_true_sup = check_class_targets(y_pred_sup, y_true_sup, name="y_true_sup")
+        self._same_batch_check(y_true_sup, bti)
         sup_loss = F.cross_entropy(y_pred_sup.float(), y_true_sup)
         if self.max_batch_num is not None and bti >= self.max_batch_num:
             return sup_loss.to(y_pred_sup.dtype)
