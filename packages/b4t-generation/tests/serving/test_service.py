@@ -90,6 +90,7 @@ def test_make_request_checks_every_limit() -> None:
         ({"temperature": float("nan")}, "temperature"),
         ({"topk": 0}, "top_k"),
         ({"topp": 0.0}, "top_p"),
+        ({"seed": 2**63}, "seed"),
     ]:
         with pytest.raises(RequestError) as info:
             service.make_request("ab", **kwargs)

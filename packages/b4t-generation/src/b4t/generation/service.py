@@ -301,6 +301,8 @@ class GenerationService:
             raise RequestError(f"top_k must be >= 1, got {topk}", 400, "top_k")
         if topp is not None and not 0 < topp <= 1:
             raise RequestError(f"top_p must be in (0, 1], got {topp}", 400, "top_p")
+        if seed is not None and not -(2**63) <= seed < 2**63:
+            raise RequestError(f"seed must be a 64-bit signed integer, got {seed}", 400, "seed")
         prompt_ids = None
         if self.tokenizer is not None:
             try:
