@@ -327,6 +327,24 @@ def _seed_mask(length: int = 5) -> torch.Tensor:
             "is_decoder": True,
         },
         {"attention_scale": False, "bias": False},
+        {
+            "p_bias": "deberta_v2",
+            "max_position": 16,
+            "share_att_key": True,
+            "pos_att_type": ["c2p", "p2c"],
+            "position_buckets": 4,
+            "norm_rel_ebd": "layer_norm",
+        },
+        {
+            "p_bias": "deberta_v2",
+            "max_position": 16,
+            "share_att_key": True,
+            "pos_att_type": "p2c|c2p",
+            "position_buckets": -1,
+            "max_relative_positions": 3,
+            "norm_rel_ebd": "layer_norm",
+            "layer_norm_eps": 1e-7,
+        },
     ],
 )
 def test_multi_head_attention_layer_equals_the_seed(S, kwargs):

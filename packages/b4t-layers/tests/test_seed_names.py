@@ -65,7 +65,7 @@ def test_multi_head_attention_layer_formula() -> None:
     ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 5, 8)
     want = ctx @ att.o.weight.T + att.o.bias
     torch.testing.assert_close(att(x, mask), want, atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="DisentangledSelfAttention"):
+    with pytest.raises(ValueError, match="share_att_key=True"):
         L.MultiHeadAttentionLayer(8, 2, 0.0, p_bias="deberta_v2", max_position=8)
 
 
@@ -206,3 +206,55 @@ def test_seed_state_dict_names_load() -> None:
 def test_identity() -> None:
     x = torch.randn(2)
     assert L.Identity(3, foo=1)(x, 5) is x
+
+
+@pytest.mark.parametrize(("pos_att_type", "buckets"), [("p2c|c2p", 4), ("c2p", -1)])
+def test_multi_head_attention_layer_deberta_equals_transformers(pos_att_type, buckets) -> None:
+    ref = pytest.importorskip("transformers.models.deberta_v2.modeling_deberta_v2")
+    from transformers import DebertaV2Config
+
+    hidden, heads, seq, max_pos = 16, 2, 9, 24
+    config = DebertaV2Config(
+        hidden_size=hidden,
+        num_attention_heads=heads,
+        relative_attention=True,
+        pos_att_type=pos_att_type,
+        share_att_key=True,
+        position_buckets=buckets,
+        max_relative_positions=-1 if buckets > 0 else 4,
+        max_position_embeddings=max_pos,
+        attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=0.0,
+    )
+    theirs = ref.DisentangledSelfAttention(config).eval()
+    ours = _random(
+        L.MultiHeadAttentionLayer(
+            hidden,
+            heads,
+            0.0,
+            0.0,
+            p_bias="deberta_v2",
+            max_position=max_pos,
+            share_att_key=True,
+            pos_att_type=pos_att_type,
+            position_buckets=buckets,
+            max_relative_positions=-1 if buckets > 0 else 4,
+            max_position_embeddings=max_pos,
+        )
+    )
+    with torch.no_grad():
+        for dst, src in ((theirs.query_proj, ours.q), (theirs.key_proj, ours.k)):
+            dst.load_state_dict(src.state_dict())
+        theirs.value_proj.load_state_dict(ours.v.state_dict())
+        ours.o.weight.copy_(torch.eye(hidden))  # transformers returns the context before `o`
+        ours.o.bias.zero_()
+    span = buckets if buckets > 0 else 4
+    x = torch.randn(2, seq, hidden)
+    keep = torch.arange(seq)[None, :] < torch.tensor([[seq], [5]])
+    rel = L.deberta_relative_position(seq, seq, buckets, max_pos)
+    with torch.no_grad():
+        pair = (keep[:, None, :, None] & keep[:, None, None, :]).long()
+        rel_emb = ours.relative_positions_encoding.weight[: 2 * span]
+        want, _ = theirs(x, pair, relative_pos=rel[None], rel_embeddings=rel_emb)
+        got = ours(x, keep[:, None, None, :].float())
+    torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=1e-5)

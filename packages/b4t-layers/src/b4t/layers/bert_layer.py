@@ -26,6 +26,7 @@ from b4t.layers.feed_forward import PositionWiseFeedForward
 from b4t.layers.norms import LayerNorm
 from b4t.layers.relative_positions import (
     RelativePositionsEncoding,
+    RelativePositionsEncodingDebertaV2,
     relative_distance,
     t5_relative_position_bucket,
 )
@@ -33,6 +34,7 @@ from b4t.layers.rotary import RoPEPositionEncoding
 
 __all__ = ["BertEmbeddings", "BertLayer", "Identity", "MultiHeadAttentionLayer"]
 
+_EAGER = ("typical_relative", "t5_relative", "deberta_v2")
 _RELATIVE = {"rotary", "typical_relative", "t5_relative", "other_relative", "deberta_v2"}
 
 
@@ -63,7 +65,9 @@ class MultiHeadAttentionLayer(nn.Module):
         **kwargs: ``attention_head_size`` (``D``, default ``H // N``), and ``p_bias``:
             ``'rotary'`` (RoFormer; needs ``max_position``), ``'typical_relative'``
             (NEZHA; ``max_position``, ``max_relative_position``), ``'t5_relative'``
-            (``max_position``, ``relative_attention_num_buckets``, ``is_decoder``);
+            (``max_position``, ``relative_attention_num_buckets``, ``is_decoder``),
+            ``'deberta_v2'`` (``max_position``, ``share_att_key=True``, ``pos_att_type``,
+            ``position_buckets``, ``max_relative_positions``, ``norm_rel_ebd``);
             other keys are ignored, as in bert4torch.
 
     ``forward(hidden_states [B, Q, H], attention_mask=None, encoder_hidden_states=None
@@ -114,10 +118,61 @@ class MultiHeadAttentionLayer(nn.Module):
             )
             self.relative_positions_encoding = nn.Embedding(buckets, num_attention_heads)
         elif self.p_bias == "deberta_v2":
+            self._init_deberta(hidden_size, max_position, dropout_rate, kwargs)
+
+    def _init_deberta(
+        self, hidden_size: int, max_position: int | None, dropout_rate: float, kw: dict
+    ) -> None:
+        """bert4torch's DeBERTa-v2 options: disentangled c2p / p2c terms on shared keys."""
+        if not max_position:
+            raise ValueError("MultiHeadAttentionLayer p_bias='deberta_v2' needs max_position")
+        if not kw.get("share_att_key", False):
             raise ValueError(
-                "MultiHeadAttentionLayer does not implement p_bias='deberta_v2'; use "
-                "b4t.layers.DisentangledSelfAttention (DeBERTa-v2 attention)"
+                "MultiHeadAttentionLayer p_bias='deberta_v2' needs share_att_key=True (as in "
+                "bert4torch 0.2.5); for separate position projections use "
+                "b4t.layers.DisentangledSelfAttention"
             )
+        self.share_att_key = True
+        self.position_buckets = kw.get("position_buckets", -1) or -1
+        span = kw.get("max_relative_positions", -1) or -1
+        if span < 1:
+            span = kw.get("max_position_embeddings") or max_position
+        self.pos_ebd_size = self.position_buckets if self.position_buckets > 0 else span
+        self.pos_att_type = kw.get("pos_att_type", []) or []
+        self.relative_positions = RelativePositionsEncodingDebertaV2(
+            max_position, max_position, self.position_buckets, max_position
+        )
+        self.relative_positions_encoding = nn.Embedding(max_position, hidden_size)
+        norm_rel_ebd = [x.strip() for x in kw.get("norm_rel_ebd", "none").lower().split("|")]
+        if "layer_norm" in norm_rel_ebd:
+            self.layernorm = nn.LayerNorm(hidden_size, kw.get("layer_norm_eps", 1e-12))
+        self.pos_dropout = nn.Dropout(dropout_rate)
+
+    def _deberta_scores(self, q: Tensor, k: Tensor) -> Tensor:
+        """Content-content plus c2p / p2c scores ``[B, N, Q, K]``, each over
+        ``sqrt(D * (1 + number of position terms))``."""
+        kinds = [t for t in ("c2p", "p2c") if t in self.pos_att_type]
+        denom = math.sqrt(self.attention_head_size * (1 + len(kinds)))
+        scores = q @ k.transpose(-1, -2) / denom
+        if not kinds:
+            return scores
+        span = self.pos_ebd_size
+        rel = self.relative_positions_encoding.weight
+        if hasattr(self, "layernorm"):
+            rel = self.layernorm(rel)
+        rel = self.pos_dropout(rel)[: 2 * span][None]  # [1, 2S, H]
+        b, n, q_len, k_len = scores.shape
+        if "c2p" in kinds:  # query content x key position: index by i - j
+            pos_k = self.transpose_for_scores(self.k(rel))  # [1, N, 2S, D]
+            index = (self.relative_positions(q_len, k_len)[:, None] + span).clamp(0, 2 * span - 1)
+            c2p = (q @ pos_k.transpose(-1, -2)).gather(-1, index.expand(b, n, q_len, k_len))
+            scores = scores + c2p / denom
+        if "p2c" in kinds:  # key content x query position: index by -(i - j)
+            pos_q = self.transpose_for_scores(self.q(rel))
+            index = (span - self.relative_positions(k_len, k_len)[:, None]).clamp(0, 2 * span - 1)
+            p2c = (k @ pos_q.transpose(-1, -2)).gather(-1, index.expand(b, n, k_len, k_len))
+            scores = scores + p2c.transpose(-1, -2)[..., :q_len, :] / denom
+        return scores
 
     def transpose_for_scores(self, x: Tensor) -> Tensor:
         """``[B, L, N * D]`` -> ``[B, N, L, D]``."""
@@ -148,7 +203,7 @@ class MultiHeadAttentionLayer(nn.Module):
             additive = (1.0 - attention_mask.to(q.dtype)) * -10000.0
         q_len, k_len = q.shape[-2], k.shape[-2]
         table = None
-        eager = self.return_attention_scores or self.p_bias in ("typical_relative", "t5_relative")
+        eager = self.return_attention_scores or self.p_bias in _EAGER
         if not eager:
             p = self.dropout.p if self.training else 0.0
             context = F.scaled_dot_product_attention(
@@ -156,7 +211,10 @@ class MultiHeadAttentionLayer(nn.Module):
             )
             scores = None
         else:
-            scores = q @ k.transpose(-1, -2)
+            if self.p_bias == "deberta_v2":  # scaled inside, per number of terms
+                scores, scale = self._deberta_scores(q, k), 1.0
+            else:
+                scores = q @ k.transpose(-1, -2)
             if self.p_bias == "typical_relative":
                 table = self.relative_positions_encoding(q_len, k_len, q.device, q.dtype)
                 scores = scores + torch.einsum("bnqd,qkd->bnqk", q, table)
