@@ -152,9 +152,13 @@ def stream_from_generation(generation: Any, tokenizer: Any = None) -> StreamFn:
             "streaming needs a generation in mode='random_sample' (greedy: temperature 0)"
         )
 
+    device = torch.device(getattr(generation, "device", "cpu"))
+
     def stream(request: GenerationRequest) -> Iterator[str]:
         greedy = request.temperature == 0
-        rng = None if request.seed is None else torch.Generator().manual_seed(request.seed)
+        rng = None
+        if request.seed is not None:  # on the decoder's device, where torch.multinomial draws
+            rng = torch.Generator(device=device).manual_seed(request.seed)
         prompt: Any = list(request.prompt_ids) if request.prompt_ids is not None else request.prompt
         steps = generation.stream_generate(
             prompt,
