@@ -1,0 +1,295 @@
+"""b4t.trainer beside torch4keras 0.0.4 (bert4torch 0.2.5's trainer) on the same weights and data.
+
+Each test builds the same tiny model twice (the seed's ``BaseModel`` and b4t's), copies
+one set of initial weights into both, and trains on the same batches: per-step losses,
+History and final weights must agree within 1e-5; deliberate differences are asserted
+as such and listed in MIGRATION.md.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import b4t.trainer as bt
+
+N, BATCH = 13, 4  # batches of 4, 4, 4 and 1
+
+
+def _data(n=N, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 6, generator=gen), torch.randint(0, 3, (n,), generator=gen)
+
+
+def _layers():
+    return nn.Linear(6, 16), nn.Linear(16, 3)
+
+
+def _pair(b4t_seed):
+    """The same MLP as a torch4keras BaseModel and as a b4t BaseModel, equal weights."""
+    seed_base = b4t_seed["t4k_model"].BaseModel
+
+    class SeedNet(seed_base):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = _layers()
+
+        def forward(self, x):
+            return self.fc2(torch.tanh(self.fc1(x)))
+
+    class B4tNet(bt.BaseModel):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = _layers()
+
+        def forward(self, x):
+            return self.fc2(torch.tanh(self.fc1(x)))
+
+    torch.manual_seed(0)
+    seed_net, b4t_net = SeedNet(), B4tNet()
+    b4t_net.load_state_dict(seed_net.state_dict())
+    return seed_net, b4t_net
+
+
+def _recorders(b4t_seed):
+    seed_cb = b4t_seed["t4k_snippets"].Callback
+
+    class SeedRec(seed_cb):
+        def __init__(self):
+            super().__init__()
+            self.steps, self.epochs = [], []
+
+        def on_batch_end(self, global_step, local_step, logs=None):
+            self.steps.append((global_step, local_step, dict(logs)))
+
+        def on_epoch_begin(self, global_step, epoch, logs=None):
+            self.epochs.append(("begin", global_step, epoch))
+
+        def on_epoch_end(self, global_step, epoch, logs=None):
+            self.epochs.append(("end", global_step, epoch))
+
+    class B4tRec(bt.Callback):
+        def __init__(self):
+            self.steps, self.epochs = [], []
+
+        def on_batch_end(self, global_step, local_step, logs=None):
+            self.steps.append((global_step, local_step, dict(logs)))
+
+        def on_epoch_begin(self, global_step, epoch, logs=None):
+            self.epochs.append(("begin", global_step, epoch))
+
+        def on_epoch_end(self, global_step, epoch, logs=None):
+            self.epochs.append(("end", global_step, epoch))
+
+    return SeedRec(), B4tRec()
+
+
+def _loss(y_pred, y_true):  # a tuple: the loss and two parts, logged as loss1 / loss2
+    ce = nn.functional.cross_entropy(y_pred, y_true)
+    aux = 0.01 * y_pred.pow(2).mean()
+    return ce + aux, ce, aux
+
+
+def hits(y_pred, y_true):  # a bare metric function returning a dict, as the seed's NER ones
+    return {"hit": (y_pred.argmax(-1) == y_true).float().mean().item()}
+
+
+def test_fit_history_losses_and_weights_match_the_seed(b4t_seed) -> None:
+    seed_net, b4t_net = _pair(b4t_seed)
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+    epochs, accumulation = 3, 2
+    total = epochs * len(loader) // accumulation
+    runs = {}
+    for name, net, schedule in (
+        ("seed", seed_net, b4t_seed["optimizers"].get_linear_schedule_with_warmup),
+        ("b4t", b4t_net, bt.get_linear_schedule_with_warmup),
+    ):
+        opt = torch.optim.Adam(net.parameters(), lr=0.05)
+        # positional, the seed's order: loss, optimizer, scheduler, clip_grad_norm, use_amp,
+        # metrics, stateful_metrics, grad_accumulation_steps
+        net.compile(_loss, opt, schedule(opt, 2, total), 0.3, False, ["accuracy", hits], None, 2)
+        rec = _recorders(b4t_seed)[0 if name == "seed" else 1]
+        # fit(loader, steps_per_epoch, epochs, callbacks, verbose); 0.0.4 fails with verbose=0
+        history = net.fit(loader, None, epochs, [rec], 1 if name == "seed" else 0)
+        runs[name] = (history, rec, opt)
+    (s_hist, s_rec, s_opt), (b_hist, b_rec, b_opt) = runs["seed"], runs["b4t"]
+
+    assert len(b_rec.steps) == len(s_rec.steps) == epochs * 4
+    for (sg, sl, slogs), (bg, bl, blogs) in zip(s_rec.steps, b_rec.steps):
+        assert (bg, bl) == (sg, sl)
+        assert set(blogs) == set(slogs) == {"size", "loss", "loss1", "loss2", "accuracy", "hit"}
+        assert blogs["size"] == slogs["size"]
+        for key in ("loss1", "loss2", "accuracy", "hit"):
+            assert blogs[key] == pytest.approx(slogs[key], abs=1e-5), (bg, key)
+        # deviation (MIGRATION.md): 0.2.5 logs the loss divided by grad_accumulation_steps
+        assert blogs["loss"] == pytest.approx(slogs["loss"] * accumulation, abs=1e-5), bg
+    for a, b in zip(b4t_net.state_dict().values(), seed_net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert b_opt.param_groups[0]["lr"] == pytest.approx(s_opt.param_groups[0]["lr"])
+
+    # History: epochs counted from 1; epoch values weighted by batch size, as the seed's
+    # BaseLogger does (batches 4, 4, 4, 1: a plain mean over batches would differ)
+    assert b_hist.epoch == s_hist.epoch == [1, 2, 3]
+    for key in ("loss1", "loss2", "accuracy", "hit"):
+        assert b_hist.history[key] == pytest.approx(s_hist.history[key], abs=1e-5), key
+    seed_loss = [v * accumulation for v in s_hist.history["loss"]]
+    assert b_hist.history["loss"] == pytest.approx(seed_loss, abs=1e-5)
+    plain = [sum(st[2]["accuracy"] for st in s_rec.steps[i * 4 : i * 4 + 4]) / 4 for i in range(3)]
+    assert any(abs(p - h) > 1e-3 for p, h in zip(plain, s_hist.history["accuracy"]))
+    # deviation (MIGRATION.md): 0.2.5's epoch logs also carry the last batch's 'size'
+    assert s_hist.history["size"] == [1, 1, 1] and "size" not in b_hist.history
+
+    # hook arguments: on_epoch_end gets the epoch's last batch index in both
+    ends = [e for e in b_rec.epochs if e[0] == "end"]
+    assert (
+        ends
+        == [e for e in s_rec.epochs if e[0] == "end"]
+        == [
+            ("end", 3, 0),
+            ("end", 7, 1),
+            ("end", 11, 2),
+        ]
+    )
+    # deviation (MIGRATION.md): on_epoch_begin gets the next batch's index (0.2.5: the
+    # previous batch's index, so epoch 1 begins at 3 there and at 4 here)
+    begins = [e for e in b_rec.epochs if e[0] == "begin"]
+    assert begins == [("begin", 0, 0), ("begin", 4, 1), ("begin", 8, 2)]
+    assert [e for e in s_rec.epochs if e[0] == "begin"] == [
+        ("begin", 0, 0),
+        ("begin", 3, 1),
+        ("begin", 7, 2),
+    ]
+
+
+def test_ema_matches_the_seed(b4t_seed) -> None:
+    seed_net, b4t_net = _pair(b4t_seed)
+    seed_ema = b4t_seed["optimizers"].extend_with_exponential_moving_average(seed_net, 0.9)
+    b4t_ema = bt.extend_with_exponential_moving_average(b4t_net, 0.9)
+    x, y = _data()
+    for net, ema in ((seed_net, seed_ema), (b4t_net, b4t_ema)):
+        opt = torch.optim.SGD(net.parameters(), lr=0.5)
+        for i in range(0, N, BATCH):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(x[i : i + BATCH]), y[i : i + BATCH]).backward()
+            opt.step()
+            ema.step()
+    for name, value in seed_ema.ema_weights.items():
+        torch.testing.assert_close(b4t_ema.shadow[name], value, rtol=0, atol=1e-6)
+    raw = {k: v.clone() for k, v in b4t_net.state_dict().items()}
+    seed_ema.apply_ema_weights()
+    b4t_ema.apply_ema_weights()
+    for a, b in zip(b4t_net.state_dict().values(), seed_net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    seed_ema.restore_raw_weights()
+    b4t_ema.restore_raw_weights()
+    for key, value in b4t_net.state_dict().items():
+        assert torch.equal(value, raw[key])
+    for a, b in zip(b4t_net.state_dict().values(), seed_net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+def test_list_dataset_matches_the_seed(b4t_seed, tmp_path) -> None:
+    seed_list = b4t_seed["snippets"].ListDataset
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("1\n2\n", encoding="utf-8")
+    second.write_text("3\n", encoding="utf-8")
+
+    def reader(base):
+        class Lines(base):
+            calls: ClassVar[list] = []
+
+            @staticmethod
+            def load_data(filenames):
+                Lines.calls.append(filenames)
+                names = [filenames] if isinstance(filenames, str) else filenames
+                return [line for f in names for line in open(f, encoding="utf-8").read().split()]
+
+        return Lines
+
+    paths = [str(first), str(second)]
+    seed_ds, b4t_ds = reader(seed_list)(paths), reader(bt.ListDataset)(paths)
+    assert b4t_ds.data == seed_ds.data == ["1", "2", "3"]
+    assert type(b4t_ds).calls == type(seed_ds).calls == [paths]  # once, with the list
+    assert reader(bt.ListDataset)(str(first)).data == reader(seed_list)(str(first)).data
+    # the default load_data returns its argument; data= keeps the list
+    assert bt.ListDataset(paths).data == seed_list(paths).data == paths
+    samples = [("a", 1), ("b", 0)]
+    assert bt.ListDataset(data=samples).data == seed_list(data=samples).data
+    assert len(bt.ListDataset(data=samples)) == len(seed_list(data=samples)) == 2
+    assert (
+        bt.ListDataset(data=samples, max_len=8).kwargs == seed_list(data=samples, max_len=8).kwargs
+    )
+    # deviation (MIGRATION.md): file_path and data together are refused (0.2.5 keeps file_path)
+    assert seed_list(paths, data=samples).data == paths
+    with pytest.raises(ValueError, match="not both"):
+        bt.ListDataset(paths, data=samples)
+
+
+def test_resume_recipe_matches_the_seed_s_steps(b4t_seed, tmp_path) -> None:
+    """save_steps_params in on_batch_end, a crash, load_steps_params, fit: the same
+    (epoch, step) positions as 0.2.5 are trained, each once."""
+    x, y = _data(12)
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)  # 3 batches an epoch
+    seed_cb = b4t_seed["t4k_snippets"].Callback
+    stop_at = 4  # epoch 1, local step 1
+
+    def run(kind):
+        base = seed_cb if kind == "seed" else bt.Callback
+        steps_file = tmp_path / f"{kind}_steps.pt"
+
+        class Crash(base):
+            def on_batch_end(self, global_step, local_step, logs=None):
+                self.model_ref.save_steps_params(steps_file)
+                if global_step == stop_at:
+                    raise KeyboardInterrupt
+
+        class Trace(base):
+            def __init__(self, model):
+                if kind == "seed":
+                    super().__init__()
+                self.model_ref, self.seen = model, []
+
+            def on_batch_end(self, global_step, local_step, logs=None):
+                X = self.model_ref.train_X if kind == "seed" else self.trainer.current_batch[0]
+                self.seen.append((global_step, local_step, float(X[0, 0])))
+
+        first, again = _pair(b4t_seed)[0 if kind == "seed" else 1], None
+        first.compile(nn.CrossEntropyLoss(), torch.optim.SGD(first.parameters(), lr=0.1))
+        crash = Crash()
+        crash.model_ref = first
+        with pytest.raises(KeyboardInterrupt):
+            first.fit(loader, None, 3, [crash], 1)
+        again = _pair(b4t_seed)[0 if kind == "seed" else 1]
+        again.compile(nn.CrossEntropyLoss(), torch.optim.SGD(again.parameters(), lr=0.1))
+        again.load_steps_params(steps_file)
+        trace = Trace(again)
+        again.fit(loader, None, 3, [trace], 1)
+        return torch.load(steps_file, weights_only=True), trace.seen
+
+    seed_file, seed_seen = run("seed")
+    b4t_file, b4t_seen = run("b4t")
+    # the positions written and resumed from agree with torch4keras (global step 5 next)
+    assert {k: b4t_file[k] for k in ("resume_epoch", "resume_step")} == {
+        "resume_epoch": seed_file["resume_epoch"],
+        "resume_step": seed_file["resume_step"],
+    }
+    assert (
+        [s[:2] for s in b4t_seen] == [s[:2] for s in seed_seen] == [(g, g % 3) for g in range(5, 9)]
+    )
+    # deviation (MIGRATION.md): b4t resumes in the loader too (global step 5 trains batch
+    # 2); 0.2.5 starts a fresh iterator, so step 5 trains batch 0 and step 6 batch 1 again
+    batch_first = [float(x[i, 0]) for i in (0, 4, 8)]
+    assert [s[2] for s in b4t_seen] == [batch_first[g % 3] for g in range(5, 9)]
+    assert [s[2] for s in seed_seen] == [batch_first[i % 3] for i in range(4)]
+    # a file 0.2.5 wrote resumes b4t at the same position
+    net = _pair(b4t_seed)[1]
+    net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1))
+    net.load_steps_params(tmp_path / "seed_steps.pt")
+    rec = _recorders(b4t_seed)[1]
+    net.fit(loader, None, 3, [rec], 0)
+    assert [s[:2] for s in rec.steps] == [s[:2] for s in seed_seen]
