@@ -96,11 +96,15 @@ class KVCache:
         layers: the per-layer caches, in layer order.
         mask: ``[B, length]`` bool, True for the real (non-padding) cached tokens, or None
             before the first step.
+        cross: encoder-decoder models only: per layer, the cross-attention ``(k, v)`` of
+            the encoder output ``[B, N, S, D]`` (computed once, selected with the rows).
     """
 
     def __init__(self, num_layers: int) -> None:
         self.layers = [LayerKV() for _ in range(num_layers)]
         self.mask: torch.Tensor | None = None
+        # encoder-decoder models: per layer, the cross-attention keys/values of the memory
+        self.cross: list[tuple[torch.Tensor, torch.Tensor] | None] | None = None
 
     @property
     def seq_len(self) -> int:
@@ -160,7 +164,7 @@ class KVCache:
     def reorder(self, indices: torch.Tensor) -> None:
         """Keep rows ``indices`` in place (beam search reordering)."""
         selected = self.index_select(indices)
-        self.layers, self.mask = selected.layers, selected.mask
+        self.layers, self.mask, self.cross = selected.layers, selected.mask, selected.cross
 
     def select(self, indices: torch.Tensor) -> None:
         """Keep only rows ``indices`` in place (drop finished rows); same as :meth:`reorder`."""
