@@ -593,3 +593,34 @@ def test_temporal_ensembling_shuffled_batches_refused_as_seed(b4t_seed):
         loss(zs, zu, torch.tensor([0, 1]), 0, 0)
         with pytest.raises(error, match="shuffle=False"):
             loss(zs, zu, torch.tensor([1, 0]), 1, 0)
+
+
+class _TwoTables(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.tok_vectors = nn.Embedding(12, 4)
+        self.out = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.tok_vectors(x).mean(1))
+
+
+@pytest.mark.parametrize("name", ["FGM", "PGD"])
+def test_restore_default_deviation(b4t_seed, name):
+    """0.2.5's restore() defaults to emb_name='emb': after attack(emb_name='tok_vectors') it
+    restores nothing and the table stays perturbed; b4t's restore() puts back whatever
+    attack moved."""
+    results = {}
+    for side, cls in (("seed", getattr(b4t_seed["snippets"], name)), ("b4t", getattr(adv, name))):
+        model = _TwoTables()
+        before = model.tok_vectors.weight.detach().clone()
+        F.cross_entropy(model(BATCH[0]), BATCH[1]).backward()
+        attacker = cls(model)
+        attacker.attack(emb_name="tok_vectors", is_first_attack=True)
+        moved = model.tok_vectors.weight.detach().clone()
+        attacker.restore()
+        results[side] = (moved, model.tok_vectors.weight.detach().clone())
+    _close(results["b4t"][0], results["seed"][0])  # the same attack
+    assert torch.equal(results["seed"][1], results["seed"][0])  # 0.2.5: still perturbed
+    assert torch.equal(results["b4t"][1], before)  # b4t: restored

@@ -179,3 +179,35 @@ def test_vat_projection_norms():
     torch.testing.assert_close(
         adv_project(v, "inf", eps=0.0), torch.tensor([[0.75, -1.0], [1.0, 0.0]])
     )
+
+
+class _BertLike(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(10, 4)
+        self.position_embeddings = nn.Embedding(6, 4)
+        self.tok_vectors = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 2)
+
+    def forward(self, x):
+        pos = self.position_embeddings(torch.arange(x.shape[1]))
+        return self.out((self.word_embeddings(x) + self.tok_vectors(x) + pos).mean(1))
+
+
+@pytest.mark.parametrize("cls", [FGM, PGD])
+@pytest.mark.parametrize("emb_name", ["word_embeddings", "tok_vectors"])
+def test_restore_without_a_name_restores_what_attack_moved(cls, emb_name):
+    torch.manual_seed(0)
+    model = _BertLike()
+    X, y = torch.randint(0, 10, (3, 6)), torch.tensor([0, 1, 1])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _backward(model, X, y)
+    attacker = cls(model)
+    attacker.attack(epsilon=0.5, emb_name=emb_name, is_first_attack=True)
+    assert not torch.equal(model.state_dict()[f"{emb_name}.weight"], before[f"{emb_name}.weight"])
+    attacker.restore()
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    attacker.attack(epsilon=0.5, emb_name="word_embeddings", is_first_attack=True)
+    with pytest.raises(RuntimeError, match=r"no backup for 'position_embeddings\.weight'"):
+        attacker.restore(emb_name="emb")  # also matches embeddings never attacked

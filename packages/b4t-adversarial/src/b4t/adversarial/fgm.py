@@ -47,10 +47,20 @@ class FGM:
             if norm != 0 and torch.isfinite(norm):
                 param.data.add_((epsilon * param.grad.float() / norm).to(param.dtype))
 
-    def restore(self, emb_name: str = "word_embeddings", **_: Any) -> None:
-        """Put back the exact values saved by ``attack``."""
-        for name, param in find_embedding_parameters(self.model, emb_name):
-            if name not in self.backup:
-                raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
-            param.data.copy_(self.backup[name])
+    def restore(self, emb_name: str | None = None, **_: Any) -> None:
+        """Put back the exact values saved by ``attack``.
+
+        ``emb_name=None`` restores every parameter ``attack`` moved (bert4torch's default
+        ``'emb'`` would also match position / segment embeddings that were never backed up);
+        a name restores the matching parameters, each of which must have been attacked.
+        """
+        if emb_name is None:
+            params = dict(self.model.named_parameters())
+            for name, saved in self.backup.items():
+                params[name].data.copy_(saved)
+        else:
+            for name, param in find_embedding_parameters(self.model, emb_name):
+                if name not in self.backup:
+                    raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
+                param.data.copy_(self.backup[name])
         self.backup = {}

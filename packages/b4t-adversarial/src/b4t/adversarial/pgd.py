@@ -60,12 +60,22 @@ class PGD:
             r = (r.float() * (epsilon / norm)).to(r.dtype)
         return base + r
 
-    def restore(self, emb_name: str = "word_embeddings", **_: Any) -> None:
-        """Put back the exact embedding values saved at the first attack."""
-        for name, param in find_embedding_parameters(self.model, emb_name):
-            if name not in self.emb_backup:
-                raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
-            param.data.copy_(self.emb_backup[name])
+    def restore(self, emb_name: str | None = None, **_: Any) -> None:
+        """Put back the exact values saved by ``attack``.
+
+        ``emb_name=None`` restores every parameter ``attack`` moved (bert4torch's default
+        ``'emb'`` would also match position / segment embeddings that were never backed up);
+        a name restores the matching parameters, each of which must have been attacked.
+        """
+        if emb_name is None:
+            params = dict(self.model.named_parameters())
+            for name, saved in self.emb_backup.items():
+                params[name].data.copy_(saved)
+        else:
+            for name, param in find_embedding_parameters(self.model, emb_name):
+                if name not in self.emb_backup:
+                    raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
+                param.data.copy_(self.emb_backup[name])
         self.emb_backup = {}
 
     def backup_grad(self) -> None:
