@@ -561,3 +561,71 @@ def test_parallel_apply_equals_seed(b4t_seed):
     assert sorted(bt.parallel_apply(abs, items, 2, 4, dummy=True)) == sorted(
         sn.parallel_apply(abs, items, 2, 4, dummy=True)
     )
+
+
+# -- deliberate differences not covered above ---------------------------------------------
+
+
+def test_final_sigma_is_lowercased_per_character(b4t_seed, vocabs):
+    """0.2.5 lower-cases one character at a time (a word-final capital sigma becomes σ, not
+    ς), as transformers' fast BERT normaliser does; b4t too."""
+    transformers = pytest.importorskip("transformers")
+    vocab = vocabs["uncased"]
+    ours = bt.Tokenizer(vocab, do_tokenize_unk=True)
+    seed = b4t_seed["tokenizers"].Tokenizer(vocab, do_tokenize_unk=True)
+    fast = transformers.BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    for text in ("ΟΔΟΣ", "ΟΔΟΣ ΣΟΦΙΑ", "Σ"):
+        assert ours.tokenize(text) == seed.tokenize(text)
+        assert ours.encode(text)[0] == seed.encode(text)[0] == fast(text)["input_ids"]
+        assert list(ours.encode(text, return_offsets="span")[2]) == [
+            tuple(o) for o in fast(text, return_offsets_mapping=True)["offset_mapping"]
+        ]
+    assert ours.tokenize("ΟΔΟΣ")[-2] == "##σ"
+    sigma = b4t_seed["snippets"].lowercase_and_normalize("ΟΔΟΣ", ["x"])
+    assert bt.lowercase_and_normalize("ΟΔΟΣ") == sigma == "οδοσ"
+
+
+def test_truncate_sequences_indices_follow_their_sequences(b4t_seed):
+    """With per-sequence indices and an empty (or None) sequence, 0.2.5 drops the empty
+    sequence and then pairs the indices with the remaining sequences by position; b4t
+    keeps each index with its own sequence."""
+    seed = b4t_seed["snippets"].truncate_sequences
+    ours, theirs = [1, 2, 3, 4, 5], [1, 2, 3, 4, 5]
+    bt.truncate_sequences(3, [0, -1], [], ours)
+    seed(3, [0, -1], [], theirs)
+    assert ours == [1, 2, 3]  # index -1 belongs to the second sequence: cut from the right
+    assert theirs == [3, 4, 5]  # 0.2.5 used the first index (0) for it
+
+
+def test_maxlen_below_the_special_tokens_is_an_error(b4t_seed, vocabs):
+    """0.2.5 pops the special tokens themselves when maxlen cannot hold them; b4t raises."""
+    ours = bt.Tokenizer(vocabs["uncased"], do_tokenize_unk=True)
+    seed = b4t_seed["tokenizers"].Tokenizer(vocabs["uncased"], do_tokenize_unk=True)
+    assert seed.encode("hello world", maxlen=1)[0] == [102]  # [SEP] alone
+    with pytest.raises(ValueError, match="maxlen=1"):
+        ours.encode("hello world", maxlen=1)
+
+
+def test_never_split_tokens_are_protected_inside_words(b4t_seed, vocabs, corpus):
+    """Special tokens (and add_special_tokens) are cut out of the middle of words, both by
+    the tokenizer's trie and by lower-casing, as in 0.2.5."""
+    extra = ["[unused5]", "[unused9]"]
+    ours = bt.Tokenizer(vocabs["chinese"], add_special_tokens=extra, do_tokenize_unk=True)
+    seed = b4t_seed["tokenizers"].Tokenizer(
+        vocabs["chinese"], add_special_tokens=extra, do_tokenize_unk=True
+    )
+    for n, line in enumerate(corpus[::23]):
+        cut = n % max(1, len(line))
+        text = line[:cut] + extra[n % 2] + line[cut:] + "Word[MASK]Ab[unused9]C"
+        assert ours.tokenize(text) == seed.tokenize(text), text
+        assert ours.encode(text)[0] == seed.encode(text)[0], text
+    assert bt.lowercase_and_normalize("ABC[unused5]DEF", extra) == "abc[unused5]def"
+
+
+def test_rematch_of_a_token_not_in_the_text(b4t_seed, vocabs):
+    """0.2.5 raises ValueError (str.index) when a token is not found; b4t gives it []."""
+    ours = bt.Tokenizer(vocabs["uncased"])
+    seed = b4t_seed["tokenizers"].Tokenizer(vocabs["uncased"])
+    with pytest.raises(ValueError):
+        seed.rematch("hello world", ["hello", "planet"])
+    assert ours.rematch("hello world", ["hello", "planet"]) == [[0, 1, 2, 3, 4], []]

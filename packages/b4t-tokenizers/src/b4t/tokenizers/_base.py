@@ -89,7 +89,8 @@ class TokenizerBase:
 
     @property
     def special_tokens(self) -> set[str]:
-        """Tokens dropped by ``decode`` (start, end, pad, mask and ``add_special_tokens``)."""
+        """The start, end, pad and mask tokens and ``add_special_tokens`` (``rematch`` gives
+        them no characters)."""
         return set(self._special_tokens)
 
     # -- vocabulary ---------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from itertools import chain, repeat
 from os import PathLike
 
 from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text
-from b4t.tokenizers._chars import is_cjk_char, is_punctuation
+from b4t.tokenizers._chars import is_cjk_char, is_punctuation, lower_chars
 from b4t.tokenizers._text import lowercase_and_normalize
 from b4t.tokenizers._trie import Trie
 from b4t.tokenizers._vocab import load_vocab
@@ -202,7 +202,7 @@ class Tokenizer(TokenizerBase):
                 if whole is not None:
                     return [start, whole, end]
             if lower:
-                text = text.lower()
+                text = lower_chars(text)
             if strip and not text.isascii():
                 text = nfd("NFD", text)
             return [start, *flatten(map(word_ids, text.translate(table).split())), end]
@@ -255,7 +255,7 @@ class Tokenizer(TokenizerBase):
         if self._do_basic_tokenize:
             basic = self.basic_tokenizer
             if basic.do_lower_case:
-                text = text.lower()
+                text = lower_chars(text)
             if basic.strip_accents and not text.isascii():
                 text = unicodedata.normalize("NFD", text)
             return text.translate(basic.table).split()
@@ -329,13 +329,13 @@ class Tokenizer(TokenizerBase):
         """The basic tokenizer's output string and, per character, its source index in ``text``.
 
         Characters are normalised one by one through a per-character cache (so
-        every output character knows where it came from); the text is lower-cased
-        as a whole when that keeps its length, which keeps context rules such as
-        the Greek final sigma.
+        every output character knows where it came from); lower-casing is per
+        character too (a final capital sigma becomes ``σ``, as in the fast BERT
+        normaliser and bert4torch), done on the whole text when that keeps its length.
         """
         source, norm = text, self._char_norm
         if self.basic_tokenizer.do_lower_case:
-            lowered = text.lower()
+            lowered = lower_chars(text)
             if len(lowered) == len(text):
                 source, norm = lowered, self._char_norm_lowered
         outs = list(map(norm.__getitem__, source))
@@ -413,7 +413,8 @@ class Tokenizer(TokenizerBase):
         """Readable text, exactly as bert4torch 0.2.5 writes it.
 
         Bracketed tokens (``[CLS]``, ``[SEP]``, ``[PAD]``, ``[UNK]``, ``[unused1]``, ...)
-        and the other special tokens are dropped; ``##`` pieces join the previous
+        are dropped, other tokens kept; ``token_translate`` is undone (0.2.5 forgets
+        to for WordPiece; its ``SpTokenizer`` does it); ``##`` pieces join the previous
         token; CJK characters take no spaces; a punctuation character is followed by a
         space, except CJK punctuation and ``+-/={(<[``; ``' s`` becomes ``'s`` before a
         space and ``3. 14`` becomes ``3.14``.
@@ -423,10 +424,7 @@ class Tokenizer(TokenizerBase):
         inv = self._token_translate_inv
         if inv:
             tokens = [inv.get(t) or t for t in tokens]
-        specials = self._special_tokens
-        return join_tokens(
-            t for t in tokens if t not in specials and not (t[:1] == "[" and t[-1:] == "]")
-        )
+        return join_tokens(t for t in tokens if not (t[:1] == "[" and t[-1:] == "]"))
 
 
 # Punctuation after which bert4torch's decode removes the space it put there.

@@ -111,3 +111,12 @@ def split_table(strip_marks: bool, split_cjk: bool = True, split_punct: bool = T
     if table is None:
         table = _TABLES[key] = SplitTable(strip_marks, split_cjk, split_punct)
     return table
+
+
+def lower_chars(text: str) -> str:
+    """``text`` lower-cased one character at a time, as bert4torch and transformers' fast
+    BERT normaliser do: ``str.lower`` without its one context rule (a word-final capital
+    sigma becomes ``σ``, not ``ς``)."""
+    if "\u03a3" in text:
+        text = text.replace("\u03a3", "\u03c3")
+    return text.lower()

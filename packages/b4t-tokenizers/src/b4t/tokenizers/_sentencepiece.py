@@ -150,11 +150,10 @@ class SpTokenizer(TokenizerBase):
         return super().id_to_token(i)
 
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
-        """Text of ``ids`` as sentencepiece decodes their pieces (control pieces such as
-        ``<s>`` vanish, ``<unk>`` reads `` ⁇ ``), after undoing ``token_translate``; the
-        special tokens given to the constructor are dropped too."""
+        """Text of ``ids`` as sentencepiece decodes their pieces after undoing
+        ``token_translate``, as bert4torch does: control pieces such as ``<s>`` vanish,
+        ``<unk>`` reads `` ⁇ ``, ids past the model's pieces read as nothing."""
         if tokens is None:
             tokens = self.ids_to_tokens(ids)
         inv = self._token_translate_inv
-        pieces = [inv.get(t) or t for t in tokens if t and t not in self._special_tokens]
-        return self.sp_model.decode_pieces(pieces)
+        return self.sp_model.decode_pieces([inv.get(t) or t for t in tokens if t])

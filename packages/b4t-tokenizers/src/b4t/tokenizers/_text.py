@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from b4t.tokenizers._chars import lower_chars
+
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -41,25 +43,17 @@ def lowercase_and_normalize(text: str, never_split: Iterable[str] = ()) -> str:
         parts: list[str] = []
         last = 0
         for match in pattern.finditer(text):
-            parts.append(_lower_chars(text[last : match.start()]))
+            parts.append(lower_chars(text[last : match.start()]))
             parts.append(match.group())
             last = match.end()
-        parts.append(_lower_chars(text[last:]))
+        parts.append(lower_chars(text[last:]))
         text = "".join(parts)
     else:
-        text = _lower_chars(text)
+        text = lower_chars(text)
     if text.isascii():
         return text
     text = unicodedata.normalize("NFD", text)
     return "".join(c for c in text if unicodedata.category(c) != "Mn")
-
-
-def _lower_chars(text: str) -> str:
-    """``str.lower`` applied to each character on its own (no context rules)."""
-    lowered = text.lower()
-    if len(lowered) == len(text) and ("\u03a3" not in text):
-        return lowered  # no character changed length and no context-dependent sigma
-    return "".join(c.lower() for c in text)
 
 
 def truncate_sequences(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from b4t.tokenizers._chars import split_table
+from b4t.tokenizers._chars import lower_chars, split_table
 
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class BasicTokenizer:
     def normalize(self, text: str) -> str:
         """Lower-case and decompose as configured; returns text for ``self.table``."""
         if self.do_lower_case:
-            text = text.lower()
+            text = lower_chars(text)
         if self.strip_accents and not text.isascii():
             text = unicodedata.normalize("NFD", text)
         return text
