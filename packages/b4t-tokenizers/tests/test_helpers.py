@@ -147,3 +147,51 @@ def test_parallel_apply_seeded_workers():
     assert out == [expected.random() for _ in range(3)]
     fresh = parallel_apply(_draw, range(4), workers=2, max_queue_size=2, unordered=False)
     assert len(set(fresh)) == 4  # reseeded from entropy: forked workers do not repeat
+
+
+def test_bert4torch_snippets():
+    from b4t.tokenizers import DottableDict, delete_arguments, get_kw, insert_arguments, is_string
+
+    assert is_string("x") and not is_string(b"x") and not is_string(None)
+
+    class Base:
+        def __init__(self, a, b=1, **kwargs):
+            self.a, self.b, self.rest = a, b, kwargs
+
+    class Added(Base):
+        @insert_arguments(scale=2)
+        def __init__(self, a, **kwargs):
+            super().__init__(a, **kwargs)
+
+    class Removed(Base):
+        @delete_arguments("b")
+        def __init__(self, a, **kwargs):
+            super().__init__(a, **kwargs)
+
+    added = Added(1, scale=5, c=3)
+    assert (added.scale, added.rest) == (5, {"c": 3})  # taken out of the keywords
+    assert Added(1).scale == 2
+    with pytest.raises(TypeError, match="Removed got an unexpected keyword argument 'b'"):
+        Removed(1, b=2)
+    assert get_kw(Base, {"a": 1, "b": 2, "c": 3, "self": 4}) == {"c": 3}
+
+    d = DottableDict({"x": 1}, y=2)
+    assert (d.x, d["y"]) == (1, 2)
+    d.z = 3
+    assert d["z"] == 3 and dict(d) == {"x": 1, "y": 2, "z": 3}
+    d.allowDotting(False)
+    with pytest.raises(AttributeError):
+        _ = d.x
+    d.allowDotting()
+    assert d.x == 1
+
+
+def test_helpers_edge_cases_as_bert4torch():
+    assert text_segmentate("", 5) == [""]
+    assert text_segmentate("  ", 5) == [""]
+    # no noise asked for: unchanged, no noise_dict needed
+    assert text_augmentation("abc", strategy="insert") == "abc"
+    assert text_augmentation(["abc"], noise_len=0) == ["abc"]
+    # never_split strings are kept inside words too, everything else lower-cased per char
+    assert lowercase_and_normalize("aKEEPbÉ", never_split=["KEEP"]) == "aKEEPbe"
+    assert lowercase_and_normalize("ΟΔΟΣ") == "οδοσ"
