@@ -147,8 +147,8 @@ def main() -> None:
         "tokenizers backend .encode (raw Rust)": lambda: [backend.encode(t).ids for t in lines],
     }
     offsets: dict[str, Callable[[], object]] = {
-        "b4t encode(text, return_offsets=True)": lambda: [
-            b4t.encode(t, return_offsets=True) for t in lines
+        "b4t encode(text, return_offsets='span')": lambda: [
+            b4t.encode(t, return_offsets="span") for t in lines
         ],
         "BertTokenizerFast(text, offsets)": lambda: [
             fast(t, return_offsets_mapping=True) for t in lines
@@ -183,7 +183,7 @@ def main() -> None:
     report(
         "per text with character offsets",
         list(offsets),
-        "b4t encode(text, return_offsets=True)",
+        "b4t encode(text, return_offsets='span')",
     )
     report("batch (one call for the corpus)", list(batch), "b4t Tokenizer.encode(list)")
 
