@@ -293,3 +293,127 @@ def test_resume_recipe_matches_the_seed_s_steps(b4t_seed, tmp_path) -> None:
     rec = _recorders(b4t_seed)[1]
     net.fit(loader, None, 3, [rec], 0)
     assert [s[:2] for s in rec.steps] == [s[:2] for s in seed_seen]
+
+
+def test_evaluator_with_the_seed_s_arguments_saves_the_same_files(b4t_seed, tmp_path) -> None:
+    seed_net, b4t_net = _pair(b4t_seed)
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+    scores = [0.3, 0.5, 0.5, 0.4, 0.7]
+
+    def scripted(base):
+        class Scripted(base):
+            calls = 0
+
+            def evaluate(self):
+                self.calls += 1
+                return {"f1": scores[self.calls - 1]}
+
+        return Scripted
+
+    written = {}
+    for name, net, base in (
+        ("seed", seed_net, b4t_seed["t4k_snippets"].Evaluator),
+        ("b4t", b4t_net, bt.Evaluator),
+    ):
+        net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1))
+        out = tmp_path / name
+        ev = scripted(base)(
+            "f1",
+            "max",
+            0,
+            str(out / "w_{epoch}.pt"),
+            str(out / "opt_{epoch}.pt"),
+            str(out / "steps_{epoch}.pt"),
+        )
+        net.fit(loader, None, 5, [ev], 1 if name == "seed" else 0)
+        written[name] = sorted(p.name for p in out.iterdir())
+        assert ev.best_perf == 0.7
+    # saved at each epoch at least as good as the best: 1, 2, 3 (a tie) and 5
+    assert written["b4t"] == written["seed"]
+    assert "w_3.pt" in written["b4t"] and "w_4.pt" not in written["b4t"]
+    for epoch in (1, 2, 3, 5):
+        seed_steps = torch.load(tmp_path / "seed" / f"steps_{epoch}.pt", weights_only=True)
+        b4t_steps = torch.load(tmp_path / "b4t" / f"steps_{epoch}.pt", weights_only=True)
+        assert b4t_steps["resume_epoch"] == seed_steps["resume_epoch"] == epoch
+        assert b4t_steps["resume_step"] == seed_steps["resume_step"] == 0
+
+
+def test_deliberate_differences_in_stopping_and_cleanup(b4t_seed, tmp_path) -> None:
+    """Each assert pins one MIGRATION.md row."""
+    snippets = b4t_seed["t4k_snippets"]
+    # mode='auto': 0.2.5 maximises only names holding 'acc'; b4t also f1, auc, perf
+    import numpy as np
+
+    assert snippets.EarlyStopping("val_f1").monitor_op is np.less
+    assert bt.EarlyStopping("val_f1")._monitor.mode == "max"
+    assert snippets.EarlyStopping("val_acc").monitor_op is np.greater
+    assert bt.EarlyStopping("val_acc")._monitor.mode == "max"
+
+    x, y = _data(12)
+    x[5] = float("nan")  # batch 1 of 3 gives a NaN loss
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+    seen = {}
+    for name, (net, base, nan_cb) in zip(
+        ("seed", "b4t"),
+        (
+            (_pair(b4t_seed)[0], snippets.Callback, snippets.TerminateOnNaN()),
+            (_pair(b4t_seed)[1], bt.Callback, bt.TerminateOnNaN()),
+        ),
+    ):
+        net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1))
+
+        class Count(base):
+            def __init__(self):
+                super().__init__()
+                self.steps = 0
+
+            def on_batch_end(self, global_step, local_step, logs=None):
+                self.steps += 1
+
+        count = Count()
+        net.fit(loader, None, 2, [nan_cb, count], 1 if name == "seed" else 0)
+        seen[name] = count.steps
+    # stop_training: 0.2.5 honours it at the epoch end only (the NaN epoch runs on)
+    assert seen == {"seed": 3, "b4t": 2}
+
+    # a monitored key missing from the logs: 0.2.5 warns and skips, b4t raises
+    seed_net, b4t_net = _pair(b4t_seed)
+    for net in (seed_net, b4t_net):
+        net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1))
+    loader = DataLoader(TensorDataset(*_data()), batch_size=BATCH)
+    with pytest.warns(RuntimeWarning, match="val_acc"):
+        seed_net.fit(loader, None, 1, [snippets.EarlyStopping("val_acc")], 1)
+    with pytest.raises(KeyError, match="'val_acc', which is not in the logs"):
+        b4t_net.fit(loader, None, 1, [bt.EarlyStopping("val_acc")], 0)
+
+    # fit failing: 0.2.5 never calls on_train_end; b4t does (and re-raises)
+    ended = {}
+    for name, net, base in (
+        ("seed", seed_net, snippets.Callback),
+        ("b4t", b4t_net, bt.Callback),
+    ):
+
+        class Fails(base):
+            tag = name
+
+            def on_batch_end(self, global_step, local_step, logs=None):
+                raise RuntimeError("boom")
+
+            def on_train_end(self, logs=None):
+                ended[self.tag] = True
+
+        with pytest.raises(RuntimeError, match="boom"):
+            net.fit(loader, None, 1, [Fails()], 1 if name == "seed" else 0)
+    assert ended == {"b4t": True}
+
+    # epochs < 1: 0.2.5 trains nothing and returns; b4t refuses
+    assert seed_net.fit(loader, None, 0, None, 1).history == {}
+    with pytest.raises(ValueError, match="epochs must be an int >= 1"):
+        b4t_net.fit(loader, None, 0, None, 0)
+
+    # seed_everything with a seed out of range: 0.2.5 draws another one, b4t refuses
+    assert bt.seed_everything(7) == 7
+    snippets.seed_everything(-1)  # no error, a random seed
+    with pytest.raises(ValueError, match="seed must be in"):
+        bt.seed_everything(-1)

@@ -411,3 +411,30 @@ def test_early_stopping_restore_best_weights_and_step_method(tiny_net, loader) -
     fake = LambdaCallback(on_batch_end=lambda g, s, logs: logs.update(fake=next(losses)))
     per_step.fit(loader(n=24), epochs=1, callbacks=[fake, step_stop], verbose=0)
     assert step_stop.stopped_epoch == 3 and per_step.trainer.global_step == 4
+
+
+def test_evaluator_takes_the_seed_s_arguments(tiny_net, loader, tmp_path, capsys) -> None:
+    net, _ = _net(tiny_net)
+    values = iter([0.2, 0.1, 0.4, 0.4, 0.3, 0.9])
+
+    class Scores(Evaluator):
+        def evaluate(self):
+            return next(values)  # a float is logged as 'perf'
+
+    seen = []
+    ev = Scores(
+        "perf",
+        "max",
+        1,
+        str(tmp_path / "w-{step}-{perf:.1f}.pt"),
+        method="step",
+        step_interval=2,
+    )
+    spy = LambdaCallback(on_batch_end=lambda g, s, logs: seen.append(logs.get("perf")))
+    net.fit(loader(n=24), epochs=2, callbacks=[ev, spy], verbose=0)  # 12 steps: 6 evaluations
+    assert seen[1::2] == [0.2, 0.1, 0.4, 0.4, 0.3, 0.9]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["w-12-0.9.pt", "w-2-0.2.pt", "w-6-0.4.pt", "w-8-0.4.pt"]  # ties save too
+    assert ev.best_perf == 0.9
+    out = capsys.readouterr().out
+    assert "perf: 0.10000. best_perf: 0.20000" in out
