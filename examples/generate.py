@@ -84,7 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--samples", type=int, default=3, help="texts to sample at the end")
+    p.add_argument("--samples", type=int, default=3, help="texts to sample at the end (0: none)")
     p.add_argument("--sample-length", type=int, default=200, help="characters per sample")
     p.add_argument("--prompt", default="\n", help="what the samples start from")
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baselines")
@@ -213,6 +213,8 @@ def sample_texts(
     model: CharGPT, tokenizer: CharTokenizer, prompt: str, n: int, length: int, seed: int
 ) -> list[str]:
     """``n`` samples of ``length`` characters after ``prompt``, from the full softmax."""
+    if n < 1:
+        return []
     model.eval()
     prompt_ids = tokenizer.encode(prompt) or [0]
     sampler = CharSampler(model, length)
