@@ -276,7 +276,11 @@ def load_into(
     fresh = materialize_meta(model, device, dtype, std)
     # frozen parameters (fixed tables, weightless norms) have a fixed init: not worth a warning
     report.initialised = [
-        n for n in fresh if n not in mapping and model.get_parameter(n).requires_grad
+        n
+        for n in fresh
+        if n not in mapping
+        and model.get_parameter(n).requires_grad
+        and not getattr(model.get_submodule(n.rpartition(".")[0]), "zero_init", False)
     ]
     if report.initialised and not quiet:
         warnings.warn(

@@ -491,6 +491,11 @@ class Transformer(nn.Module):
             bias = mapping.get("mlm.bias")
             if isinstance(dec_bias, str) and isinstance(bias, str):
                 mapping["mlm.bias"] = FirstOf((dec_bias, bias))
+        if self.shared_segment_embeddings:
+            # segment ids read the word table: the checkpoint's segment table is not used
+            src = mapping.pop("embeddings.segment_embeddings.weight", None)
+            if src is not None and not existing_only:
+                mapping["unused (shared_segment_embeddings).segment_table"] = src
         if not existing_only:
             return mapping
         own = set(self.state_dict())

@@ -3,12 +3,27 @@ initialised from it (``albert_unshared``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from torch import nn
+
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["albert_weight_map"]
+__all__ = ["Albert", "albert_weight_map"]
+
+
+class Albert(Transformer):
+    """ALBERT: the embedding-to-hidden projection exists even when the widths are equal
+    (transformers applies ``embedding_hidden_mapping_in`` always; a checkpoint holds it)."""
+
+    def build_embeddings(self, layer_add_embs: Any = None) -> nn.Module:
+        emb = super().build_embeddings(layer_add_embs)
+        if getattr(emb, "projection", None) is None:
+            emb.projection = nn.Linear(self.config.embedding_dim, self.config.hidden_size)
+        return emb
 
 
 def albert_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
@@ -71,6 +86,7 @@ register_variant(
         name="albert",
         prefix="albert",
         weight_map=albert_weight_map,
+        model_cls=Albert,
         preset={"share_layers": True, "hidden_act": "gelu_new"},
         optional_keys=ALBERT_OPTIONAL,
         description="ALBERT (factorised embeddings, all layers share one set of weights)",
@@ -81,6 +97,7 @@ register_variant(
         name="albert_unshared",
         prefix="albert",
         weight_map=albert_weight_map,
+        model_cls=Albert,
         preset={"share_layers": False, "hidden_act": "gelu_new"},
         optional_keys=ALBERT_OPTIONAL,
         description="ALBERT with every layer its own copy of the shared checkpoint layer",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
-from b4t.models.config import ModelConfig
+from b4t.models.config import ConfigError, ModelConfig
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_weight_map
@@ -73,13 +74,44 @@ def uie_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightS
     return mapping
 
 
-register_variant(
-    Variant(
-        name="uie",
-        prefix="ernie",
-        weight_map=uie_weight_map,
-        model_cls=UIE,
-        optional_keys=BERT_OPTIONAL,
-        description="UIE (ERNIE 3 + start/end pointers)",
+def uie_bert_layout_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+    """bert4torch 0.2.5's UIE layout: BERT keys under ``bert.``, the task-type table under
+    its own name, and ``linear_start`` / ``linear_end``."""
+    mapping = bert_weight_map("bert")
+    mapping["embeddings.task_type_embeddings.weight"] = FirstOf(
+        ("embeddings.task_type_embeddings.weight", "bert.embeddings.task_type_embeddings.weight")
     )
+    for head in ("linear_start", "linear_end"):
+        mapping[f"{head}.weight"] = f"{head}.weight"
+        mapping[f"{head}.bias"] = f"{head}.bias"
+    return mapping
+
+
+UIE_ERNIE_LAYOUT = Variant(
+    name="uie",
+    prefix="ernie",
+    weight_map=uie_weight_map,
+    model_cls=UIE,
+    optional_keys=BERT_OPTIONAL,
+    description="UIE (ERNIE 3 + start/end pointers)",
 )
+UIE_BERT_LAYOUT = dataclasses.replace(
+    UIE_ERNIE_LAYOUT, prefix="bert", weight_map=uie_bert_layout_map
+)
+
+
+def resolve_uie(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
+    """``ernie.*`` keys (transformers' ERNIE) or ``bert.*`` keys (bert4torch 0.2.5's UIE).
+
+    Without a checkpoint, or with neither prefix, the ERNIE layout; both: ConfigError.
+    """
+    if state is None:
+        return UIE_ERNIE_LAYOUT
+    ernie = any(k.startswith("ernie.") for k in state)
+    bert = any(k.startswith("bert.") for k in state)
+    if ernie and bert:
+        raise ConfigError("model='uie': the checkpoint holds both 'ernie.*' and 'bert.*' keys")
+    return UIE_BERT_LAYOUT if bert else UIE_ERNIE_LAYOUT
+
+
+register_variant(dataclasses.replace(UIE_ERNIE_LAYOUT, resolve=resolve_uie))
