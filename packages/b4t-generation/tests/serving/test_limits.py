@@ -200,3 +200,34 @@ def test_100_mixed_requests_keep_the_server_answering_with_flat_memory(
     assert threading.active_count() <= threads_before
     assert growth < 24 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 100 requests"
     assert good_get() == 200  # still answering
+
+
+def test_a_failure_mid_stream_is_reported_in_the_stream_and_frees_the_slot(
+    make_server, tokenizer, fetch
+) -> None:
+    openai = pytest.importorskip("openai")
+
+    def breaks(request: GenerationRequest) -> Iterator[str]:
+        yield "a"
+        yield "b"
+        raise RuntimeError("the model fell over")
+
+    serving, service = make_server(breaks, tokenizer=tokenizer, max_tokens=10)
+    client = openai.OpenAI(base_url=serving.url + "/v1", api_key="-", max_retries=0)
+    seen = []
+    with pytest.raises(openai.APIError, match="the model fell over"):
+        for chunk in client.completions.create(model="m", prompt="x", stream=True):
+            seen.append(chunk.choices[0].text)
+    assert seen == ["a", "b"]
+    status, _, raw = fetch(serving.url + "/generate/stream?text=x")
+    assert status == 200 and raw.endswith(
+        b'event: error\ndata: {"desc": "RuntimeError: the model fell over"}\n\n'
+    )
+    status, _, raw = fetch(
+        serving.url + "/v1/chat/completions",
+        {"model": "m", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert status == 500 and "the model fell over" in json.loads(raw)["error"]["message"]
+    status, _, raw = fetch(serving.url + "/generate?text=x")
+    assert status == 500 and json.loads(raw)["code"] == 2
+    assert service.active == 0 and service.served == 4
