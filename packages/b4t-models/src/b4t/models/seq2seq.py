@@ -36,8 +36,8 @@ _ACT = {"relu": "relu", "gelu": "gelu_new", "gelu_new": "gelu_new", "silu": "sil
 
 
 def t5_settings(config: ModelConfig, version: str = "t5.1.0") -> dict[str, Any]:
-    """The T5 keys of ``config.json``; ``version`` (``'t5.1.0'`` or ``'t5.1.1'``) gives the
-    defaults for absent keys (T5.1.1 / mT5: gated GELU, untied head)."""
+    """The T5 keys of ``config.json``; ``version`` (a ``model=`` name) gives the defaults
+    for absent keys (T5.1.1 / mT5: gated GELU, untied head)."""
     raw = config.raw
     v11 = version.endswith("t5.1.1")
     proj = str(raw.get("feed_forward_proj", "gated-gelu" if v11 else "relu"))
@@ -46,6 +46,8 @@ def t5_settings(config: ModelConfig, version: str = "t5.1.0") -> dict[str, Any]:
     if act not in _ACT:
         raise ValueError(f"feed_forward_proj {proj!r} in {config.source} is not supported")
     tie = bool(raw.get("tie_word_embeddings", not v11))
+    mt5 = raw.get("model_type") == "mt5" or version.startswith("mt5")
+    scale = raw.get("scale_decoder_outputs")
     return {
         "gated": gated,
         "act": _ACT[act],
@@ -56,7 +58,8 @@ def t5_settings(config: ModelConfig, version: str = "t5.1.0") -> dict[str, Any]:
         "tie": tie,
         # transformers 5 writes tie_word_embeddings=true for every T5 and keeps the
         # T5.1.0 rule (scale the decoder output by H ** -0.5) in scale_decoder_outputs
-        "scale": bool(raw.get("scale_decoder_outputs", tie)),
+        # (mT5 never scales)
+        "scale": bool(scale if scale is not None else tie and not mt5),
     }
 
 
