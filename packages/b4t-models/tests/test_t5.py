@@ -137,3 +137,19 @@ def test_wrong_architecture_and_heads(tmp_path: Path) -> None:
         build_transformer_model(checkpoint_path=path, model="gpt2")
     with pytest.raises(TypeError, match="takes no with_mlm"):
         build_transformer_model(checkpoint_path=path, model="t5", with_mlm=True)
+
+
+@pytest.mark.parametrize("name", ["t5", "t5.1.1", "mt5.1.1"])
+def test_encoder_and_decoder_alone(name: str, tmp_path: Path) -> None:
+    hf, _, path = make(name, tmp_path)
+    encoder = build_transformer_model(checkpoint_path=path, model=f"{name}_encoder").eval()
+    decoder = build_transformer_model(checkpoint_path=path, model=f"{name}_decoder").eval()
+    enc, dec = batch()
+    with torch.no_grad():
+        ref = hf(input_ids=enc, attention_mask=enc.ne(0).long(), decoder_input_ids=dec)
+        hidden, mask = encoder.predict([enc])
+        logits = decoder.predict([dec, hidden, mask])[-1]
+    keep = enc.ne(0)
+    torch.testing.assert_close(hidden[keep], ref.encoder_last_hidden_state[keep], atol=ATOL, rtol=0)
+    torch.testing.assert_close(logits, ref.logits, atol=ATOL, rtol=0)
+    assert not hasattr(encoder, "lm_head") or encoder.lm_head is None

@@ -72,6 +72,67 @@ def _additive(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return bias.masked_fill_(~keep, torch.finfo(dtype).min)
 
 
+def _check_build(
+    model: Any, config: ModelConfig, application: str, variant: Any, kwargs: dict[str, Any]
+) -> str:
+    """Refuse heads, applications and configs of another model type; return the name."""
+    name = getattr(variant, "name", type(model).__name__)
+    for flag in ("with_pool", "with_nsp", "with_mlm", "layer_add_embs"):
+        if kwargs.pop(flag, None):
+            raise TypeError(f"model={name!r} is an encoder-decoder and takes no {flag}")
+    for flag in ("segment_vocab_size", "output_all_encoded_layers", "gradient_checkpoint"):
+        kwargs.pop(flag, None)
+    if kwargs:
+        raise TypeError(f"unknown keyword argument(s) for model={name!r}: {sorted(kwargs)}")
+    if str(application).lower() != "encoder":
+        raise ValueError(f"model={name!r} takes no application={application!r}")
+    model_type = config.raw.get("model_type")
+    if model_type and model_type not in model.model_types:
+        raise ValueError(
+            f"{config.source} is a {model_type!r} config but this is {name!r} "
+            f"(accepts model_type {', '.join(model.model_types)})"
+        )
+    return name
+
+
+class _CheckpointMixin:
+    """``variable_mapping`` / ``load_weights`` / ``save_weights`` from the variant's map."""
+
+    variant: Any
+    config: ModelConfig
+
+    def variable_mapping(self, existing_only: bool = True) -> dict[str, WeightSource]:
+        """``{b4t parameter name: checkpoint key | Concat | None}`` (the variant's map)."""
+        if self.variant is None:
+            return {name: name for name in self.state_dict()}
+        template = self.variant.weight_map
+        mapping = template(self.config, self) if callable(template) else dict(template)
+        if not existing_only:
+            return mapping
+        own = set(self.state_dict())
+        return {k: v for k, v in mapping.items() if k in own}
+
+    def load_weights(
+        self,
+        path: str | Path | Sequence[str | Path] | dict[str, torch.Tensor],
+        mapping: dict[str, WeightSource] | None = None,
+        strict: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        """Load a checkpoint; see :func:`b4t.models.loading.load_into`."""
+        from b4t.models.loading import load_into
+
+        return load_into(self, path, mapping=mapping, strict=strict, **kwargs)
+
+    def save_weights(
+        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+    ) -> Path:
+        """Write the weights in transformers' T5 layout; see :func:`save_from`."""
+        from b4t.models.loading import save_from
+
+        return save_from(self, path, mapping=mapping)
+
+
 class T5Stack(nn.Module):
     """The T5 encoder (``is_decoder=False``) or decoder with its LM head.
 
@@ -213,7 +274,7 @@ class T5Stack(nn.Module):
         return self.forward(inputs)
 
 
-class T5(nn.Module):
+class T5(_CheckpointMixin, nn.Module):
     """T5 / T5.1.1 / mT5 encoder-decoder (transformers' ``T5ForConditionalGeneration``
     layout). Build options: ``tie_emb_src_tgt_weight`` is accepted (T5 always shares the
     word table); heads (``with_pool`` / ``with_mlm`` / ``with_nsp``) are refused.
@@ -235,22 +296,7 @@ class T5(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        name = getattr(variant, "name", type(self).__name__)
-        for flag in ("with_pool", "with_nsp", "with_mlm", "layer_add_embs"):
-            if kwargs.pop(flag, None):
-                raise TypeError(f"model={name!r} is an encoder-decoder and takes no {flag}")
-        for flag in ("segment_vocab_size", "output_all_encoded_layers", "gradient_checkpoint"):
-            kwargs.pop(flag, None)
-        if kwargs:
-            raise TypeError(f"unknown keyword argument(s) for model={name!r}: {sorted(kwargs)}")
-        if str(application).lower() != "encoder":
-            raise ValueError(f"model={name!r} takes no application={application!r}")
-        model_type = config.raw.get("model_type")
-        if model_type and model_type not in self.model_types:
-            raise ValueError(
-                f"{config.source} is a {model_type!r} config but this is {name!r} "
-                f"(accepts model_type {', '.join(self.model_types)})"
-            )
+        name = _check_build(self, config, application, variant, kwargs)
         self.config = config
         self.variant = variant
         settings = t5_settings(config, name)
@@ -305,34 +351,28 @@ class T5(nn.Module):
         )
         return self.decoder.logits(hidden), cache
 
-    # ---- weights -------------------------------------------------------------------
-    def variable_mapping(self, existing_only: bool = True) -> dict[str, WeightSource]:
-        """``{b4t parameter name: checkpoint key | Concat | None}`` (the variant's map)."""
-        if self.variant is None:
-            return {name: name for name in self.state_dict()}
-        template = self.variant.weight_map
-        mapping = template(self.config, self) if callable(template) else dict(template)
-        if not existing_only:
-            return mapping
-        own = set(self.state_dict())
-        return {k: v for k, v in mapping.items() if k in own}
 
-    def load_weights(
+class T5Part(_CheckpointMixin, T5Stack):
+    """``model='t5_encoder'`` / ``'t5_decoder'`` (and the ``t5.1.0``, ``t5.1.1``, ``mt5.1.1``
+    forms): one stack of a T5 checkpoint, called as the seed's ``T5_Encoder`` (``[ids]`` ->
+    ``[hidden, mask]``) or ``T5_Decoder`` (``[ids, encoder_hidden, encoder_mask]`` ->
+    ``[hidden, logits]``). The other stack's checkpoint tensors are skipped.
+    """
+
+    vocab_params = ("word_embeddings.weight", "lm_head.weight")
+    model_types: tuple[str, ...] = ("t5", "mt5")
+
+    def __init__(
         self,
-        path: str | Path | Sequence[str | Path] | dict[str, torch.Tensor],
-        mapping: dict[str, WeightSource] | None = None,
-        strict: bool = True,
+        config: ModelConfig,
+        application: str = "encoder",
+        variant: Any = None,
+        tie_emb_src_tgt_weight: bool = True,
         **kwargs: Any,
-    ) -> Any:
-        """Load a checkpoint; see :func:`b4t.models.loading.load_into`."""
-        from b4t.models.loading import load_into
-
-        return load_into(self, path, mapping=mapping, strict=strict, **kwargs)
-
-    def save_weights(
-        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
-    ) -> Path:
-        """Write the weights in transformers' T5 layout; see :func:`save_from`."""
-        from b4t.models.loading import save_from
-
-        return save_from(self, path, mapping=mapping)
+    ) -> None:
+        name = _check_build(self, config, application, variant, kwargs)
+        settings = t5_settings(config, name.rsplit("_", 1)[0])
+        shared = nn.Embedding(config.vocab_size, config.hidden_size)
+        super().__init__(config, shared, name.endswith("_decoder"), settings)
+        self.variant = variant
+        self.settings = settings

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
-from b4t.models.seq2seq import T5, t5_settings
+from b4t.models.seq2seq import T5, T5Part, t5_settings
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["t5_weight_map"]
+__all__ = ["t5_part_weight_map", "t5_weight_map"]
 
 
 def t5_weight_map(config: ModelConfig, model: T5) -> dict[str, WeightSource]:
@@ -62,6 +62,13 @@ def t5_weight_map(config: ModelConfig, model: T5) -> dict[str, WeightSource]:
     return mapping
 
 
+def t5_part_weight_map(config: ModelConfig, model: T5Part) -> dict[str, WeightSource]:
+    """The encoder's or the decoder's half of :func:`t5_weight_map`, names unprefixed."""
+    part = "decoder." if model.is_decoder else "encoder."
+    full = t5_weight_map(config, model)  # type: ignore[arg-type]
+    return {k[len(part) :]: v for k, v in full.items() if k.startswith(part)}
+
+
 T5_OPTIONAL = (r"embed_tokens\.weight$", r"^lm_head\.weight$")
 _PRESET = {"layer_norm_eps": 1e-6, "pad_token_id": 0, "hidden_dropout_prob": 0.1}
 
@@ -78,3 +85,16 @@ for _name, _aliases in (("t5", ("t5.1.0",)), ("t5.1.1", ()), ("mt5.1.1", ())):
         ),
         *_aliases,
     )
+    for _part, _other in (("encoder", "decoder"), ("decoder", "encoder")):
+        register_variant(
+            Variant(
+                name=f"{_name}_{_part}",
+                prefix="",
+                weight_map=t5_part_weight_map,
+                preset=dict(_PRESET),
+                model_cls=T5Part,
+                optional_keys=(*T5_OPTIONAL, rf"^{_other}\.", r"^lm_head\.weight$"),
+                description=f"the T5 {_part} alone (bert4torch's T5_{_part.title()})",
+            ),
+            *(f"{a}_{_part}" for a in _aliases),
+        )
