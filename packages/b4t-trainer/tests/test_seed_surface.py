@@ -438,3 +438,38 @@ def test_evaluator_takes_the_seed_s_arguments(tiny_net, loader, tmp_path, capsys
     assert ev.best_perf == 0.9
     out = capsys.readouterr().out
     assert "perf: 0.10000. best_perf: 0.20000" in out
+
+
+def test_checkpoint_with_the_seed_s_path_templates(tiny_net, loader, tmp_path) -> None:
+    net, opt = _net(tiny_net)
+    every_epoch = Checkpoint(
+        str(tmp_path / "model_{epoch}.pt"),
+        optimizer_path=str(tmp_path / "opt_{epoch}.pt"),
+        steps_params_path=str(tmp_path / "steps_{epoch}.pt"),
+    )
+    assert isinstance(every_epoch, Checkpoint) and every_epoch.method == "epoch"
+    by_step = Checkpoint(
+        str(tmp_path / "s" / "w_{step}_{loss:.3f}.pt"), method="step", step_interval=3
+    )
+    snaps = []
+    keep = LambdaCallback(
+        on_epoch_end=lambda g, e, logs: snaps.append(
+            {k: v.clone() for k, v in net.state_dict().items()}
+        )
+    )
+    net.fit(
+        loader(n=16), epochs=2, callbacks=[every_epoch, by_step, keep], verbose=0
+    )  # 4 steps/epoch
+    for epoch in (1, 2):
+        saved = torch.load(tmp_path / f"model_{epoch}.pt", weights_only=True)
+        for key, value in snaps[epoch - 1].items():
+            assert torch.equal(saved[key], value)
+        steps = torch.load(tmp_path / f"steps_{epoch}.pt", weights_only=True)
+        assert (steps["resume_epoch"], steps["resume_step"]) == (epoch, 0)
+    assert (
+        torch.load(tmp_path / "opt_2.pt", weights_only=True)["state"].keys()
+        == opt.state_dict()["state"].keys()
+    )
+    step_files = sorted(p.name.split("_")[1] for p in (tmp_path / "s").iterdir())
+    assert step_files == ["3", "6"]
+    assert type(Checkpoint(tmp_path / "dir")).__name__ == "Checkpoint"  # b4t's resume form

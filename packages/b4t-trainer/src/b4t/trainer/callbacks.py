@@ -425,6 +425,19 @@ class Checkpoint(Callback):
     ``fit(..., resume_from=directory / 'last.pt')``.
     """
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Checkpoint:
+        """torch4keras's form (path templates, ``optimizer_path=``, ...) builds the seed's
+        path-template checkpoint; b4t's form the resume checkpoint below."""
+        if cls is Checkpoint and (
+            _SEED_CHECKPOINT_KEYS & kwargs.keys()
+            or any(_is_template(a) for a in args[:3])
+            or any(_is_template(kwargs.get(k)) for k in ("checkpoint_path", "directory"))
+            or "checkpoint_path" in kwargs
+            or (args and args[0] is None)
+        ):
+            return super().__new__(_PathCheckpoint)
+        return super().__new__(cls)
+
     def __init__(
         self,
         directory: str | os.PathLike[str],
@@ -487,6 +500,69 @@ class Checkpoint(Callback):
     def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
         self._monitor.best = state["best"]
         self.kept = [(float(v), str(n)) for v, n in state["kept"]]
+
+
+_SEED_CHECKPOINT_KEYS = frozenset(
+    {"optimizer_path", "steps_params_path", "method", "step_interval"}
+)
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and "{" in os.fspath(value)
+
+
+class _PathCheckpoint(Checkpoint):
+    """torch4keras 0.0.4's ``Checkpoint``: weights / optimizer / steps params to path templates.
+
+    ``Checkpoint(checkpoint_path, optimizer_path=None, steps_params_path=None,
+    method='epoch', step_interval=100)``: after each epoch (``method='epoch'``, paths
+    formatted with ``{epoch}`` from 1 and the logs) or every ``step_interval`` steps
+    (``'step'``, with ``{step}``) it saves ``module.state_dict()``, the optimizer's state
+    and :meth:`Trainer.save_steps_params` where the templates say (master rank only).
+    ``Checkpoint(...)`` builds this one when called with those arguments or a path
+    template holding ``{``.
+    """
+
+    def __init__(
+        self,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        optimizer_path: str | os.PathLike[str] | None = None,
+        steps_params_path: str | os.PathLike[str] | None = None,
+        method: str = "epoch",
+        step_interval: int = 100,
+    ) -> None:
+        if method not in ("epoch", "step"):
+            raise ValueError(f"method must be 'epoch' or 'step', got {method!r}")
+        if step_interval < 1:
+            raise ValueError(f"step_interval must be >= 1, got {step_interval}")
+        self.checkpoint_path, self.optimizer_path = checkpoint_path, optimizer_path
+        self.steps_params_path = steps_params_path
+        self.method, self.step_interval = method, step_interval
+
+    def _process(self, key: str, suffix: int, logs: Logs | None) -> None:
+        trainer = self.trainer
+        fields = {k: v for k, v in (logs or {}).items() if k.isidentifier() and k != key}
+        for template, write in (
+            (self.checkpoint_path, lambda p: atomic_save(trainer.module.state_dict(), p)),
+            (self.optimizer_path, lambda p: atomic_save(trainer.optimizer.state_dict(), p)),
+            (self.steps_params_path, trainer.save_steps_params),
+        ):
+            if template is not None and trainer.is_master:
+                write(Path(os.fspath(template).format(**{key: suffix}, **fields)))
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if self.method == "step" and (global_step + 1) % self.step_interval == 0:
+            self._process("step", global_step + 1, logs)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if self.method == "epoch":
+            self._process("epoch", epoch + 1, logs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        pass
 
 
 class Evaluator(Callback):
