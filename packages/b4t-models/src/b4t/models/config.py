@@ -35,6 +35,12 @@ ALIASES: dict[str, str] = {
     "n_inner": "intermediate_size",
     "segment_vocab_size": "type_vocab_size",
     "dropout_rate": "hidden_dropout_prob",
+    # BART (encoder sizes; the decoder's are read by the variant)
+    "encoder_layers": "num_hidden_layers",
+    "encoder_attention_heads": "num_attention_heads",
+    "encoder_ffn_dim": "intermediate_size",
+    "activation_function": "hidden_act",
+    "attention_dropout": "attention_probs_dropout_prob",
     "max_position": "max_position_embeddings",
 }
 
