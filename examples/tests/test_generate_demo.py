@@ -22,7 +22,7 @@ import generate
 from generate_data import UNK
 from generate_model import CharGPT, gpt2_config, load_model
 
-TEXT = "To be, or not to be, that is the question.\n" * 120
+TEXT = "To be, or not to be, that is the question.\n春眠不觉晓，处处闻啼鸟。\n" * 80
 
 
 @pytest.fixture(scope="module")
