@@ -20,7 +20,7 @@ from b4t.layers.attention import MultiHeadAttention
 from b4t.layers.feed_forward import PositionWiseFeedForward
 from b4t.layers.norms import LayerNorm
 
-__all__ = ["CrossAttention", "T5Block"]
+__all__ = ["CrossAttention", "DecoderBlock", "T5Block"]
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -160,4 +160,64 @@ class T5Block(nn.Module):
             out, cross_kv = self.cross(self.norm_cross(x), memory, memory_bias, cross_kv)
             x = x + self._drop(out)
         x = x + self._drop(self.ffn(self.norm2(x)))
+        return x, cross_kv
+
+
+class DecoderBlock(nn.Module):
+    """A post-norm decoder layer with cross-attention (BART, the original Transformer).
+
+    ``x = norm1(x + attn(x)); x = norm_cross(x + cross(x, memory)); x = norm2(x + ffn(x))``
+    with biases everywhere; same call as :class:`T5Block`. Parameter names: ``attention``
+    (``qkv``, ``o``), ``norm1``, ``cross`` (``q``, ``kv``, ``o``), ``norm_cross``, ``ffn``,
+    ``norm2``.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        intermediate_size: int,
+        hidden_act: str = "gelu",
+        layer_norm_eps: float = 1e-5,
+        dropout_rate: float = 0.1,
+        attention_dropout: float = 0.0,
+        activation_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dropout_rate = dropout_rate
+        self.attention = MultiHeadAttention(
+            hidden_size, num_attention_heads, dropout_rate=attention_dropout, is_causal=True
+        )
+        self.norm1 = LayerNorm(hidden_size, layer_norm_eps)
+        self.cross = CrossAttention(
+            hidden_size, num_attention_heads, dropout_rate=attention_dropout
+        )
+        self.norm_cross = LayerNorm(hidden_size, layer_norm_eps)
+        self.ffn = PositionWiseFeedForward(
+            hidden_size,
+            intermediate_size,
+            dropout_rate=activation_dropout,
+            hidden_act=hidden_act,
+            is_dropout=activation_dropout > 0,
+        )
+        self.norm2 = LayerNorm(hidden_size, layer_norm_eps)
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout_rate, True) if self.training and self.dropout_rate else x
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+        past_key_value: Any = None,
+        memory: torch.Tensor | None = None,
+        memory_bias: torch.Tensor | None = None,
+        cross_kv: KV | None = None,
+    ) -> tuple[torch.Tensor, KV | None]:
+        attn = self.attention(x, attention_bias, past_key_value=past_key_value)[0]
+        x = self.norm1(x + self._drop(attn))
+        if memory is not None or cross_kv is not None:
+            out, cross_kv = self.cross(x, memory, memory_bias, cross_kv)
+            x = self.norm_cross(x + self._drop(out))
+        x = self.norm2(x + self._drop(self.ffn(x)))
         return x, cross_kv

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.layers import LayerNorm, T5RelativePositionBias
+from b4t.layers import LayerNorm, T5RelativePositionBias, TransformerBlock
 from b4t.layers.attention import causal_bias
-from b4t.layers.t5 import T5Block
+from b4t.layers.t5 import DecoderBlock, T5Block
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
 from b4t.models.weight_map import WeightSource
 
-__all__ = ["T5", "T5Stack"]
+__all__ = ["BART", "T5", "BartStack", "T5Part", "T5Stack"]
 
 _ACT = {"relu": "relu", "gelu": "gelu_new", "gelu_new": "gelu_new", "silu": "silu"}
 
@@ -376,3 +376,171 @@ class T5Part(_CheckpointMixin, T5Stack):
         super().__init__(config, shared, name.endswith("_decoder"), settings)
         self.variant = variant
         self.settings = settings
+
+
+class BartStack(T5Stack):
+    """The BART encoder or decoder: scaled word + learned positions (offset 2),
+    ``layernorm_embedding``, post-norm layers; the decoder's LM head is the shared word
+    table plus ``final_logits_bias``. Same calls as :class:`T5Stack`.
+    """
+
+    position_offset = 2
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        word_embeddings: nn.Embedding,
+        is_decoder: bool,
+        settings: dict[str, Any],
+    ) -> None:
+        nn.Module.__init__(self)
+        c, s = config, settings
+        self.config = config
+        self.is_decoder = is_decoder
+        self.pad_token_id = c.pad_token_id
+        self.word_embeddings = word_embeddings
+        self.embed_scale = c.hidden_size**0.5 if s["scale_embedding"] else 1.0
+        self.position_embeddings = nn.Embedding(
+            c.max_position_embeddings + self.position_offset, c.hidden_size
+        )
+        self.embedding_norm = LayerNorm(c.hidden_size, c.layer_norm_eps)
+        n_layers = s["decoder_layers"] if is_decoder else c.num_hidden_layers
+        if is_decoder:
+            self.layers = nn.ModuleList(
+                DecoderBlock(
+                    c.hidden_size,
+                    c.num_attention_heads,
+                    s["decoder_ffn"],
+                    hidden_act=c.hidden_act,
+                    layer_norm_eps=c.layer_norm_eps,
+                    dropout_rate=c.hidden_dropout_prob,
+                    attention_dropout=c.attention_probs_dropout_prob,
+                    activation_dropout=s["activation_dropout"],
+                )
+                for _ in range(n_layers)
+            )
+        else:
+            self.layers = nn.ModuleList(
+                _BartEncoderBlock(
+                    hidden_size=c.hidden_size,
+                    num_attention_heads=c.num_attention_heads,
+                    intermediate_size=c.intermediate_size,
+                    hidden_act=c.hidden_act,
+                    dropout_rate=c.hidden_dropout_prob,
+                    attention_dropout=c.attention_probs_dropout_prob,
+                    layer_norm_eps=c.layer_norm_eps,
+                )
+                for _ in range(n_layers)
+            )
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.tie, self.scale, self.lm_head = True, False, None
+        self.final_logits_bias = (
+            nn.Parameter(torch.zeros(c.vocab_size), requires_grad=False) if is_decoder else None
+        )
+
+    def _embed(self, token_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
+        self._check_ids(token_ids)
+        length = token_ids.shape[1]
+        rows = self.position_embeddings.num_embeddings - self.position_offset
+        if past + length > rows:
+            raise ValueError(
+                f"the sequence reaches position {past + length} but the position table has "
+                f"{rows} rows (max_position_embeddings)"
+            )
+        pos = torch.arange(past, past + length, device=token_ids.device) + self.position_offset
+        x = self.word_embeddings(token_ids) * self.embed_scale + self.position_embeddings(pos)
+        return self.dropout(self.embedding_norm(x))
+
+    def encode(self, token_ids: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        x = self._embed(token_ids)
+        bias = None
+        if keep is not None and not bool(keep.bool().all()):
+            bias = _additive(keep, x.dtype)
+        for layer in self.layers:
+            x = layer(x, bias)[0]
+        return x
+
+    def decode(
+        self,
+        token_ids: torch.Tensor,
+        memory: torch.Tensor | None,
+        memory_keep: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        b, length = token_ids.shape
+        past = 0
+        if cache is not None:
+            cache.check(b, len(self.layers))
+            past = cache.seq_len
+            if cache.cross is None:
+                cache.cross = [None] * len(self.layers)
+            cache.mask = torch.ones(b, past + length, dtype=torch.bool, device=token_ids.device)
+        x = self._embed(token_ids, past)
+        memory_bias = None
+        if memory_keep is not None and not bool(memory_keep.bool().all()):
+            memory_bias = _additive(memory_keep, x.dtype)
+        for i, layer in enumerate(self.layers):
+            if cache is None:
+                x = layer(x, None, memory=memory, memory_bias=memory_bias)[0]
+                continue
+            cross = cache.cross[i]  # type: ignore[index]
+            x, cross = layer(
+                x,
+                None,  # causal inside the attention (is_causal), cache-aware
+                past_key_value=cache.layers[i],
+                memory=memory if cross is None else None,
+                memory_bias=memory_bias,
+                cross_kv=cross,
+            )
+            cache.cross[i] = cross  # type: ignore[index]
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        out = torch.nn.functional.linear(hidden, self.word_embeddings.weight)
+        return out + self.final_logits_bias if self.final_logits_bias is not None else out
+
+
+class _BartEncoderBlock(TransformerBlock):
+    """BART's encoder layer: the post-norm BERT block; ``(x, bias)`` -> ``(x, None)``."""
+
+    def forward(self, x: torch.Tensor, attention_mask: Any = None, *args: Any, **kw: Any) -> Any:
+        return super().forward(x, attention_mask)[0], None
+
+
+def bart_settings(config: ModelConfig) -> dict[str, Any]:
+    """BART's own ``config.json`` keys."""
+    raw = config.raw
+    return {
+        "scale_embedding": bool(raw.get("scale_embedding", False)),
+        "decoder_layers": int(raw.get("decoder_layers") or config.num_hidden_layers),
+        "decoder_ffn": int(raw.get("decoder_ffn_dim") or config.intermediate_size),
+        "activation_dropout": float(raw.get("activation_dropout") or 0.0),
+    }
+
+
+class BART(T5):
+    """BART encoder-decoder (transformers' ``BartForConditionalGeneration`` layout), with
+    T5's calls: ``[encoder_ids, decoder_ids]`` -> ``[enc_hidden, dec_hidden, logits]``,
+    ``model.encoder`` / ``model.decoder`` with ``predict``, ``encode`` / ``decode``.
+    """
+
+    model_types = ("bart",)
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        application: str = "encoder",
+        variant: Any = None,
+        tie_emb_src_tgt_weight: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        nn.Module.__init__(self)
+        _check_build(self, config, application, variant, kwargs)
+        if config.raw.get("dropout") is not None:
+            config.hidden_dropout_prob = float(config.raw["dropout"])
+        self.config = config
+        self.variant = variant
+        self.settings = bart_settings(config)
+        shared = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.encoder = BartStack(config, shared, False, self.settings)
+        self.decoder = BartStack(config, shared, True, self.settings)

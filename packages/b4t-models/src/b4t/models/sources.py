@@ -19,7 +19,7 @@ import torch
 
 from b4t.models.weight_map import Concat
 
-__all__ = ["SplitConcat", "Transposed", "transposed"]
+__all__ = ["Flattened", "SplitConcat", "Transposed", "transposed"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +63,21 @@ class SplitConcat(Concat):
 
     def rename(self, fn: Callable[[str], str]) -> SplitConcat:
         return SplitConcat(tuple(fn(k) for k in self.keys), self.dim, self.sizes)
+
+
+@dataclass(frozen=True)
+class Flattened(Concat):
+    """The single checkpoint tensor ``keys[0]`` (e.g. BART's ``final_logits_bias [1, V]``)
+    flattened to 1-D; saved back with a leading dimension of 1."""
+
+    def load(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return tensors[0].reshape(-1)
+
+    def save(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor.reshape(1, -1)]
+
+    def format(self, **kw: object) -> Flattened:
+        return Flattened(tuple(k.format(**kw) for k in self.keys), self.dim)
+
+    def rename(self, fn: Callable[[str], str]) -> Flattened:
+        return Flattened(tuple(fn(k) for k in self.keys), self.dim)

@@ -1,0 +1,76 @@
+"""BART (``model='bart'``): transformers' ``BartForConditionalGeneration`` layout.
+
+Post-norm encoder and decoder layers with biases, learned positions offset by 2, an
+embedding LayerNorm, word embeddings shared by both stacks and the LM head, plus
+``final_logits_bias``. The model has ``model.encoder`` / ``model.decoder`` with the
+seed's ``predict`` and the b4t seq2seq protocol (``encode`` / ``decode`` with a KV cache).
+"""
+
+from __future__ import annotations
+
+from b4t.models.config import ModelConfig
+from b4t.models.registry import Variant, register_variant
+from b4t.models.seq2seq import BART, bart_settings
+from b4t.models.sources import Flattened
+from b4t.models.weight_map import Concat, WeightSource
+
+__all__ = ["bart_weight_map"]
+
+
+def _attention(ours: str, theirs: str) -> dict[str, WeightSource]:
+    return {
+        f"{ours}.qkv.weight": Concat(tuple(f"{theirs}.{p}_proj.weight" for p in "qkv")),
+        f"{ours}.qkv.bias": Concat(tuple(f"{theirs}.{p}_proj.bias" for p in "qkv")),
+        f"{ours}.o.weight": f"{theirs}.out_proj.weight",
+        f"{ours}.o.bias": f"{theirs}.out_proj.bias",
+    }
+
+
+def bart_weight_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]:
+    """transformers' BART names under ``model.``."""
+    s = bart_settings(config)
+    mapping: dict[str, WeightSource] = {
+        "decoder.final_logits_bias": Flattened(("final_logits_bias",))
+    }
+    depths = (("encoder", config.num_hidden_layers), ("decoder", s["decoder_layers"]))
+    for stack, n_layers in depths:
+        hf = f"model.{stack}"
+        mapping[f"{stack}.word_embeddings.weight"] = "model.shared.weight"
+        mapping[f"{stack}.position_embeddings.weight"] = f"{hf}.embed_positions.weight"
+        mapping[f"{stack}.embedding_norm.weight"] = f"{hf}.layernorm_embedding.weight"
+        mapping[f"{stack}.embedding_norm.bias"] = f"{hf}.layernorm_embedding.bias"
+        for i in range(n_layers):
+            ours, theirs = f"{stack}.layers.{i}", f"{hf}.layers.{i}"
+            mapping.update(_attention(f"{ours}.attention", f"{theirs}.self_attn"))
+            norms = {"norm1": "self_attn_layer_norm", "norm2": "final_layer_norm"}
+            if stack == "decoder":
+                cross = f"{theirs}.encoder_attn"
+                mapping[f"{ours}.cross.q.weight"] = f"{cross}.q_proj.weight"
+                mapping[f"{ours}.cross.q.bias"] = f"{cross}.q_proj.bias"
+                for part in ("weight", "bias"):
+                    mapping[f"{ours}.cross.kv.{part}"] = Concat(
+                        (f"{cross}.k_proj.{part}", f"{cross}.v_proj.{part}")
+                    )
+                mapping[f"{ours}.cross.o.weight"] = f"{cross}.out_proj.weight"
+                mapping[f"{ours}.cross.o.bias"] = f"{cross}.out_proj.bias"
+                norms["norm_cross"] = "encoder_attn_layer_norm"
+            for norm, hf_norm in norms.items():
+                mapping[f"{ours}.{norm}.weight"] = f"{theirs}.{hf_norm}.weight"
+                mapping[f"{ours}.{norm}.bias"] = f"{theirs}.{hf_norm}.bias"
+            for fc, ffn in (("fc1", "intermediate"), ("fc2", "output")):
+                mapping[f"{ours}.ffn.{ffn}.weight"] = f"{theirs}.{fc}.weight"
+                mapping[f"{ours}.ffn.{ffn}.bias"] = f"{theirs}.{fc}.bias"
+    return mapping
+
+
+register_variant(
+    Variant(
+        name="bart",
+        prefix="",
+        weight_map=bart_weight_map,
+        preset={"hidden_act": "gelu", "layer_norm_eps": 1e-5, "pad_token_id": 1},
+        model_cls=BART,
+        optional_keys=(r"embed_tokens\.weight$", r"^lm_head\.weight$"),
+        description="BART encoder-decoder (post-norm, learned positions; HF BART)",
+    )
+)
