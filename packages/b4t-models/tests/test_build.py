@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -134,4 +135,18 @@ def test_return_model_config_and_uie_outputs() -> None:
     hidden, start, end = model.eval()(torch.tensor([[2, 5, 7]]))
     assert hidden.shape == (1, 3, 16) and start.shape == (1, 3) and end.shape == (1, 3)
     assert bool(((start > 0) & (start < 1)).all())
-    torch.testing.assert_close(start, torch.sigmoid(model.linear_start(hidden)).squeeze(-1))
+    with torch.no_grad():  # known head weights: start = sigmoid(hidden . w + b), by hand
+        model.linear_start.weight.copy_(torch.linspace(-1, 1, 16)[None])
+        model.linear_start.bias.fill_(0.25)
+        hidden, start, _ = model(torch.tensor([[2, 5, 7]]))
+    by_hand = [
+        1
+        / (
+            1
+            + math.exp(
+                -(sum(h * w for h, w in zip(row, torch.linspace(-1, 1, 16).tolist())) + 0.25)
+            )
+        )
+        for row in hidden[0].tolist()
+    ]
+    torch.testing.assert_close(start[0], torch.tensor(by_hand), atol=1e-6, rtol=1e-6)

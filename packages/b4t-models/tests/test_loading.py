@@ -168,3 +168,48 @@ def test_parts_without_checkpoint_tensors_are_reported_not_silent(hf_checkpoint)
         model = build_transformer_model(path, path, model="electra", with_pool=True)
     assert not any(p.is_meta for p in model.parameters())
     assert model.pooler.dense.weight.std() > 0
+
+
+def test_damaged_files_are_named_with_what_is_wrong(hf_checkpoint, tmp_path) -> None:
+    """Truncated safetensors, a header claiming a huge length, a truncated .bin: one
+    CheckpointError naming the file, never torch's internals or a MemoryError."""
+    _, path = hf_checkpoint("bert")
+    data = (path / "model.safetensors").read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=rf"{cut}.*bytes .* of the data .*truncated"):
+        read_checkpoint(cut)
+    huge = tmp_path / "huge.safetensors"
+    huge.write_bytes((2**62).to_bytes(8, "little") + data[8:100])
+    with pytest.raises(CheckpointError, match=rf"{huge}: the safetensors header claims"):
+        read_checkpoint(huge)
+    _, bin_path = hf_checkpoint("bert", safe=False)
+    raw = (bin_path / "pytorch_model.bin").read_bytes()
+    cut_bin = tmp_path / "pytorch_model.bin"
+    cut_bin.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CheckpointError, match=rf"{cut_bin} cannot be read as a PyTorch"):
+        build_transformer_model(bin_path, cut_bin)
+
+
+def test_own_names_round_trip_with_an_empty_mapping(hf_checkpoint, batch, tmp_path) -> None:
+    """save_weights(path, mapping={}) writes b4t's names; load_weights(path, mapping={})
+    loads them; a load that matches nothing is an error, not a silent success."""
+    _, path = hf_checkpoint("bert")
+    ids, seg, _ = batch(0)
+    model = build_transformer_model(path, path, with_pool=True, with_mlm=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    target = tmp_path / "own.bin"
+    model.save_weights(target, mapping={})
+    saved = torch.load(target, weights_only=True)
+    assert set(saved) == set(model.state_dict()) and "layers.0.attention.qkv.weight" in saved
+    again = build_transformer_model(path, with_pool=True, with_mlm=True).eval()
+    again.load_weights(target, mapping={})
+    with torch.no_grad():
+        for a, b in zip(again([ids, seg]), model([ids, seg]), strict=True):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with pytest.raises(CheckpointError, match=r"own\.bin does not match the model"):
+        again.load_weights(target)  # own names read as the checkpoint layout
+    with pytest.raises(CheckpointError, match="no tensor matched"):
+        again.load_weights(path / "model.safetensors", mapping={})

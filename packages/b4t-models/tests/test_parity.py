@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -199,7 +201,10 @@ def test_lm_application_matches_a_causal_bert(hf_checkpoint) -> None:
 
 
 def test_uie_loads_ernie_weights_plus_pointer_heads(hf_checkpoint, batch, tmp_path) -> None:
-    """A UIE checkpoint = an ERNIE 3 encoder + linear_start / linear_end (bert4torch layout)."""
+    """A UIE checkpoint in transformers' ERNIE layout (``ernie.*``) + linear_start / linear_end.
+
+    (0.2.5's own UIE layout, ``bert.*`` keys, is checked against 0.2.5 in
+    ``tests/seed/test_seed_models.py::test_uie_bert_layout_equals_the_seed``.)"""
     from safetensors.torch import load_file, save_file
 
     hf, path = hf_checkpoint("ernie")
@@ -237,3 +242,94 @@ def test_albert_sop_head_as_nsp(hf_checkpoint, batch) -> None:
     with torch.no_grad():
         _hidden, _pooled, sop = model([ids, seg])
     _close(sop, ref.sop_logits)
+
+
+def _perturbed(model) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+
+
+def test_untied_mlm_decoder_loads_into_its_own_weight(tmp_path, batch) -> None:
+    """tie_word_embeddings=False: cls.predictions.decoder.{weight,bias} are the head's own
+    (never "optional"); the MLM logits equal transformers'. A tied config whose file holds
+    a different decoder is an error naming the key, not a silent choice."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    hf = transformers.BertForPreTraining(config).eval()
+    _perturbed(hf)
+    assert not torch.equal(
+        hf.cls.predictions.decoder.weight, hf.bert.embeddings.word_embeddings.weight
+    )
+    hf.save_pretrained(tmp_path / "untied")
+    ids, seg, keep = batch(0)
+    ref = _hf_outputs(hf, ids, seg, keep)
+    model = build_transformer_model(tmp_path / "untied", tmp_path / "untied", with_mlm=True).eval()
+    assert model.mlm.decoder is not None
+    with torch.no_grad():
+        _, scores = model([ids, seg])
+    _close(scores, ref.prediction_logits, keep)
+    # the same file under a config that says "tied": refused
+    raw = json.loads((tmp_path / "untied" / "config.json").read_text())
+    raw["tie_word_embeddings"] = True
+    (tmp_path / "untied" / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(Exception, match=r"cls\.predictions\.decoder\.weight differs"):
+        build_transformer_model(tmp_path / "untied", tmp_path / "untied", with_mlm=True)
+
+
+def test_roberta_loads_both_layouts(tmp_path, batch) -> None:
+    """model='roberta': Facebook keys (roberta.*, lm_head.*) and the BERT layout of the
+    Chinese RoBERTa-wwm checkpoints (bert.*, cls.*) both load, told apart by the keys."""
+    common = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    facebook = transformers.RobertaForMaskedLM(
+        transformers.RobertaConfig(**common, type_vocab_size=1, pad_token_id=1)
+    ).eval()
+    wwm = transformers.BertForMaskedLM(transformers.BertConfig(**common)).eval()
+    _perturbed(facebook)
+    _perturbed(wwm)
+    facebook.save_pretrained(tmp_path / "fb")
+    wwm.save_pretrained(tmp_path / "wwm")
+    _, seg, _ = batch(1)
+    for hf, folder, segments in ((facebook, "fb", torch.zeros_like(seg)), (wwm, "wwm", seg)):
+        pad = hf.config.pad_token_id
+        ids_, _, keep_ = batch(pad)
+        with torch.no_grad():
+            ref = hf(input_ids=ids_, token_type_ids=segments, attention_mask=keep_.long())
+            _, scores = build_transformer_model(
+                tmp_path / folder, tmp_path / folder, model="roberta", with_mlm=True
+            ).eval()([ids_, segments])
+        _close(scores, ref.logits, keep_)
+    # keys of both kinds: refused, naming one of each
+    from safetensors.torch import load_file, save_file
+
+    mixed = {**load_file(str(tmp_path / "fb" / "model.safetensors"))}
+    mixed["bert.pooler.dense.weight"] = torch.zeros(32, 32)
+    save_file(mixed, str(tmp_path / "mixed.safetensors"))
+    with pytest.raises(Exception, match="both Facebook-layout keys"):
+        build_transformer_model(tmp_path / "fb", tmp_path / "mixed.safetensors", model="roberta")
+    # headless keys and no model_type: no guess
+    base = {k.removeprefix("roberta."): v for k, v in mixed.items() if k.startswith("roberta.")}
+    save_file(base, str(tmp_path / "headless.safetensors"))
+    raw = json.loads((tmp_path / "fb" / "config.json").read_text())
+    raw.pop("model_type", None)
+    (tmp_path / "cfg.json").write_text(json.dumps(raw))
+    with pytest.raises(Exception, match="set model_type to 'roberta' or 'bert'"):
+        build_transformer_model(
+            tmp_path / "cfg.json", tmp_path / "headless.safetensors", model="roberta"
+        )

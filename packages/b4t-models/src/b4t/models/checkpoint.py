@@ -27,7 +27,8 @@ CHECKPOINT_NAMES = (
 
 
 class CheckpointError(ValueError):
-    """A checkpoint does not fit the model: missing, unexpected or mis-shaped tensors."""
+    """A checkpoint does not fit the model (missing, unexpected or mis-shaped tensors) or
+    cannot be read (truncated, corrupt); the message names the file."""
 
 
 def _index_files(index: Path) -> list[Path]:
@@ -108,15 +109,38 @@ def read_safetensors(path: str | Path, spans: Spans | None = None) -> dict[str, 
     weights; writing to a tensor copies only the touched pages (copy-on-write).
     ``spans``, if given, receives each tensor's location (see :func:`release_pages`).
     """
+    size = os.path.getsize(path)
     with open(path, "rb") as fh:
         raw = fh.read(8)
         if len(raw) != 8:
-            raise CheckpointError(f"{path} is not a safetensors file (too short)")
+            raise CheckpointError(f"{path} is not a safetensors file (too short: {size} bytes)")
         (header_len,) = struct.unpack("<Q", raw)
+        if header_len > size - 8:
+            raise CheckpointError(
+                f"{path}: the safetensors header claims {header_len} bytes but the file has "
+                f"{size - 8} after the length field (truncated or not a safetensors file)"
+            )
         try:
             header = json.loads(fh.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"{path} has an unreadable safetensors header: {exc}") from exc
+        if not isinstance(header, dict):
+            raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
+        data_size = size - 8 - header_len
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                begin, end = (int(x) for x in info["data_offsets"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise CheckpointError(
+                    f"{path}: tensor {name} has no valid data_offsets in the header"
+                ) from exc
+            if not 0 <= begin <= end <= data_size:
+                raise CheckpointError(
+                    f"{path}: tensor {name} lies at bytes {begin}..{end} of the data but the "
+                    f"file holds {data_size} data bytes (truncated?)"
+                )
         buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
     start = 8 + header_len
     out: dict[str, torch.Tensor] = {}
@@ -151,8 +175,14 @@ def _read_one(
         return state
     try:
         state = torch.load(str(path), map_location=device, weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) .bin files cannot be memory-mapped
-        state = torch.load(str(path), map_location=device, weights_only=True)
+    except Exception:  # legacy (non-zip) .bin files cannot be memory-mapped
+        try:
+            state = torch.load(str(path), map_location=device, weights_only=True)
+        except Exception as exc:  # torch's own errors name no file
+            raise CheckpointError(
+                f"{path} cannot be read as a PyTorch checkpoint (truncated or corrupt?): "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     if "state_dict" in state and isinstance(state["state_dict"], dict):
