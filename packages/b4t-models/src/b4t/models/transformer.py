@@ -14,7 +14,13 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
-from b4t.layers import Embeddings, LayerNorm, TransformerBlock, attention_mask
+from b4t.layers import (
+    Embeddings,
+    LayerNorm,
+    MultiHeadAttention,
+    TransformerBlock,
+    attention_mask,
+)
 from b4t.models.config import ModelConfig
 from b4t.models.heads import MlmHead, Pooler
 from b4t.models.weight_map import FirstOf, WeightSource, expand_weight_map
@@ -212,6 +218,21 @@ class Transformer(nn.Module):
             self.build_layer(i) if i in self.keep_hidden_layers else SkippedLayer()
             for i in range(n_unique)
         )
+        # application='lm' without padding: SDPA's causal path (is_causal), no mask tensor,
+        # where every layer's attention runs MultiHeadAttention.forward (which honours it)
+        atts = [getattr(layer, "attention", None) for layer in self.layers]
+        atts = [a for a in atts if a is not None]
+        self.causal_sdpa = (
+            application == "lm"
+            and bool(atts)
+            and all(
+                isinstance(a, MultiHeadAttention) and type(a).forward is MultiHeadAttention.forward
+                for a in atts
+            )
+        )
+        if self.causal_sdpa:
+            for att in atts:
+                att.is_causal = True
         if is_dropout:
             for layer in self.layers:
                 ffn = getattr(layer, "ffn", None)
@@ -389,8 +410,12 @@ class Transformer(nn.Module):
         if self.application == "encoder" and bool(keep.all()):
             keep = None
         state["hidden_states"] = hidden
-        state["mask"] = attention_mask(
-            keep, self.application, segment_ids, token_ids.shape[1], hidden.dtype
+        state["mask"] = (
+            None
+            if self.causal_sdpa and bool(keep.all())
+            else attention_mask(
+                keep, self.application, segment_ids, token_ids.shape[1], hidden.dtype
+            )
         )
         return state
 
