@@ -83,6 +83,20 @@ class _CharNorm(dict):
         return out
 
 
+def _splits_apart(token: str) -> bool:
+    """Whether the basic tokenizer would cut ``token`` up or drop part of it (a CJK,
+    punctuation, space or control character in it)."""
+    if token.isascii():  # every ASCII character but letters and digits is one of those
+        return not token.isalnum()
+    return any(
+        is_cjk_char(c)
+        or is_punctuation(c)
+        or c.isspace()
+        or unicodedata.category(c).startswith(("C", "Z"))
+        for c in token
+    )
+
+
 class Tokenizer(TokenizerBase):
     """BERT WordPiece tokenizer: ids equal to transformers' ``BertTokenizerFast``.
 
@@ -166,8 +180,12 @@ class Tokenizer(TokenizerBase):
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
         self._token_cache = _TokenCache(self.wordpiece_tokenizer, vocab, cache_size)
         # A text piece (between protected tokens) that normalises to a vocab token is that
-        # token, as in bert4torch ("##ing", "[unused1]"); only pieces this short can be one.
-        self._whole_max = 2 * self.wordpiece_tokenizer._longest + 8
+        # token, as in bert4torch ("##ing", "[unused1]"). That differs from the usual split
+        # only for tokens holding a character the basic tokenizer splits off or drops; only
+        # pieces this short can normalise to one of them.
+        self._whole_tokens = frozenset(filter(_splits_apart, vocab))
+        longest = max(map(len, self._whole_tokens), default=0)
+        self._whole_max = 2 * longest + 8 if longest else 0
         # Caches for the offsets path: word -> ((id, start, end), ...) and char -> its text.
         self._span_cache = _SpanCache(self.wordpiece_tokenizer, vocab, cache_size)
         basic = self.basic_tokenizer
@@ -191,16 +209,16 @@ class Tokenizer(TokenizerBase):
         lower, strip = basic.do_lower_case, basic.strip_accents
         nfd = unicodedata.normalize
 
-        whole_max = self._whole_max
+        whole_max, whole_tokens = self._whole_max, self._whole_tokens
         vocab = self._token_dict
 
         def encode_text(text: str) -> list[int] | None:
             if search(text):
                 return None
             if len(text) <= whole_max:
-                whole = vocab.get(lowercase_and_normalize(text) if lower else text)
-                if whole is not None:
-                    return [start, whole, end]
+                key = lowercase_and_normalize(text) if lower else text
+                if key in whole_tokens:
+                    return [start, vocab[key], end]
             if lower:
                 text = lower_chars(text)
             if strip and not text.isascii():
@@ -266,7 +284,7 @@ class Tokenizer(TokenizerBase):
         if len(piece) > self._whole_max:
             return None
         key = lowercase_and_normalize(piece) if self._do_lower_case else piece
-        return key if key in self._token_dict else None
+        return key if key in self._whole_tokens else None
 
     def _piece_ids(self, piece: str) -> list[int]:
         """Ids of a text that holds no protected token."""
