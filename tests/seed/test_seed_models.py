@@ -522,3 +522,37 @@ def test_model_may_be_a_class(b4t_seed, bert_folder) -> None:
     ).eval()
     assert isinstance(ours, Scaled)
     assert_same(*run_both(seed, ours, padded_inputs()))
+
+
+def test_ignore_invalid_weights_loads_what_there_is(b4t_seed, tmp_path) -> None:
+    """A checkpoint without the pooler: with ``ignore_invalid_weights`` both build, the
+    encoder is equal, and b4t reports the parts it could not load (0.2.5 stays silent)."""
+    _, folder = hf_checkpoint(
+        tmp_path / "nopool", "BertConfig", "BertForPreTraining", drop=("pooler.",)
+    )
+    seed, ours = build_both(b4t_seed, folder, "bert", with_pool=True, ignore_invalid_weights=True)
+    (seed_hidden, _), (hidden, _) = run_both(seed, ours, padded_inputs())
+    assert_same(seed_hidden, hidden)
+    assert any("pooler.dense.weight" in m for m in ours.load_report.missing)
+    with pytest.raises(Exception, match=r"bert\.pooler\.dense\.weight"):
+        build_transformer_model(folder, folder / "pytorch_model.bin", with_pool=True)
+
+
+def test_size_keywords_equal_the_seed(b4t_seed, tmp_path) -> None:
+    """``embedding_size`` / ``attention_key_size`` given as keywords instead of config keys."""
+    _, folder = hf_checkpoint(
+        tmp_path / "albert", "AlbertConfig", "AlbertForPreTraining", embedding_size=16
+    )
+    raw = json.loads((folder / "config.json").read_text())
+    raw.pop("embedding_size")
+    (folder / "config.json").write_text(json.dumps(raw))
+    seed, ours = build_both(b4t_seed, folder, "albert", embedding_size=16)
+    assert_same(*run_both(seed, ours, padded_inputs()))
+    config = {**TINY, "intermediate_size": 48, "hidden_act": "swish", "type_vocab_size": 2}
+    config.update(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+    folder = _seed_random_checkpoint(
+        b4t_seed, tmp_path / "gau", "gau_alpha", {**config, "attention_key_size": 8}
+    )
+    (folder / "config.json").write_text(json.dumps(config))
+    seed, ours = build_both(b4t_seed, folder, "gau_alpha", attention_key_size=8)
+    assert_same(*run_both(seed, ours, padded_inputs()))
