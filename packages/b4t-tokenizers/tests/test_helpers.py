@@ -102,6 +102,8 @@ def test_text_augmentation_strategies():
     assert kept == "keep"
     same = [text_augmentation(text, ["Y"], noise_len=2, seed=5) for _ in range(2)]
     assert same[0] == same[1]
+    again = [text_augmentation(text, ["Y"], noise_len=2, seed=random.Random(5)) for _ in range(2)]
+    assert again[0] == again[1] and again[0] != text
     with pytest.raises(ValueError, match="noise_dict"):
         text_augmentation(text, noise_len=1, strategy="insert")
 

@@ -122,7 +122,7 @@ class SpTokenizer(TokenizerBase):
 
     def _text_ids_offsets(self, text: str) -> tuple[list[int], Offsets]:
         """Ids with character spans into the text given to sentencepiece (the original text
-        when ``remove_space=False`` and ``keep_accents=True``)."""
+        when ``remove_space=False`` and ``keep_accents=True`` and it holds no ``````/``''``)."""
         processed = self.preprocess_text(text)
         sp = self.sp_model
         try:  # sentencepiece >= 0.2.1: character offsets directly

@@ -8,6 +8,7 @@ from b4t.tokenizers._chars import lower_chars
 
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
+    import random
     from collections.abc import Iterable, Sequence
     from typing import Any
 
@@ -186,7 +187,7 @@ def text_augmentation(
     skip_words: str | Iterable[str] | None = None,
     strategy: str = "random",
     allow_dup: bool = True,
-    seed: int | None = None,
+    seed: int | random.Random | None = None,
 ) -> str | list[str]:
     """Simple EDA noise: insert, delete or replace characters at random positions.
 
@@ -206,7 +207,8 @@ def text_augmentation(
         seed: ``None`` draws from the global ``numpy.random`` (positions) and
             ``random`` (noise strings, strategy) generators exactly as bert4torch
             0.2.5 does; an int uses private generators seeded with it, which give
-            what 0.2.5 gives after ``np.random.seed(seed); random.seed(seed)``.
+            what 0.2.5 gives after ``np.random.seed(seed); random.seed(seed)``; a
+            ``random.Random`` is used for the noise and seeds the position generator.
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
@@ -218,6 +220,9 @@ def text_augmentation(
 
     if seed is None:
         choose_positions, rng = np.random.choice, random
+    elif isinstance(seed, random.Random):
+        rng = seed
+        choose_positions = np.random.RandomState(seed.getrandbits(32)).choice
     else:
         choose_positions, rng = np.random.RandomState(seed).choice, random.Random(seed)
     single = isinstance(texts, str)
