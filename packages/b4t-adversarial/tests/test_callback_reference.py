@@ -255,3 +255,43 @@ def test_each_mode_trains_and_loss_falls(mode, mixed_precision, tiny_model_cls):
     losses = history.history["loss_sup" if mode == "vat" else "loss"]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < 0.6 * losses[0], losses
+
+
+class _Attention(torch.nn.Module):
+    """Embedding -> one SDPA self-attention -> mean -> head (as b4t's transformers attend)."""
+
+    def __init__(self, explicit: bool = False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.word_embeddings = torch.nn.Embedding(12, 8)
+        self.qkv = torch.nn.Linear(8, 24)
+        self.head = torch.nn.Linear(8, 3)
+        self.explicit = explicit
+
+    def forward(self, x):
+        batch, length = x.shape
+        qkv = self.qkv(self.word_embeddings(x)).view(batch, length, 3, 2, 4)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each [B, heads=2, L, 4]
+        if self.explicit:  # the written-out formula
+            weights = torch.softmax(q @ k.transpose(-1, -2) / 4**0.5, dim=-1)
+            h = weights @ v
+        else:
+            h = F.scaled_dot_product_attention(q, k, v)
+        return self.head(h.transpose(1, 2).reshape(batch, length, 8).mean(1))
+
+
+def test_gradient_penalty_through_sdpa_attention(tiny_batches):
+    """The penalty needs a double backward, which SDPA's fused CPU/CUDA kernels lack; the
+    callback runs its forward on the math kernel and equals the written-out attention."""
+    from b4t.trainer import Trainer
+
+    X, y = tiny_batches[0]
+    model = _Attention()
+    trainer = Trainer(model)
+    trainer.compile(F.cross_entropy, torch.optim.SGD(model.parameters(), lr=0.5))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer.fit([(X, y)], callbacks=[AdversarialTraining("gradient_penalty")], verbose=0)
+    ref = _Attention(explicit=True)
+    expected = _gp_reference(ref, [(X, y)], 1.0, 1)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n] - 0.5 * expected[n], rtol=1e-5, atol=1e-6)

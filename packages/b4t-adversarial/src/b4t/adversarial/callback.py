@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from b4t.adversarial._embedding import find_embedding_parameters
 from b4t.adversarial.fgm import FGM
@@ -218,7 +219,10 @@ class AdversarialTraining(Callback):
     def _gradient_penalty(self, X: Any, y: Any, logs: dict[str, Any]) -> None:
         # bert4torch penalises the first parameter whose name contains emb_name
         _, param = find_embedding_parameters(self.trainer.module, self.adversarial["emb_name"])[0]
-        loss, _ = self.trainer.compute_loss(X, y)
+        # the penalty is differentiated twice; SDPA's fused kernels (flash / memory-efficient,
+        # CPU and CUDA) have no double backward, the math kernel has
+        with sdpa_kernel(SDPBackend.MATH):
+            loss, _ = self.trainer.compute_loss(X, y)
         (grad,) = torch.autograd.grad(loss, [param], create_graph=True, allow_unused=True)
         if grad is None:  # the loss does not depend on the embedding
             return
