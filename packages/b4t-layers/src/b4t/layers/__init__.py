@@ -38,6 +38,7 @@ from b4t.layers.embeddings import (
 from b4t.layers.feed_forward import PositionWiseFeedForward
 from b4t.layers.gau import GatedAttentionUnit
 from b4t.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
+from b4t.layers.gqa import GroupedQueryAttention
 from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_additive_mask, unilm_mask
 from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.pooling import get_pool_emb
@@ -51,6 +52,7 @@ from b4t.layers.relative_positions import (
     t5_relative_position_bucket,
 )
 from b4t.layers.rotary import RoPEPositionEncoding, RotaryAttention
+from b4t.layers.t5 import CrossAttention, DecoderBlock, T5Block
 from b4t.layers.tplinker import TplinkerHandshakingKernel
 from b4t.layers.whitening import BERT_WHITENING
 
@@ -62,11 +64,14 @@ __all__ = [
     "BertEmbeddings",
     "BertLayer",
     "ConvLayer",
+    "CrossAttention",
+    "DecoderBlock",
     "DisentangledSelfAttention",
     "EfficientGlobalPointer",
     "Embeddings",
     "GatedAttentionUnit",
     "GlobalPointer",
+    "GroupedQueryAttention",
     "Identity",
     "LayerNorm",
     "MultiHeadAttention",
@@ -80,6 +85,7 @@ __all__ = [
     "RoPEPositionEncoding",
     "RotaryAttention",
     "SinusoidalPositionEncoding",
+    "T5Block",
     "T5RelativePositionBias",
     "TplinkerHandshakingKernel",
     "TransformerBlock",
