@@ -10,6 +10,7 @@ row in MIGRATION.md names it.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import random
 from pathlib import Path
 
@@ -629,3 +630,19 @@ def test_rematch_of_a_token_not_in_the_text(b4t_seed, vocabs):
     with pytest.raises(ValueError):
         seed.rematch("hello world", ["hello", "planet"])
     assert ours.rematch("hello world", ["hello", "planet"]) == [[0, 1, 2, 3, 4], []]
+
+
+@pytest.mark.parametrize("lower", [True, False])
+def test_without_basic_tokenizer_equals_seed(b4t_seed, vocabs, corpus, lower):
+    """do_basic_tokenize=False: whitespace split only, lower-cased (and accents stripped)
+    when asked, as in 0.2.5; offsets and rematch too."""
+    kwargs = dict(do_lower_case=lower, do_basic_tokenize=False, do_tokenize_unk=True)
+    ours = bt.Tokenizer(vocabs["uncased"], **kwargs)
+    seed = b4t_seed["tokenizers"].Tokenizer(vocabs["uncased"], **kwargs)
+    lines = ["Hello World, Émile!\tTab\nNEW [MASK]x", *corpus[1800::17]]
+    for first, second in itertools.pairwise(lines):
+        assert ours.tokenize(first) == seed.tokenize(first), first
+        tokens = seed.tokenize(first)
+        assert ours.rematch(first, tokens) == seed.rematch(first, tokens), first
+        args = dict(maxlen=48, return_offsets=True)
+        assert list(ours.encode(first, second, **args)) == seed.encode(first, second, **args)

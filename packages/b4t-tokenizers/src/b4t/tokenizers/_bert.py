@@ -83,6 +83,12 @@ class _CharNorm(dict):
         return out
 
 
+def _dropped_by_rematch(char: str) -> bool:
+    """NUL, U+FFFD and ``Cc``/``Cf`` characters (tab and newline included): what
+    bert4torch's ``rematch`` removes before matching."""
+    return char in "\x00\ufffd" or unicodedata.category(char) in ("Cc", "Cf")
+
+
 def _splits_apart(token: str) -> bool:
     """Whether the basic tokenizer would cut ``token`` up or drop part of it (a CJK,
     punctuation, space or control character in it)."""
@@ -277,6 +283,8 @@ class Tokenizer(TokenizerBase):
             if basic.strip_accents and not text.isascii():
                 text = unicodedata.normalize("NFD", text)
             return text.translate(basic.table).split()
+        if self._do_lower_case:  # bert4torch lower-cases even without the basic tokenizer
+            text = lowercase_and_normalize(text)
         return text.split()
 
     def _whole_token(self, piece: str) -> str | None:
@@ -360,6 +368,16 @@ class Tokenizer(TokenizerBase):
         origin = list(chain.from_iterable(map(repeat, range(len(outs)), map(len, outs))))
         return "".join(outs), origin
 
+    def _aligned_plain(self, text: str) -> tuple[str, list[int]]:
+        """Like ``_aligned`` without the basic tokenizer: each character lower-cased (when
+        asked) and cleaned of control characters on its own, as bert4torch's ``rematch``."""
+        outs = []
+        for char in text:
+            out = lowercase_and_normalize(char) if self._do_lower_case else char
+            outs.append("".join(c for c in out if not _dropped_by_rematch(c)))
+        origin = list(chain.from_iterable(map(repeat, range(len(outs)), map(len, outs))))
+        return "".join(outs), origin
+
     def _text_ids_offsets(self, text: str) -> tuple[list[int], Offsets]:
         if self._hooks or not self._do_basic_tokenize:
             tokens = self._translated(text)
@@ -408,7 +426,7 @@ class Tokenizer(TokenizerBase):
         """
         _check_text(text, "text")
         normalized, origin = (
-            self._aligned(text) if self._do_basic_tokenize else (text, list(range(len(text))))
+            self._aligned(text) if self._do_basic_tokenize else self._aligned_plain(text)
         )
         skip = self._special_tokens | {self._token_unk}
         out: list[list[int]] = []
