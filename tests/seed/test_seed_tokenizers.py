@@ -646,3 +646,31 @@ def test_without_basic_tokenizer_equals_seed(b4t_seed, vocabs, corpus, lower):
         assert ours.rematch(first, tokens) == seed.rematch(first, tokens), first
         args = dict(maxlen=48, return_offsets=True)
         assert list(ours.encode(first, second, **args)) == seed.encode(first, second, **args)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(remove_space=False),
+        dict(keep_accents=True),
+        dict(do_lower_case=True),
+        dict(remove_space=False, keep_accents=True, do_lower_case=True),
+    ],
+    ids=["keep-space", "keep-accents", "lower", "all-three"],
+)
+def test_sp_preprocessing_options_equal_seed(b4t_seed, pypi_asset, corpus, options, monkeypatch):
+    import sentencepiece
+
+    path = str(pypi_asset("mistral-sentencepiece"))
+    options = dict(options, token_start=None, token_end="</s>")
+    processor = sentencepiece.SentencePieceProcessor
+    monkeypatch.setattr(processor, "pad_id", processor.unk_id)
+    seed = b4t_seed["tokenizers"].SpTokenizer(path, **options)
+    monkeypatch.undo()
+    ours = bt.SpTokenizer(path, **options)
+    for text in [*corpus[::25], "  Crème  BRÛLÉE ``x'' \t y  ", "ﬁ Å ǅ"]:
+        assert ours.tokenize(text) == seed.tokenize(text), text
+        assert ours.tokenize(text, maxlen=9) == seed.tokenize(text, maxlen=9), text
+        ids = ours.encode(text)[0]
+        assert ids == seed.encode(text)[0], text
+        assert ours.decode(ids) == seed.decode(ids), text
