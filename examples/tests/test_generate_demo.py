@@ -118,3 +118,32 @@ def test_served_model_answers_over_http_with_batching(trained: tuple[Path, str])
         assert 0 < len(text) <= 20 and set(text) <= vocabulary
     assert scheduler.tokens == 6 * 20
     assert scheduler.largest_batch > 1  # concurrent requests shared decoding steps
+
+
+def test_a_client_leaving_mid_stream_frees_its_batch_slot(trained: tuple[Path, str]) -> None:
+    import socket
+    import time
+
+    folder, _ = trained
+    model, tokenizer = load_model(folder)
+    args = SimpleNamespace(host="127.0.0.1", port=0, max_batch=4, max_tokens=5000)
+    server, scheduler = generate.make_server(model, tokenizer, args)
+    with scheduler, server:
+        query = urllib.parse.urlencode({"text": "To be", "max_tokens": 5000})
+        client = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+        client.sendall(f"GET /generate/stream?{query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = b""
+        while b"data: " not in received:  # the first token arrived
+            chunk = client.recv(4096)
+            assert chunk, received
+            received += chunk
+        assert received.startswith(b"HTTP/1.") and b" 200 " in received.split(b"\r\n")[0]
+        client.close()  # the client goes away mid-stream
+        deadline = time.monotonic() + 60
+        while (scheduler.active or scheduler.waiting) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scheduler.active == 0
+        assert scheduler.tokens < 5000  # it stopped decoding long before max_tokens
+        # and the server still answers
+        status, answer = _get(f"{server.url}/generate?text=To&max_tokens=3")
+        assert status == 200 and len(_texts(answer)[0]) == 3
