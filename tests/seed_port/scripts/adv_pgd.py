@@ -107,7 +107,10 @@ def evaluate(data):
 if __name__ == "__main__":
     seed_everything(42)
     history = model.fit(
-        train_dataloader, epochs=8, steps_per_epoch=None, callbacks=[AdversarialTraining("pgd", {})]
+        train_dataloader,
+        epochs=8,
+        steps_per_epoch=None,
+        callbacks=[AdversarialTraining("pgd", {"epsilon": 0.1, "alpha": 0.05})],
     )
     acc = evaluate(valid_dataloader)
     x, _ = next(iter(valid_dataloader))
