@@ -21,19 +21,6 @@ OFFSET_MODES = {
 }
 
 
-class _Marker:
-    """Stands for a start or end token in a text's token positions while it is cut."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_START, _END = _Marker("START"), _Marker("END")
-
-
 class TokenizerBase:
     """Special tokens, id <-> token maps, ``encode`` (single, pair, batch) and ``decode``.
 
@@ -281,44 +268,50 @@ class TokenizerBase:
         mode: str | None,
     ) -> tuple[list[int], list[int], list | None]:
         ids_a, extra_a = self._pieces(first, mode)
-        # Each text as bert4torch sees it: [start] + positions of its ids + [end], where
-        # START/END mark the special tokens; truncation pops from these lists.
-        seq_a = self._framed(len(ids_a))
-        seq_b = None
+        # Each text as bert4torch sees it: [start] + its ids + [end]; what the offsets are
+        # made from rides along (None for the special tokens).
+        start, end = self._token_start_id, self._token_end_id
+        n_start, n_end = self._n_start, self._n_end
+        full_a = self._with_specials(ids_a, start, end)
+        more_a = [None] * n_start + extra_a + [None] * n_end if mode else None
+        full_b = more_b = None
         if second is not None:
             ids_b, extra_b = self._pieces(second, mode)
-            seq_b = self._framed(len(ids_b))
+            full_b = self._with_specials(ids_b, start, end)
+            more_b = [None] * n_start + extra_b + [None] * n_end if mode else None
+        # 'S*E*E' drops the second text's start token after cutting (one more fits)
+        drop_b_start = full_b is not None and pattern == "S*E*E" and n_start
         if maxlen is not None:
-            n_special = len(seq_a) - len(ids_a)
-            # 'S*E*E' drops the second text's start token after cutting (one more fits).
-            drop_b_start = seq_b is not None and pattern == "S*E*E" and self._n_start
-            if seq_b is not None:
-                n_special += len(seq_b) - len(ids_b) - int(bool(drop_b_start))
+            n_special = n_start + n_end
+            if full_b is not None:
+                n_special += n_start + n_end - int(bool(drop_b_start))
             _check_budget(maxlen, maxlen - n_special, n_special)
-            truncate_sequences(maxlen + int(bool(drop_b_start)), index, seq_a, seq_b)
-        start, end = self._token_start_id, self._token_end_id
-        ids = [start if i is _START else end if i is _END else ids_a[i] for i in seq_a]
+            room = maxlen + int(bool(drop_b_start))
+            if len(full_a) + (len(full_b) if full_b is not None else 0) > room:
+                # cut positions, as 0.2.5 cuts its token lists, then gather
+                keep_a = list(range(len(full_a)))
+                keep_b = list(range(len(full_b))) if full_b is not None else None
+                truncate_sequences(room, index, keep_a, keep_b)
+                full_a = [full_a[i] for i in keep_a]
+                more_a = [more_a[i] for i in keep_a] if mode else None
+                if full_b is not None:
+                    full_b = [full_b[i] for i in keep_b]
+                    more_b = [more_b[i] for i in keep_b] if mode else None
+        ids = full_a
         segments = [0] * len(ids)
-        offsets = self._offsets(first, seq_a, extra_a, mode) if mode else None
-        if seq_b is not None:
-            if pattern == "S*E*E" and self._n_start:
-                del seq_b[:1]
-            part = [start if i is _START else end if i is _END else ids_b[i] for i in seq_b]
-            ids += part
-            segments += [1] * len(part)
+        offsets = self._offsets(first, more_a, mode) if mode else None
+        if full_b is not None:
+            if drop_b_start:
+                del full_b[:1]
+                if mode:
+                    del more_b[:1]
+            ids += full_b
+            segments += [1] * len(full_b)
             if mode:
-                offsets += self._offsets(second, seq_b, extra_b, mode)
+                offsets += self._offsets(second, more_b, mode)
         return ids, segments, offsets
 
-    def _framed(self, n: int) -> list:
-        framed: list = [_START] if self._n_start else []
-        framed += range(n)
-        if self._n_end:
-            framed.append(_END)
-        return framed
-
-    def _offsets(self, text: str, seq: list, extra: list, mode: str) -> list:
-        parts = [None if isinstance(i, _Marker) else extra[i] for i in seq]
+    def _offsets(self, text: str, parts: list, mode: str) -> list:
         if mode == "span":
             return [(0, 0) if p is None else p for p in parts]
         lists = self._seed_offsets(text, parts)
