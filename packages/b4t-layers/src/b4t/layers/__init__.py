@@ -55,6 +55,13 @@ from b4t.layers.rotary import RoPEPositionEncoding, RotaryAttention
 from b4t.layers.t5 import CrossAttention, DecoderBlock, T5Block
 from b4t.layers.tplinker import TplinkerHandshakingKernel
 from b4t.layers.whitening import BERT_WHITENING
+from b4t.layers.xlnet import (
+    RelativeMultiHeadAttention,
+    XlnetLayer,
+    XlnetPositionsEncoding,
+    rel_shift_xl,
+    rel_shift_xlnet,
+)
 
 __all__ = [
     "ACT2FN",
@@ -80,6 +87,7 @@ __all__ = [
     "NezhaRelativePositions",
     "PositionWiseFeedForward",
     "RMSNorm",
+    "RelativeMultiHeadAttention",
     "RelativePositionsEncoding",
     "RelativePositionsEncodingDebertaV2",
     "RoPEPositionEncoding",
@@ -89,6 +97,8 @@ __all__ = [
     "T5RelativePositionBias",
     "TplinkerHandshakingKernel",
     "TransformerBlock",
+    "XlnetLayer",
+    "XlnetPositionsEncoding",
     "__version__",
     "attention_mask",
     "causal_mask",
@@ -104,6 +114,8 @@ __all__ = [
     "mish",
     "padding_mask",
     "quick_gelu",
+    "rel_shift_xl",
+    "rel_shift_xlnet",
     "relu",
     "sigmoid",
     "silu",

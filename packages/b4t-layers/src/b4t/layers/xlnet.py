@@ -1,0 +1,250 @@
+"""Transformer-XL / XLNet relative attention (bert4torch's ``XlnetLayer`` and friends).
+
+* :class:`XlnetPositionsEncoding`: the sinusoid table of relative distances, sines in
+  the first half of each row and cosines in the second (not interleaved).
+* :func:`rel_shift_xl` / :func:`rel_shift_xlnet`: turn scores against the position table
+  into scores against key positions (the two papers' index tricks).
+* :class:`RelativeMultiHeadAttention`: content + position (+ segment) attention with the
+  learned biases ``r_w_bias``, ``r_r_bias`` (and ``r_s_bias``), on an optional memory.
+* :class:`XlnetLayer`: attention and feed-forward, post-norm (XLNet, Transformer-XL's
+  default) or pre-norm.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from b4t.layers.feed_forward import PositionWiseFeedForward
+from b4t.layers.norms import LayerNorm
+
+__all__ = [
+    "RelativeMultiHeadAttention",
+    "XlnetLayer",
+    "XlnetPositionsEncoding",
+    "rel_shift_xl",
+    "rel_shift_xlnet",
+]
+
+
+class XlnetPositionsEncoding(nn.Module):
+    """Sinusoid embeddings of (relative) positions, ``[sin | cos]`` halves.
+
+    Row for position ``p``: ``[sin(p * f_0), ..., sin(p * f_{E/2-1}), cos(p * f_0), ...]``
+    with ``f_k = 10000 ** (-2k / E)``. The frequencies are computed in ``forward`` (no
+    buffer, so a model built on the ``meta`` device needs nothing restored).
+
+    ``forward(pos_seq [R])`` (any numeric dtype) -> ``[R, E]`` float32.
+    """
+
+    def __init__(self, embedding_size: int) -> None:
+        super().__init__()
+        if embedding_size % 2:
+            raise ValueError(f"XlnetPositionsEncoding needs an even size, got {embedding_size}")
+        self.embedding_size = embedding_size
+
+    def forward(self, pos_seq: torch.Tensor) -> torch.Tensor:
+        steps = torch.arange(0, self.embedding_size, 2, device=pos_seq.device, dtype=torch.float)
+        inv_freq = 1.0 / (10000 ** (steps / self.embedding_size))
+        angles = pos_seq.float()[:, None] * inv_freq[None, :]
+        return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def rel_shift_xl(scores: torch.Tensor) -> torch.Tensor:
+    """Transformer-XL's shift: ``[B, N, Q, R=K]`` scores against the table ``K-1 .. 0`` ->
+    scores against keys, ``out[..., i, j] = scores[..., i, j + Q - 1 - i]`` wherever that
+    index exists (the cells a causal mask keeps; the others hold wrapped values)."""
+    b, n, q, k = scores.shape
+    padded = torch.cat([scores.new_zeros(b, n, q, 1), scores], dim=-1)
+    return padded.view(b, n, k + 1, q)[:, :, 1:].reshape(b, n, q, k)
+
+
+def rel_shift_xlnet(scores: torch.Tensor, klen: int) -> torch.Tensor:
+    """XLNet's shift: ``[B, N, Q, R]`` scores against the table ``K .. -Q+1`` (``R = K + Q``)
+    -> ``[B, N, Q, K]``, ``out[..., i, j] = scores[..., i, j + Q - i]`` (distance
+    ``(K - Q) + i - j``, the query's position minus the key's)."""
+    b, n, q, r = scores.shape
+    shifted = scores.reshape(b, n, r, q)[:, :, 1:].reshape(b, n, q, r - 1)
+    return shifted[..., :klen]
+
+
+class RelativeMultiHeadAttention(nn.Module):
+    """Relative-position attention of Transformer-XL / XLNet (no projection biases).
+
+    ``score[i, j] = ((q_i + r_w_bias) . k_j + shift((q_i + r_r_bias) . r)[i, j]
+    + (q_i + r_s_bias) . seg_embed[s_ij]) / sqrt(d)``, with ``r`` the projected position
+    table and ``s_ij`` 1 where query ``i`` and key ``j`` are in different segments.
+
+    Args:
+        hidden_size, num_attention_heads: sizes (``d = hidden_size / heads``).
+        attention_probs_dropout_prob: dropout on the attention weights.
+        segment_vocab_size: > 0 adds XLNet's segment term (``seg_embed``, ``r_s_bias``).
+        own_biases: hold ``r_w_bias`` / ``r_r_bias`` / ``r_s_bias`` here (XLNet's
+            ``untie_r``); otherwise the model passes shared ones to ``forward``.
+        rel_shift: ``'xlnet'`` (table of ``K + Q`` rows) or ``'transformer_xl'`` (``K``).
+
+    Parameters: ``q``, ``k``, ``v``, ``r``, ``o`` (``nn.Linear`` ``[H, H]``, no bias),
+    ``r_w_bias``, ``r_r_bias``, ``r_s_bias`` ``[N, d]``, ``seg_embed`` ``[S, N, d]``.
+
+    ``forward(query [B, Q, H], context [B, K, H], pos_emb [R, H], keep [B|1, 1, Q, K]
+    bool | None, seg_mat [B, Q, K] long | None, r_w_bias, r_r_bias, r_s_bias)`` ->
+    ``[B, Q, H]``; the queries are the last ``Q`` rows of ``q(context)`` when
+    ``query`` is None.
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        attention_probs_dropout_prob: float = 0.0,
+        segment_vocab_size: int = 0,
+        own_biases: bool = True,
+        rel_shift: str = "xlnet",
+    ) -> None:
+        super().__init__()
+        if hidden_size % num_attention_heads:
+            raise ValueError(
+                f"hidden_size {hidden_size} is not a multiple of num_attention_heads "
+                f"{num_attention_heads}"
+            )
+        if rel_shift not in ("xlnet", "transformer_xl"):
+            raise ValueError(f"rel_shift must be 'xlnet' or 'transformer_xl', got {rel_shift!r}")
+        self.num_heads = num_attention_heads
+        self.head_size = hidden_size // num_attention_heads
+        self.rel_shift = rel_shift
+        self.segment_vocab_size = segment_vocab_size
+        for name in ("q", "k", "v", "r", "o"):
+            setattr(self, name, nn.Linear(hidden_size, hidden_size, bias=False))
+        shape = (num_attention_heads, self.head_size)
+        self.r_w_bias = nn.Parameter(torch.zeros(shape)) if own_biases else None
+        self.r_r_bias = nn.Parameter(torch.zeros(shape)) if own_biases else None
+        has_seg = segment_vocab_size > 0
+        self.r_s_bias = nn.Parameter(torch.zeros(shape)) if own_biases and has_seg else None
+        self.seg_embed = nn.Parameter(torch.zeros(segment_vocab_size, *shape)) if has_seg else None
+        self.dropout = nn.Dropout(attention_probs_dropout_prob)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.view(*x.shape[:-1], self.num_heads, self.head_size).transpose(1, 2)
+
+    def forward(
+        self,
+        context: torch.Tensor,
+        pos_emb: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        seg_mat: torch.Tensor | None = None,
+        qlen: int | None = None,
+        r_w_bias: torch.Tensor | None = None,
+        r_r_bias: torch.Tensor | None = None,
+        r_s_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r_w_bias = self.r_w_bias if r_w_bias is None else r_w_bias
+        r_r_bias = self.r_r_bias if r_r_bias is None else r_r_bias
+        r_s_bias = self.r_s_bias if r_s_bias is None else r_s_bias
+        if r_w_bias is None or r_r_bias is None:
+            raise ValueError(
+                "RelativeMultiHeadAttention without own biases needs r_w_bias, r_r_bias"
+            )
+        klen = context.shape[1]
+        qlen = klen if qlen is None else qlen
+        q = self._heads(self.q(context[:, klen - qlen :]))  # [B, N, Q, d]
+        k = self._heads(self.k(context))  # [B, N, K, d]
+        v = self._heads(self.v(context))
+        r = self.r(pos_emb.to(context.dtype)).view(-1, self.num_heads, self.head_size)  # [R,N,d]
+        content = torch.einsum("bnid,bnjd->bnij", q + r_w_bias[:, None], k)
+        position = torch.einsum("bnid,jnd->bnij", q + r_r_bias[:, None], r)
+        if self.rel_shift == "xlnet":
+            position = rel_shift_xlnet(position, klen)
+        else:
+            position = rel_shift_xl(position)
+        scores = content + position
+        if self.seg_embed is not None and seg_mat is not None:
+            if r_s_bias is None:
+                raise ValueError("the segment term needs r_s_bias (shared or per layer)")
+            per_seg = torch.einsum("bnid,snd->bnis", q + r_s_bias[:, None], self.seg_embed)
+            one_hot = F.one_hot(seg_mat, self.segment_vocab_size).to(per_seg.dtype)
+            scores = scores + torch.einsum("bijs,bnis->bnij", one_hot, per_seg)
+        scores = scores / math.sqrt(self.head_size)
+        if keep is not None:
+            scores = scores.float().masked_fill(~keep, -1e30)
+        probs = self.dropout(torch.softmax(scores, dim=-1).to(v.dtype))
+        out = torch.matmul(probs, v).transpose(1, 2).reshape(*q.shape[:1], qlen, -1)
+        return self.o(out)
+
+
+class XlnetLayer(nn.Module):
+    """One Transformer-XL / XLNet block (bert4torch's ``XlnetLayer``).
+
+    Post-norm (default): ``h = norm1(x + attn([mem; x]))``, ``out = norm2(h + ffn(h))``.
+    Pre-norm (``pre_lnorm``): ``h = x + attn(norm1([mem; x]))``,
+    ``out = h + ffn(norm2(h))``.
+
+    Args (bert4torch's order): hidden_size, num_attention_heads, dropout_rate,
+        attention_probs_dropout_prob, intermediate_size, hidden_act; then keywords
+        ``pre_lnorm``, ``layer_norm_eps``, ``segment_vocab_size``, ``own_biases``,
+        ``rel_shift`` (see :class:`RelativeMultiHeadAttention`).
+
+    Submodules: ``attention``, ``norm1``, ``ffn`` (``intermediate``, ``output``), ``norm2``.
+
+    ``forward(hidden [B, Q, H], pos_emb [R, H], keep [B|1, 1, Q, K] | None, seg_mat
+    [B, Q, K] | None, mems [B, M, H] | None, **shared_biases)`` -> ``[B, Q, H]``
+    (``K = M + Q``).
+    """
+
+    def __init__(
+        self,
+        hidden_size: int,
+        num_attention_heads: int,
+        dropout_rate: float,
+        attention_probs_dropout_prob: float,
+        intermediate_size: int,
+        hidden_act: str = "gelu",
+        pre_lnorm: bool = False,
+        layer_norm_eps: float = 1e-12,
+        segment_vocab_size: int = 0,
+        own_biases: bool = True,
+        rel_shift: str = "xlnet",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        self.pre_lnorm = pre_lnorm
+        self.attention = RelativeMultiHeadAttention(
+            hidden_size,
+            num_attention_heads,
+            attention_probs_dropout_prob,
+            segment_vocab_size=segment_vocab_size,
+            own_biases=own_biases,
+            rel_shift=rel_shift,
+        )
+        self.norm1 = LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ffn = PositionWiseFeedForward(
+            hidden_size, intermediate_size, dropout_rate, hidden_act, is_dropout=True
+        )
+        self.norm2 = LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.dropout1 = nn.Dropout(dropout_rate)
+        self.dropout2 = nn.Dropout(dropout_rate)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        pos_emb: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        seg_mat: torch.Tensor | None = None,
+        mems: torch.Tensor | None = None,
+        **shared_biases: torch.Tensor | None,
+    ) -> torch.Tensor:
+        context = hidden if mems is None else torch.cat([mems.to(hidden.dtype), hidden], dim=1)
+        if self.pre_lnorm:
+            context = self.norm1(context)
+        attn = self.attention(context, pos_emb, keep, seg_mat, hidden.shape[1], **shared_biases)
+        hidden = hidden + self.dropout1(attn)
+        if not self.pre_lnorm:
+            hidden = self.norm1(hidden)
+        ffn_in = self.norm2(hidden) if self.pre_lnorm else hidden
+        hidden = hidden + self.dropout2(self.ffn(ffn_in))
+        if not self.pre_lnorm:
+            hidden = self.norm2(hidden)
+        return hidden
