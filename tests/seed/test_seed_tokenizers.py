@@ -674,3 +674,16 @@ def test_sp_preprocessing_options_equal_seed(b4t_seed, pypi_asset, corpus, optio
         ids = ours.encode(text)[0]
         assert ids == seed.encode(text)[0], text
         assert ours.decode(ids) == seed.decode(ids), text
+
+
+def test_sequence_padding_of_tensors_reaches_length(b4t_seed):
+    """For torch tensors 0.2.5 cuts to ``length`` but pads only to the longest input (its
+    lists and arrays reach ``length``); b4t pads tensors to ``length`` like the rest."""
+    torch = pytest.importorskip("torch")
+    seed = b4t_seed["snippets"].sequence_padding
+    tensors = [torch.tensor([1, 2]), torch.tensor([3])]
+    assert seed(tensors, length=5).shape == (2, 2)
+    assert seed([[1, 2], [3]], length=5).shape == (2, 5)
+    mine = bt.sequence_padding(tensors, length=5)
+    assert torch.equal(mine, torch.tensor([[1, 2, 0, 0, 0], [3, 0, 0, 0, 0]]))
+    assert torch.equal(mine[:, :2], seed(tensors, length=5))
