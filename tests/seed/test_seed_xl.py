@@ -197,3 +197,39 @@ def test_transformer_xl_with_lm_deviation(b4t_seed: dict, tmp_path: Path) -> Non
     torch.testing.assert_close(
         logits, theirs @ seed.dense.weight.T + seed.dense.bias, atol=1e-5, rtol=0
     )
+
+
+def test_xlnet_clamp_len_deviation(b4t_seed: dict, xlnet_files: tuple, tmp_path: Path) -> None:
+    """0.2.5 clamps only the positive distances to ``clamp_len``; b4t clamps both signs,
+    as transformers (and XLNet's reference code) do. Equal while no distance is below
+    ``-clamp_len``."""
+    hf_dir, weights, _ = xlnet_files
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.XLNetLMHeadModel.from_pretrained(hf_dir, clamp_len=2).eval()
+    seed = (
+        b4t_seed["models"]
+        .build_transformer_model(
+            str(tmp_path / "seed_config.json"),
+            str(weights),
+            model="xlnet",
+            with_lm=True,
+            token_pad_ids=5,
+            clamp_len=2,
+        )
+        .eval()
+    )
+    ours = build_transformer_model(
+        checkpoint_path=hf_dir, model="xlnet", with_lm=True, clamp_len=2
+    ).eval()
+    ids = torch.tensor([[6, 7, 8, 9, 10, 11]])
+    seg = torch.zeros_like(ids)
+    with torch.no_grad():
+        mine = ours([ids, seg])[1]
+        torch.testing.assert_close(
+            mine, hf(input_ids=ids, token_type_ids=seg).logits, atol=1e-5, rtol=0
+        )
+        assert (mine - seed.predict([ids, seg])[1]).abs().max() > 1e-3
+        short = ids[:, :2]  # distances 2 .. -1: nothing below -2
+        torch.testing.assert_close(
+            ours([short, seg[:, :2]])[1], seed.predict([short, seg[:, :2]])[1], atol=1e-5, rtol=0
+        )
