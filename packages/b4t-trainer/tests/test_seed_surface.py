@@ -473,3 +473,25 @@ def test_checkpoint_with_the_seed_s_path_templates(tiny_net, loader, tmp_path) -
     step_files = sorted(p.name.split("_")[1] for p in (tmp_path / "s").iterdir())
     assert step_files == ["3", "6"]
     assert type(Checkpoint(tmp_path / "dir")).__name__ == "Checkpoint"  # b4t's resume form
+
+
+def test_the_run_state_reads_through_the_model_as_in_torch4keras(tiny_net, loader) -> None:
+    net, opt = _net(tiny_net)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1)
+    net.compile(nn.CrossEntropyLoss(), opt, sched, grad_accumulation_steps=2)
+    seen = []
+
+    class SeedStyle(Callback):  # a torch4keras callback: everything through self.model
+        def on_batch_end(self, global_step, local_step, logs=None):
+            m = self.model
+            seen.append((m.global_step, m.local_step, m.epoch, m.optimizer is opt))
+            if m.global_step == 2:
+                m.stop_training = True
+
+    net.fit(loader(n=16), epochs=3, callbacks=[SeedStyle()], verbose=0)
+    assert seen == [(0, 0, 0, True), (1, 1, 0, True), (2, 2, 0, True)]
+    assert net.scheduler is sched and isinstance(net.criterion, nn.CrossEntropyLoss)
+    assert net.grad_accumulation_steps == 2 and net.total_steps == 12
+    assert net.steps_per_epoch == 4 and net.callbacks[-1] is net.trainer.history
+    with pytest.raises(AttributeError, match="no_such"):
+        net.no_such  # noqa: B018

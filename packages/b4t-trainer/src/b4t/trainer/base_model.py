@@ -52,10 +52,61 @@ class BaseModel(nn.Module):
 
     def _make_trainer(self) -> Trainer:
         trainer = Trainer(self)
+        trainer.owner = self
         inner = self._modules.get("module")
         if inner is not None and type(self).forward is BaseModel.forward:
             trainer._unpack = _unpacks_lists(inner)  # list inputs as the wrapped module takes them
         return trainer
+
+    # torch4keras's BaseModel keeps the run's state on the model (``model.optimizer``,
+    # ``model.global_step``, ...); here it lives on the trainer and is read through.
+    _TRAINER_ATTRS = frozenset(
+        {
+            "optimizer",
+            "scheduler",
+            "criterion",
+            "clip_grad_norm",
+            "grad_accumulation_steps",
+            "use_amp",
+            "scaler",
+            "metrics",
+            "stateful_metrics",
+            "global_step",
+            "local_step",
+            "epoch",
+            "epochs",
+            "steps_per_epoch",
+            "total_steps",
+            "callbacks",
+            "stop_training",
+            "train_dataloader",
+        }
+    )
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name not in BaseModel._TRAINER_ATTRS:
+                raise
+        trainer = self.trainer
+        if name == "scheduler":
+            scheds = trainer.schedulers
+            return None if not scheds else scheds[0] if len(scheds) == 1 else list(scheds)
+        if name == "criterion":
+            return trainer.loss_fn
+        if name == "total_steps":
+            return trainer.steps_per_epoch * trainer.epochs
+        if name == "train_dataloader":
+            cursor = trainer._cursor
+            return cursor.loader if cursor is not None else None
+        return getattr(trainer, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "stop_training":  # torch4keras callbacks stop a run through the model
+            self.trainer.stop_training = bool(value)
+            return
+        super().__setattr__(name, value)
 
     @property
     def trainer(self) -> Trainer:
@@ -188,7 +239,9 @@ class BaseModelDP(_WrapperModel):
         self.wrapper = nn.DataParallel(module, device_ids, output_device, dim)
 
     def _make_trainer(self) -> Trainer:
-        return Trainer(self.module, forward_module=self.wrapper)
+        trainer = Trainer(self.module, forward_module=self.wrapper)
+        trainer.owner = self
+        return trainer
 
 
 class BaseModelDDP(_WrapperModel):
@@ -222,4 +275,6 @@ class BaseModelDDP(_WrapperModel):
         )
 
     def _make_trainer(self) -> Trainer:
-        return Trainer(self.module, forward_module=self.wrapper, master_rank=self.master_rank)
+        trainer = Trainer(self.module, forward_module=self.wrapper, master_rank=self.master_rank)
+        trainer.owner = self
+        return trainer

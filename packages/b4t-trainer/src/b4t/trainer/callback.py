@@ -65,10 +65,17 @@ class Callback:
     """
 
     trainer: Any = None
+    model: Any = None
 
     def set_trainer(self, trainer: Any) -> None:
-        """Attach the trainer running this callback (called before ``on_train_begin``)."""
+        """Attach the trainer running this callback (called before ``on_train_begin``).
+
+        ``self.model`` is then the model being trained (the ``BaseModel``, wrapper
+        included), as torch4keras's ``set_model`` gives it: ``self.model.optimizer``,
+        ``self.model.stop_training = True`` work as in 0.2.5.
+        """
         self.trainer = trainer
+        self.model = getattr(trainer, "owner", trainer.module)
 
     def defines(self, hook: str) -> bool:
         """Whether this callback overrides ``hook`` (the trainer calls only those)."""

@@ -15,6 +15,8 @@ MetricFn = Callable[[Any, Any], Any]
 
 
 def _tensor(y_pred: Any, name: str) -> torch.Tensor:
+    if isinstance(y_pred, (list, tuple)) and y_pred:  # the first output, as torch4keras
+        y_pred = y_pred[0]
     if not isinstance(y_pred, torch.Tensor):
         raise TypeError(
             f"metric {name!r} needs the model output to be a tensor, got {type(y_pred).__name__}; "
@@ -26,6 +28,7 @@ def _tensor(y_pred: Any, name: str) -> torch.Tensor:
 def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
     """Fraction of correct classes: argmax over the last dim when ``y_pred`` has one more dim."""
     y_pred = _tensor(y_pred, "accuracy")
+    y_true = _tensor(y_true, "accuracy")
     if y_pred.dim() == y_true.dim() + 1:
         y_pred = y_pred.argmax(dim=-1)
     elif y_pred.shape != y_true.shape:
@@ -33,13 +36,14 @@ def accuracy(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
             f"accuracy: y_pred shape {tuple(y_pred.shape)} does not fit y_true shape "
             f"{tuple(y_true.shape)}"
         )
-    return (y_pred == y_true).float().mean().item()
+    # a count over the number of items in Python floats, as torch4keras computes it
+    return int((y_pred == y_true).sum()) / max(1, y_true.numel())
 
 
 def binary_accuracy(y_pred: torch.Tensor, y_true: torch.Tensor, threshold: float = 0.5) -> float:
     """Fraction with ``(y_pred > threshold) == y_true`` (``y_pred`` are probabilities)."""
     y_pred = _tensor(y_pred, "binary_accuracy")
-    return ((y_pred > threshold).to(y_true.dtype) == y_true).float().mean().item()
+    return int(((y_pred > threshold).to(y_true.dtype) == y_true).sum()) / max(1, y_true.numel())
 
 
 def _same_shape(y_pred: Any, y_true: torch.Tensor, name: str) -> torch.Tensor:

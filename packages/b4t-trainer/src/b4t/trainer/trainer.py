@@ -130,6 +130,7 @@ class Trainer:
             raise TypeError(f"Trainer needs an nn.Module, got {type(module).__name__}")
         self.module = module
         self.forward_module = forward_module if forward_module is not None else module
+        self.owner: nn.Module = module  # the BaseModel whose trainer this is (callback.model)
         self.master_rank = master_rank
         self.compiled = False
         self.loss_fn: Callable[..., Any] | None = None
@@ -373,9 +374,13 @@ class Trainer:
             sync = self.forward_module.no_sync()
         with sync:
             loss, extras, y_pred = self._compute(X, y)
-            self.backward(loss)
+            if self.grad_accumulation_steps > 1:
+                loss = loss / self.grad_accumulation_steps
+            self.precision.backward(loss)
         if self._hooks["on_train_step_end"]:
             self._call("on_train_step_end", {})
+        # the logged loss is the one back-propagated (divided by the accumulation steps),
+        # as torch4keras 0.0.4 logs it
         logs: Logs = {"size": _batch_size(X, y), "loss": loss.item()}
         for key, value in extras.items():
             logs[key] = _log_value(key, value)
