@@ -307,7 +307,8 @@ class T5(_CheckpointMixin, nn.Module):
 
     # ---- calls ---------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> list[torch.Tensor]:
-        """Seed-style ``[encoder_ids, decoder_ids]`` -> ``[enc_hidden, dec_hidden, logits]``.
+        """Seed-style ``[encoder_ids, decoder_ids]`` (or ``[[encoder_ids], [decoder_ids]]``)
+        -> ``[enc_hidden, dec_hidden, logits]``.
 
         Keywords ``input_ids``, ``decoder_input_ids`` and ``attention_mask`` work too.
         """
@@ -321,6 +322,9 @@ class T5(_CheckpointMixin, nn.Module):
             raise TypeError(f"unknown inputs: {sorted(kwargs)}")
         if enc is None or dec is None:
             raise ValueError("T5 takes [encoder_ids, decoder_ids]")
+        # the seed also passes [[encoder_ids], [decoder_ids]]
+        enc = enc[0] if isinstance(enc, list | tuple) else enc
+        dec = dec[0] if isinstance(dec, list | tuple) else dec
         if keep is None:
             keep = enc.ne(self.config.pad_token_id)
         memory = self.encoder.encode(enc, keep)
