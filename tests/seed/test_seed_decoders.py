@@ -73,3 +73,88 @@ def test_gpt2_ml_linear_logits_and_cache(b4t_seed: dict, tmp_path: Path) -> None
         first, cache = ours(ids[:, :5], past_key_values=None)
         rest, _ = ours(ids[:, 5:], past_key_values=cache)
     torch.testing.assert_close(torch.cat([first, rest], 1), logits, atol=1e-5, rtol=0)
+
+
+GENERIC = {
+    "vocab_size": 57,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 48,
+    "hidden_act": "gelu",
+    "max_position_embeddings": 24,
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+    "segment_vocab_size": 0,
+}
+
+
+def seed_generic(b4t_seed: dict, tmp_path: Path, model: str) -> tuple[object, Path]:
+    """A random 0.2.5 model saved the way 0.2.5 loads it: mapped names, else its own."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(GENERIC))
+    torch.manual_seed(0)
+    seed = b4t_seed["models"].build_transformer_model(str(cfg), model=model).eval()
+    with torch.no_grad():  # the seed zero-initialises biases: give them values
+        for p in seed.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    mapping = seed.variable_mapping()
+    checkpoint = {mapping.get(k, k): v for k, v in seed.state_dict().items()}
+    path = tmp_path / f"{model}.bin"
+    torch.save(checkpoint, path)
+    if model == "transformer":  # 0.2.5 cannot load one (see the test below): it keeps its own
+        with pytest.raises(TypeError, match="load_variable"):
+            seed.load_weights_from_pytorch_checkpoint(str(path))
+    else:
+        seed.load_weights_from_pytorch_checkpoint(str(path))
+    return seed, path
+
+
+def _ids(rows: int, length: int, seed: int) -> torch.Tensor:
+    ids = torch.randint(1, 57, (rows, length), generator=torch.Generator().manual_seed(seed))
+    ids[1, length - 3 :] = 0
+    return ids
+
+
+def test_generic_transformer_equals_the_seed(b4t_seed: dict, tmp_path: Path) -> None:
+    """0.2.5's Transformer raises TypeError loading any checkpoint (its load_variable takes
+    no arguments); b4t loads the seed's own parameter names (MIGRATION.md)."""
+    seed, path = seed_generic(b4t_seed, tmp_path, "transformer")
+    ours = build_transformer_model(tmp_path / "config.json", path, model="transformer").eval()
+    enc, dec = _ids(2, 9, 1), _ids(2, 7, 2)
+    with torch.no_grad():
+        theirs = seed.predict([[enc], [dec]])
+        mine = ours([[enc], [dec]])
+    keep_enc, keep_dec = enc.ne(0), dec.ne(0)
+    torch.testing.assert_close(mine[0][keep_enc], theirs[0][keep_enc], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mine[1][keep_dec], theirs[1][keep_dec], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mine[2][keep_dec], theirs[2][keep_dec], atol=1e-5, rtol=0)
+    # the cached decoder (b4t's addition) gives the seed's logits step by step
+    memory = ours.encode(enc, keep_enc)
+    with torch.no_grad():
+        first, cache = ours.decode(dec[:1, :3], memory[:1], keep_enc[:1])
+        rest, _ = ours.decode(dec[:1, 3:], memory[:1], keep_enc[:1], cache)
+    torch.testing.assert_close(torch.cat([first, rest], 1), theirs[2][:1], atol=1e-5, rtol=0)
+
+
+def test_generic_encoder_and_decoder_equal_the_seed(b4t_seed: dict, tmp_path: Path) -> None:
+    seed_enc, enc_path = seed_generic(b4t_seed, tmp_path, "encoder")
+    ours_enc = build_transformer_model(
+        tmp_path / "config.json", enc_path, model="encoder", segment_vocab_size=0
+    ).eval()
+    enc = _ids(2, 9, 3)
+    with torch.no_grad():
+        hidden, mask = seed_enc.predict([enc])
+        mine_hidden, mine_mask = ours_enc([enc])
+    keep = enc.ne(0)
+    torch.testing.assert_close(mine_hidden[keep], hidden[keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mine_mask, mask.float())
+    seed_dec, dec_path = seed_generic(b4t_seed, tmp_path, "decoder")
+    ours_dec = build_transformer_model(tmp_path / "config.json", dec_path, model="decoder").eval()
+    dec = _ids(2, 6, 4)
+    with torch.no_grad():
+        theirs = seed_dec.predict([dec, hidden, mask])
+        mine = ours_dec.predict([dec, hidden, mask])
+    keep = dec.ne(0)
+    torch.testing.assert_close(mine[0][keep], theirs[0][keep], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mine[1][keep], theirs[1][keep], atol=1e-5, rtol=0)

@@ -30,7 +30,16 @@ from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
 from b4t.models.weight_map import WeightSource
 
-__all__ = ["BART", "T5", "BartStack", "T5Part", "T5Stack"]
+__all__ = [
+    "BART",
+    "T5",
+    "BartStack",
+    "GenericStack",
+    "SeedDecoder",
+    "SeedTransformer",
+    "T5Part",
+    "T5Stack",
+]
 
 _ACT = {"relu": "relu", "gelu": "gelu_new", "gelu_new": "gelu_new", "silu": "silu"}
 
@@ -87,7 +96,7 @@ def _check_build(
     if str(application).lower() != "encoder":
         raise ValueError(f"model={name!r} takes no application={application!r}")
     model_type = config.raw.get("model_type")
-    if model_type and model_type not in model.model_types:
+    if model_type and model.model_types and model_type not in model.model_types:
         raise ValueError(
             f"{config.source} is a {model_type!r} config but this is {name!r} "
             f"(accepts model_type {', '.join(model.model_types)})"
@@ -548,3 +557,168 @@ class BART(T5):
         shared = nn.Embedding(config.vocab_size, config.hidden_size)
         self.encoder = BartStack(config, shared, False, self.settings)
         self.decoder = BartStack(config, shared, True, self.settings)
+
+
+class GenericStack(BartStack):
+    """bert4torch 0.2.5's generic ``Encoder`` / ``Decoder`` stack: BERT embeddings (word +
+    learned position + segment row 0, LayerNorm), post-norm BERT layers (the decoder's
+    with cross-attention), and for the decoder an untied ``final_dense`` whose logits are
+    scaled by ``H ** -0.5`` (the seed's ``logit_scale``). Decoder padding keys are masked.
+    """
+
+    position_offset = 0
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        word_embeddings: nn.Embedding,
+        is_decoder: bool,
+        settings: dict[str, Any],
+    ) -> None:
+        super().__init__(config, word_embeddings, is_decoder, settings)
+        rows = int(settings.get("segment_vocab_size", 0))
+        self.segment_embeddings = nn.Embedding(rows, config.hidden_size) if rows > 0 else None
+        self.final_logits_bias = None
+        self.final_dense = (
+            nn.Linear(config.hidden_size, config.vocab_size, bias=False) if is_decoder else None
+        )
+        self.logit_scale = config.hidden_size**-0.5 if settings.get("logit_scale", True) else 1.0
+
+    def _embed(self, token_ids: torch.Tensor, past: int = 0) -> torch.Tensor:
+        self._check_ids(token_ids)
+        length = token_ids.shape[1]
+        rows = self.position_embeddings.num_embeddings
+        if past + length > rows:
+            raise ValueError(
+                f"the sequence reaches position {past + length} but the position table has "
+                f"{rows} rows (max_position)"
+            )
+        pos = torch.arange(past, past + length, device=token_ids.device)
+        x = self.word_embeddings(token_ids) + self.position_embeddings(pos)
+        if self.segment_embeddings is not None:
+            x = x + self.segment_embeddings.weight[0]
+        return self.dropout(self.embedding_norm(x))
+
+    def decode(
+        self,
+        token_ids: torch.Tensor,
+        memory: torch.Tensor | None,
+        memory_keep: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        b, length = token_ids.shape
+        past = 0
+        keep = token_ids.ne(self.pad_token_id)
+        if cache is not None:
+            cache.check(b, len(self.layers))
+            past = cache.seq_len
+            if cache.cross is None:
+                cache.cross = [None] * len(self.layers)
+            if cache.mask is not None:
+                keep = torch.cat([cache.mask, keep], 1)
+            cache.mask = keep
+        x = self._embed(token_ids, past)
+        self_bias = None
+        if not bool(keep.all()):  # the seed masks padded decoder keys (causal mask inside)
+            allowed = (causal_bias(length, past + length, x.dtype, x.device) == 0)[None, None]
+            allowed = allowed & keep[:, None, None, :]
+            self_bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
+            self_bias.masked_fill_(~allowed, torch.finfo(x.dtype).min)
+        memory_bias = None
+        if memory_keep is not None and not bool(memory_keep.bool().all()):
+            memory_bias = _additive(memory_keep, x.dtype)
+        for i, layer in enumerate(self.layers):
+            if cache is None:
+                x = layer(x, self_bias, memory=memory, memory_bias=memory_bias)[0]
+                continue
+            cross = cache.cross[i]  # type: ignore[index]
+            x, cross = layer(
+                x,
+                self_bias,
+                past_key_value=cache.layers[i],
+                memory=memory if cross is None else None,
+                memory_bias=memory_bias,
+                cross_kv=cross,
+            )
+            cache.cross[i] = cross  # type: ignore[index]
+        return x
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.final_dense is None:
+            raise ValueError("the encoder has no LM head")
+        return self.final_dense(hidden) * self.logit_scale
+
+
+def generic_settings(config: ModelConfig, segment_vocab_size: int | None) -> dict[str, Any]:
+    """Sizes of the seed's generic encoder/decoder (one depth, one FFN width)."""
+    return {
+        "scale_embedding": False,
+        "decoder_layers": config.num_hidden_layers,
+        "decoder_ffn": config.intermediate_size,
+        "activation_dropout": 0.0,
+        "segment_vocab_size": (
+            config.type_vocab_size if segment_vocab_size is None else segment_vocab_size
+        ),
+        "logit_scale": True,
+    }
+
+
+class SeedTransformer(T5):
+    """``model='transformer'``: bert4torch 0.2.5's generic encoder-decoder (``Transformer``),
+    loading the layout 0.2.5 loads for it (its own parameter names). Calls as :class:`T5`.
+    Decoder options: ``logit_scale`` (default True), ``tie_emb_src_tgt_weight`` (one word
+    table for both stacks, default False).
+    """
+
+    model_types = ()
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        application: str = "encoder",
+        variant: Any = None,
+        tie_emb_src_tgt_weight: bool = False,
+        logit_scale: bool = True,
+        segment_vocab_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        nn.Module.__init__(self)
+        _check_build(self, config, application, variant, kwargs)
+        self.config = config
+        self.variant = variant
+        self.settings = generic_settings(config, segment_vocab_size)
+        self.settings["logit_scale"] = logit_scale
+        self.tie_emb_src_tgt_weight = tie_emb_src_tgt_weight
+        src = nn.Embedding(
+            int(config.raw.get("src_vocab_size") or config.vocab_size), config.hidden_size
+        )
+        tgt = src if tie_emb_src_tgt_weight else nn.Embedding(config.vocab_size, config.hidden_size)
+        self.encoder = GenericStack(config, src, False, self.settings)
+        self.decoder = GenericStack(config, tgt, True, self.settings)
+
+
+class SeedDecoder(_CheckpointMixin, GenericStack):
+    """``model='decoder'``: bert4torch 0.2.5's generic ``Decoder`` alone, called
+    ``[decoder_ids, encoder_hidden, encoder_mask]`` -> ``[hidden, logits]``."""
+
+    vocab_params = ("word_embeddings.weight", "final_dense.weight")
+    model_types = ()
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        application: str = "encoder",
+        variant: Any = None,
+        logit_scale: bool = True,
+        segment_vocab_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_build(self, config, application, variant, kwargs)
+        if config.raw.get("tgt_vocab_size"):
+            config.vocab_size = int(config.raw["tgt_vocab_size"])
+        settings = generic_settings(config, segment_vocab_size)
+        settings["logit_scale"] = logit_scale
+        word = nn.Embedding(config.vocab_size, config.hidden_size)
+        super().__init__(config, word, True, settings)
+        self.variant = variant
+        self.settings = settings
