@@ -16,8 +16,10 @@ ratio. There is no end token, so every run makes exactly the same number of step
 b4t's KV cache) under ``SeqGeneration`` against ``transformers.generate()`` on the
 transformers GPT-2 the weights came from: GPT-2 small (124M, random weights), a
 32-token prompt, 64 new tokens, greedy at batch 1 and 8, then 4-beam search and top-p
-sampling at batch 1, interleaved. It also prints the memory-bandwidth limit at batch 1
-(every new token reads all fp32 weights once: measured copy bandwidth / weight bytes)::
+sampling at batch 1, then T5-small (60M, random weights) greedy seq2seq at batch 1 and 8
+(``Seq2SeqGeneration`` on b4t's ``t5`` vs ``generate()``), interleaved. It also prints
+the memory-bandwidth limit at batch 1 (every new token reads all fp32 weights once:
+measured copy bandwidth / weight bytes)::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --b4t-model --repeats 3
     python benchmarks/bench_generation.py --b4t-model --gpt2-config tiny --repeats 1  # smoke
@@ -77,6 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.b4t_model:
         compare_b4t_model(args)
+        compare_t5(args)
         return
 
     torch.manual_seed(0)
@@ -264,6 +267,66 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         ref = tokens / statistics.median(times["hf"])
         same_text = "yes" if same else ("n/a (sampling)" if "top-p" in label else "NO")
         print(f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {same_text}")
+
+
+T5_CONFIGS = {
+    "small": dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8),
+    "tiny": dict(vocab_size=1000, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4),
+}
+
+
+def compare_t5(args: argparse.Namespace) -> None:
+    """b4t's T5 + KV cache + Seq2SeqGeneration against transformers' T5 + generate()."""
+    import tempfile
+
+    import transformers
+
+    from b4t.generation import Seq2SeqGeneration
+    from b4t.models import build_transformer_model
+
+    name = "small" if args.gpt2_config == "small" else "tiny"
+    torch.manual_seed(0)
+    hf = transformers.T5ForConditionalGeneration(transformers.T5Config(**T5_CONFIGS[name]))
+    hf.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        hf.save_pretrained(tmp)
+        ours = build_transformer_model(checkpoint_path=tmp, model="t5").eval()
+    print(f"T5 {name} ({sum(p.numel() for p in ours.parameters()) / 1e6:.1f}M params), "
+          f"source {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy")  # fmt: skip
+    vocab = T5_CONFIGS[name]["vocab_size"]
+    for batch in (int(x) for x in args.batches.split(",")):
+        g = torch.Generator().manual_seed(2)
+        sources = torch.randint(2, vocab, (batch, args.prompt_len), generator=g)
+        gen = Seq2SeqGeneration(
+            ours, start_id=0, end_id=None, maxlen=args.new_tokens, mode="beam_search"
+        )
+
+        def run_b4t(gen: Seq2SeqGeneration = gen, src: torch.Tensor = sources) -> list:
+            return gen.batch_generate(src.tolist(), topk=1)
+
+        def run_hf(src: torch.Tensor = sources) -> list:
+            out = hf.generate(
+                src, attention_mask=torch.ones_like(src), max_new_tokens=args.new_tokens,
+                min_new_tokens=args.new_tokens, do_sample=False, decoder_start_token_id=0,
+                eos_token_id=None,
+            )  # fmt: skip
+            return out[:, 1:].tolist()
+
+        times: dict[str, list[float]] = {"b4t": [], "hf": []}
+        with torch.no_grad():
+            same = run_b4t() == run_hf()
+            for _ in range(args.repeats):
+                for key, fn in (("b4t", run_b4t), ("hf", run_hf)):
+                    start = time.perf_counter()
+                    fn()
+                    times[key].append(time.perf_counter() - start)
+        tokens = batch * args.new_tokens
+        b4t = tokens / statistics.median(times["b4t"])
+        ref = tokens / statistics.median(times["hf"])
+        print(
+            f"t5 greedy b{batch:<3} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  "
+            f"{'yes' if same else 'NO'}"
+        )
 
 
 if __name__ == "__main__":
