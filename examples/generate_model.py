@@ -11,7 +11,6 @@ for :class:`~b4t.generation.SeqGeneration` and the batching scheduler.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 from generate_data import CharTokenizer
 from torch import nn
 
-from b4t.models import build_transformer_model, variant_names
+from b4t.models import build_transformer_model
 
 VOCAB_FILE = "chars.json"
 
@@ -57,37 +56,6 @@ def gpt2_config(
     }
 
 
-def _as_bert_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The same sizes as a BERT config (used only while b4t has no ``gpt2`` variant)."""
-    dropout = float(config.get("resid_pdrop", 0.0))
-    return {
-        "vocab_size": config["vocab_size"],
-        "hidden_size": config["n_embd"],
-        "num_hidden_layers": config["n_layer"],
-        "num_attention_heads": config["n_head"],
-        "intermediate_size": config.get("n_inner") or 4 * config["n_embd"],
-        "max_position_embeddings": config["n_positions"],
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": dropout,
-        "attention_probs_dropout_prob": dropout,
-        "type_vocab_size": 1,
-        "pad_token_id": 0,
-    }
-
-
-def model_name() -> str:
-    """``'gpt2'`` when b4t.models has it, else ``'bert'`` with a causal mask and MLM head.
-
-    ``$B4T_GENERATE_MODEL`` (``gpt2`` or ``bert``) overrides the choice.
-    """
-    forced = os.environ.get("B4T_GENERATE_MODEL")
-    if forced:
-        if forced not in ("gpt2", "bert"):
-            raise ValueError(f"B4T_GENERATE_MODEL must be gpt2 or bert, got {forced!r}")
-        return forced
-    return "gpt2" if "gpt2" in variant_names() else "bert"
-
-
 class CharGPT(nn.Module):
     """A causal LM over characters.
 
@@ -104,37 +72,14 @@ class CharGPT(nn.Module):
         super().__init__()
         self.config_dict = dict(config)
         self.context = int(config["n_positions"])
-        self.name = model_name()
-        if self.name == "gpt2":
-            self.transformer = build_transformer_model(
-                dict(config), checkpoint, model="gpt2", application="lm", final_activation="linear"
-            )
-        else:
-            self.transformer = build_transformer_model(
-                _as_bert_config(config),
-                checkpoint,
-                model="bert",
-                application="lm",
-                with_mlm=True,
-                segment_vocab_size=0,
-            )
+        self.name = "gpt2"
+        self.transformer = build_transformer_model(
+            dict(config), checkpoint, model="gpt2", application="lm", final_activation="linear"
+        )
 
     @property
     def vocab_size(self) -> int:
         return int(self.config_dict["vocab_size"])
-
-    def _logits(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Full-sequence logits ``(B, L, V)``; positions from ``attention_mask`` (left pad)."""
-        kwargs: dict[str, Any] = {}
-        if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask
-            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        out = self.transformer(input_ids, **kwargs)
-        if isinstance(out, list | tuple):
-            out = out[-1]  # [hidden, mlm_scores]: the LM scores come last
-        return out
 
     def forward(
         self,
@@ -143,25 +88,11 @@ class CharGPT(nn.Module):
         attention_mask: torch.Tensor | None = None,
     ) -> Any:
         if past_key_values is None and attention_mask is None:
-            return self._logits(input_ids)
-        if self.name == "gpt2":  # b4t's CausalLM follows the protocol, with its KV cache
-            return self.transformer(
-                input_ids, past_key_values=past_key_values, attention_mask=attention_mask
-            )
-        # The decoder protocol. The cache is the (ids, mask) seen so far, batch-first, and
-        # every call re-reads the whole window: correct for any b4t LM, O(L) per token.
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if past_key_values is not None:
-            past_ids, _ = past_key_values
-            input_ids = torch.cat([past_ids, input_ids], 1)
-        if input_ids.shape[1] > self.context:
-            raise ValueError(
-                f"{input_ids.shape[1]} positions exceed the model's context of {self.context}"
-            )
-        logits = self._logits(input_ids, attention_mask)
-        new = input_ids.shape[1] - (past_key_values[0].shape[1] if past_key_values else 0)
-        return logits[:, -new:], (input_ids, attention_mask)
+            return self.transformer(input_ids)  # (B, L, V) logits
+        # the decoder protocol: b4t's CausalLM returns (logits, KVCache)
+        return self.transformer(
+            input_ids, past_key_values=past_key_values, attention_mask=attention_mask
+        )
 
 
 def save_model(model: CharGPT, tokenizer: CharTokenizer, out: Path) -> Path:
@@ -171,8 +102,6 @@ def save_model(model: CharGPT, tokenizer: CharTokenizer, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     model.transformer.save_weights(out)
     config = dict(model.config_dict)
-    if model.name != "gpt2":
-        config = {**_as_bert_config(config), "model_type": "bert", "gpt2_config": config}
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / VOCAB_FILE).write_text(
         json.dumps(tokenizer.chars, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -187,7 +116,6 @@ def load_model(folder: Path) -> tuple[CharGPT, CharTokenizer]:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} is missing; not a saved generation model")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    config = config.get("gpt2_config", config)
     chars = json.loads((folder / VOCAB_FILE).read_text(encoding="utf-8"))
     tokenizer = CharTokenizer(chars[1:])
     if len(tokenizer) != config["vocab_size"]:

@@ -73,11 +73,11 @@ def test_saved_model_reloads_with_equal_logits(trained: tuple[Path, str]) -> Non
     ids = torch.tensor([tokenizer.encode("To be, or not")])
     logits = model(ids)
     config = json.loads((folder / "config.json").read_text())
-    if model.name == "gpt2":  # the Hugging Face layout: transformers reads it as it is
-        transformers = pytest.importorskip("transformers")
-        hf = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
-        assert config["model_type"] == "gpt2" and config["n_positions"] == 16
-        torch.testing.assert_close(hf(ids).logits, logits, atol=1e-5, rtol=1e-5)
+    # the Hugging Face layout: transformers reads it as it is
+    transformers = pytest.importorskip("transformers")
+    hf = transformers.GPT2LMHeadModel.from_pretrained(folder).eval()
+    assert config["model_type"] == "gpt2" and config["n_positions"] == 16
+    torch.testing.assert_close(hf(ids).logits, logits, atol=1e-5, rtol=1e-5)
     fresh = CharGPT(gpt2_config(len(tokenizer), 1, 2, 32, 16))
     assert not torch.allclose(fresh(ids), logits)  # the weights really were loaded
 
