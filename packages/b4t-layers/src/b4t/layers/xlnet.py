@@ -141,6 +141,41 @@ class RelativeMultiHeadAttention(nn.Module):
         r_r_bias: torch.Tensor | None = None,
         r_s_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        klen = context.shape[1]
+        qlen = klen if qlen is None else qlen
+        q = self._heads(self.q(context[:, klen - qlen :]))  # [B, N, Q, d]
+        k, v, r = self.keys_values(context, pos_emb)
+        out = self.attend(q, k, v, r, keep, seg_mat, r_w_bias, r_r_bias, r_s_bias)
+        return self.output(out)
+
+    def keys_values(
+        self, context: torch.Tensor, pos_emb: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Keys, values ``[B, N, K, d]`` of ``context`` and the projected table ``[R, N, d]``."""
+        k = self._heads(self.k(context))
+        v = self._heads(self.v(context))
+        r = self.r(pos_emb.to(context.dtype)).view(-1, self.num_heads, self.head_size)
+        return k, v, r
+
+    def output(self, heads: torch.Tensor) -> torch.Tensor:
+        """``[B, N, Q, d]`` per-head results -> ``o`` projection ``[B, Q, H]``."""
+        b, _, q, _ = heads.shape
+        return self.o(heads.transpose(1, 2).reshape(b, q, -1))
+
+    def attend(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        r: torch.Tensor,
+        keep: torch.Tensor | None = None,
+        seg_mat: torch.Tensor | None = None,
+        r_w_bias: torch.Tensor | None = None,
+        r_r_bias: torch.Tensor | None = None,
+        r_s_bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Queries ``[B, N, Q, d]`` (query ``i`` at the ``i``-th of the last ``Q`` key
+        positions) over keys / values ``[B, N, K, d]`` -> ``[B, N, Q, d]``."""
         r_w_bias = self.r_w_bias if r_w_bias is None else r_w_bias
         r_r_bias = self.r_r_bias if r_r_bias is None else r_r_bias
         r_s_bias = self.r_s_bias if r_s_bias is None else r_s_bias
@@ -148,12 +183,7 @@ class RelativeMultiHeadAttention(nn.Module):
             raise ValueError(
                 "RelativeMultiHeadAttention without own biases needs r_w_bias, r_r_bias"
             )
-        klen = context.shape[1]
-        qlen = klen if qlen is None else qlen
-        q = self._heads(self.q(context[:, klen - qlen :]))  # [B, N, Q, d]
-        k = self._heads(self.k(context))  # [B, N, K, d]
-        v = self._heads(self.v(context))
-        r = self.r(pos_emb.to(context.dtype)).view(-1, self.num_heads, self.head_size)  # [R,N,d]
+        klen = k.shape[2]
         content = torch.einsum("bnid,bnjd->bnij", q + r_w_bias[:, None], k)
         position = torch.einsum("bnid,jnd->bnij", q + r_r_bias[:, None], r)
         if self.rel_shift == "xlnet":
@@ -171,8 +201,7 @@ class RelativeMultiHeadAttention(nn.Module):
         if keep is not None:
             scores = scores.float().masked_fill(~keep, -1e30)
         probs = self.dropout(torch.softmax(scores, dim=-1).to(v.dtype))
-        out = torch.matmul(probs, v).transpose(1, 2).reshape(*q.shape[:1], qlen, -1)
-        return self.o(out)
+        return torch.matmul(probs, v)
 
 
 class XlnetLayer(nn.Module):
@@ -248,3 +277,39 @@ class XlnetLayer(nn.Module):
         if not self.pre_lnorm:
             hidden = self.norm2(hidden)
         return hidden
+
+    def forward_two_stream(
+        self,
+        hidden: torch.Tensor,
+        query: torch.Tensor,
+        target_mapping: torch.Tensor,
+        pos_emb: torch.Tensor,
+        keep_content: torch.Tensor | None,
+        keep_query: torch.Tensor | None,
+        seg_mat: torch.Tensor | None = None,
+        mems: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """XLNet's two-stream attention (pre-training / permutation LM).
+
+        The content stream ``hidden [B, Q, H]`` is :meth:`forward`'s. The query stream
+        ``query [B, P, H]`` holds one vector per predicted token; ``target_mapping [B, P,
+        Q]`` places prediction ``p`` at its position (one-hot rows). Its queries attend to
+        the content keys under ``keep_query`` (which, unlike ``keep_content``, hides each
+        position's own token). Both streams share every weight. Returns ``(hidden,
+        query)``.
+        """
+        if self.pre_lnorm:
+            raise ValueError("two-stream attention is XLNet's post-norm block (pre_lnorm=False)")
+        att = self.attention
+        context = hidden if mems is None else torch.cat([mems.to(hidden.dtype), hidden], dim=1)
+        k, v, r = att.keys_values(context, pos_emb)
+        q_h = att._heads(att.q(hidden))
+        content = att.output(att.attend(q_h, k, v, r, keep_content, seg_mat))
+        q_g = torch.einsum("bnpd,bpl->bnld", att._heads(att.q(query)), target_mapping)
+        per_position = att.attend(q_g, k, v, r, keep_query, seg_mat)
+        predicted = att.output(torch.einsum("bnld,bpl->bnpd", per_position, target_mapping))
+        hidden = self.norm1(hidden + self.dropout1(content))
+        query = self.norm1(query + self.dropout1(predicted))
+        hidden = self.norm2(hidden + self.dropout2(self.ffn(hidden)))
+        query = self.norm2(query + self.dropout2(self.ffn(query)))
+        return hidden, query

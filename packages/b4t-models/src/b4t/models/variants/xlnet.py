@@ -1,7 +1,9 @@
 """XLNet (``model='xlnet'``): loads transformers' ``XLNetLMHeadModel`` / ``XLNetModel``.
 
-The fine-tuning graph of bert4torch 0.2.5's ``XLNET``: the content stream only (no
-``perm_mask`` / ``target_mapping``), relative sinusoid positions over ``K .. -Q+1``
+The graph of bert4torch 0.2.5's ``XLNET`` (the content stream) plus XLNet's two-stream
+attention: ``model([token_ids, segment_ids], perm_mask=[B, L, L], target_mapping=[B, P,
+L])`` runs the query stream from ``mask_emb`` and returns its ``[B, P, H]`` states (and
+``[B, P, V]`` logits), as transformers. Relative sinusoid positions over ``K .. -Q+1``
 (``attn_type='bi'``, the default) or ``K .. 0`` (``'uni'``, causal), XLNet's segment
 term (``[token_ids, segment_ids]``; without segment ids the term is left out, as
 transformers does without ``token_type_ids``), per-layer biases (as transformers, whatever
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
@@ -79,6 +82,8 @@ class XLNet(TransformerXL):
     def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
         config.extra.setdefault("attn_type", "bi")
         super().__init__(config, **kwargs)
+        # the query stream's input (two-stream attention with target_mapping)
+        self.mask_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
 
     def normalise_config(self, config: ModelConfig, name: str) -> None:
         super().normalise_config(config, name)
@@ -102,22 +107,79 @@ class XLNet(TransformerXL):
         return pos
 
     def keep_mask(self, state: dict[str, Any], qlen: int, mlen: int) -> torch.Tensor | None:
-        """``[B, 1, Q, K]`` bool: memory and real tokens are visible, padding only to
-        itself; ``'uni'`` adds the causal limit. None when nothing is masked."""
+        """The content stream's ``[B, 1, Q, K]`` bool mask: memory and real tokens are
+        visible, padding (and ``perm_mask [B, Q, Q]``, 1 = hidden) only to itself; ``'uni'``
+        adds the causal limit. None when nothing is masked. The query stream's mask (the
+        same without the own-position exception) goes to ``state["keep_query"]``."""
         token_ids = state["token_ids"]
         given = state.get("attention_mask")
         real = token_ids.ne(self.token_pad_ids) if given is None else given.bool()
-        causal = None
-        if self.attn_type == "uni":
-            causal = super().keep_mask(state, qlen, mlen)
-        if causal is None and bool(real.all()):
+        perm = state.get("perm_mask")
+        causal = super().keep_mask(state, qlen, mlen) if self.attn_type == "uni" else None
+        state["keep_query"] = None
+        if causal is None and perm is None and bool(real.all()):
             return None
         batch, device = token_ids.shape[0], token_ids.device
         keys = torch.cat([real.new_ones(batch, mlen), real], dim=1)  # [B, K]
+        blocked = ~keys[:, None, None, :]
+        if perm is not None:
+            if tuple(perm.shape) != (batch, qlen, qlen):
+                raise ValueError(
+                    f"perm_mask must be [batch, seq_len, seq_len] = {(batch, qlen, qlen)}, "
+                    f"got {tuple(perm.shape)}"
+                )
+            hidden = torch.cat([perm.new_zeros(batch, qlen, mlen), perm], dim=-1).bool()
+            blocked = blocked | hidden[:, None]
+        if causal is not None:
+            blocked = blocked | ~causal
         i = torch.arange(qlen, device=device)[:, None]
         j = torch.arange(qlen + mlen, device=device)[None, :]
-        keep = keys[:, None, None, :] | (j == i + mlen)[None, None]
-        return keep if causal is None else keep & causal
+        state["keep_query"] = ~blocked
+        return ~blocked | (j == i + mlen)[None, None]
+
+    def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Also the query stream: ``mask_emb`` once per row of ``target_mapping``."""
+        state = super().apply_embeddings(state)
+        mapping = state.get("target_mapping")
+        state["query"] = None
+        if mapping is not None:
+            batch, qlen = state["token_ids"].shape
+            if mapping.dim() != 3 or mapping.shape[0] != batch or mapping.shape[2] != qlen:
+                raise ValueError(
+                    f"target_mapping must be [batch, num_predict, seq_len] with batch {batch} "
+                    f"and seq_len {qlen}, got {tuple(mapping.shape)}"
+                )
+            hidden = state["hidden_states"]
+            query = self.mask_emb.to(hidden.dtype).expand(batch, mapping.shape[1], -1)
+            state["query"] = self.dropout(query)
+            state["target_mapping"] = mapping.to(hidden.dtype)
+        return state
+
+    def apply_main_layers(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Two streams when ``target_mapping`` is given: the hidden states returned are
+        then the query stream's ``[B, P, H]`` (one per predicted token), as transformers."""
+        if state.get("query") is None:
+            return super().apply_main_layers(state)
+        hidden, query, mems = state["hidden_states"], state["query"], state["mems"]
+        layer_inputs: list[torch.Tensor] = []
+        for i, layer in enumerate(self.layers):
+            layer_inputs.append(hidden)
+            hidden, query = layer.forward_two_stream(
+                hidden,
+                query,
+                state["target_mapping"],
+                state["pos_emb"],
+                state["keep"],
+                state["keep_query"],
+                state["seg_mat"],
+                None if mems is None else mems[i],
+            )
+        if self.mem_len > 0:
+            self.mems = self.next_mems(mems, layer_inputs)
+        state["content_states"] = self.dropout(hidden)
+        state["hidden_states"] = self.dropout(query)
+        state["encoded_layers"] = None
+        return state
 
 
 def xlnet_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
@@ -126,6 +188,7 @@ def xlnet_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weigh
     att = "transformer.layer.{i}.rel_attn"
     mapping: dict[str, WeightSource] = {
         "embeddings.weight": "transformer.word_embedding.weight",
+        "mask_emb": "transformer.mask_emb",
         "layers.{i}.norm1.weight": f"{att}.layer_norm.weight",
         "layers.{i}.norm1.bias": f"{att}.layer_norm.bias",
         "layers.{i}.ffn.intermediate.weight": "transformer.layer.{i}.ff.layer_1.weight",
@@ -153,8 +216,7 @@ register_variant(
         weight_map=xlnet_weight_map,
         preset={"type_vocab_size": 2, "layer_norm_eps": 1e-12, "pad_token_id": 5},
         model_cls=XLNet,
-        # the two-stream query embedding is used only in pre-training (target_mapping)
-        optional_keys=(r"(^|\.)mask_emb$", r"^lm_loss\.weight$"),
+        optional_keys=(r"^lm_loss\.weight$",),
         description="XLNet content stream (relative positions, segment term; HF XLNetLMHeadModel)",
     )
 )
