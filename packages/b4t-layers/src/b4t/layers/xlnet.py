@@ -90,10 +90,11 @@ class RelativeMultiHeadAttention(nn.Module):
     Parameters: ``q``, ``k``, ``v``, ``r``, ``o`` (``nn.Linear`` ``[H, H]``, no bias),
     ``r_w_bias``, ``r_r_bias``, ``r_s_bias`` ``[N, d]``, ``seg_embed`` ``[S, N, d]``.
 
-    ``forward(query [B, Q, H], context [B, K, H], pos_emb [R, H], keep [B|1, 1, Q, K]
-    bool | None, seg_mat [B, Q, K] long | None, r_w_bias, r_r_bias, r_s_bias)`` ->
-    ``[B, Q, H]``; the queries are the last ``Q`` rows of ``q(context)`` when
-    ``query`` is None.
+    ``forward(context [B, K, H], pos_emb [R, H], keep [B|1, 1, Q, K] bool | None,
+    seg_mat [B, Q, K] long | None, qlen, r_w_bias, r_r_bias, r_s_bias)`` -> ``[B, Q, H]``;
+    the queries are the last ``qlen`` (default ``K``) rows of ``q(context)``, the memory
+    the first ``K - Q``; ``keep`` False hides a key. ``keys_values``, ``attend`` and
+    ``output`` are the three steps, for the two-stream layer.
     """
 
     def __init__(

@@ -173,8 +173,9 @@ class TransformerXL(Transformer):
         return pos.clamp(max=self.clamp_len) if self.clamp_len > 0 else pos
 
     def keep_mask(self, state: dict[str, Any], qlen: int, mlen: int) -> torch.Tensor | None:
-        """``[1, 1, Q, K]`` bool: query ``i`` sees memory and keys up to itself (with
-        ``same_length``, only the last ``mem_len + 1`` of them... as Transformer-XL)."""
+        """``[1, 1, Q, K]`` bool: query ``i`` (key ``mlen + i``) sees the memory and the keys
+        up to itself; with ``same_length`` every query sees the same number of keys, the
+        ``mem_len`` up to itself while ``K > mem_len`` (Transformer-XL's formula)."""
         klen = qlen + mlen
         device = state["token_ids"].device
         i = torch.arange(qlen, device=device)[:, None]
