@@ -152,3 +152,21 @@ def test_bad_inputs_name_the_problem() -> None:
         build(attn_type="bi")
     with pytest.raises(ValueError, match="adaptive_embedding=True"):
         build(embedding_size=16)
+
+
+def test_keep_tokens_selects_vocabulary_rows(tmp_path: Path) -> None:
+    model = build(with_lm=True)
+    model.save_weights(tmp_path / "xl.bin")
+    (tmp_path / "config.json").write_text(json.dumps(CONFIG))
+    keep = [0, 3, 7, 11, 20, 44]
+    small = build_transformer_model(
+        tmp_path / "config.json",
+        tmp_path / "xl.bin",
+        model="transformer_xl",
+        with_lm=True,
+        keep_tokens=keep,
+    ).eval()
+    old = torch.tensor([[3, 7, 44, 20]])
+    new = torch.tensor([[keep.index(int(t)) for t in old[0]]])
+    with torch.no_grad():
+        torch.testing.assert_close(small([new])[1], model([old])[1][..., keep])

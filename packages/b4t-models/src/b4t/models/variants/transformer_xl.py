@@ -83,7 +83,8 @@ class TransformerXL(Transformer):
     rel_shift = "transformer_xl"
     default_tied = False
     model_types: tuple[str, ...] = ("transfo-xl", "transformer_xl")
-    vocab_params: tuple[str, ...] = ()
+    # keep_tokens / compound_tokens select rows of these (0.2.5 refuses them here)
+    vocab_params: tuple[str, ...] = ("embeddings.weight", "lm_head.weight", "lm_head.bias")
 
     def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
         name = getattr(kwargs.get("variant"), "name", type(self).__name__)
