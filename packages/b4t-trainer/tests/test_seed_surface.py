@@ -495,3 +495,12 @@ def test_the_run_state_reads_through_the_model_as_in_torch4keras(tiny_net, loade
     assert net.steps_per_epoch == 4 and net.callbacks[-1] is net.trainer.history
     with pytest.raises(AttributeError, match="no_such"):
         net.no_such  # noqa: B018
+
+
+def test_training_steps_run_in_train_mode_after_a_callback_evaluates(tiny_net, loader) -> None:
+    net, _ = _net(tiny_net)
+    modes = []
+    evaluates = LambdaCallback(on_batch_end=lambda g, s, logs: net.eval())  # and leaves it so
+    spy = LambdaCallback(on_batch_begin=lambda g, s, logs: modes.append(net.training))
+    net.fit(loader(n=12), epochs=1, callbacks=[evaluates, spy], verbose=0)
+    assert modes == [True, True, True]

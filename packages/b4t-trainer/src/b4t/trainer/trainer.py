@@ -549,6 +549,7 @@ class Trainer:
     def _fit_loop(self, cursor: LoaderCursor) -> None:
         hooks = self._hooks
         stateful = self.stateful_metrics
+        module = self.forward_module
         while self.epoch < self.epochs and not self.stop_training:
             if self.local_step == 0 or self._epoch_begin_on_resume:
                 self._epoch_begin_on_resume = False
@@ -556,6 +557,8 @@ class Trainer:
             sums, last = self._epoch_sums, self._epoch_last
             while self.local_step < self.steps_per_epoch:
                 batch = self._next_batch(cursor)
+                if not module.training:  # a callback evaluated in eval mode: back to train,
+                    module.train()  # as torch4keras calls train() before every step
                 if hooks["on_batch_begin"]:
                     self._call("on_batch_begin", self.global_step, self.local_step, {})
                 logs = self.train_step(batch)
