@@ -233,3 +233,42 @@ def test_xlnet_clamp_len_deviation(b4t_seed: dict, xlnet_files: tuple, tmp_path:
         torch.testing.assert_close(
             ours([short, seg[:, :2]])[1], seed.predict([short, seg[:, :2]])[1], atol=1e-5, rtol=0
         )
+
+
+@pytest.mark.parametrize("rel_shift", ["xlnet", "transformer_xl"])
+def test_xlnet_layer_and_positions_equal_the_seed(b4t_seed: dict, rel_shift: str) -> None:
+    """``XlnetLayer`` / ``XlnetPositionsEncoding`` with 0.2.5's arguments, forward order
+    and state dict (loaded as is)."""
+    from b4t.layers import XlnetLayer, XlnetPositionsEncoding
+
+    seed_layers = b4t_seed["layers"]
+    torch.manual_seed(0)
+    seed_layer = seed_layers.XlnetLayer(
+        16,
+        2,
+        0.0,
+        0.0,
+        24,
+        "gelu",
+        segment_vocab_size=2,
+        rel_shift_opt="xlnet" if rel_shift == "xlnet" else None,
+    ).eval()
+    _randomise(seed_layer, 7)
+    ours = XlnetLayer(16, 2, 0.0, 0.0, 24, "gelu", segment_vocab_size=2, rel_shift=rel_shift)
+    ours.load_state_dict(seed_layer.state_dict())
+    ours.eval()
+    b, q, m = 2, 4, 3
+    k = q + m
+    distances = torch.arange(k, -q, -1) if rel_shift == "xlnet" else torch.arange(k - 1, -1, -1)
+    seed_pos = seed_layers.XlnetPositionsEncoding(16)(distances.float())
+    pos = XlnetPositionsEncoding(16)(distances)
+    torch.testing.assert_close(pos, seed_pos)
+    hidden, mems = torch.randn(b, q, 16), torch.randn(b, m, 16)
+    seg = torch.randint(0, 2, (b, q, k))
+    i, j = torch.arange(q)[:, None], torch.arange(k)[None, :]
+    mask = (j <= i + m).long()[None, None].expand(b, 1, q, k).clone()
+    mask[1, 0, :, 1] = 0
+    with torch.no_grad():
+        theirs = seed_layer(hidden, seg, seed_pos, mask, mems)
+        mine = ours(hidden, seg, pos, mask, mems)
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)

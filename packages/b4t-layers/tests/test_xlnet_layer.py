@@ -150,14 +150,18 @@ def test_xlnet_layer_residual_order(pre_lnorm: bool) -> None:
     x, mems = torch.randn(2, 3, 8), torch.randn(2, 2, 8)
     pos = XlnetPositionsEncoding(8)(torch.arange(5, -3, -1))
     with torch.no_grad():
-        out = layer(x, pos, None, None, mems)
+        out = layer(x, None, pos, None, mems)
         cat = torch.cat([mems, x], 1)
         if pre_lnorm:
-            h = x + layer.attention(layer.norm1(cat), pos, qlen=3)
-            ref = h + layer.ffn(layer.norm2(h))
+            h = x + layer.multiHeadAttention(layer.layerNorm1(cat), pos, qlen=3)
+            ref = h + layer.feedForward(layer.layerNorm2(h))
         else:
-            h = layer.norm1(x + layer.attention(cat, pos, qlen=3))
-            ref = layer.norm2(h + layer.ffn(h))
+            h = layer.layerNorm1(x + layer.multiHeadAttention(cat, pos, qlen=3))
+            ref = layer.layerNorm2(h + layer.feedForward(h))
     torch.testing.assert_close(out, ref)
     names = {n for n, _ in layer.named_parameters()}
-    assert {"attention.q.weight", "attention.r_w_bias", "ffn.intermediate.weight"} <= names
+    assert {
+        "multiHeadAttention.q.weight",
+        "multiHeadAttention.r_w_bias",
+        "layerNorm1.weight",
+    } <= names

@@ -217,11 +217,15 @@ class XlnetLayer(nn.Module):
         ``pre_lnorm``, ``layer_norm_eps``, ``segment_vocab_size``, ``own_biases``,
         ``rel_shift`` (see :class:`RelativeMultiHeadAttention`).
 
-    Submodules: ``attention``, ``norm1``, ``ffn`` (``intermediate``, ``output``), ``norm2``.
+    Submodules (0.2.5's names): ``multiHeadAttention`` (its parameters ``q``, ``k``,
+    ``v``, ``r``, ``o``, ``r_w_bias``, ``r_r_bias``, ``r_s_bias``, ``seg_embed`` as 0.2.5's),
+    ``layerNorm1``, ``feedForward`` (``intermediate``, ``output``; 0.2.5's
+    ``intermediateDense`` / ``outputDense`` load), ``layerNorm2``.
 
-    ``forward(hidden [B, Q, H], pos_emb [R, H], keep [B|1, 1, Q, K] | None, seg_mat
-    [B, Q, K] | None, mems [B, M, H] | None, **shared_biases)`` -> ``[B, Q, H]``
-    (``K = M + Q``).
+    ``forward(hidden_states [B, Q, H], segment_ids [B, Q, K] | None, pos_emb [R, H],
+    attention_mask [B|1, 1, Q, K] | None, mems_i [B, M, H] | None)`` -> ``[B, Q, H]``
+    (``K = M + Q``), 0.2.5's order: ``segment_ids`` is the 0/1 "other segment" matrix,
+    ``attention_mask`` is 1 (or True) where a key is visible.
     """
 
     def __init__(
@@ -241,7 +245,7 @@ class XlnetLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.pre_lnorm = pre_lnorm
-        self.attention = RelativeMultiHeadAttention(
+        self.multiHeadAttention = RelativeMultiHeadAttention(
             hidden_size,
             num_attention_heads,
             attention_probs_dropout_prob,
@@ -249,34 +253,43 @@ class XlnetLayer(nn.Module):
             own_biases=own_biases,
             rel_shift=rel_shift,
         )
-        self.norm1 = LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.ffn = PositionWiseFeedForward(
+        self.layerNorm1 = LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.feedForward = PositionWiseFeedForward(
             hidden_size, intermediate_size, dropout_rate, hidden_act, is_dropout=True
         )
-        self.norm2 = LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.layerNorm2 = LayerNorm(hidden_size, eps=layer_norm_eps)
         self.dropout1 = nn.Dropout(dropout_rate)
         self.dropout2 = nn.Dropout(dropout_rate)
 
     def forward(
         self,
-        hidden: torch.Tensor,
-        pos_emb: torch.Tensor,
-        keep: torch.Tensor | None = None,
-        seg_mat: torch.Tensor | None = None,
-        mems: torch.Tensor | None = None,
+        hidden_states: torch.Tensor,
+        segment_ids: torch.Tensor | None = None,
+        pos_emb: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        mems_i: torch.Tensor | None = None,
+        conditional_emb: torch.Tensor | None = None,
         **shared_biases: torch.Tensor | None,
     ) -> torch.Tensor:
-        context = hidden if mems is None else torch.cat([mems.to(hidden.dtype), hidden], dim=1)
+        if pos_emb is None:
+            raise ValueError("XlnetLayer needs pos_emb (XlnetPositionsEncoding of the distances)")
+        if conditional_emb is not None:
+            raise ValueError("XlnetLayer has no conditional LayerNorm (conditional_emb)")
+        keep = None if attention_mask is None else attention_mask.bool()
+        hidden = hidden_states
+        context = hidden if mems_i is None else torch.cat([mems_i.to(hidden.dtype), hidden], 1)
         if self.pre_lnorm:
-            context = self.norm1(context)
-        attn = self.attention(context, pos_emb, keep, seg_mat, hidden.shape[1], **shared_biases)
+            context = self.layerNorm1(context)
+        attn = self.multiHeadAttention(
+            context, pos_emb, keep, segment_ids, hidden.shape[1], **shared_biases
+        )
         hidden = hidden + self.dropout1(attn)
         if not self.pre_lnorm:
-            hidden = self.norm1(hidden)
-        ffn_in = self.norm2(hidden) if self.pre_lnorm else hidden
-        hidden = hidden + self.dropout2(self.ffn(ffn_in))
+            hidden = self.layerNorm1(hidden)
+        ffn_in = self.layerNorm2(hidden) if self.pre_lnorm else hidden
+        hidden = hidden + self.dropout2(self.feedForward(ffn_in))
         if not self.pre_lnorm:
-            hidden = self.norm2(hidden)
+            hidden = self.layerNorm2(hidden)
         return hidden
 
     def forward_two_stream(
@@ -301,7 +314,7 @@ class XlnetLayer(nn.Module):
         """
         if self.pre_lnorm:
             raise ValueError("two-stream attention is XLNet's post-norm block (pre_lnorm=False)")
-        att = self.attention
+        att = self.multiHeadAttention
         context = hidden if mems is None else torch.cat([mems.to(hidden.dtype), hidden], dim=1)
         k, v, r = att.keys_values(context, pos_emb)
         q_h = att._heads(att.q(hidden))
@@ -309,8 +322,8 @@ class XlnetLayer(nn.Module):
         q_g = torch.einsum("bnpd,bpl->bnld", att._heads(att.q(query)), target_mapping)
         per_position = att.attend(q_g, k, v, r, keep_query, seg_mat)
         predicted = att.output(torch.einsum("bnld,bpl->bnpd", per_position, target_mapping))
-        hidden = self.norm1(hidden + self.dropout1(content))
-        query = self.norm1(query + self.dropout1(predicted))
-        hidden = self.norm2(hidden + self.dropout2(self.ffn(hidden)))
-        query = self.norm2(query + self.dropout2(self.ffn(query)))
+        hidden = self.layerNorm1(hidden + self.dropout1(content))
+        query = self.layerNorm1(query + self.dropout1(predicted))
+        hidden = self.layerNorm2(hidden + self.dropout2(self.feedForward(hidden)))
+        query = self.layerNorm2(query + self.dropout2(self.feedForward(query)))
         return hidden, query

@@ -240,9 +240,9 @@ class TransformerXL(Transformer):
             layer_inputs.append(hidden)
             hidden = layer(
                 hidden,
+                state["seg_mat"],
                 state["pos_emb"],
                 state["keep"],
-                state["seg_mat"],
                 None if mems is None else mems[i],
             )
             if all_layers is not None:
@@ -289,14 +289,14 @@ def transformer_xl_weight_map(config: ModelConfig, model: Transformer) -> dict[s
     seed = "encoderLayer.{i}"
     att = f"{seed}.multiHeadAttention"
     for name in ("q", "k", "v", "r", "o"):
-        mapping[f"layers.{{i}}.attention.{name}.weight"] = f"{att}.{name}.weight"
+        mapping[f"layers.{{i}}.multiHeadAttention.{name}.weight"] = f"{att}.{name}.weight"
     for name in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
-        mapping[f"layers.{{i}}.attention.{name}"] = f"{att}.{name}"
+        mapping[f"layers.{{i}}.multiHeadAttention.{name}"] = f"{att}.{name}"
     for b4t, src in (
-        ("norm1", "layerNorm1"),
-        ("norm2", "layerNorm2"),
-        ("ffn.intermediate", "feedForward.intermediateDense"),
-        ("ffn.output", "feedForward.outputDense"),
+        ("layerNorm1", "layerNorm1"),
+        ("layerNorm2", "layerNorm2"),
+        ("feedForward.intermediate", "feedForward.intermediateDense"),
+        ("feedForward.output", "feedForward.outputDense"),
     ):
         for p in ("weight", "bias"):
             mapping[f"layers.{{i}}.{b4t}.{p}"] = f"{seed}.{src}.{p}"

@@ -189,23 +189,23 @@ def xlnet_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weigh
     mapping: dict[str, WeightSource] = {
         "embeddings.weight": "transformer.word_embedding.weight",
         "mask_emb": "transformer.mask_emb",
-        "layers.{i}.norm1.weight": f"{att}.layer_norm.weight",
-        "layers.{i}.norm1.bias": f"{att}.layer_norm.bias",
-        "layers.{i}.ffn.intermediate.weight": "transformer.layer.{i}.ff.layer_1.weight",
-        "layers.{i}.ffn.intermediate.bias": "transformer.layer.{i}.ff.layer_1.bias",
-        "layers.{i}.ffn.output.weight": "transformer.layer.{i}.ff.layer_2.weight",
-        "layers.{i}.ffn.output.bias": "transformer.layer.{i}.ff.layer_2.bias",
-        "layers.{i}.norm2.weight": "transformer.layer.{i}.ff.layer_norm.weight",
-        "layers.{i}.norm2.bias": "transformer.layer.{i}.ff.layer_norm.bias",
+        "layers.{i}.layerNorm1.weight": f"{att}.layer_norm.weight",
+        "layers.{i}.layerNorm1.bias": f"{att}.layer_norm.bias",
+        "layers.{i}.feedForward.intermediate.weight": "transformer.layer.{i}.ff.layer_1.weight",
+        "layers.{i}.feedForward.intermediate.bias": "transformer.layer.{i}.ff.layer_1.bias",
+        "layers.{i}.feedForward.output.weight": "transformer.layer.{i}.ff.layer_2.weight",
+        "layers.{i}.feedForward.output.bias": "transformer.layer.{i}.ff.layer_2.bias",
+        "layers.{i}.layerNorm2.weight": "transformer.layer.{i}.ff.layer_norm.weight",
+        "layers.{i}.layerNorm2.bias": "transformer.layer.{i}.ff.layer_norm.bias",
         "lm_head.weight": "lm_loss.weight",
         "lm_head.bias": "lm_loss.bias",
     }
     for name in ("q", "k", "v", "r", "o"):
-        mapping[f"layers.{{i}}.attention.{name}.weight"] = HeadProjection(
+        mapping[f"layers.{{i}}.multiHeadAttention.{name}.weight"] = HeadProjection(
             (f"{att}.{name}",), heads=n, output=name == "o"
         )
     for name in ("r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
-        mapping[f"layers.{{i}}.attention.{name}"] = f"{att}.{name}"
+        mapping[f"layers.{{i}}.multiHeadAttention.{name}"] = f"{att}.{name}"
     return mapping
 
 
