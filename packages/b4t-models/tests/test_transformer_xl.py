@@ -170,3 +170,14 @@ def test_keep_tokens_selects_vocabulary_rows(tmp_path: Path) -> None:
     new = torch.tensor([[keep.index(int(t)) for t in old[0]]])
     with torch.no_grad():
         torch.testing.assert_close(small([new])[1], model([old])[1][..., keep])
+
+
+def test_gradient_checkpoint_gives_the_same_gradients() -> None:
+    x = ids(2, 6)
+    grads = []
+    for flag in (False, True):
+        model = build(gradient_checkpoint=flag, with_lm=True).train()
+        model.zero_grad()
+        model([x])[1].square().mean().backward()
+        grads.append(model.layers[0].multiHeadAttention.q.weight.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from b4t.layers import AdaptiveEmbedding
 from b4t.layers.xlnet import XlnetLayer, XlnetPositionsEncoding
@@ -236,14 +237,20 @@ class TransformerXL(Transformer):
         mems = state["mems"]
         layer_inputs: list[torch.Tensor] = []
         all_layers = [hidden] if self.output_all_encoded_layers else None
+        use_ckpt = self.gradient_checkpoint and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layers):
             layer_inputs.append(hidden)
-            hidden = layer(
+            args = (
                 hidden,
                 state["seg_mat"],
                 state["pos_emb"],
                 state["keep"],
                 None if mems is None else mems[i],
+            )
+            hidden = (
+                activation_checkpoint(layer, *args, use_reentrant=False)
+                if use_ckpt
+                else layer(*args)
             )
             if all_layers is not None:
                 all_layers.append(hidden)
