@@ -158,3 +158,82 @@ def test_generic_encoder_and_decoder_equal_the_seed(b4t_seed: dict, tmp_path: Pa
     keep = dec.ne(0)
     torch.testing.assert_close(mine[0][keep], theirs[0][keep], atol=1e-5, rtol=0)
     torch.testing.assert_close(mine[1][keep], theirs[1][keep], atol=1e-5, rtol=0)
+
+
+def test_gpt2_returns_what_the_seed_returns(b4t_seed: dict, tmp_path: Path) -> None:
+    """b4t's gpt2 (transformers' layout) and 0.2.5's GPT2 (its converted layout) on the
+    same weights: the same softmax probabilities. (0.2.5 fixes every LayerNorm eps at
+    1e-12; the transformers model here uses 1e-12 too.)"""
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.GPT2Config(
+        vocab_size=57,
+        n_positions=24,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_inner=48,
+        layer_norm_epsilon=1e-12,
+    )
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = build_transformer_model(checkpoint_path=tmp_path / "hf", model="gpt2").eval()
+    cfg = tmp_path / "seed.json"
+    cfg.write_text(json.dumps({**CONFIG, "hidden_act": "gelu_new", "segment_vocab_size": 0}))
+    seed = b4t_seed["models"].build_transformer_model(str(cfg), model="gpt2").eval()
+    mine = ours.state_dict()
+    state = {
+        "embeddings.word_embeddings.weight": mine["embeddings.word_embeddings.weight"],
+        "embeddings.position_embeddings.weight": mine["embeddings.position_embeddings.weight"],
+        "LayerNormFinal.weight": mine["norm.weight"],
+        "LayerNormFinal.bias": mine["norm.bias"],
+    }
+    for i in range(2):
+        ours_l, seed_l = f"layers.{i}", f"encoderLayer.{i}"
+        for part in ("weight", "bias"):
+            q, k, v = mine[f"{ours_l}.attention.qkv.{part}"].chunk(3)
+            state.update(
+                {
+                    f"{seed_l}.multiHeadAttention.{n}.{part}": t
+                    for n, t in zip("qkv", (q, k, v), strict=True)
+                }
+            )
+            state[f"{seed_l}.multiHeadAttention.o.{part}"] = mine[f"{ours_l}.attention.o.{part}"]
+            state[f"{seed_l}.layerNorm1.{part}"] = mine[f"{ours_l}.norm1.{part}"]
+            state[f"{seed_l}.layerNorm2.{part}"] = mine[f"{ours_l}.norm2.{part}"]
+            state[f"{seed_l}.feedForward.intermediateDense.{part}"] = mine[
+                f"{ours_l}.ffn.intermediate.{part}"
+            ]
+            state[f"{seed_l}.feedForward.outputDense.{part}"] = mine[f"{ours_l}.ffn.output.{part}"]
+    missing, unexpected = seed.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"dense.weight"}  # dense is the tied embedding
+    ids = torch.randint(1, 57, (2, 10), generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        torch.testing.assert_close(ours([ids]), seed.predict([ids]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("model", ["gpt", "gpt2"])
+@pytest.mark.parametrize("segments", [0, 2])
+def test_gpt_and_gpt2_in_the_seed_layout(
+    b4t_seed: dict, tmp_path: Path, model: str, segments: int
+) -> None:
+    """A checkpoint in 0.2.5's converted layout (``gpt.*`` / ``gpt2.*``) loads into b4t's
+    ``gpt`` / ``gpt2`` (told apart from transformers' layout by its keys), same outputs."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({**CONFIG, "hidden_act": "gelu_new", "type_vocab_size": segments}))
+    torch.manual_seed(0)
+    seed = b4t_seed["models"].build_transformer_model(str(cfg), model=model).eval()
+    with torch.no_grad():
+        for p in seed.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    mapping = seed.variable_mapping()
+    state = seed.state_dict()
+    checkpoint = {old: state[new] for new, old in mapping.items() if new in state}
+    path = tmp_path / f"{model}.bin"
+    torch.save(checkpoint, path)
+    seed.load_weights_from_pytorch_checkpoint(str(path))
+    ours = build_transformer_model(cfg, path, model=model).eval()
+    ids = torch.randint(1, 57, (2, 10), generator=torch.Generator().manual_seed(7))
+    inputs = [ids] if not segments else [ids, (torch.arange(10) > 5).long().expand(2, 10)]
+    with torch.no_grad():
+        torch.testing.assert_close(ours(inputs), seed.predict(inputs), atol=1e-5, rtol=0)

@@ -16,6 +16,7 @@ As bert4torch 0.2.5's GPT2, a seed-style call returns softmax probabilities unle
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from b4t.models.config import ModelConfig
@@ -23,9 +24,10 @@ from b4t.models.decoder import CausalLM
 from b4t.models.registry import Variant, register_variant
 from b4t.models.sources import transposed
 from b4t.models.transformer import Transformer
+from b4t.models.variants.bert import bert_layer_map
 from b4t.models.weight_map import WeightSource
 
-__all__ = ["GPT2", "gpt2_weight_map"]
+__all__ = ["GPT2", "gpt2_weight_map", "seed_layout_resolver", "seed_weight_map"]
 
 
 def _set_from_raw(config: ModelConfig, raw_key: str, field: str, convert: Any = None) -> None:
@@ -78,20 +80,63 @@ def gpt2_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weight
 
 DECODER_OPTIONAL = (r"^lm_head\.weight$", r"attn\.bias$", r"attn\.masked_bias$", r"position_ids$")
 
+
+def seed_weight_map(prefix: str, final_norm: str | None = None):  # type: ignore[no-untyped-def]
+    """The layout bert4torch 0.2.5's conversion scripts write for GPT / GPT-2: BERT names
+    under ``prefix`` (q/k/v separate; the pre-norm LayerNorms under BERT's post-norm
+    names) and, for GPT-2, ``{prefix}.LayerNormFinal``."""
+
+    def build(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
+        emb = f"{prefix}.embeddings"
+        mapping: dict[str, WeightSource] = {
+            "embeddings.word_embeddings.weight": f"{emb}.word_embeddings.weight",
+            "embeddings.position_embeddings.weight": f"{emb}.position_embeddings.weight",
+            "embeddings.segment_embeddings.weight": f"{emb}.token_type_embeddings.weight",
+        }
+        mapping.update(bert_layer_map(f"{prefix}.encoder.layer.{{i}}"))
+        if final_norm:
+            mapping["norm.weight"] = f"{prefix}.{final_norm}.weight"
+            mapping["norm.bias"] = f"{prefix}.{final_norm}.bias"
+        return mapping
+
+    return build
+
+
+def seed_layout_resolver(hf: Variant, seed: Variant, mark: str):  # type: ignore[no-untyped-def]
+    """Pick transformers' layout or 0.2.5's converted one (keys under ``mark``)."""
+
+    def resolve(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
+        if state is not None and any(k.startswith(mark) for k in state):
+            return seed
+        return hf
+
+    return resolve
+
+
+_GPT2 = Variant(
+    name="gpt2",
+    prefix="transformer",
+    weight_map=gpt2_weight_map,
+    preset={
+        "type_vocab_size": 0,
+        "hidden_act": "gelu_new",
+        "layer_norm_eps": 1e-5,
+        "pre_norm": True,
+        "max_position_embeddings": 1024,
+    },
+    model_cls=GPT2,
+    optional_keys=DECODER_OPTIONAL,
+    description="GPT-2 (pre-norm, learned positions, tied LM head; HF GPT2LMHeadModel)",
+)
+# 0.2.5's converted layout: every LayerNorm eps 1e-12 and the segment table by default
+_GPT2_SEED = dataclasses.replace(
+    _GPT2,
+    prefix="gpt2",
+    weight_map=seed_weight_map("gpt2", "LayerNormFinal"),
+    preset={"hidden_act": "gelu_new", "layer_norm_eps": 1e-12, "pre_norm": True},
+    optional_keys=(r"^cls\.", r"(^|\.)pooler\.", r"position_ids$"),
+    description="GPT-2 in bert4torch 0.2.5's converted layout (gpt2.*)",
+)
 register_variant(
-    Variant(
-        name="gpt2",
-        prefix="transformer",
-        weight_map=gpt2_weight_map,
-        preset={
-            "type_vocab_size": 0,
-            "hidden_act": "gelu_new",
-            "layer_norm_eps": 1e-5,
-            "pre_norm": True,
-            "max_position_embeddings": 1024,
-        },
-        model_cls=GPT2,
-        optional_keys=DECODER_OPTIONAL,
-        description="GPT-2 (pre-norm, learned positions, tied LM head; HF GPT2LMHeadModel)",
-    )
+    dataclasses.replace(_GPT2, resolve=seed_layout_resolver(_GPT2, _GPT2_SEED, "gpt2."))
 )
