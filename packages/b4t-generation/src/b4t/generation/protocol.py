@@ -17,6 +17,14 @@ A **decoder model** is any callable
 - returns ``logits`` ``(batch, new, vocab)`` and the cache extended by the
   new tokens. A return value with ``.logits`` and ``.past_key_values``
   attributes (a Hugging Face ``ModelOutput``) is accepted too.
+- optionally ``logits_to_keep``: a model that declares
+  ``accepts_logits_to_keep = True`` (or has the keyword in ``forward``) is
+  asked for the last position's logits only.
+
+b4t's own decoders (``build_transformer_model(..., model='gpt2' | 'llama' |
+...)``) follow this protocol with ``b4t.models``' ``KVCache`` (it has
+``index_select(indices)`` for beams and finished rows); the T5 / BART models
+follow the seq2seq protocol below. b4t-generation does not import b4t-models.
 
 A **seq2seq model** has two methods; the encoder runs once per call to
 ``generate``:
