@@ -237,3 +237,47 @@ def test_gpt_and_gpt2_in_the_seed_layout(
     inputs = [ids] if not segments else [ids, (torch.arange(10) > 5).long().expand(2, 10)]
     with torch.no_grad():
         torch.testing.assert_close(ours(inputs), seed.predict(inputs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1"])
+def test_t5_against_the_seed(b4t_seed: dict, tmp_path: Path, version: str) -> None:
+    """0.2.5's T5 on a transformers T5 checkpoint. t5.1.0: the same logits. t5.1.1: 0.2.5
+    scales the decoder output by ``d_model ** -0.5`` although the head is untied, which
+    transformers (and b4t) do not (MIGRATION.md): b4t's logits times that factor equal
+    0.2.5's."""
+    transformers = pytest.importorskip("transformers")
+    v11 = version == "t5.1.1"
+    hf_cfg = transformers.T5Config(
+        vocab_size=57, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu" if v11 else "relu",
+        tie_word_embeddings=not v11, layer_norm_epsilon=1e-12,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    hf = transformers.T5ForConditionalGeneration(hf_cfg).eval()
+    state = {k: v.clone() for k, v in hf.state_dict().items()}
+    if v11:  # an untied head of its own, as real T5.1.1 checkpoints have
+        state["lm_head.weight"] = torch.randn_like(state["shared.weight"]) * 0.05
+    path = tmp_path / "t5.bin"
+    torch.save(state, path)
+    raw = json.loads(hf_cfg.to_json_string())
+    raw.update(tie_word_embeddings=not v11)
+    raw.pop("scale_decoder_outputs", None)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    seed_cfg = tmp_path / "seed.json"
+    seed_cfg.write_text(json.dumps({
+        "vocab_size": 57, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "attention_head_size": 8, "intermediate_size": 48, "relative_attention_num_buckets": 8,
+        "hidden_act": "gelu_new" if v11 else "relu", "attention_scale": False,
+        "max_position": 64, "segment_vocab_size": 0, "hidden_dropout_prob": 0.0,
+    }))  # fmt: skip
+    seed = b4t_seed["models"].build_transformer_model(str(seed_cfg), path, model=version).eval()
+    ours = build_transformer_model(tmp_path / "config.json", path, model=version).eval()
+    enc = torch.randint(2, 57, (2, 9), generator=torch.Generator().manual_seed(8))
+    dec = torch.randint(2, 57, (2, 6), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        theirs = seed.predict([[enc], [dec]])[-1]
+        mine = ours([enc, dec])[-1]
+    factor = 32**-0.5 if v11 else 1.0
+    torch.testing.assert_close(mine * factor, theirs, atol=1e-5, rtol=0)
+    if v11:
+        assert not torch.allclose(mine, theirs, atol=1e-3)
