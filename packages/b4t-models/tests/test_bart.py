@@ -110,3 +110,20 @@ def test_seq2seq_generation_equals_transformers_generate(tmp_path: Path) -> None
             assert gen.generate(src, topk=topk) == ref, (topk, src)
         padded = gen.batch_generate(sources, topk=topk)
         assert padded == [gen.generate(s, topk=topk) for s in sources]
+
+
+def test_headless_bart_model_checkpoint(tmp_path: Path) -> None:
+    """A ``BartModel`` checkpoint (no ``model.`` prefix, no LM head): zero logits bias."""
+    torch.manual_seed(0)
+    base = transformers.BartModel(transformers.BartConfig(**SIZES)).eval()
+    base.save_pretrained(tmp_path / "base")
+    ours = build_transformer_model(checkpoint_path=tmp_path / "base", model="bart").eval()
+    enc, dec = batch()
+    keep = enc.ne(PAD)
+    with torch.no_grad():
+        ref = base(input_ids=enc, attention_mask=keep.long(), decoder_input_ids=dec)
+        _, hidden, logits = ours([enc, dec])
+    torch.testing.assert_close(hidden, ref.last_hidden_state, atol=ATOL, rtol=0)
+    expected = hidden @ base.shared.weight.T
+    torch.testing.assert_close(logits, expected, atol=ATOL, rtol=0)
+    assert not ours.decoder.final_logits_bias.any()

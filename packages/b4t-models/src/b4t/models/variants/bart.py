@@ -8,6 +8,9 @@ seed's ``predict`` and the b4t seq2seq protocol (``encode`` / ``decode`` with a 
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
 from b4t.models.seq2seq import BART, bart_settings
@@ -63,14 +66,31 @@ def bart_weight_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]
     return mapping
 
 
-register_variant(
-    Variant(
-        name="bart",
-        prefix="",
-        weight_map=bart_weight_map,
-        preset={"hidden_act": "gelu", "layer_norm_eps": 1e-5, "pad_token_id": 1},
-        model_cls=BART,
-        optional_keys=(r"embed_tokens\.weight$", r"^lm_head\.weight$"),
-        description="BART encoder-decoder (post-norm, learned positions; HF BART)",
-    )
+def _bart_model_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]:
+    """The map of a ``BartModel`` checkpoint: no LM head, so no ``final_logits_bias``."""
+    mapping = bart_weight_map(config, model)
+    mapping.pop("decoder.final_logits_bias")
+    return mapping
+
+
+_BART = Variant(
+    name="bart",
+    prefix="model",
+    weight_map=bart_weight_map,
+    preset={"hidden_act": "gelu", "layer_norm_eps": 1e-5, "pad_token_id": 1},
+    model_cls=BART,
+    optional_keys=(r"embed_tokens\.weight$", r"^lm_head\.weight$"),
+    description="BART encoder-decoder (post-norm, learned positions; HF BART)",
 )
+_BART_MODEL = dataclasses.replace(_BART, weight_map=_bart_model_map)
+
+
+def resolve_bart(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
+    """A checkpoint without ``final_logits_bias`` (``BartModel``, keys with or without
+    ``model.``) loads with a zero logits bias."""
+    if state is not None and "final_logits_bias" not in state:
+        return _BART_MODEL
+    return _BART
+
+
+register_variant(dataclasses.replace(_BART, resolve=resolve_bart))
