@@ -281,3 +281,47 @@ def test_t5_against_the_seed(b4t_seed: dict, tmp_path: Path, version: str) -> No
     torch.testing.assert_close(mine * factor, theirs, atol=1e-5, rtol=0)
     if v11:
         assert not torch.allclose(mine, theirs, atol=1e-3)
+
+
+def test_bart_against_the_seed(b4t_seed: dict, tmp_path: Path) -> None:
+    """0.2.5's BART on a transformers BartModel checkpoint reads positions from row 0 of
+    the table (transformers, and b4t, from row 2) and fixes LayerNorm eps at 1e-12: with
+    the table shifted by two rows and eps 1e-12, b4t's logits equal 0.2.5's; on the real
+    checkpoint they differ (MIGRATION.md)."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BartConfig(
+        vocab_size=57, d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
+        decoder_ffn_dim=48, max_position_embeddings=20, dropout=0.0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    base = transformers.BartModel(cfg).eval()
+    state = {k: v.clone() for k, v in base.state_dict().items()}
+    real = tmp_path / "real.bin"
+    torch.save(state, real)
+    for stack in ("encoder", "decoder"):  # what 0.2.5 reads at position p is row p
+        table = state[f"{stack}.embed_positions.weight"]
+        state[f"{stack}.embed_positions.weight"] = torch.cat([table[:2], table[:-2]])
+    shifted = tmp_path / "shifted.bin"
+    torch.save(state, shifted)
+    (tmp_path / "config.json").write_text(cfg.to_json_string())
+    seed_cfg = tmp_path / "seed.json"
+    seed_cfg.write_text(json.dumps({
+        "vocab_size": 57, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "intermediate_size": 48, "hidden_act": "gelu", "max_position": 22,
+        "segment_vocab_size": 0, "hidden_dropout_prob": 0.0,
+    }))  # fmt: skip
+    seed = b4t_seed["models"].build_transformer_model(str(seed_cfg), str(real), model="bart")
+    seed.eval()
+    enc = torch.randint(3, 57, (2, 9), generator=torch.Generator().manual_seed(10))
+    dec = torch.randint(3, 57, (2, 6), generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        theirs = seed.predict([[enc], [dec]])[-1]
+        config = tmp_path / "config.json"
+        like_seed = build_transformer_model(config, shifted, model="bart", layer_norm_eps=1e-12)
+        b4t_real = build_transformer_model(config, real, model="bart")
+        torch.testing.assert_close(like_seed.eval()([enc, dec])[-1], theirs, atol=1e-5, rtol=0)
+        ours = b4t_real.eval()([enc, dec])[-1]
+        ref = base(input_ids=enc, decoder_input_ids=dec).last_hidden_state @ base.shared.weight.T
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+    assert not torch.allclose(ours, theirs, atol=1e-3)
