@@ -78,7 +78,8 @@ def _reference(sd: dict[str, torch.Tensor], ids: torch.Tensor, segs: torch.Tenso
         x = ln(x + lin(inner, p + "output.dense"), p + "output.LayerNorm")
     pooled = torch.tanh(lin(x[:, 0], "bert.pooler.dense"))
     t = ln(F.gelu(lin(x, "cls.predictions.transform.dense")), "cls.predictions.transform.LayerNorm")
-    scores = t @ sd["bert.embeddings.word_embeddings.weight"].T + sd["cls.predictions.bias"]
+    # the MLM decoder is its own weight (0.2.5's default), saved untied
+    scores = t @ sd["cls.predictions.decoder.weight"].T + sd["cls.predictions.decoder.bias"]
     return x, pooled, scores
 
 

@@ -277,12 +277,31 @@ def test_untied_mlm_decoder_loads_into_its_own_weight(tmp_path, batch) -> None:
     with torch.no_grad():
         _, scores = model([ids, seg])
     _close(scores, ref.prediction_logits, keep)
-    # the same file under a config that says "tied": refused
-    raw = json.loads((tmp_path / "untied" / "config.json").read_text())
-    raw["tie_word_embeddings"] = True
-    (tmp_path / "untied" / "config.json").write_text(json.dumps(raw))
+    # asked to tie (tie_emb_prj_weight=True), a file whose decoder differs is refused
     with pytest.raises(Exception, match=r"cls\.predictions\.decoder\.weight differs"):
-        build_transformer_model(tmp_path / "untied", tmp_path / "untied", with_mlm=True)
+        build_transformer_model(
+            tmp_path / "untied", tmp_path / "untied", with_mlm=True, tie_emb_prj_weight=True
+        )
+
+
+def test_mlm_decoder_is_its_own_weight_unless_tied(hf_checkpoint, batch) -> None:
+    """As 0.2.5: the decoder starts as the checkpoint's (tied: a copy of the embeddings)
+    and trains apart; tie_emb_prj_weight=True shares the table."""
+    _, path = hf_checkpoint("bert", safe=False)  # a .bin saving both names of one tensor
+    apart = build_transformer_model(path, path, with_mlm=True)
+    # the stored tensor is one; the model's two parameters must not share its memory
+    assert apart.mlm.decoder.weight.data_ptr() != apart.embeddings.word_embeddings.weight.data_ptr()
+    tied = build_transformer_model(path, path, with_mlm=True, tie_emb_prj_weight=True)
+    emb = apart.embeddings.word_embeddings.weight
+    assert apart.mlm.decoder.weight is not emb
+    torch.testing.assert_close(apart.mlm.decoder.weight, emb, atol=0, rtol=0)
+    assert tied.mlm.decoder is None
+    ids, seg, _ = batch(0)
+    apart(ids, seg)[1].sum().backward()
+    assert apart.mlm.decoder.weight.grad is not None
+    with torch.no_grad():
+        apart.mlm.decoder.weight.add_(1.0)  # trained apart: the embeddings do not move
+    torch.testing.assert_close(emb, tied.embeddings.word_embeddings.weight, atol=0, rtol=0)
 
 
 def test_roberta_loads_both_layouts(tmp_path, batch) -> None:

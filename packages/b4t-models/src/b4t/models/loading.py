@@ -193,6 +193,7 @@ def load_into(
     report = LoadReport()
     used: set[str] = set()
     new_state: dict[str, torch.Tensor] = {}
+    starts: set[int] = set()
     for name, src in mapping.items():
         if src is None:
             continue
@@ -232,6 +233,10 @@ def load_into(
             tensor = tensor.to(device=device or tensor.device, dtype=dtype or tensor.dtype)
         else:
             tensor = tensor.to(device=target.device, dtype=target.dtype)
+        if tensor.numel() and tensor.data_ptr() in starts:
+            # two names of one stored tensor (a tied .bin): the model keeps them apart
+            tensor = tensor.clone()
+        starts.add(tensor.data_ptr())
         new_state[name] = tensor
     for key, name in tied.items():
         loaded = new_state.get(name)
@@ -246,8 +251,7 @@ def load_into(
         ):
             report.mismatched.append(
                 f"{key} differs from the tensor loaded into {name}, but this model ties them "
-                "(an untied checkpoint: build with tie_emb_prj_weight=False, or set "
-                "tie_word_embeddings=false in its config.json)"
+                "(an untied checkpoint: build without tie_emb_prj_weight=True)"
             )
     optional = [re.compile(p) for p in (variant.optional_keys if variant is not None else ())]
     for key in state:
@@ -339,6 +343,9 @@ def save_from(
     config = getattr(model, "config", None)
     if written.parent == Path(path) and config is not None and config.raw:
         raw = dict(config.raw)
+        mlm = getattr(model, "mlm", None)
+        if mlm is not None and getattr(mlm, "decoder", None) is not None:
+            raw["tie_word_embeddings"] = False  # the file holds the decoder apart
         raw["vocab_size"] = config.vocab_size
         (written.parent / "config.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
     return written

@@ -111,8 +111,9 @@ class Transformer(nn.Module):
     every LayerNorm: conditional LayerNorm), ``shared_segment_embeddings`` (segment ids
     looked up in the word table), ``token_pad_ids`` (the id masked as padding; default
     the config's ``pad_token_id``), ``is_dropout`` (dropout inside the feed-forward),
-    ``tie_emb_prj_weight`` / the config's ``tie_word_embeddings`` (MLM decoder tied to
-    the word embeddings, or its own ``mlm.decoder.weight``), ``hierarchical_position``
+    ``tie_emb_prj_weight`` (True: the MLM decoder is the word-embedding table; by
+    default, as 0.2.5, it is its own ``mlm.decoder.weight``, loaded from the checkpoint's
+    decoder or, where the file keeps it tied, a copy of the embeddings), ``hierarchical_position``
     (extend a learned position table by hierarchical decomposition at load time, alpha
     0.4 for ``True``). ``residual_attention_scores`` and ``sequence_length`` are accepted
     and, as in 0.2.5, change nothing.
@@ -179,9 +180,10 @@ class Transformer(nn.Module):
         self.residual_attention_scores = residual_attention_scores  # no effect, as in 0.2.5
         self.sequence_length = sequence_length  # no effect, as in 0.2.5
         self.hierarchical_position = hierarchical_position
-        self.tie_word_embeddings = (
-            bool(config.tie_word_embeddings) if tie_emb_prj_weight is None else tie_emb_prj_weight
-        )
+        # 0.2.5's default: the MLM decoder is its own weight, loaded from the checkpoint's
+        # decoder (or, where the file stores it tied, the word embeddings) and trained
+        # apart; tie_emb_prj_weight=True shares the embedding table instead
+        self.tie_word_embeddings = bool(tie_emb_prj_weight)
         n_layers = config.num_hidden_layers
         self.keep_hidden_layers = (
             set(range(n_layers)) if keep_hidden_layers is None else set(keep_hidden_layers)
@@ -211,6 +213,11 @@ class Transformer(nn.Module):
                 bias=old.bias is not None,
                 norm_mode=old.norm_mode,
             )
+        word = getattr(self.embeddings, "word_embeddings", None)
+        if isinstance(word, nn.Embedding) and 0 <= self.token_pad_ids < word.num_embeddings:
+            # as 0.2.5 (nn.Embedding(padding_idx=token_pad_ids)): the padding row gets no
+            # gradient; its loaded values are kept
+            word.padding_idx = self.token_pad_ids
         if shared_segment_embeddings:
             self.embeddings.segment_embeddings = self.embeddings.word_embeddings
         n_unique = 1 if config.share_layers else n_layers
@@ -516,6 +523,11 @@ class Transformer(nn.Module):
             bias = mapping.get("mlm.bias")
             if isinstance(dec_bias, str) and isinstance(bias, str):
                 mapping["mlm.bias"] = FirstOf((dec_bias, bias))
+            # a file saved tied has no decoder weight: start from the embeddings
+            emb = mapping.get("embeddings.word_embeddings.weight")
+            dec = mapping.get("mlm.decoder.weight")
+            if isinstance(emb, str):
+                mapping["mlm.decoder.weight"] = FirstOf((dec, emb)) if isinstance(dec, str) else emb
         if self.shared_segment_embeddings:
             # segment ids read the word table: the checkpoint's segment table is not used
             src = mapping.pop("embeddings.segment_embeddings.weight", None)
