@@ -231,24 +231,39 @@ class T5Stack(nn.Module):
         bias = self.relative_bias(length, past + length, offset=past).to(x.dtype)
         if length > 1:
             bias = bias + causal_bias(length, past + length, x.dtype, x.device)
+        x = self.run_decoder_layers(x, bias, memory, memory_keep, cache)
+        return self.dropout(self.final_norm(x))
+
+    def run_decoder_layers(
+        self,
+        x: torch.Tensor,
+        self_bias: torch.Tensor | None,
+        memory: torch.Tensor | None,
+        memory_keep: torch.Tensor | None,
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        """The decoder blocks over ``x`` ``[B, T, H]``: self-attention with ``self_bias``
+        (None: causal inside the attention), cross-attention to ``memory`` ``[B, S, H]``
+        (padding from ``memory_keep`` ``[B, S]``); with a cache, each layer's keys/values
+        are appended and the cross keys/values computed once and kept."""
         memory_bias = None
         if memory_keep is not None and not bool(memory_keep.bool().all()):
             memory_bias = _additive(memory_keep, x.dtype)
         for i, layer in enumerate(self.layers):
             if cache is None:
-                x = layer(x, bias, memory=memory, memory_bias=memory_bias)[0]
+                x = layer(x, self_bias, memory=memory, memory_bias=memory_bias)[0]
                 continue
             cross = cache.cross[i]  # type: ignore[index]
             x, cross = layer(
                 x,
-                bias,
+                self_bias,
                 past_key_value=cache.layers[i],
                 memory=memory if cross is None else None,
                 memory_bias=memory_bias,
                 cross_kv=cross,
             )
             cache.cross[i] = cross  # type: ignore[index]
-        return self.dropout(self.final_norm(x))
+        return x
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """LM head: the shared word table or its own ``lm_head``; the hidden states are
@@ -489,24 +504,8 @@ class BartStack(T5Stack):
                 cache.cross = [None] * len(self.layers)
             cache.mask = torch.ones(b, past + length, dtype=torch.bool, device=token_ids.device)
         x = self._embed(token_ids, past)
-        memory_bias = None
-        if memory_keep is not None and not bool(memory_keep.bool().all()):
-            memory_bias = _additive(memory_keep, x.dtype)
-        for i, layer in enumerate(self.layers):
-            if cache is None:
-                x = layer(x, None, memory=memory, memory_bias=memory_bias)[0]
-                continue
-            cross = cache.cross[i]  # type: ignore[index]
-            x, cross = layer(
-                x,
-                None,  # causal inside the attention (is_causal), cache-aware
-                past_key_value=cache.layers[i],
-                memory=memory if cross is None else None,
-                memory_bias=memory_bias,
-                cross_kv=cross,
-            )
-            cache.cross[i] = cross  # type: ignore[index]
-        return x
+        # self_bias None: causal inside the attention (is_causal), cache-aware
+        return self.run_decoder_layers(x, None, memory, memory_keep, cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         out = torch.nn.functional.linear(hidden, self.word_embeddings.weight)
@@ -624,24 +623,7 @@ class GenericStack(BartStack):
             allowed = allowed & keep[:, None, None, :]
             self_bias = torch.zeros(allowed.shape, dtype=x.dtype, device=x.device)
             self_bias.masked_fill_(~allowed, torch.finfo(x.dtype).min)
-        memory_bias = None
-        if memory_keep is not None and not bool(memory_keep.bool().all()):
-            memory_bias = _additive(memory_keep, x.dtype)
-        for i, layer in enumerate(self.layers):
-            if cache is None:
-                x = layer(x, self_bias, memory=memory, memory_bias=memory_bias)[0]
-                continue
-            cross = cache.cross[i]  # type: ignore[index]
-            x, cross = layer(
-                x,
-                self_bias,
-                past_key_value=cache.layers[i],
-                memory=memory if cross is None else None,
-                memory_bias=memory_bias,
-                cross_kv=cross,
-            )
-            cache.cross[i] = cross  # type: ignore[index]
-        return x
+        return self.run_decoder_layers(x, self_bias, memory, memory_keep, cache)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.final_dense is None:
