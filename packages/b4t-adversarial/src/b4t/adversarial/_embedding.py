@@ -6,6 +6,7 @@ matches nothing is an error listing the names that could have been meant.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -61,3 +62,21 @@ def find_embedding_module(model: nn.Module, emb_name: str) -> tuple[str, nn.Modu
         f"no module of {type(model).__name__} has {emb_name!r} in its name; "
         f"embedding candidates: {modules or '(none)'}"
     )
+
+
+def restore_backup(model: nn.Module, backup: dict[str, torch.Tensor], emb_name: str | None) -> None:
+    """Copy the values an attack saved in ``backup`` (``{parameter name: tensor}``) back.
+
+    ``emb_name=None`` restores every saved parameter (bert4torch's default ``'emb'``
+    would also match position / segment embeddings that were never backed up); a name
+    restores the matching parameters, each of which must have been saved.
+    """
+    if emb_name is None:
+        params = dict(model.named_parameters())
+        for name, saved in backup.items():
+            params[name].data.copy_(saved)
+        return
+    for name, param in find_embedding_parameters(model, emb_name):
+        if name not in backup:
+            raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
+        param.data.copy_(backup[name])

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.adversarial._embedding import find_embedding_parameters
+from b4t.adversarial._embedding import find_embedding_parameters, restore_backup
 
 
 class FGM:
@@ -48,19 +48,8 @@ class FGM:
                 param.data.add_((epsilon * param.grad.float() / norm).to(param.dtype))
 
     def restore(self, emb_name: str | None = None, **_: Any) -> None:
-        """Put back the exact values saved by ``attack``.
-
-        ``emb_name=None`` restores every parameter ``attack`` moved (bert4torch's default
-        ``'emb'`` would also match position / segment embeddings that were never backed up);
-        a name restores the matching parameters, each of which must have been attacked.
-        """
-        if emb_name is None:
-            params = dict(self.model.named_parameters())
-            for name, saved in self.backup.items():
-                params[name].data.copy_(saved)
-        else:
-            for name, param in find_embedding_parameters(self.model, emb_name):
-                if name not in self.backup:
-                    raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
-                param.data.copy_(self.backup[name])
+        """Put back the exact values saved by ``attack`` (``emb_name=None``: every
+        parameter it moved; a name: the matching ones, each of which must have been
+        attacked)."""
+        restore_backup(self.model, self.backup, emb_name)
         self.backup = {}

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.adversarial._embedding import find_embedding_parameters
+from b4t.adversarial._embedding import find_embedding_parameters, restore_backup
 
 
 class PGD:
@@ -61,21 +61,10 @@ class PGD:
         return base + r
 
     def restore(self, emb_name: str | None = None, **_: Any) -> None:
-        """Put back the exact values saved by ``attack``.
-
-        ``emb_name=None`` restores every parameter ``attack`` moved (bert4torch's default
-        ``'emb'`` would also match position / segment embeddings that were never backed up);
-        a name restores the matching parameters, each of which must have been attacked.
-        """
-        if emb_name is None:
-            params = dict(self.model.named_parameters())
-            for name, saved in self.emb_backup.items():
-                params[name].data.copy_(saved)
-        else:
-            for name, param in find_embedding_parameters(self.model, emb_name):
-                if name not in self.emb_backup:
-                    raise RuntimeError(f"restore() before attack(): no backup for {name!r}")
-                param.data.copy_(self.emb_backup[name])
+        """Put back the exact values saved by ``attack`` (``emb_name=None``: every
+        parameter it moved; a name: the matching ones, each of which must have been
+        attacked)."""
+        restore_backup(self.model, self.emb_backup, emb_name)
         self.emb_backup = {}
 
     def backup_grad(self) -> None:
