@@ -1,9 +1,10 @@
 """Serving limits: slots freed by disconnecting clients, 503 when busy, and 100 mixed
 requests (good, malformed, oversized, disconnecting) leaving the server answering with
-flat memory."""
+flat memory (RSS read after trimming the malloc heap)."""
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import socket
@@ -11,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,18 @@ def test_busy_server_answers_503_json_then_recovers(make_server, tokenizer, fetc
     assert fetch(serving.url + "/generate?text=a&max_tokens=1")[0] == 200
 
 
+def release_free_heap() -> None:
+    """Hand freed malloc pages back to the OS (glibc), so RSS shows what is still held.
+
+    Without it, RSS after a burst of 2 MiB bodies on four threads depends on how the
+    per-thread arenas happened to fragment (CI once read +32 MiB for no leak at all).
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pytest.skip("needs glibc's malloc_trim to read a steady RSS")
+
+
 def rss_bytes() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -185,20 +199,27 @@ def test_100_mixed_requests_keep_the_server_answering_with_flat_memory(
         wrong = [r for r in results if r[1] != r[2]]
         assert not wrong, wrong
 
+    def settle() -> int:
+        """Wait for the server to go idle, collect and trim, then read RSS."""
+        deadline = time.monotonic() + 10
+        while (service.active or threading.active_count() > threads_before) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+        gc.collect()
+        release_free_heap()
+        return rss_bytes()
+
     round_of(30)  # warm-up: allocator pools, thread stacks, first-call caches
-    gc.collect()
-    threads_before, rss_before = threading.active_count(), rss_bytes()
-    round_of(100)
-    deadline = time.monotonic() + 10
-    while (service.active or threading.active_count() > threads_before) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    gc.collect()
-    growth = rss_bytes() - rss_before
+    threads_before = threading.active_count()
+    readings = [settle()]
+    for _ in range(3):
+        round_of(100)
+        readings.append(settle())
     assert service.active == 0
     assert threading.active_count() <= threads_before
-    assert growth < 24 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over 100 requests"
+    growth = [(after - before) / 2**20 for before, after in pairwise(readings)]
+    assert max(growth) < 8, f"RSS grew by {[round(g, 1) for g in growth]} MiB per 100 requests"
     assert good_get() == 200  # still answering
 
 
