@@ -1,25 +1,26 @@
-"""Decoding speed of b4t.generation: KV-cached against uncached, interleaved.
+"""Decoding speed of b4t.generation: cached against uncached, and b4t against
+``transformers.generate()``, interleaved.
 
     nox -s bench -- generation
-    python benchmarks/bench_generation.py [--new-tokens 64] [--repeats 3]
+    OMP_NUM_THREADS=2 python benchmarks/bench_generation.py [--repeats 3]
 
-A small random GPT-style decoder (``b4t.generation.testing.TinyCausalLM``)
-generates ``--new-tokens`` tokens for a batch of prompts with greedy search
-(beam width 1), beam search (width 4) and top-k sampling. Each mode runs with
-``use_states=True`` (one new token per step through the KV cache) and
-``use_states=False`` (the whole sequence re-read every step), alternating in
-the same process, and the script prints tokens/s (generated tokens of the
-returned sequences per second, median over repeats) and the cached/uncached
-ratio. There is no end token, so every run makes exactly the same number of steps.
-
-``--b4t-model`` (the issue #13 benchmark) times b4t's own GPT-2 (``model='gpt2'``, with
-b4t's KV cache) under ``SeqGeneration`` against ``transformers.generate()`` on the
-transformers GPT-2 the weights came from: GPT-2 small (124M, random weights), a
-32-token prompt, 64 new tokens, greedy at batch 1 and 8, then 4-beam search and top-p
-sampling at batch 1, then T5-small (60M, random weights) greedy seq2seq at batch 1 and 8
-(``Seq2SeqGeneration`` on b4t's ``t5`` vs ``generate()``), interleaved. It also prints
-the memory-bandwidth limit at batch 1 (every new token reads all fp32 weights once:
-measured copy bandwidth / weight bytes)::
+1. A small random GPT-style decoder (``b4t.generation.testing.TinyCausalLM``) generates
+   ``--new-tokens`` tokens for a batch of prompts with greedy search (beam width 1), beam
+   search (width 4) and top-k sampling, each with ``use_states=True`` (one new token per
+   step through the KV cache) and ``use_states=False`` (the whole sequence re-read every
+   step), alternating; it prints tokens/s (generated tokens of the returned sequences per
+   second, median over repeats) and the cached/uncached ratio. There is no end token, so
+   every run makes exactly the same number of steps. Then b4t's loop drives the
+   transformers GPT-2 of the same size against its own ``generate()`` (the loop's cost).
+2. The issue #13 comparison (alone with ``--b4t-model``): b4t's own GPT-2 (``model='gpt2'``,
+   b4t's KV cache) under ``SeqGeneration`` against ``transformers.generate()`` on the
+   transformers GPT-2 the weights came from: GPT-2 small (124M, random weights), a
+   32-token prompt, 64 new tokens, greedy at batch 1 and 8, 4-beam search and top-p
+   sampling at batch 1, then T5-small (60M, random weights) greedy seq2seq at batch 1 and
+   8 (``Seq2SeqGeneration`` on b4t's ``t5``), interleaved, outputs compared. Each case
+   also shows how far the process's peak RSS rises above its resting RSS during one run
+   of each side, and the script prints the batch-1 limit set by memory bandwidth (every
+   new token reads all fp32 weights once: measured read bandwidth / weight bytes)::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --b4t-model --repeats 3
     python benchmarks/bench_generation.py --b4t-model --gpt2-config tiny --repeats 1  # smoke
@@ -28,8 +29,11 @@ measured copy bandwidth / weight bytes)::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -70,9 +74,11 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=2000)
-    parser.add_argument("--no-transformers", action="store_true", help="skip generate()")
     parser.add_argument(
-        "--b4t-model", action="store_true", help="b4t's GPT-2 + KV cache vs generate() only"
+        "--no-transformers", action="store_true", help="only part 1's cached/uncached table"
+    )
+    parser.add_argument(
+        "--b4t-model", action="store_true", help="only part 2: b4t's GPT-2 and T5 vs generate()"
     )
     parser.add_argument("--gpt2-config", choices=sorted(GPT2_CONFIGS), default="small")
     parser.add_argument("--batches", default="1,8", help="greedy batch sizes (--b4t-model)")
@@ -81,6 +87,15 @@ def main() -> None:
         compare_b4t_model(args)
         compare_t5(args)
         return
+    cached_against_uncached(args)
+    if not args.no_transformers:
+        compare_with_transformers(args)
+        compare_b4t_model(args)
+        compare_t5(args)
+
+
+def cached_against_uncached(args: argparse.Namespace) -> None:
+    """The tiny random decoder: KV-cached against uncached decoding, every mode."""
 
     torch.manual_seed(0)
     model = TinyCausalLM(
@@ -114,8 +129,6 @@ def main() -> None:
         cached = tokens / statistics.median(times[(name, True)])
         uncached = tokens / statistics.median(times[(name, False)])
         print(f"{name:<8} {cached:>13.1f} {uncached:>15.1f} {cached / uncached:>6.2f}x")
-    if not args.no_transformers:
-        compare_with_transformers(args)
 
 
 def compare_with_transformers(args: argparse.Namespace) -> None:
@@ -181,17 +194,42 @@ GPT2_CONFIGS = {
 }
 
 
-def copy_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """Measured memory bandwidth in bytes/s: ``dst.copy_(src)`` reads and writes each byte."""
-    src = torch.ones(megabytes * 2**20 // 4)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
+def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
+    """Measured read bandwidth in bytes/s: ``buf.sum()`` reads each byte once (best of
+    ``repeats``), as a decoding step reads each weight once."""
+    buf = torch.ones(megabytes * 2**20 // 4)
+    buf.sum()
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        dst.copy_(src)
+        buf.sum()
         best = min(best, time.perf_counter() - start)
-    return 2 * src.numel() * 4 / best
+    return buf.numel() * 4 / best
+
+
+def _proc_status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def peak_growth(fn: Callable[[], object]) -> float | None:
+    """MiB that the process's peak RSS rises above its RSS while ``fn()`` runs (Linux:
+    freed heap handed back with ``malloc_trim``, then the peak reset through
+    ``/proc/self/clear_refs``); None where that cannot be read."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _proc_status("VmRSS:")
+        fn()
+        return (_proc_status("VmHWM:") - before) / 2**20
+    except (OSError, AttributeError, KeyError):
+        return None
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def compare_b4t_model(args: argparse.Namespace) -> None:
@@ -211,7 +249,7 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         hf.save_pretrained(tmp)
         ours = build_transformer_model(checkpoint_path=tmp, model="gpt2").eval()
     weight_bytes = sum(p.numel() * p.element_size() for p in ours.parameters())
-    bandwidth = copy_bandwidth()
+    bandwidth = read_bandwidth()
     print(
         f"torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{torch.get_num_threads()} threads; GPT-2 {args.gpt2_config} "
@@ -219,7 +257,7 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         f"prompt {args.prompt_len}, {args.new_tokens} new tokens, median of {args.repeats}"
     )
     print(
-        f"memory bandwidth (copy): {bandwidth / 1e9:.1f} GB/s; fp32 weights "
+        f"memory bandwidth (read): {bandwidth / 1e9:.1f} GB/s; fp32 weights "
         f"{weight_bytes / 2**20:.0f} MiB; batch-1 limit {bandwidth / weight_bytes:.1f} tok/s"
     )
     vocab = config.vocab_size
@@ -232,7 +270,10 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         ("top-p b1", 1, dict(mode="random_sample", topp=0.9, n=1),
          dict(do_sample=True, top_p=0.9, top_k=0)),
     ]  # fmt: skip
-    print(f"{'case':<10} {'b4t tok/s':>10} {'generate tok/s':>15} {'ratio':>7}  same output")
+    print(
+        f"{'case':<10} {'b4t tok/s':>10} {'generate tok/s':>15} {'ratio':>7}  "
+        f"{'peak MiB b4t / generate':>24}  same output"
+    )
     for label, batch, ours_kw, hf_kw in cases:
         g = torch.Generator().manual_seed(1)
         prompts = torch.randint(2, vocab, (batch, args.prompt_len), generator=g)
@@ -257,6 +298,7 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         times: dict[str, list[float]] = {"b4t": [], "hf": []}
         with torch.no_grad():
             same = run_b4t() == run_hf()  # also the warm-up
+            peaks = peak_growth(run_b4t), peak_growth(run_hf)
             for _ in range(args.repeats):
                 for name, fn in (("b4t", run_b4t), ("hf", run_hf)):
                     start = time.perf_counter()
@@ -266,7 +308,10 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         b4t = tokens / statistics.median(times["b4t"])
         ref = tokens / statistics.median(times["hf"])
         same_text = "yes" if same else ("n/a (sampling)" if "top-p" in label else "NO")
-        print(f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {same_text}")
+        memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
+        print(
+            f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {memory:>24}  {same_text}"
+        )
 
 
 T5_CONFIGS = {
@@ -315,6 +360,7 @@ def compare_t5(args: argparse.Namespace) -> None:
         times: dict[str, list[float]] = {"b4t": [], "hf": []}
         with torch.no_grad():
             same = run_b4t() == run_hf()
+            peaks = peak_growth(run_b4t), peak_growth(run_hf)
             for _ in range(args.repeats):
                 for key, fn in (("b4t", run_b4t), ("hf", run_hf)):
                     start = time.perf_counter()
@@ -323,9 +369,10 @@ def compare_t5(args: argparse.Namespace) -> None:
         tokens = batch * args.new_tokens
         b4t = tokens / statistics.median(times["b4t"])
         ref = tokens / statistics.median(times["hf"])
+        memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
         print(
-            f"t5 greedy b{batch:<3} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  "
-            f"{'yes' if same else 'NO'}"
+            f"{f't5 greedy b{batch}':<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  "
+            f"{memory:>24}  {'yes' if same else 'NO'}"
         )
 
 

@@ -39,6 +39,7 @@ from b4t.layers.feed_forward import PositionWiseFeedForward
 from b4t.layers.gau import GatedAttentionUnit
 from b4t.layers.global_pointer import EfficientGlobalPointer, GlobalPointer
 from b4t.layers.gqa import GroupedQueryAttention
+from b4t.layers.linear import Linear
 from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_additive_mask, unilm_mask
 from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.pooling import get_pool_emb
@@ -81,6 +82,7 @@ __all__ = [
     "GroupedQueryAttention",
     "Identity",
     "LayerNorm",
+    "Linear",
     "MultiHeadAttention",
     "MultiHeadAttentionLayer",
     "NezhaAttention",

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from b4t.layers.linear import Linear
+
 __all__ = ["AttentionOutput", "MultiHeadAttention", "causal_bias", "extend_cache"]
 
 # (context [B, L, H], attention probabilities [B, heads, Q, K] or None, (k, v) cache or None)
@@ -103,10 +105,8 @@ class MultiHeadAttention(nn.Module):
         self.num_heads = num_attention_heads
         self.head_size = attention_head_size
         self.inner_size = num_attention_heads * attention_head_size
-        self.qkv = nn.Linear(hidden_size, 3 * self.inner_size, bias=bias)
-        self.o = nn.Linear(
-            self.inner_size, hidden_size, bias=bias if out_bias is None else out_bias
-        )
+        self.qkv = Linear(hidden_size, 3 * self.inner_size, bias=bias)
+        self.o = Linear(self.inner_size, hidden_size, bias=bias if out_bias is None else out_bias)
         self.dropout_rate = dropout_rate
         self.scale = 1.0 / math.sqrt(attention_head_size) if scale is None else scale
         self.is_causal = is_causal

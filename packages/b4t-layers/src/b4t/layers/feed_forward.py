@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from b4t.layers.activations import get_activation
+from b4t.layers.linear import Linear
 
 __all__ = ["PositionWiseFeedForward"]
 
@@ -70,9 +71,9 @@ class PositionWiseFeedForward(nn.Module):
                 "hidden_size, intermediate_size, dropout_rate, hidden_act, ...); got "
                 f"{dropout_rate!r}: pass the activation as hidden_act="
             )
-        self.intermediate = nn.Linear(hidden_size, intermediate_size, bias=bias)
-        self.gate = nn.Linear(hidden_size, intermediate_size, bias=bias) if is_gated else None
-        self.output = nn.Linear(intermediate_size, hidden_size, bias=bias)
+        self.intermediate = Linear(hidden_size, intermediate_size, bias=bias)
+        self.gate = Linear(hidden_size, intermediate_size, bias=bias) if is_gated else None
+        self.output = Linear(intermediate_size, hidden_size, bias=bias)
         self.act = get_activation(hidden_act)
         self.is_dropout = is_dropout
         self.dropout = nn.Dropout(dropout_rate) if is_dropout and dropout_rate else None

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from b4t.layers.attention import AttentionOutput, causal_bias, extend_cache
+from b4t.layers.linear import Linear
 
 __all__ = ["GroupedQueryAttention", "apply_rope_half", "rope_cos_sin", "rotate_half"]
 
@@ -101,8 +102,8 @@ class GroupedQueryAttention(nn.Module):
         self.head_size = attention_head_size
         self.q_size = num_attention_heads * attention_head_size
         self.kv_size = kv_heads * attention_head_size
-        self.qkv = nn.Linear(hidden_size, self.q_size + 2 * self.kv_size, bias=bias)
-        self.o = nn.Linear(self.q_size, hidden_size, bias=bias if out_bias is None else out_bias)
+        self.qkv = Linear(hidden_size, self.q_size + 2 * self.kv_size, bias=bias)
+        self.o = Linear(self.q_size, hidden_size, bias=bias if out_bias is None else out_bias)
         self.dropout_rate = dropout_rate
         self.scale = attention_head_size**-0.5
         self.is_causal = is_causal

@@ -18,6 +18,7 @@ from torch import nn
 
 from b4t.layers.attention import MultiHeadAttention
 from b4t.layers.feed_forward import PositionWiseFeedForward
+from b4t.layers.linear import Linear
 from b4t.layers.norms import LayerNorm
 
 __all__ = ["CrossAttention", "DecoderBlock", "T5Block"]
@@ -54,9 +55,9 @@ class CrossAttention(nn.Module):
         self.num_heads = num_attention_heads
         self.head_size = attention_head_size or hidden_size // num_attention_heads
         inner = self.num_heads * self.head_size
-        self.q = nn.Linear(hidden_size, inner, bias=bias)
-        self.kv = nn.Linear(hidden_size, 2 * inner, bias=bias)
-        self.o = nn.Linear(inner, hidden_size, bias=bias)
+        self.q = Linear(hidden_size, inner, bias=bias)
+        self.kv = Linear(hidden_size, 2 * inner, bias=bias)
+        self.o = Linear(inner, hidden_size, bias=bias)
         self.scale = self.head_size**-0.5 if scale is None else scale
         self.dropout_rate = dropout_rate
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from b4t.layers.feed_forward import PositionWiseFeedForward
+from b4t.layers.linear import Linear
 from b4t.layers.norms import LayerNorm
 
 __all__ = [
@@ -119,7 +120,7 @@ class RelativeMultiHeadAttention(nn.Module):
         self.rel_shift = rel_shift
         self.segment_vocab_size = segment_vocab_size
         for name in ("q", "k", "v", "r", "o"):
-            setattr(self, name, nn.Linear(hidden_size, hidden_size, bias=False))
+            setattr(self, name, Linear(hidden_size, hidden_size, bias=False))
         shape = (num_attention_heads, self.head_size)
         self.r_w_bias = nn.Parameter(torch.zeros(shape)) if own_biases else None
         self.r_r_bias = nn.Parameter(torch.zeros(shape)) if own_biases else None

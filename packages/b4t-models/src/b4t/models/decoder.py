@@ -24,12 +24,12 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from b4t.layers import LayerNorm, get_activation
 from b4t.layers.attention import causal_bias
+from b4t.layers.linear import Linear, linear
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
 from b4t.models.transformer import Transformer
@@ -113,7 +113,7 @@ class CausalLM(Transformer):
         self.lm_head = (
             None
             if tie_word_embeddings
-            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            else Linear(config.hidden_size, config.vocab_size, bias=False)
         )
 
     # ---- construction --------------------------------------------------------------
@@ -175,7 +175,7 @@ class CausalLM(Transformer):
         if self.norm is not None:
             hidden = self.norm(hidden)
         weight = self.embeddings.word_embeddings.weight if self.lm_head is None else None
-        return F.linear(hidden, weight) if weight is not None else self.lm_head(hidden)
+        return linear(hidden, weight) if weight is not None else self.lm_head(hidden)
 
     def _keep_mask(self, state: dict[str, Any], past: int) -> torch.Tensor | None:
         """``[B, past + L]`` bool of real tokens, or None when nothing is padding."""

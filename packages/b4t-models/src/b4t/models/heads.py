@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from b4t.layers import LayerNorm, get_activation
+from b4t.layers.linear import Linear, linear
 
 __all__ = ["MlmHead", "Pooler"]
 
@@ -56,7 +56,7 @@ class MlmHead(nn.Module):
         self.dense = nn.Linear(hidden_size, embedding_size)
         self.act = get_activation(hidden_act)
         self.layer_norm = LayerNorm(embedding_size, layer_norm_eps, conditional_size)
-        self.decoder = None if tied else nn.Linear(embedding_size, vocab_size, bias=False)
+        self.decoder = None if tied else Linear(embedding_size, vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
         self.activation = activation
         self.out_act = get_activation(activation)
@@ -69,4 +69,4 @@ class MlmHead(nn.Module):
     ) -> torch.Tensor:
         h = self.layer_norm(self.act(self.dense(hidden_states)), cond)
         weight = embedding_weight if self.decoder is None else self.decoder.weight
-        return self.out_act(F.linear(h, weight, self.bias))
+        return self.out_act(linear(h, weight, self.bias))

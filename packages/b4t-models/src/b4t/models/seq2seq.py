@@ -25,6 +25,7 @@ from torch import nn
 
 from b4t.layers import LayerNorm, T5RelativePositionBias, TransformerBlock
 from b4t.layers.attention import causal_bias
+from b4t.layers.linear import Linear, linear
 from b4t.layers.t5 import DecoderBlock, T5Block
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
@@ -186,9 +187,7 @@ class T5Stack(nn.Module):
         self.tie = bool(s["tie"])
         self.scale = bool(s["scale"])
         self.lm_head = (
-            nn.Linear(c.hidden_size, c.vocab_size, bias=False)
-            if is_decoder and not self.tie
-            else None
+            Linear(c.hidden_size, c.vocab_size, bias=False) if is_decoder and not self.tie else None
         )
 
     def _check_ids(self, token_ids: torch.Tensor) -> None:
@@ -272,7 +271,7 @@ class T5Stack(nn.Module):
             hidden = hidden * self.config.hidden_size**-0.5
         if self.lm_head is not None:
             return self.lm_head(hidden)
-        return torch.nn.functional.linear(hidden, self.word_embeddings.weight)
+        return linear(hidden, self.word_embeddings.weight)
 
     def forward(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:
         """Seed-style: encoder ``[ids]`` -> ``[hidden, mask [B, 1, 1, S]]``; decoder
@@ -579,7 +578,7 @@ class GenericStack(BartStack):
         self.segment_embeddings = nn.Embedding(rows, config.hidden_size) if rows > 0 else None
         self.final_logits_bias = None
         self.final_dense = (
-            nn.Linear(config.hidden_size, config.vocab_size, bias=False) if is_decoder else None
+            Linear(config.hidden_size, config.vocab_size, bias=False) if is_decoder else None
         )
         self.logit_scale = config.hidden_size**-0.5 if settings.get("logit_scale", True) else 1.0
 

@@ -28,11 +28,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from b4t.layers import AdaptiveEmbedding
+from b4t.layers.linear import linear
 from b4t.layers.xlnet import XlnetLayer, XlnetPositionsEncoding
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
@@ -72,7 +72,7 @@ class LmHead(nn.Module):
         self, hidden: torch.Tensor, tied_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         weight = self.weight if self.weight is not None else tied_weight
-        return F.linear(hidden, weight, self.bias)
+        return linear(hidden, weight, self.bias)
 
 
 class TransformerXL(Transformer):
