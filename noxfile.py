@@ -113,6 +113,7 @@ def tests(session: nox.Session, torch: str) -> None:
             "pytest",
             *[f"packages/{p}/tests" for p in PACKAGES],
             "examples/tests",
+            "benchmarks/tests",
             *(session.posargs or XDIST),
             env=TEST_ENV,
         )
