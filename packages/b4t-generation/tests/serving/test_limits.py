@@ -221,7 +221,7 @@ def test_100_mixed_requests_keep_the_server_answering_with_flat_memory(
         # requests, then flat, in a pytest worker of the whole suite). A leak keeps rising:
         # go on until two rounds in a row add under 4 MiB (40 KiB per request).
         while len(rss) < 3 or max(rss[-1] - rss[-2], rss[-2] - rss[-3]) >= 4 << 20:
-            assert len(rss) <= 10, f"RSS rose every round: {[r >> 20 for r in rss]} MiB"
+            assert len(rss) <= 15, f"RSS rose every round: {[r >> 20 for r in rss]} MiB"
             round_of(100)
             rss.append(settle())
             python_heap.append(tracemalloc.get_traced_memory()[0])
