@@ -18,9 +18,10 @@
    32-token prompt, 64 new tokens, greedy at batch 1 and 8, 4-beam search and top-p
    sampling at batch 1, then T5-small (60M, random weights) greedy seq2seq at batch 1 and
    8 (``Seq2SeqGeneration`` on b4t's ``t5``), interleaved, outputs compared. Each case
-   also shows how far the process's peak RSS rises above its resting RSS during one run
-   of each side, and the script prints the batch-1 limit set by memory bandwidth (every
-   new token reads all fp32 weights once: measured read bandwidth / weight bytes)::
+   also shows the peak of live tensor memory allocated during one run of each side
+   (``torch.profiler`` memory events; the KV cache is most of it), and the script prints
+   the batch-1 limit set by memory bandwidth (every new token reads all fp32 weights
+   once: measured read bandwidth / weight bytes)::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --b4t-model --repeats 3
     python benchmarks/bench_generation.py --b4t-model --gpt2-config tiny --repeats 1  # smoke
@@ -29,11 +30,9 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
@@ -207,25 +206,25 @@ def read_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
     return buf.numel() * 4 / best
 
 
-def _proc_status(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key):
-            return int(line.split()[1]) * 1024
-    raise KeyError(key)
+def peak_tensor_mib(fn: Callable[[], object]) -> float | None:
+    """MiB of the largest total of live tensor bytes allocated while ``fn()`` runs (its own
+    allocations, not what was alive before), replayed from ``torch.profiler``'s memory
+    events: the CPU analogue of ``torch.cuda.max_memory_allocated``, free of the C
+    allocator's caching. None where this torch's profiler does not expose the events."""
+    from torch.profiler import ProfilerActivity, profile
 
-
-def peak_growth(fn: Callable[[], object]) -> float | None:
-    """MiB that the process's peak RSS rises above its RSS while ``fn()`` runs (Linux:
-    freed heap handed back with ``malloc_trim``, then the peak reset through
-    ``/proc/self/clear_refs``); None where that cannot be read."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _proc_status("VmRSS:")
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-        return (_proc_status("VmHWM:") - before) / 2**20
-    except (OSError, AttributeError, KeyError):
+    try:
+        events = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+        changes = sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]")
+    except AttributeError:
         return None
+    live = peak = 0
+    for _, nbytes in changes:
+        live += nbytes
+        peak = max(peak, live)
+    return peak / 2**20
 
 
 def _mib(value: float | None) -> str:
@@ -272,7 +271,7 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
     ]  # fmt: skip
     print(
         f"{'case':<10} {'b4t tok/s':>10} {'generate tok/s':>15} {'ratio':>7}  "
-        f"{'peak MiB b4t / generate':>24}  same output"
+        f"{'peak tensor MiB b4t / gen':>26}  same output"
     )
     for label, batch, ours_kw, hf_kw in cases:
         g = torch.Generator().manual_seed(1)
@@ -298,7 +297,7 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         times: dict[str, list[float]] = {"b4t": [], "hf": []}
         with torch.no_grad():
             same = run_b4t() == run_hf()  # also the warm-up
-            peaks = peak_growth(run_b4t), peak_growth(run_hf)
+            peaks = peak_tensor_mib(run_b4t), peak_tensor_mib(run_hf)
             for _ in range(args.repeats):
                 for name, fn in (("b4t", run_b4t), ("hf", run_hf)):
                     start = time.perf_counter()
@@ -310,7 +309,7 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
         same_text = "yes" if same else ("n/a (sampling)" if "top-p" in label else "NO")
         memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
         print(
-            f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {memory:>24}  {same_text}"
+            f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {memory:>26}  {same_text}"
         )
 
 
@@ -360,7 +359,7 @@ def compare_t5(args: argparse.Namespace) -> None:
         times: dict[str, list[float]] = {"b4t": [], "hf": []}
         with torch.no_grad():
             same = run_b4t() == run_hf()
-            peaks = peak_growth(run_b4t), peak_growth(run_hf)
+            peaks = peak_tensor_mib(run_b4t), peak_tensor_mib(run_hf)
             for _ in range(args.repeats):
                 for key, fn in (("b4t", run_b4t), ("hf", run_hf)):
                     start = time.perf_counter()
@@ -372,7 +371,7 @@ def compare_t5(args: argparse.Namespace) -> None:
         memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
         print(
             f"{f't5 greedy b{batch}':<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  "
-            f"{memory:>24}  {'yes' if same else 'NO'}"
+            f"{memory:>26}  {'yes' if same else 'NO'}"
         )
 
 

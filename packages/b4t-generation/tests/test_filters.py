@@ -64,3 +64,19 @@ def test_select_states_follows_rows_through_nested_caches() -> None:
     assert select_states(None, torch.tensor([0])) is None
     with pytest.raises(TypeError, match="index_select"):
         select_states(object(), torch.tensor([0]))
+
+
+def test_select_states_reorders_a_cache_object_in_place() -> None:
+    class Cache:
+        def __init__(self) -> None:
+            self.rows = torch.arange(3.0)
+
+        def index_select(self, indices: torch.Tensor) -> Cache:
+            raise AssertionError("a cache that reorders in place is not copied")
+
+        def reorder_cache(self, indices: torch.Tensor) -> None:
+            self.rows = self.rows[indices]
+
+    cache = Cache()
+    assert select_states(cache, torch.tensor([2, 0])) is cache
+    assert cache.rows.tolist() == [2.0, 0.0]

@@ -15,7 +15,9 @@ from b4t.layers.linear import linear
 
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Records the input shape of every call that takes the batched-matmul path."""
+    """Records the input shape of every call that takes the batched-matmul path (which
+    small weights take here too: MIN_WEIGHT is lowered to 1)."""
+    monkeypatch.setattr(linear_module, "MIN_WEIGHT", 1)
     calls: list[tuple[int, ...]] = []
     original = linear_module._few_rows_linear
 
@@ -72,6 +74,14 @@ def test_other_calls_use_f_linear(spy) -> None:
     out.sum().backward()
     assert layer.weight.grad is not None
     assert spy == []
+
+
+def test_small_weights_use_f_linear_by_default(spy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linear_module, "MIN_WEIGHT", 1 << 18)
+    with torch.no_grad():
+        Linear(512, 511)(torch.randn(1, 512))  # 261,632 elements: below 2**18
+        Linear(512, 512)(torch.randn(1, 512))  # T5-small's 512 x 512: the path
+    assert spy == [(1, 512)]
 
 
 def test_switch_off(monkeypatch: pytest.MonkeyPatch, spy) -> None:

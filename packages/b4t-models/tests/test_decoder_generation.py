@@ -152,3 +152,36 @@ def test_cache_grows_past_its_first_buffer(tmp_path: Path) -> None:
         steps = [ours(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(3, 150)]
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 3:], atol=1e-5, rtol=0)
     assert cache.seq_len == 150
+    # it grew by an eighth at a time: at most 150 + 150 / 8 + 16 positions are held
+    assert all(150 <= layer.capacity <= 150 + 150 // 8 + 16 for layer in cache)
+
+
+def test_limit_length_keeps_the_buffers_to_the_run(tmp_path: Path) -> None:
+    _, ours = make("gpt2", tmp_path)
+    ids = torch.randint(2, 48, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full, _ = ours(ids, past_key_values=None)
+        _, cache = ours(ids[:, :3], past_key_values=None)
+        cache.limit_length(20)
+        steps = [ours(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(3, 20)]
+        assert all(layer.capacity == 20 for layer in cache)  # grew to the limit, no further
+        steps += [ours(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(20, 24)]
+    assert all(layer.capacity >= 24 for layer in cache)  # past the limit it still grows
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 3:], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["beam_search", "random_sample"])
+def test_generation_sizes_the_cache_to_prompt_plus_maxlen(mode: str, tmp_path: Path) -> None:
+    _, ours = make("gpt2", tmp_path)
+    caches: list[KVCache] = []
+
+    def model(*args: Any, **kwargs: Any) -> Any:
+        logits, cache = ours(*args, **kwargs)
+        caches.append(cache)
+        return logits, cache
+
+    gen = generation.SeqGeneration(model, end_id=None, maxlen=30, mode=mode)
+    with torch.no_grad():
+        gen.batch_generate([PROMPTS[0], PROMPTS[1]], topk=3)
+    # 4 prompt positions (left-padded batch) + 29 fed tokens: 33, with no overshoot
+    assert len(caches) == 30 and all(layer.capacity == 33 for layer in caches[-1])

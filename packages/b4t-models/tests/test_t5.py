@@ -82,13 +82,21 @@ def test_seed_style_encoder_decoder_predict_and_cache(name: str, tmp_path: Path)
             parts.append(step)
     torch.testing.assert_close(torch.cat(parts, 1), full, atol=ATOL, rtol=0)
     assert isinstance(cache, KVCache) and cache.seq_len == 7 and len(cache.cross) == 3
-    beams = cache.index_select(torch.tensor([2, 2, 0]))
+    order = torch.tensor([2, 2, 0])
     with torch.no_grad():
-        step, _ = ours.decode(
-            dec[[2, 2, 0], 6:7] * 0 + 5, memory[[2, 2, 0]], enc.ne(0)[[2, 2, 0]], beams
-        )
-        again = ours([enc[[2, 2, 0]], torch.cat([dec[[2, 2, 0]], dec[:, :1] * 0 + 5], 1)])[-1]
-    torch.testing.assert_close(step[:, -1], again[:, -1], atol=ATOL, rtol=0)
+        again = ours([enc[order], torch.cat([dec[order], dec[:, :1] * 0 + 5], 1)])[-1]
+    beams = cache.index_select(order)  # a new cache; the old one stays as it was
+    in_place = cache.index_select(torch.arange(3)).index_select(torch.tensor([0, 1, 2, 2]))
+    in_place.reorder(torch.tensor([3, 3, 0]))  # rows 2, 2, 0 of the original, in place
+    assert cache.batch_size == 3 and beams.batch_size == 3 and in_place.batch_size == 3
+    for selected in (beams, in_place):
+        # the cross-attention keys/values follow the rows: the memory is not read again
+        assert all(kv is not None and kv[0].shape[0] == 3 for kv in selected.cross)
+        with torch.no_grad():
+            step, _ = ours.decode(
+                dec[order, 6:7] * 0 + 5, memory[order] * 0, enc.ne(0)[order], selected
+            )
+        torch.testing.assert_close(step[:, -1], again[:, -1], atol=ATOL, rtol=0)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -134,7 +134,9 @@ class AutoRegressiveDecoder:
                         f"got {tuple(scores.shape)}"
                     )
                 if default_rtype == "logits":
-                    log_probas = torch.log_softmax(scores / temperature, dim=-1)
+                    if temperature != 1:
+                        scores = scores / temperature
+                    log_probas = torch.log_softmax(scores, dim=-1)
                     if rtype == "logits":
                         return log_probas, new_states
                     return log_probas.exp(), new_states
@@ -241,6 +243,7 @@ class AutoRegressiveDecoder:
             scores = self._mask_end(scores, step, -float("inf"))
             candidates = output_scores.reshape(-1, 1) + scores  # (rows, vocab)
             parent, token, output_scores, groups = self._select_beams(candidates, groups, width)
+            del scores, candidates  # (rows, vocab) each: not alive during the next predict
             output_ids = torch.cat([output_ids[parent], token.reshape(-1, 1)], 1)
             inputs = [i[parent] for i in inputs]
             states = select_states(states, parent)
@@ -479,6 +482,7 @@ class AutoRegressiveDecoder:
                     f"step {step}: no token left to sample (all probabilities are zero or NaN)"
                 )
             sample_ids = torch.multinomial(probas, 1, generator=generator)
+            del probas  # (rows, vocab): not alive during the next predict
             output_ids = torch.cat([output_ids, sample_ids], 1)
             if stream:
                 for slot, ids in zip(slots.tolist(), output_ids):

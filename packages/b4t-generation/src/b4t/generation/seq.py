@@ -36,6 +36,14 @@ def _takes_logits_to_keep(model: Any) -> bool:
         return False
 
 
+def _limit_cache(cache: Any, total: int) -> None:
+    """Tell a cache that can be told (b4t's ``KVCache.limit_length``) that the run holds at
+    most ``total`` positions, so its buffers never grow past that."""
+    limit = getattr(cache, "limit_length", None)
+    if callable(limit):
+        limit(total)
+
+
 class _TextGeneration(AutoRegressiveDecoder):
     """Shared text handling: encoding, padding, decoding, mode dispatch."""
 
@@ -235,6 +243,8 @@ class SeqGeneration(_TextGeneration):
             ids = torch.cat([prompt, output_ids], 1)
             output = self.model(ids, past_key_values=None, attention_mask=mask, **extra)
         logits, cache = split_model_output(output)
+        if states is None and self.use_states:
+            _limit_cache(cache, mask.shape[1] + self.maxlen - 1)
         return logits[:, -1], (cache if self.use_states else None)
 
 
@@ -278,4 +288,6 @@ class Seq2SeqGeneration(_TextGeneration):
         else:
             output = self.model.decode(output_ids, memory, memory_mask, None)
         logits, cache = split_model_output(output)
+        if states is None and self.use_states:
+            _limit_cache(cache, output_ids.shape[1] + self.maxlen - 1)
         return logits[:, -1], (cache if self.use_states else None)

@@ -12,8 +12,11 @@ Supported states:
   shape ``(rows, heads, seq, head_dim)``;
 - any nesting of ``tuple``, ``list`` and ``dict`` holding the above (the
   usual ``((k, v), (k, v), ...)`` past key/values);
-- an object with an ``index_select(indices)`` method returning the selected
-  object, or with ``reorder_cache(indices)`` that reorders in place.
+- an object with ``reorder_cache(indices)`` that reorders it in place (b4t's
+  ``KVCache``, transformers' ``Cache``), or with an ``index_select(indices)`` method
+  returning the selected object. When both exist the in-place one is used: the decoder
+  owns the states it passes around, and reordering a cache layer by layer keeps one
+  layer's copy alive beside it instead of a second cache.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ __all__ = ["select_states"]
 
 
 def select_states(states: Any, indices: torch.Tensor) -> Any:
-    """Return ``states`` with dim 0 of every tensor indexed by ``indices``.
+    """Return ``states`` with dim 0 of every tensor indexed by ``indices`` (an object with
+    ``reorder_cache`` is reordered in place and returned).
 
     Args:
         states: ``None``, a tensor ``(rows, ...)``, a nested tuple/list/dict of
-            those, or an object with ``index_select``/``reorder_cache``.
+            those, or an object with ``reorder_cache`` (in place) or ``index_select``.
         indices: ``(new_rows,)`` long tensor of row numbers (may repeat rows).
 
     Returns:
@@ -51,11 +55,11 @@ def select_states(states: Any, indices: torch.Tensor) -> Any:
         return [select_states(s, indices) for s in states]
     if isinstance(states, dict):
         return {key: select_states(value, indices) for key, value in states.items()}
-    if hasattr(states, "index_select"):
-        return states.index_select(indices)
     if hasattr(states, "reorder_cache"):
         states.reorder_cache(indices)
         return states
+    if hasattr(states, "index_select"):
+        return states.index_select(indices)
     raise TypeError(
         f"cannot select rows of decoding states of type {type(states).__name__}: use tensors, "
         "tuples, lists or dicts of tensors, or give the object an index_select(indices) method"
