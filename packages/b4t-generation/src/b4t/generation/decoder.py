@@ -50,6 +50,13 @@ def _run(gen: Generator[Any, None, Any]) -> Any:
             return stop.value
 
 
+def _is_identity(index: torch.Tensor, rows: int) -> bool:
+    """Whether selecting rows ``index`` (1-D) of ``rows`` rows keeps them all in place."""
+    return index.numel() == rows and bool(
+        torch.equal(index, torch.arange(rows, device=index.device))
+    )
+
+
 class AutoRegressiveDecoder:
     """Beam search and random sampling around a user ``predict``.
 
@@ -244,9 +251,11 @@ class AutoRegressiveDecoder:
             candidates = output_scores.reshape(-1, 1) + scores  # (rows, vocab)
             parent, token, output_scores, groups = self._select_beams(candidates, groups, width)
             del scores, candidates  # (rows, vocab) each: not alive during the next predict
+            same_rows = _is_identity(parent, output_ids.shape[0])
             output_ids = torch.cat([output_ids[parent], token.reshape(-1, 1)], 1)
-            inputs = [i[parent] for i in inputs]
-            states = select_states(states, parent)
+            if not same_rows:  # greedy keeps every row where it is: nothing to copy
+                inputs = [i[parent] for i in inputs]
+                states = select_states(states, parent)
 
             if self.end_id is not None:
                 is_end = output_ids[:, -1] == self.end_id
