@@ -231,6 +231,32 @@ def _mib(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
+def race(
+    label: str,
+    run_b4t: Callable[[], list],
+    run_hf: Callable[[], list],
+    tokens: int,
+    repeats: int,
+    sampling: bool = False,
+) -> None:
+    """One table row: outputs compared (also the warm-up), peak tensor memory of one run
+    each, then ``repeats`` interleaved timed runs; tokens/s from the medians."""
+    times: dict[str, list[float]] = {"b4t": [], "hf": []}
+    with torch.no_grad():
+        same = run_b4t() == run_hf()
+        peaks = peak_tensor_mib(run_b4t), peak_tensor_mib(run_hf)
+        for _ in range(repeats):
+            for name, fn in (("b4t", run_b4t), ("hf", run_hf)):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+    b4t = tokens / statistics.median(times["b4t"])
+    ref = tokens / statistics.median(times["hf"])
+    same_text = "yes" if same else ("n/a (sampling)" if sampling else "NO")
+    memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
+    print(f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {memory:>26}  {same_text}")
+
+
 def compare_b4t_model(args: argparse.Namespace) -> None:
     """b4t's GPT-2 + KV cache + SeqGeneration against transformers' GPT-2 + generate()."""
     import tempfile
@@ -294,23 +320,8 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
             )  # fmt: skip
             return out[:, args.prompt_len :].tolist()
 
-        times: dict[str, list[float]] = {"b4t": [], "hf": []}
-        with torch.no_grad():
-            same = run_b4t() == run_hf()  # also the warm-up
-            peaks = peak_tensor_mib(run_b4t), peak_tensor_mib(run_hf)
-            for _ in range(args.repeats):
-                for name, fn in (("b4t", run_b4t), ("hf", run_hf)):
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append(time.perf_counter() - start)
-        tokens = batch * args.new_tokens
-        b4t = tokens / statistics.median(times["b4t"])
-        ref = tokens / statistics.median(times["hf"])
-        same_text = "yes" if same else ("n/a (sampling)" if "top-p" in label else "NO")
-        memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
-        print(
-            f"{label:<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  {memory:>26}  {same_text}"
-        )
+        sampling = "top-p" in label
+        race(label, run_b4t, run_hf, batch * args.new_tokens, args.repeats, sampling)
 
 
 T5_CONFIGS = {
@@ -356,23 +367,7 @@ def compare_t5(args: argparse.Namespace) -> None:
             )  # fmt: skip
             return out[:, 1:].tolist()
 
-        times: dict[str, list[float]] = {"b4t": [], "hf": []}
-        with torch.no_grad():
-            same = run_b4t() == run_hf()
-            peaks = peak_tensor_mib(run_b4t), peak_tensor_mib(run_hf)
-            for _ in range(args.repeats):
-                for key, fn in (("b4t", run_b4t), ("hf", run_hf)):
-                    start = time.perf_counter()
-                    fn()
-                    times[key].append(time.perf_counter() - start)
-        tokens = batch * args.new_tokens
-        b4t = tokens / statistics.median(times["b4t"])
-        ref = tokens / statistics.median(times["hf"])
-        memory = f"{_mib(peaks[0])} / {_mib(peaks[1])}"
-        print(
-            f"{f't5 greedy b{batch}':<10} {b4t:>10.1f} {ref:>15.1f} {b4t / ref:>6.2f}x  "
-            f"{memory:>26}  {'yes' if same else 'NO'}"
-        )
+        race(f"t5 greedy b{batch}", run_b4t, run_hf, batch * args.new_tokens, args.repeats)
 
 
 if __name__ == "__main__":

@@ -102,11 +102,8 @@ class LayerKV:
     def index_select(self, indices: torch.Tensor) -> LayerKV:
         """A new layer cache holding rows ``indices`` (rows may repeat)."""
         out = LayerKV(self.max_length)
-        if self._k is not None and self._v is not None:
-            idx = indices.to(self._k.device)
-            out._k = self._k.index_select(0, idx)
-            out._v = self._v.index_select(0, idx)
-        out.length = self.length
+        out._k, out._v, out.length = self._k, self._v, self.length
+        out.reorder_(indices)
         return out
 
     def reorder_(self, indices: torch.Tensor) -> None:
