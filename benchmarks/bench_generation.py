@@ -21,7 +21,10 @@
    also shows the peak of live tensor memory allocated during one run of each side
    (``torch.profiler`` memory events; the KV cache is most of it), and the script prints
    the batch-1 limit set by memory bandwidth (every new token reads all fp32 weights
-   once: measured read bandwidth / weight bytes)::
+   once: measured read bandwidth / weight bytes). The ``seed b1`` row is a bert4torch-style
+   ``AutoRegressiveDecoder`` subclass whose ``predict`` feeds the whole sequence each step
+   (no cache code): b4t reuses the prefix by itself (``b4t.models.prefix_reuse``); one run
+   with ``reuse_prefixes = False`` is printed beside it for scale::
 
     OMP_NUM_THREADS=2 python benchmarks/bench_generation.py --b4t-model --repeats 3
     python benchmarks/bench_generation.py --b4t-model --gpt2-config tiny --repeats 1  # smoke
@@ -36,7 +39,7 @@ from collections.abc import Callable
 
 import torch
 
-from b4t.generation import SeqGeneration
+from b4t.generation import AutoRegressiveDecoder, SeqGeneration
 from b4t.generation.testing import TinyCausalLM
 
 MODES = {
@@ -322,6 +325,45 @@ def compare_b4t_model(args: argparse.Namespace) -> None:
 
         sampling = "top-p" in label
         race(label, run_b4t, run_hf, batch * args.new_tokens, args.repeats, sampling)
+    seed_style(args, ours, hf)
+
+
+class SeedStyleDecoder(AutoRegressiveDecoder):
+    """bert4torch's CDial-GPT / GPT2-ML ``predict``: the whole sequence every step, the
+    last position's probabilities; no cache code."""
+
+    model: torch.nn.Module
+
+    @AutoRegressiveDecoder.wraps(default_rtype="probas")
+    def predict(self, inputs: list[torch.Tensor], output_ids: torch.Tensor, states: object):
+        return self.model([torch.cat([inputs[0], output_ids], 1)])[:, -1]
+
+
+def seed_style(args: argparse.Namespace, ours: torch.nn.Module, hf: torch.nn.Module) -> None:
+    """A seed-style decoder on b4t's GPT-2, greedy batch 1: with prefix reuse (the
+    default) against generate(), and one run without it for scale."""
+    prompt = torch.randint(2, hf.config.vocab_size, (1, args.prompt_len),
+                           generator=torch.Generator().manual_seed(1))  # fmt: skip
+    decoder = SeedStyleDecoder(start_id=None, end_id=None, maxlen=args.new_tokens)
+    decoder.model = ours
+
+    def run_b4t() -> list[list[int]]:
+        return [decoder.beam_search([prompt], topk=1, add_btz_dim=False).tolist()]
+
+    def run_hf() -> list[list[int]]:
+        out = hf.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+            min_new_tokens=args.new_tokens, pad_token_id=0, do_sample=False,
+        )  # fmt: skip
+        return out[:, args.prompt_len :].tolist()
+
+    race("seed b1", run_b4t, run_hf, args.new_tokens, args.repeats)
+    decoder.reuse_prefixes = False
+    with torch.no_grad():
+        start = time.perf_counter()
+        run_b4t()
+        elapsed = time.perf_counter() - start
+    print(f"  (the seed-style decoder without prefix reuse: {args.new_tokens / elapsed:.1f} tok/s)")
 
 
 T5_CONFIGS = {

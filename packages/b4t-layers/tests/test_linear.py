@@ -43,6 +43,7 @@ def test_few_rows_equal_the_formula(out_features: int, shape: tuple[int, ...], s
         no_bias = linear(x, weight)
     expected = torch.einsum("...i,oi->...o", x, weight)
     assert got.shape == (*shape[:-1], out_features)
+    assert no_bias.is_contiguous()  # row-major like F.linear's (a softmax would copy it)
     torch.testing.assert_close(no_bias, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got, expected + bias, rtol=1e-12, atol=1e-12)
     rows = x.numel() // 64

@@ -22,11 +22,20 @@ decoded together (``batch_beam_search`` / ``batch_random_sample``), states are
 kept aligned with the rows, ``stream_*`` generators yield partial outputs,
 ``repetition_penalty`` is available, and ``minlen`` forbids ``end_id`` until
 ``minlen`` tokens (counting the end token) have been generated.
+
+With b4t-models loaded, every search keeps a prefix store (see
+:mod:`b4t.models.prefix_reuse`) active around its ``predict`` calls: a seed-style
+``predict`` that feeds the whole sequence to a b4t causal model each step (``lm`` /
+``unilm`` encoders, decoder LMs, seq2seq decoders) then runs only the new token over a KV
+cache the model keeps for the search, with the same outputs. ``reuse_prefixes = False``
+(on the class or an instance) turns it off.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
@@ -57,6 +66,13 @@ def _is_identity(index: torch.Tensor, rows: int) -> bool:
     )
 
 
+def _prefix_store(enabled: bool) -> Any:
+    """A fresh ``b4t.models.prefix_reuse.PrefixStore`` when b4t-models is loaded (its
+    models are the only ones that look for it) and ``enabled``, else None."""
+    module = sys.modules.get("b4t.models.prefix_reuse") if enabled else None
+    return None if module is None else module.PrefixStore()
+
+
 class AutoRegressiveDecoder:
     """Beam search and random sampling around a user ``predict``.
 
@@ -66,7 +82,13 @@ class AutoRegressiveDecoder:
         maxlen: the most tokens to generate.
         minlen: the fewest tokens to generate, counting the end token.
         device: where ``output_ids`` and the inputs are placed.
+
+    Attributes:
+        reuse_prefixes: keep b4t models' prefix store active around ``predict`` during a
+            search (default True; see the module docstring).
     """
+
+    reuse_prefixes = True
 
     def __init__(
         self,
@@ -241,8 +263,10 @@ class AutoRegressiveDecoder:
         groups: list[tuple[int, int]] = [(b, 1) for b in range(batch_size)]  # (problem, rows)
         width = [int(topk)] * batch_size
         results: list[torch.Tensor | None] = [None] * batch_size
+        store = _prefix_store(self.reuse_prefixes)
         for step in range(self.maxlen):
-            scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
+            with store or contextlib.nullcontext():
+                scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
             if repetition_penalty != 1:
                 scores = apply_repetition_penalty(
                     scores, self._generated(output_ids), repetition_penalty
@@ -466,8 +490,10 @@ class AutoRegressiveDecoder:
         slots = torch.arange(batch_size, device=self.device)  # which sample each row is
         finished: list[list[int]] = [[] for _ in range(batch_size)]
         latest: dict[int, torch.Tensor] = {}
+        store = _prefix_store(self.reuse_prefixes)
         for step in range(self.maxlen):
-            probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+            with store or contextlib.nullcontext():
+                probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
             probas = probas / probas.sum(dim=-1, keepdim=True)
             if step == 0:
                 index = torch.arange(batch_size, device=self.device).repeat_interleave(n)

@@ -30,10 +30,25 @@ from torch import nn
 
 from b4t.layers.linear import Linear
 
-__all__ = ["AttentionOutput", "MultiHeadAttention", "causal_bias", "extend_cache"]
+__all__ = [
+    "AttentionOutput",
+    "MultiHeadAttention",
+    "cached_length",
+    "causal_bias",
+    "extend_cache",
+]
 
 # (context [B, L, H], attention probabilities [B, heads, Q, K] or None, (k, v) cache or None)
 AttentionOutput = tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]
+
+
+def cached_length(past_key_value: Any) -> int:
+    """Positions a layer cache holds: its ``length`` (a layer cache object, which may be
+    empty) or the keys' dim 2 of a ``(k, v)`` pair ``[B, N, past, D]``; 0 for None."""
+    if past_key_value is None:
+        return 0
+    length = getattr(past_key_value, "length", None)
+    return int(length) if length is not None else int(past_key_value[0].shape[2])
 
 
 def extend_cache(

@@ -85,7 +85,9 @@ def _few_rows_linear(
     blocks = weight[:covered].view(BLOCKS, block, in_features)  # [BLOCKS, block, in]
     columns = rows.t().expand(BLOCKS, in_features, count)  # [BLOCKS, in, R]
     out = torch.bmm(blocks, columns)  # [BLOCKS, block, R]
-    out = out.permute(2, 0, 1).reshape(count, covered)  # [R, covered]
+    # [R, covered], row-major: the reshape alone is a transposed view for R > 1, which
+    # softmax and friends would copy later, beside their own output
+    out = out.permute(2, 0, 1).reshape(count, covered).contiguous()
     if covered < out_features:  # the last out_features % BLOCKS rows
         out = torch.cat([out, F.linear(rows, weight[covered:])], dim=1)
     if bias is not None:

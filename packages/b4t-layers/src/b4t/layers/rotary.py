@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from b4t.layers.attention import MultiHeadAttention
+from b4t.layers.attention import MultiHeadAttention, cached_length
 
 __all__ = [
     "RoPEPositionEncoding",
@@ -188,7 +188,7 @@ class RotaryAttention(MultiHeadAttention):
         position_ids: Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[Tensor, Tensor]:
-        offset = 0 if past_key_value is None else past_key_value[0].shape[2]
+        offset = cached_length(past_key_value)
         return (
             self.rotary(q, position_ids, offset),
             self.rotary(k, position_ids, offset),

@@ -32,7 +32,8 @@ from b4t.layers.attention import causal_bias
 from b4t.layers.linear import Linear, linear
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
-from b4t.models.transformer import Transformer
+from b4t.models.prefix_reuse import reuse_or_run, select_and_extend
+from b4t.models.transformer import _STATE_KEYS, Transformer
 
 __all__ = ["CausalLM", "final_activation_fn"]
 
@@ -151,6 +152,16 @@ class CausalLM(Transformer):
         use_cache = kwargs.pop("use_cache", protocol)
         logits_to_keep = int(kwargs.pop("logits_to_keep", 0) or 0)
         state = self.parse_inputs(args, kwargs)
+        if not (protocol or use_cache or logits_to_keep) and self.reuses_prefixes(state):
+            seq = [state[k] for k in ("token_ids", "segment_ids", "position_ids")]
+            return reuse_or_run(
+                self,
+                [*seq, state["attention_mask"], *state["extra_ids"]],
+                [state["conditional_ids"]],
+                lambda c, past: self.run_from(state, c, past),
+                select_and_extend,
+                self.config.num_hidden_layers,
+            )
         if cache is None and use_cache:
             cache = KVCache(self.config.num_hidden_layers)
         elif cache is not None and not isinstance(cache, KVCache):
@@ -169,6 +180,36 @@ class CausalLM(Transformer):
         if protocol:
             return logits, cache
         return self.final_activation(logits)
+
+    def run_from(self, state: dict[str, Any], cache: KVCache | None, past: int) -> Any:
+        """A seed-style call (``final_activation(logits)``); with ``cache``, over the
+        positions ``past..`` only, the earlier ones' keys/values coming from ``cache``."""
+        if past:
+            state = dict(state)
+            for key in ("token_ids", "segment_ids", "position_ids"):
+                if state[key] is not None:
+                    state[key] = state[key][:, past:]
+            state["extra_ids"] = [ids[:, past:] for ids in state["extra_ids"]]
+            # attention_mask stays whole: [B, past + new] is what _keep_mask takes
+        state["cache"] = cache
+        state["protocol"] = False
+        state = self.apply_embeddings(state)
+        state = self.apply_main_layers(state)
+        return self.final_activation(self.lm_logits(state["hidden_states"]))
+
+    def reuses_prefixes(self, state: dict[str, Any]) -> bool:
+        """Whether a seed-style call may reuse a decoding step's prefix
+        (:mod:`b4t.models.prefix_reuse`): CausalLM's own forward stages, any layers
+        (they all take the KV cache), and only inputs it knows how to cut."""
+        if set(state) - _STATE_KEYS:
+            return False
+        if self._prefix_reusable is None:
+            cls = type(self)
+            self._prefix_reusable = all(
+                getattr(cls, name) is getattr(CausalLM, name)
+                for name in ("apply_embeddings", "apply_main_layers", "run_from", "parse_inputs")
+            )
+        return self._prefix_reusable
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head: ``[B, L, H]`` -> ``[B, L, V]`` logits."""

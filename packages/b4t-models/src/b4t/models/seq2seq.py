@@ -29,6 +29,7 @@ from b4t.layers.linear import Linear, linear
 from b4t.layers.t5 import DecoderBlock, T5Block
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
+from b4t.models.prefix_reuse import reuse_or_run, select_and_extend
 from b4t.models.weight_map import WeightSource
 
 __all__ = [
@@ -287,8 +288,23 @@ class T5Stack(nn.Module):
             raise ValueError("the decoder takes [decoder_ids, encoder_hidden, encoder_mask]")
         memory = inputs[1]
         memory_keep = inputs[2] if len(inputs) > 2 else None
-        hidden = self.decode(token_ids, memory, memory_keep)
-        return [hidden, self.logits(hidden)]
+
+        def run(cache: KVCache | None, past: int) -> list[torch.Tensor]:
+            hidden = self.decode(token_ids[:, past:], memory, memory_keep, cache)
+            return [hidden, self.logits(hidden)]
+
+        if len(inputs) > 3:
+            return run(None, 0)
+        return reuse_or_run(
+            self,
+            [token_ids],
+            [memory, memory_keep],
+            run,
+            lambda old, new, parents: [
+                select_and_extend(o, n, parents) for o, n in zip(old, new, strict=True)
+            ],
+            len(self.layers),
+        )
 
     @torch.no_grad()
     def predict(self, inputs: Sequence[torch.Tensor] | torch.Tensor) -> list[torch.Tensor]:

@@ -21,8 +21,11 @@ from b4t.layers import (
     TransformerBlock,
     attention_mask,
 )
+from b4t.layers.rotary import RotaryAttention
 from b4t.models.config import ModelConfig
 from b4t.models.heads import MlmHead, Pooler
+from b4t.models.kv_cache import KVCache
+from b4t.models.prefix_reuse import reuse_or_run, select_and_extend
 from b4t.models.weight_map import FirstOf, WeightSource, expand_weight_map
 
 __all__ = ["SkippedLayer", "Transformer", "hierarchical_positions"]
@@ -164,6 +167,7 @@ class Transformer(nn.Module):
         self.config = config
         self.variant = variant
         self.application = application
+        self._prefix_reusable: bool | None = None  # found at the first reusable call
         self.segment_vocab_size = (
             config.type_vocab_size if segment_vocab_size is None else segment_vocab_size
         )
@@ -365,9 +369,76 @@ class Transformer(nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         state = self.parse_inputs(args, kwargs)
+        if not self.reuses_prefixes(state):
+            return self.run_from(state, None, 0)
+        seq = [state[k] for k in _SEQ_KEYS] + list(state["extra_ids"])
+        return reuse_or_run(
+            self,
+            seq,
+            [state["conditional_ids"]],
+            lambda cache, past: self.run_from(state, cache, past),
+            self.merge_outputs,
+            self.config.num_hidden_layers,
+        )
+
+    def run_from(self, state: dict[str, Any], cache: KVCache | None, past: int) -> Any:
+        """The three stages; with ``cache``, the layers and heads run for positions
+        ``past..`` only (embeddings and mask are built for the whole sequence, then cut),
+        the keys/values of positions ``..past`` coming from ``cache``."""
         state = self.apply_embeddings(state)
+        if cache is not None:
+            keep = state["attention_mask"]
+            if keep is None:
+                keep = state["token_ids"].ne(self.token_pad_ids)
+            cache.mask = keep.bool()
+            state["cache"] = cache
+            if past:
+                state["hidden_states"] = state["hidden_states"][:, past:]
+                mask = state["mask"]
+                if mask is not None and mask.shape[-2] > 1:
+                    state["mask"] = mask[:, :, past:]
         state = self.apply_main_layers(state)
         return self.apply_final_layers(state)
+
+    def reuses_prefixes(self, state: dict[str, Any]) -> bool:
+        """Whether this call may reuse a decoding step's prefix (:mod:`b4t.models.prefix_reuse`):
+        a causal application (``lm`` / ``unilm``), Transformer's own stages, plain or rotary
+        attention in every layer, and only inputs it knows how to cut."""
+        if self.application not in ("lm", "unilm") or set(state) - _STATE_KEYS:
+            return False
+        if self._prefix_reusable is None:
+            cls = type(self)
+            stages = ("apply_embeddings", "apply_main_layers", "apply_final_layers")
+            self._prefix_reusable = all(
+                getattr(cls, name) is getattr(Transformer, name)
+                for name in (*stages, "layer_kwargs", "run_from", "parse_inputs")
+            ) and all(
+                type(layer) is SkippedLayer
+                or (
+                    type(layer) is TransformerBlock
+                    and type(layer.attention) in (MultiHeadAttention, RotaryAttention)
+                )
+                for layer in self.layers
+            )
+        return self._prefix_reusable
+
+    def merge_outputs(self, old: Any, new: Any, parents: torch.Tensor) -> Any:
+        """Outputs of a reused prefix: ``old`` (the last call's, rows ``parents``) with
+        ``new`` (positions ``past..``) appended; pooled and NSP outputs (from the first
+        position, which never sees a later one) are the old ones."""
+        if self.pooler is None and self.mlm is None and self.nsp is None:
+            return _extend(old, new, parents)
+        merged = [_extend(old[0], new[0], parents)]
+        k = 1
+        for head, is_seq in ((self.pooler, False), (self.mlm, True), (self.nsp, False)):
+            if head is None:
+                continue
+            if is_seq:
+                merged.append(select_and_extend(old[k], new[k], parents))
+            else:
+                merged.append(old[k].index_select(0, parents.to(old[k].device)))
+            k += 1
+        return merged
 
     def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
         """Stage 1: embeddings, the condition of conditional LayerNorms, the attention mask."""
@@ -438,9 +509,12 @@ class Transformer(nn.Module):
         if state.get("cond") is not None:
             extra["cond"] = state["cond"]
         all_layers = [hidden] if self.output_all_encoded_layers else None
+        cache: KVCache | None = state.get("cache")
         use_ckpt = self.gradient_checkpoint and self.training and torch.is_grad_enabled()
-        for layer in self.layer_sequence():
-            if use_ckpt:
+        for i, layer in enumerate(self.layer_sequence()):
+            if cache is not None:
+                hidden = layer(hidden, mask, past_key_value=cache.layers[i], **extra)[0]
+            elif use_ckpt:
                 hidden = activation_checkpoint(layer, hidden, mask, use_reentrant=False, **extra)[0]
             else:
                 hidden = layer(hidden, mask, **extra)[0]
@@ -569,6 +643,19 @@ class Transformer(nn.Module):
 
         _check_prefix(prefix)
         return save_from(self, path, mapping=mapping)
+
+
+# inputs aligned with the tokens ([B, L]) that a reused prefix cuts, and every state key
+# a reusable call may carry
+_SEQ_KEYS = ("token_ids", "segment_ids", "position_ids", "attention_mask")
+_STATE_KEYS = frozenset((*_SEQ_KEYS, "extra_ids", "conditional_ids"))
+
+
+def _extend(old: Any, new: Any, parents: torch.Tensor) -> Any:
+    """A tensor or a list of tensors (every layer's output) extended along positions."""
+    if isinstance(new, list):
+        return [select_and_extend(o, n, parents) for o, n in zip(old, new, strict=True)]
+    return select_and_extend(old, new, parents)
 
 
 def _check_prefix(prefix: str | None) -> None:
