@@ -38,6 +38,9 @@ __all__ = ["PrefixStore", "active_store", "reuse_or_run", "reuse_prefixes", "sel
 
 _ACTIVE: ContextVar[PrefixStore | None] = ContextVar("b4t_models_prefix_store", default=None)
 
+# marks the growable output buffers select_and_extend allocates (a tensor attribute)
+_OWN_BUFFER = "_b4t_prefix_buffer"
+
 # run(cache, past): the model's forward over positions past.. with ``cache`` (None: the
 # plain forward, no reuse)
 Runner = Callable[[KVCache | None, int], Any]
@@ -173,6 +176,7 @@ def select_and_extend(old: torch.Tensor, new: torch.Tensor, parents: torch.Tenso
     if (
         identity
         and base is not None
+        and getattr(base, _OWN_BUFFER, False)  # only buffers made here are written into
         and base.is_contiguous()
         and base.shape[0] == rows
         and base.shape[2:] == old.shape[2:]
@@ -185,6 +189,7 @@ def select_and_extend(old: torch.Tensor, new: torch.Tensor, parents: torch.Tenso
         return base[:, : past + n]
     capacity = past + n + max(16, (past + n) // 8)
     buf = new.new_empty((rows, capacity, *new.shape[2:]))
+    setattr(buf, _OWN_BUFFER, True)
     if identity:
         buf[:, :past] = old
     else:
