@@ -154,12 +154,26 @@ def test_encoder_lm_and_unilm_reuse_their_prefix(
     reused(play(m, lambda i, s, _o: m([i, s]), start, 99), 5, 2 if model == "albert" else 1)
 
 
-@pytest.mark.parametrize(("model", "config"), [("gpt2", GPT2), ("llama", LLAMA), ("gpt2_ml", BERT)])
-def test_decoder_lms_reuse_their_prefix(model: str, config: dict[str, Any], tmp_path: Path) -> None:
-    m = build(tmp_path, config, model=model)
+GPT = dict(model_type="openai-gpt", vocab_size=61, n_positions=64, n_embd=32, n_layer=2, n_head=4)
+
+
+@pytest.mark.parametrize(
+    ("model", "config", "kwargs"),
+    [
+        ("gpt2", GPT2, {}),
+        ("llama", LLAMA, {}),
+        ("gpt2_ml", BERT, {}),
+        ("gpt", GPT, {"shared_segment_embeddings": True}),  # CDial-GPT: segments in the word table
+    ],
+)
+def test_decoder_lms_reuse_their_prefix(
+    model: str, config: dict[str, Any], kwargs: dict[str, Any], tmp_path: Path
+) -> None:
+    m = build(tmp_path, config, model=model, **kwargs)
     vocab = config["vocab_size"]
     start = torch.randint(3, vocab, (2, 5), generator=torch.Generator().manual_seed(1))
-    call = (lambda i, s, _o: m([i, s])) if model == "gpt2_ml" else (lambda i, s, _o: m([i]))
+    with_segments = model == "gpt2_ml" or kwargs
+    call = (lambda i, s, _o: m([i, s])) if with_segments else (lambda i, s, _o: m([i]))
     reused(play(m, call, start, vocab), 5)
 
 
