@@ -230,3 +230,63 @@ def test_bad_inputs_name_the_problem(tmp_path: Path) -> None:
         model([ids[:2], seg[:2]], mems=model.mems)
     with pytest.raises(ValueError, match="bi_data"):
         build_transformer_model(checkpoint_path=path, model="xlnet", bi_data=True)
+
+
+def _generation_fixture(tmp_path: Path) -> tuple[Any, Any]:
+    """Weights N(0, 1) but the LayerNorms (N(0, 0.3) everywhere, norms included, makes
+    every greedy step pick the same token: a test that could not fail)."""
+    cfg = dict(vocab_size=40, d_model=32, n_layer=2, n_head=4, d_inner=48, dropout=0.0)
+    torch.manual_seed(0)
+    hf = transformers.XLNetLMHeadModel(
+        transformers.XLNetConfig(**cfg, eos_token_id=None, bos_token_id=None, pad_token_id=PAD)
+    ).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if "layer_norm" not in name:
+                p.normal_(0, 1.0)
+    hf.save_pretrained(tmp_path / "xlnet-gen")
+    ours = build_transformer_model(
+        checkpoint_path=tmp_path / "xlnet-gen", model="xlnet", with_lm=True
+    ).eval()
+    return hf, ours
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_greedy_and_beam_equal_transformers_generate(tmp_path: Path, beams: int) -> None:
+    generation = pytest.importorskip("b4t.generation")
+    hf, ours = _generation_fixture(tmp_path)
+    prompts = torch.randint(6, 40, (3, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = hf.generate(
+            prompts, max_new_tokens=6, do_sample=False, num_beams=beams, pad_token_id=PAD
+        )[:, 6:].tolist()
+    gen = generation.SeqGeneration(ours, end_id=None, maxlen=6, mode="beam_search")
+    out = gen.batch_generate(prompts.tolist(), topk=beams)
+    assert out == ref
+    assert len({tuple(row) for row in ref}) == 3 and len({t for row in ref for t in row}) > 4
+
+
+def test_decoding_state_follows_rows_and_bad_calls_are_named(tmp_path: Path) -> None:
+    _, ours = _generation_fixture(tmp_path)
+    prompts = torch.randint(6, 40, (3, 6), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        logits, state = ours(prompts, past_key_values=None)
+        assert logits.shape == (3, 1, 40) and state.seq_len == 6
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        order = torch.tensor([2, 0, 1])
+        stepped, _ = ours(nxt[order], past_key_values=state.index_select(order))
+        rows = [ours(prompts[[r]], past_key_values=None) for r in (2, 0, 1)]
+        alone = torch.cat(
+            [ours(nxt[[r]], past_key_values=s)[0] for r, (_, s) in zip((2, 0, 1), rows)]
+        )
+        # row i of the reordered state continues row i of the reordered batch
+        torch.testing.assert_close(stepped, alone, atol=ATOL, rtol=0)
+        with pytest.raises(TypeError, match="XLNetDecodingState"):
+            ours(nxt, past_key_values=(torch.zeros(1),))
+        with pytest.raises(ValueError, match="holds 3 rows but input_ids has 2"):
+            ours(nxt[:2], past_key_values=state)
+        with pytest.raises(ValueError, match="attention_mask shape"):
+            ours(nxt, past_key_values=state, attention_mask=torch.ones(3, 4))
+    no_head = build_transformer_model(checkpoint_path=tmp_path / "xlnet-gen", model="xlnet")
+    with pytest.raises(ValueError, match="with_lm=True"):
+        no_head(prompts, past_key_values=None)

@@ -16,6 +16,16 @@ Returns the hidden states ``[B, L, H]``, or with ``with_lm=True`` the list ``[hi
 logits]``; ``logits`` equal transformers' ``XLNetLMHeadModel(...).logits`` (raw scores;
 the head ``lm_loss`` is tied to ``word_embedding`` unless the config unties it).
 Memory works as in :mod:`b4t.models.variants.transformer_xl` (``mem_len``, ``mems=``).
+
+Generation (``with_lm=True``) follows the b4t decoder protocol as transformers'
+``generate()`` drives XLNet: ``model(input_ids, past_key_values=state_or_None,
+attention_mask=mask)`` appends a dummy token that no other position sees
+(``perm_mask``) and predicts it through the query stream (``target_mapping``), returning
+``(logits [B, 1, V], XLNetDecodingState)``. As transformers does, later steps re-read
+only the last two tokens (and the dummy) over the memory of the earlier positions' layer
+inputs (``mems``; XLNet's content stream is bidirectional, so this is transformers'
+approximation of a full re-read, not an exact cache). The state holds the ids, the
+padding mask and the memory, and follows beams and samples.
 """
 
 from __future__ import annotations
@@ -32,7 +42,7 @@ from b4t.models.transformer import Transformer
 from b4t.models.variants.transformer_xl import TransformerXL
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["HeadProjection", "XLNet", "xlnet_weight_map"]
+__all__ = ["HeadProjection", "XLNet", "XLNetDecodingState", "xlnet_weight_map"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,34 @@ class HeadProjection(Concat):
         return HeadProjection(tuple(fn(k) for k in self.keys), self.dim, self.heads, self.output)
 
 
+class XLNetDecodingState:
+    """What an XLNet decoding run keeps between steps: every token so far ``ids [B, T]``,
+    ``keep [B, T]`` (True = real token) and ``mems``, per layer the ``[B, T, H]`` layer
+    inputs of positions ``0 .. T-2`` and of the last call's dummy token. Rows follow the
+    beams and samples through :meth:`reorder_cache` (in place) or :meth:`index_select`."""
+
+    def __init__(self, ids: torch.Tensor, keep: torch.Tensor, mems: list[torch.Tensor]) -> None:
+        self.ids = ids
+        self.keep = keep
+        self.mems = mems
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.ids.shape[1])
+
+    def index_select(self, indices: torch.Tensor) -> XLNetDecodingState:
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.ids.device)
+        return XLNetDecodingState(
+            self.ids.index_select(0, idx),
+            self.keep.index_select(0, idx),
+            [m.index_select(0, idx) for m in self.mems],
+        )
+
+    def reorder_cache(self, indices: torch.Tensor) -> None:
+        selected = self.index_select(indices)
+        self.ids, self.keep, self.mems = selected.ids, selected.keep, selected.mems
+
+
 def _from_raw(config: ModelConfig, raw_key: str, field: str, convert: Any = None) -> None:
     """Copy XLNet's own config.json key into a ModelConfig field unless the field's key
     was in the file."""
@@ -84,6 +122,85 @@ class XLNet(TransformerXL):
         super().__init__(config, **kwargs)
         # the query stream's input (two-stream attention with target_mapping)
         self.mask_emb = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+
+    accepts_logits_to_keep = True  # the protocol call computes the next token only
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if "past_key_values" in kwargs or kwargs.get("use_cache"):
+            return self.decode_step(*args, **kwargs)
+        return super().forward(*args, **kwargs)
+
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        past_key_values: XLNetDecodingState | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 1,
+        use_cache: bool = True,
+    ) -> tuple[torch.Tensor, XLNetDecodingState]:
+        """The decoder protocol: new ids ``[B, n]`` (the prompt first, then one token per
+        step) -> next-token ``logits [B, 1, V]`` and the state for the next call.
+
+        ``attention_mask`` is ``[B, T]`` over every token so far (or ``[B, n]`` over the new
+        ones); 0 marks padding. ``logits_to_keep`` is accepted for the protocol; only the
+        next token's logits are ever computed.
+        """
+        if self.lm_head is None:
+            raise ValueError("XLNet generation needs the LM head: build with with_lm=True")
+        state = past_key_values
+        if state is not None and not isinstance(state, XLNetDecodingState):
+            raise TypeError(
+                "past_key_values must be the XLNetDecodingState of a previous call, got "
+                f"{type(state).__name__}"
+            )
+        if state is not None and state.ids.shape[0] != input_ids.shape[0]:
+            raise ValueError(
+                f"the decoding state holds {state.ids.shape[0]} rows but input_ids has "
+                f"{input_ids.shape[0]} (a state from another batch?)"
+            )
+        ids = input_ids if state is None else torch.cat([state.ids, input_ids], 1)
+        batch = ids.shape[0]
+        if attention_mask is None:
+            new = torch.ones_like(input_ids, dtype=torch.bool)
+            keep = new if state is None else torch.cat([state.keep, new], 1)
+        else:
+            keep = attention_mask.bool()
+            if state is not None and keep.shape == input_ids.shape:
+                keep = torch.cat([state.keep, keep], 1)
+            if keep.shape != ids.shape:
+                raise ValueError(
+                    f"attention_mask shape {tuple(attention_mask.shape)} should be "
+                    f"{tuple(ids.shape)} (every token so far) or {tuple(input_ids.shape)}"
+                )
+        # transformers' prepare_inputs_for_generation: a dummy token (id 0) at the end that
+        # no position sees, predicted by the query stream; after the first call, the last
+        # two tokens are re-read over the memory of the positions before them
+        start = 0 if state is None else state.seq_len - 1
+        mems = None if state is None else [m[:, :-2] for m in state.mems]
+        part = torch.cat([ids[:, start:], ids.new_zeros(batch, 1)], 1)
+        width = part.shape[1]
+        perm = torch.zeros(batch, width, width, device=ids.device)
+        perm[:, :, -1] = 1.0
+        mapping = torch.zeros(batch, 1, width, device=ids.device)
+        mapping[:, 0, -1] = 1.0
+        run = self.parse_inputs(
+            (),
+            dict(
+                input_ids=part,
+                attention_mask=torch.cat([keep[:, start:], keep.new_ones(batch, 1)], 1),
+                perm_mask=perm,
+                target_mapping=mapping,
+                mems=mems,
+                mems_keep=None if state is None else keep[:, :start],
+            ),
+        )
+        run = self.apply_main_layers(self.apply_embeddings(run))
+        logits = self.apply_final_layers(run)[1]
+        new_mems = [
+            h.detach() if m is None else torch.cat([m, h.detach()], 1)
+            for m, h in zip(mems or [None] * len(run["layer_inputs"]), run["layer_inputs"])
+        ]
+        return logits, XLNetDecodingState(ids, keep, new_mems)
 
     def normalise_config(self, config: ModelConfig, name: str) -> None:
         super().normalise_config(config, name)
@@ -117,10 +234,19 @@ class XLNet(TransformerXL):
         perm = state.get("perm_mask")
         causal = super().keep_mask(state, qlen, mlen) if self.attn_type == "uni" else None
         state["keep_query"] = None
-        if causal is None and perm is None and bool(real.all()):
+        mem_keep_given = state.get("mems_keep")
+        if (
+            causal is None
+            and perm is None
+            and bool(real.all())
+            and (mem_keep_given is None or bool(mem_keep_given.all()))
+        ):
             return None
         batch, device = token_ids.shape[0], token_ids.device
-        keys = torch.cat([real.new_ones(batch, mlen), real], dim=1)  # [B, K]
+        mem_keep = state.get("mems_keep")
+        if mem_keep is None:
+            mem_keep = real.new_ones(batch, mlen)
+        keys = torch.cat([mem_keep.bool(), real], dim=1)  # [B, K]
         blocked = ~keys[:, None, None, :]
         if perm is not None:
             if tuple(perm.shape) != (batch, qlen, qlen):
@@ -176,6 +302,7 @@ class XLNet(TransformerXL):
             )
         if self.mem_len > 0:
             self.mems = self.next_mems(mems, layer_inputs)
+        state["layer_inputs"] = layer_inputs  # each layer's content input (decode_step's mems)
         state["content_states"] = self.dropout(hidden)
         state["hidden_states"] = self.dropout(query)
         state["encoded_layers"] = None
