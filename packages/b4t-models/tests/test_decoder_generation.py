@@ -22,6 +22,9 @@ generation = pytest.importorskip("b4t.generation")
 END = 1
 PROMPTS = [[5, 6, 7, 8], [20, 21], [33, 2, 40, 41, 9]]
 CASES = {
+    "gpt": ("OpenAIGPTConfig", "OpenAIGPTLMHeadModel",
+            dict(vocab_size=48, n_positions=64, n_embd=16, n_layer=2, n_head=2,
+                 bos_token_id=0, eos_token_id=END, pad_token_id=0)),
     "gpt2": ("GPT2Config", "GPT2LMHeadModel",
              dict(vocab_size=48, n_positions=64, n_embd=16, n_layer=2, n_head=2,
                   bos_token_id=0, eos_token_id=END, pad_token_id=0)),
