@@ -14,7 +14,10 @@
 - ``pairs/{train,dev}.tsv``: ``text1<TAB>text2<TAB>score`` for CoSENT (score 1 when both
   texts share their topic word);
 - ``titles/train.tsv``: ``title<TAB>content`` for the UniLM seq2seq script (the title is
-  the content's first character twice, so a tiny model can learn it in a few epochs).
+  the content's first character twice, so a tiny model can learn it in a few epochs);
+- ``gpt2_ml/config.json`` + ``gpt2_ml/pytorch_model.bin``: a random 2-layer GPT2-ML in
+  the layout bert4torch 0.2.5 loads for it (BERT names under ``gpt2_ml.``, the LM head
+  equal to the word table), weights spread so that greedy choices are not near-ties.
 """
 
 from __future__ import annotations
@@ -112,6 +115,34 @@ def _checkpoint(folder: Path, vocab_size: int) -> None:
     (folder / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
 
 
+def _gpt2_ml_checkpoint(folder: Path, vocab_size: int) -> None:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(4321)
+    model = BertModel(config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "LayerNorm" not in name:
+                p.normal_(0, 0.5)
+    state = {f"gpt2_ml.{k}": v.contiguous() for k, v in model.state_dict().items()}
+    state["gpt2_ml.lm_head.weight"] = state["gpt2_ml.embeddings.word_embeddings.weight"].clone()
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+
+
 def make_assets(root: Path) -> Path:
     """Write every asset under ``root`` (idempotent) and return ``root``."""
     root = Path(root)
@@ -135,5 +166,6 @@ def make_assets(root: Path) -> Path:
     (root / "titles").mkdir(exist_ok=True)
     (root / "titles" / "train.tsv").write_text("\n".join(_titles(rng, 64)) + "\n", "utf-8")
     _checkpoint(root / "bert", len(vocab))
+    _gpt2_ml_checkpoint(root / "gpt2_ml", len(vocab))
     (root / "done").write_text("ok", encoding="utf-8")
     return root

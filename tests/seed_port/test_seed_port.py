@@ -32,6 +32,7 @@ COMPARED: dict[str, dict[str, float]] = {
     "rdrop": {"loss": 1e-4, "acc": 1e-9, "probs": 1e-4},
     "cosent": {"loss": 1e-4, "aucs": 1e-9, "sims": 1e-4},
     "unilm_seq2seq": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
+    "gpt2_ml_generation": {"greedy": 0, "beams": 0, "samples": 0},
     "mlm_pretrain": {"loss": 1e-4, "hits": 0, "probas": 1e-4},
     "webserving": {"good": 1e-4, "one": 1e-4, "missing_code": 0},
     "resume_steps": {"steps": 0, "epoch_ends": 0},
