@@ -255,3 +255,18 @@ def test_the_store_frees_its_caches_when_the_block_ends(tmp_path: Path) -> None:
         m([torch.randint(3, 61, (1, 4))])
         assert len(store.entries) == 1
     assert store.entries == {} and active_store() is None
+
+
+def test_max_steps_caps_the_cache_and_sizes_the_output_buffer_once(tmp_path: Path) -> None:
+    m = build(tmp_path, GPT2, model="gpt2")
+    ids = torch.randint(3, 61, (2, 6), generator=torch.Generator().manual_seed(5))
+    bases = []
+    with torch.no_grad(), PrefixStore(max_steps=30) as store:
+        for step in range(30):  # 6 + 29 positions at the end
+            out = m([ids])
+            if step:
+                bases.append(out._base)
+            ids = torch.cat([ids, out[:, -1].argmax(-1, keepdim=True)], 1)
+        (_, entry), *_ = store.entries.values()
+        assert entry.cache.layers[0].capacity == 35  # no growth past the run's length
+    assert bases[0].shape[1] == 35 and all(b is bases[0] for b in bases)  # one buffer

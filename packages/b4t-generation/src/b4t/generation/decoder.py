@@ -66,11 +66,12 @@ def _is_identity(index: torch.Tensor, rows: int) -> bool:
     )
 
 
-def _prefix_store(enabled: bool) -> Any:
-    """A fresh ``b4t.models.prefix_reuse.PrefixStore`` when b4t-models is loaded (its
-    models are the only ones that look for it) and ``enabled``, else None."""
+def _prefix_store(enabled: bool, max_steps: int) -> Any:
+    """A fresh ``b4t.models.prefix_reuse.PrefixStore`` for a search of at most
+    ``max_steps`` steps when b4t-models is loaded (its models are the only ones that look
+    for it) and ``enabled``, else None."""
     module = sys.modules.get("b4t.models.prefix_reuse") if enabled else None
-    return None if module is None else module.PrefixStore()
+    return None if module is None else module.PrefixStore(max_steps=max_steps)
 
 
 class AutoRegressiveDecoder:
@@ -263,7 +264,7 @@ class AutoRegressiveDecoder:
         groups: list[tuple[int, int]] = [(b, 1) for b in range(batch_size)]  # (problem, rows)
         width = [int(topk)] * batch_size
         results: list[torch.Tensor | None] = [None] * batch_size
-        store = _prefix_store(self.reuse_prefixes)
+        store = _prefix_store(self.reuse_prefixes, self.maxlen)
         for step in range(self.maxlen):
             with store or contextlib.nullcontext():
                 scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
@@ -490,7 +491,7 @@ class AutoRegressiveDecoder:
         slots = torch.arange(batch_size, device=self.device)  # which sample each row is
         finished: list[list[int]] = [[] for _ in range(batch_size)]
         latest: dict[int, torch.Tensor] = {}
-        store = _prefix_store(self.reuse_prefixes)
+        store = _prefix_store(self.reuse_prefixes, self.maxlen)
         for step in range(self.maxlen):
             with store or contextlib.nullcontext():
                 probas, states = self.predict(inputs, output_ids, states, temperature, "probas")

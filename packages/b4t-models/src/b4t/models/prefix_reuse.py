@@ -44,8 +44,9 @@ _OWN_BUFFER = "_b4t_prefix_buffer"
 # run(cache, past): the model's forward over positions past.. with ``cache`` (None: the
 # plain forward, no reuse)
 Runner = Callable[[KVCache | None, int], Any]
-# merge(old outputs, new outputs [positions past..], parents) -> full outputs
-Merger = Callable[[Any, Any, torch.Tensor], Any]
+# merge(old outputs, new outputs [positions past..], parents, capacity) -> full outputs;
+# capacity: the positions the run may reach (buffer size), or None
+Merger = Callable[[Any, Any, torch.Tensor, "int | None"], Any]
 
 
 @dataclass
@@ -57,15 +58,22 @@ class _Entry:
     cache: KVCache
     outputs: Any
     length: int
+    total: int | None  # the positions this run may reach (from the store's max_steps)
 
 
 class PrefixStore:
     """One decoding run's prefix entries, one per model; active inside ``with store:``.
 
     The same store may be entered many times (once per step); nesting is allowed.
+
+    Args:
+        max_steps: how many calls the run makes at most, each one token longer than the
+            last (a decoder's ``maxlen``): caches and output buffers are then sized once
+            for ``first length + max_steps - 1`` positions instead of growing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_steps: int | None = None) -> None:
+        self.max_steps = max_steps
         self.entries: dict[int, tuple[nn.Module, _Entry]] = {}
         self._tokens: list[Token[PrefixStore | None]] = []
 
@@ -160,10 +168,13 @@ def _fixed_equal(
     return True
 
 
-def select_and_extend(old: torch.Tensor, new: torch.Tensor, parents: torch.Tensor) -> torch.Tensor:
+def select_and_extend(
+    old: torch.Tensor, new: torch.Tensor, parents: torch.Tensor, capacity: int | None = None
+) -> torch.Tensor:
     """``old[parents]`` ``(rows, past, ...)`` followed by ``new`` ``(rows, n, ...)`` on dim 1.
 
-    The result is a view ``buffer[:, :past + n]`` of a buffer with room to grow: when the
+    The result is a view ``buffer[:, :past + n]`` of a buffer with room to grow (to
+    ``capacity`` positions when given and large enough, else an eighth more): when the
     rows stay in place and ``old`` is such a view with room left, ``new`` is written
     after it and nothing else is copied (a decoding step then costs its new positions,
     not the whole ``(rows, length, vocab)`` history). Positions a returned view covers
@@ -187,7 +198,8 @@ def select_and_extend(old: torch.Tensor, new: torch.Tensor, parents: torch.Tenso
     ):
         base[:, past : past + n] = new
         return base[:, : past + n]
-    capacity = past + n + max(16, (past + n) // 8)
+    if capacity is None or capacity < past + n:
+        capacity = past + n + max(16, (past + n) // 8)
     buf = new.new_empty((rows, capacity, *new.shape[2:]))
     setattr(buf, _OWN_BUFFER, True)
     if identity:
@@ -216,7 +228,7 @@ def reuse_or_run(
         fixed: the other inputs, ``(rows, ...)``, equal row for row to be reusable.
         run: ``run(cache, past)`` the forward over positions ``past..`` with ``cache``
             (``run(None, 0)``: the plain forward).
-        merge: ``merge(old_outputs, new_outputs, parents)`` the full outputs.
+        merge: ``merge(old_outputs, new_outputs, parents, capacity)`` the full outputs.
         num_layers: attention layers (cache size).
     """
     store = active_store()
@@ -229,11 +241,15 @@ def reuse_or_run(
         if entry is not None:
             store.entries.pop(id(module), None)  # free the stale cache before the new one
         cache = KVCache(num_layers)
+        total = length + store.max_steps - 1 if store.max_steps else None
+        if total is not None:
+            cache.limit_length(total)
         outputs = run(cache, 0)
     else:
         cache = entry.cache
         cache.reorder(parents)
         new_outputs = run(cache, entry.length)
-        outputs = merge(entry.outputs, new_outputs, parents)
-    store.put(module, _Entry(list(seq), list(fixed), cache, outputs, length))
+        total = entry.total
+        outputs = merge(entry.outputs, new_outputs, parents, total)
+    store.put(module, _Entry(list(seq), list(fixed), cache, outputs, length, total))
     return outputs

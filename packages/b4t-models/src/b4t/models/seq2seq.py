@@ -300,8 +300,8 @@ class T5Stack(nn.Module):
             [token_ids],
             [memory, memory_keep],
             run,
-            lambda old, new, parents: [
-                select_and_extend(o, n, parents) for o, n in zip(old, new, strict=True)
+            lambda old, new, parents, capacity: [
+                select_and_extend(o, n, parents, capacity) for o, n in zip(old, new, strict=True)
             ],
             len(self.layers),
         )

@@ -422,19 +422,21 @@ class Transformer(nn.Module):
             )
         return self._prefix_reusable
 
-    def merge_outputs(self, old: Any, new: Any, parents: torch.Tensor) -> Any:
+    def merge_outputs(
+        self, old: Any, new: Any, parents: torch.Tensor, capacity: int | None = None
+    ) -> Any:
         """Outputs of a reused prefix: ``old`` (the last call's, rows ``parents``) with
         ``new`` (positions ``past..``) appended; pooled and NSP outputs (from the first
         position, which never sees a later one) are the old ones."""
         if self.pooler is None and self.mlm is None and self.nsp is None:
-            return _extend(old, new, parents)
-        merged = [_extend(old[0], new[0], parents)]
+            return _extend(old, new, parents, capacity)
+        merged = [_extend(old[0], new[0], parents, capacity)]
         k = 1
         for head, is_seq in ((self.pooler, False), (self.mlm, True), (self.nsp, False)):
             if head is None:
                 continue
             if is_seq:
-                merged.append(select_and_extend(old[k], new[k], parents))
+                merged.append(select_and_extend(old[k], new[k], parents, capacity))
             else:
                 merged.append(old[k].index_select(0, parents.to(old[k].device)))
             k += 1
@@ -651,11 +653,11 @@ _SEQ_KEYS = ("token_ids", "segment_ids", "position_ids", "attention_mask")
 _STATE_KEYS = frozenset((*_SEQ_KEYS, "extra_ids", "conditional_ids"))
 
 
-def _extend(old: Any, new: Any, parents: torch.Tensor) -> Any:
+def _extend(old: Any, new: Any, parents: torch.Tensor, capacity: int | None) -> Any:
     """A tensor or a list of tensors (every layer's output) extended along positions."""
     if isinstance(new, list):
-        return [select_and_extend(o, n, parents) for o, n in zip(old, new, strict=True)]
-    return select_and_extend(old, new, parents)
+        return [select_and_extend(o, n, parents, capacity) for o, n in zip(old, new, strict=True)]
+    return select_and_extend(old, new, parents, capacity)
 
 
 def _check_prefix(prefix: str | None) -> None:
