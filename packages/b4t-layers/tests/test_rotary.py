@@ -107,3 +107,42 @@ def test_rotary_attention_kv_cache_matches_full_causal():
         last, _, _ = att(x[:, 4:5], past_key_value=cache)
     torch.testing.assert_close(first, full[:, :4], atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(last, full[:, 4:5], atol=1e-6, rtol=1e-5)
+
+
+class _GrowingCache:
+    """A layer cache object as b4t.models' LayerKV: ``update`` appends, ``length`` counts,
+    and indexing an empty cache is an error (so the offset must come from ``length``)."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+        self.length = 0
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], 2)
+        self.v = v if self.v is None else torch.cat([self.v, v], 2)
+        self.length = self.k.shape[2]
+        return self.k, self.v
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if self.k is None or self.v is None:
+            raise IndexError("the layer cache is empty")
+        return (self.k, self.v)[index]
+
+
+def test_rotary_attention_starts_from_an_empty_layer_cache():
+    from b4t.layers.attention import cached_length
+    from b4t.layers.rotary import RotaryAttention
+
+    torch.manual_seed(0)
+    att = RotaryAttention(8, 2, is_causal=True).eval()
+    x = torch.randn(1, 6, 8)
+    cache = _GrowingCache()
+    assert cached_length(None) == 0 and cached_length(cache) == 0
+    with torch.no_grad():
+        full, _, _ = att(x)
+        first, _, _ = att(x[:, :4], past_key_value=cache)
+        assert cached_length(cache) == 4 == cached_length((cache.k, cache.v))
+        last, _, _ = att(x[:, 4:6], past_key_value=cache)
+    torch.testing.assert_close(first, full[:, :4], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(last, full[:, 4:6], atol=1e-6, rtol=1e-5)
