@@ -32,8 +32,8 @@ from b4t.layers.attention import causal_bias
 from b4t.layers.linear import Linear, linear
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
-from b4t.models.prefix_reuse import reuse_or_run, select_and_extend
-from b4t.models.transformer import _STATE_KEYS, Transformer
+from b4t.models.prefix_reuse import extend_outputs
+from b4t.models.transformer import Transformer
 
 __all__ = ["CausalLM", "final_activation_fn"]
 
@@ -153,15 +153,7 @@ class CausalLM(Transformer):
         logits_to_keep = int(kwargs.pop("logits_to_keep", 0) or 0)
         state = self.parse_inputs(args, kwargs)
         if not (protocol or use_cache or logits_to_keep) and self.reuses_prefixes(state):
-            seq = [state[k] for k in ("token_ids", "segment_ids", "position_ids")]
-            return reuse_or_run(
-                self,
-                [*seq, state["attention_mask"], *state["extra_ids"]],
-                [state["conditional_ids"]],
-                lambda c, past: self.run_from(state, c, past),
-                select_and_extend,
-                self.config.num_hidden_layers,
-            )
+            return self.reuse_prefix(state, extend_outputs)
         if cache is None and use_cache:
             cache = KVCache(self.config.num_hidden_layers)
         elif cache is not None and not isinstance(cache, KVCache):
@@ -197,19 +189,13 @@ class CausalLM(Transformer):
         state = self.apply_main_layers(state)
         return self.final_activation(self.lm_logits(state["hidden_states"]))
 
-    def reuses_prefixes(self, state: dict[str, Any]) -> bool:
-        """Whether a seed-style call may reuse a decoding step's prefix
-        (:mod:`b4t.models.prefix_reuse`): CausalLM's own forward stages, any layers
-        (they all take the KV cache), and only inputs it knows how to cut."""
-        if set(state) - _STATE_KEYS:
-            return False
-        if self._prefix_reusable is None:
-            cls = type(self)
-            self._prefix_reusable = all(
-                getattr(cls, name) is getattr(CausalLM, name)
-                for name in ("apply_embeddings", "apply_main_layers", "run_from", "parse_inputs")
-            )
-        return self._prefix_reusable
+    def prefix_graph_reusable(self) -> bool:
+        """CausalLM's own forward stages (any layers: they all take the KV cache)."""
+        cls = type(self)
+        return all(
+            getattr(cls, name) is getattr(CausalLM, name)
+            for name in ("apply_embeddings", "apply_main_layers", "run_from", "parse_inputs")
+        )
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head: ``[B, L, H]`` -> ``[B, L, V]`` logits."""

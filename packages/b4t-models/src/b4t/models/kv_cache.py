@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import torch
 
-__all__ = ["KVCache", "LayerKV"]
+__all__ = ["KVCache", "LayerKV", "is_identity"]
 
 _GROW_MIN = 16  # the fewest extra positions a buffer gets when it is (re)allocated
 
@@ -33,6 +33,11 @@ _GROW_MIN = 16  # the fewest extra positions a buffer gets when it is (re)alloca
 def _capacity(needed: int) -> int:
     """Positions to allocate for ``needed`` ones: an eighth more, at least 16 more."""
     return needed + max(_GROW_MIN, needed // 8)
+
+
+def is_identity(indices: torch.Tensor, rows: int) -> bool:
+    """Whether selecting rows ``indices`` (1-D) of ``rows`` rows keeps them all in place."""
+    return indices.numel() == rows and torch.equal(indices.cpu(), torch.arange(rows))
 
 
 class LayerKV:
@@ -171,11 +176,7 @@ class KVCache:
         """``indices`` as a long tensor, checked; None for the identity selection."""
         indices = torch.as_tensor(indices, dtype=torch.long)
         rows = self.batch_size
-        if (
-            rows is not None
-            and indices.numel() == rows
-            and torch.equal(indices.cpu(), torch.arange(rows))
-        ):
+        if rows is not None and is_identity(indices, rows):
             return None
         if indices.numel() and rows is not None and int(indices.max()) >= rows:
             raise IndexError(f"row {int(indices.max())} selected from a cache of {rows} rows")

@@ -32,9 +32,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.models.kv_cache import KVCache
+from b4t.models.kv_cache import KVCache, is_identity
 
-__all__ = ["PrefixStore", "active_store", "reuse_or_run", "reuse_prefixes", "select_and_extend"]
+__all__ = [
+    "PrefixStore",
+    "active_store",
+    "extend_outputs",
+    "reuse_or_run",
+    "reuse_prefixes",
+    "select_and_extend",
+    "select_rows",
+]
 
 _ACTIVE: ContextVar[PrefixStore | None] = ContextVar("b4t_models_prefix_store", default=None)
 
@@ -45,8 +53,9 @@ _OWN_BUFFER = "_b4t_prefix_buffer"
 # plain forward, no reuse)
 Runner = Callable[[KVCache | None, int], Any]
 # merge(old outputs, new outputs [positions past..], parents, capacity) -> full outputs;
-# capacity: the positions the run may reach (buffer size), or None
-Merger = Callable[[Any, Any, torch.Tensor, "int | None"], Any]
+# parents: the old row of each new row, None when the rows stayed in place; capacity: the
+# positions the run may reach (buffer size), or None
+Merger = Callable[[Any, Any, "torch.Tensor | None", "int | None"], Any]
 
 
 @dataclass
@@ -59,6 +68,11 @@ class _Entry:
     outputs: Any
     length: int
     total: int | None  # the positions this run may reach (from the store's max_steps)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the call (token ids come first in ``seq``)."""
+        return int(next(s for s in self.seq if s is not None).shape[0])
 
 
 class PrefixStore:
@@ -168,10 +182,19 @@ def _fixed_equal(
     return True
 
 
+def select_rows(tensor: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
+    """``tensor[parents]`` along dim 0 (``tensor`` itself when ``parents`` is None)."""
+    return tensor if parents is None else tensor.index_select(0, parents.to(tensor.device))
+
+
 def select_and_extend(
-    old: torch.Tensor, new: torch.Tensor, parents: torch.Tensor, capacity: int | None = None
+    old: torch.Tensor,
+    new: torch.Tensor,
+    parents: torch.Tensor | None,
+    capacity: int | None = None,
 ) -> torch.Tensor:
-    """``old[parents]`` ``(rows, past, ...)`` followed by ``new`` ``(rows, n, ...)`` on dim 1.
+    """``old[parents]`` ``(rows, past, ...)`` followed by ``new`` ``(rows, n, ...)`` on dim 1
+    (``parents`` None: the rows stayed in place).
 
     The result is a view ``buffer[:, :past + n]`` of a buffer with room to grow (to
     ``capacity`` positions when given and large enough, else an eighth more): when the
@@ -181,11 +204,10 @@ def select_and_extend(
     are never written again, so earlier results stay as they were.
     """
     past, n = old.shape[1], new.shape[1]
-    rows = parents.numel()
-    identity = rows == old.shape[0] and torch.equal(parents.cpu(), torch.arange(rows))
+    rows = new.shape[0]
     base = old._base
     if (
-        identity
+        parents is None
         and base is not None
         and getattr(base, _OWN_BUFFER, False)  # only buffers made here are written into
         and base.is_contiguous()
@@ -202,13 +224,23 @@ def select_and_extend(
         capacity = past + n + max(16, (past + n) // 8)
     buf = new.new_empty((rows, capacity, *new.shape[2:]))
     setattr(buf, _OWN_BUFFER, True)
-    if identity:
+    if parents is None:
         buf[:, :past] = old
     else:
         for row, parent in enumerate(parents.tolist()):  # no (rows, past, ...) temporary
             buf[row, :past] = old[parent]
     buf[:, past : past + n] = new
     return buf[:, : past + n]
+
+
+def extend_outputs(
+    old: Any, new: Any, parents: torch.Tensor | None, capacity: int | None = None
+) -> Any:
+    """The :data:`Merger` of outputs that all run along positions: a tensor or a list of
+    tensors, each :func:`select_and_extend`-ed."""
+    if isinstance(new, list | tuple):
+        return [select_and_extend(o, n, parents, capacity) for o, n in zip(old, new, strict=True)]
+    return select_and_extend(old, new, parents, capacity)
 
 
 def reuse_or_run(
@@ -247,7 +279,10 @@ def reuse_or_run(
         outputs = run(cache, 0)
     else:
         cache = entry.cache
-        cache.reorder(parents)
+        if is_identity(parents, entry.rows):
+            parents = None  # rows in place: nothing to select, in the cache or the outputs
+        else:
+            cache.reorder(parents)
         new_outputs = run(cache, entry.length)
         total = entry.total
         outputs = merge(entry.outputs, new_outputs, parents, total)

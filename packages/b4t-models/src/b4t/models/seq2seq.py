@@ -29,7 +29,7 @@ from b4t.layers.linear import Linear, linear
 from b4t.layers.t5 import DecoderBlock, T5Block
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
-from b4t.models.prefix_reuse import reuse_or_run, select_and_extend
+from b4t.models.prefix_reuse import extend_outputs, reuse_or_run
 from b4t.models.weight_map import WeightSource
 
 __all__ = [
@@ -300,9 +300,7 @@ class T5Stack(nn.Module):
             [token_ids],
             [memory, memory_keep],
             run,
-            lambda old, new, parents, capacity: [
-                select_and_extend(o, n, parents, capacity) for o, n in zip(old, new, strict=True)
-            ],
+            extend_outputs,
             len(self.layers),
         )
 

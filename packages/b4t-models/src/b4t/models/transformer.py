@@ -25,7 +25,13 @@ from b4t.layers.rotary import RotaryAttention
 from b4t.models.config import ModelConfig
 from b4t.models.heads import MlmHead, Pooler
 from b4t.models.kv_cache import KVCache
-from b4t.models.prefix_reuse import reuse_or_run, select_and_extend
+from b4t.models.prefix_reuse import (
+    Merger,
+    extend_outputs,
+    reuse_or_run,
+    select_and_extend,
+    select_rows,
+)
 from b4t.models.weight_map import FirstOf, WeightSource, expand_weight_map
 
 __all__ = ["SkippedLayer", "Transformer", "hierarchical_positions"]
@@ -371,13 +377,17 @@ class Transformer(nn.Module):
         state = self.parse_inputs(args, kwargs)
         if not self.reuses_prefixes(state):
             return self.run_from(state, None, 0)
-        seq = [state[k] for k in _SEQ_KEYS] + list(state["extra_ids"])
+        return self.reuse_prefix(state, self.merge_outputs)
+
+    def reuse_prefix(self, state: dict[str, Any], merge: Merger) -> Any:
+        """:meth:`run_from` through the active prefix store (:func:`reuse_or_run`): over the
+        positions its last call did not have when this call extends it."""
         return reuse_or_run(
             self,
-            seq,
+            [state[k] for k in _SEQ_KEYS] + list(state["extra_ids"]),
             [state["conditional_ids"]],
             lambda cache, past: self.run_from(state, cache, past),
-            self.merge_outputs,
+            merge,
             self.config.num_hidden_layers,
         )
 
@@ -402,35 +412,39 @@ class Transformer(nn.Module):
 
     def reuses_prefixes(self, state: dict[str, Any]) -> bool:
         """Whether this call may reuse a decoding step's prefix (:mod:`b4t.models.prefix_reuse`):
-        a causal application (``lm`` / ``unilm``), Transformer's own stages, plain or rotary
-        attention in every layer, and only inputs it knows how to cut."""
+        a causal application (``lm`` / ``unilm``), a graph that takes the KV cache
+        (:meth:`prefix_graph_reusable`), and only inputs it knows how to cut."""
         if self.application not in ("lm", "unilm") or set(state) - _STATE_KEYS:
             return False
         if self._prefix_reusable is None:
-            cls = type(self)
-            stages = ("apply_embeddings", "apply_main_layers", "apply_final_layers")
-            self._prefix_reusable = all(
-                getattr(cls, name) is getattr(Transformer, name)
-                for name in (*stages, "layer_kwargs", "run_from", "parse_inputs")
-            ) and all(
-                type(layer) is SkippedLayer
-                or (
-                    type(layer) is TransformerBlock
-                    and type(layer.attention) in (MultiHeadAttention, RotaryAttention)
-                )
-                for layer in self.layers
-            )
+            self._prefix_reusable = self.prefix_graph_reusable()
         return self._prefix_reusable
 
+    def prefix_graph_reusable(self) -> bool:
+        """Transformer's own stages and plain or rotary attention in every layer."""
+        cls = type(self)
+        stages = ("apply_embeddings", "apply_main_layers", "apply_final_layers")
+        return all(
+            getattr(cls, name) is getattr(Transformer, name)
+            for name in (*stages, "layer_kwargs", "run_from", "parse_inputs")
+        ) and all(
+            type(layer) is SkippedLayer
+            or (
+                type(layer) is TransformerBlock
+                and type(layer.attention) in (MultiHeadAttention, RotaryAttention)
+            )
+            for layer in self.layers
+        )
+
     def merge_outputs(
-        self, old: Any, new: Any, parents: torch.Tensor, capacity: int | None = None
+        self, old: Any, new: Any, parents: torch.Tensor | None, capacity: int | None = None
     ) -> Any:
         """Outputs of a reused prefix: ``old`` (the last call's, rows ``parents``) with
         ``new`` (positions ``past..``) appended; pooled and NSP outputs (from the first
         position, which never sees a later one) are the old ones."""
         if self.pooler is None and self.mlm is None and self.nsp is None:
-            return _extend(old, new, parents, capacity)
-        merged = [_extend(old[0], new[0], parents, capacity)]
+            return extend_outputs(old, new, parents, capacity)
+        merged = [extend_outputs(old[0], new[0], parents, capacity)]
         k = 1
         for head, is_seq in ((self.pooler, False), (self.mlm, True), (self.nsp, False)):
             if head is None:
@@ -438,7 +452,7 @@ class Transformer(nn.Module):
             if is_seq:
                 merged.append(select_and_extend(old[k], new[k], parents, capacity))
             else:
-                merged.append(old[k].index_select(0, parents.to(old[k].device)))
+                merged.append(select_rows(old[k], parents))
             k += 1
         return merged
 
@@ -651,13 +665,6 @@ class Transformer(nn.Module):
 # a reusable call may carry
 _SEQ_KEYS = ("token_ids", "segment_ids", "position_ids", "attention_mask")
 _STATE_KEYS = frozenset((*_SEQ_KEYS, "extra_ids", "conditional_ids"))
-
-
-def _extend(old: Any, new: Any, parents: torch.Tensor, capacity: int | None) -> Any:
-    """A tensor or a list of tensors (every layer's output) extended along positions."""
-    if isinstance(new, list):
-        return [select_and_extend(o, n, parents, capacity) for o, n in zip(old, new, strict=True)]
-    return select_and_extend(old, new, parents, capacity)
 
 
 def _check_prefix(prefix: str | None) -> None:
