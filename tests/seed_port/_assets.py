@@ -91,11 +91,11 @@ def _titles(rng: random.Random, n: int) -> list[str]:
     return lines
 
 
-def _checkpoint(folder: Path, vocab_size: int) -> None:
-    import torch
-    from transformers import BertConfig, BertForPreTraining
+def _tiny_bert_config(vocab_size: int):  # -> transformers.BertConfig
+    """2 layers, 32 wide, dropout 0 (the seed and b4t draw the same random numbers)."""
+    from transformers import BertConfig
 
-    config = BertConfig(
+    return BertConfig(
         vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
@@ -106,30 +106,32 @@ def _checkpoint(folder: Path, vocab_size: int) -> None:
         hidden_dropout_prob=0.0,
         attention_probs_dropout_prob=0.0,
     )
+
+
+def _save(folder: Path, state: dict, config) -> None:  # config: transformers.BertConfig
+    """``pytorch_model.bin`` and ``config.json`` in ``folder``."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(state, folder / "pytorch_model.bin")
+    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+
+
+def _checkpoint(folder: Path, vocab_size: int) -> None:
+    import torch
+    from transformers import BertForPreTraining
+
+    config = _tiny_bert_config(vocab_size)
     torch.manual_seed(1234)
     model = BertForPreTraining(config).eval()
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    torch.save(state, folder / "pytorch_model.bin")
-    cfg = config.to_dict()
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2), encoding="utf-8")
+    _save(folder, {k: v.contiguous() for k, v in model.state_dict().items()}, config)
 
 
 def _gpt2_ml_checkpoint(folder: Path, vocab_size: int) -> None:
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertModel
 
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        type_vocab_size=2,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
+    config = _tiny_bert_config(vocab_size)
     torch.manual_seed(4321)
     model = BertModel(config, add_pooling_layer=False).eval()
     with torch.no_grad():
@@ -138,9 +140,7 @@ def _gpt2_ml_checkpoint(folder: Path, vocab_size: int) -> None:
                 p.normal_(0, 0.5)
     state = {f"gpt2_ml.{k}": v.contiguous() for k, v in model.state_dict().items()}
     state["gpt2_ml.lm_head.weight"] = state["gpt2_ml.embeddings.word_embeddings.weight"].clone()
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.save(state, folder / "pytorch_model.bin")
-    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=2), encoding="utf-8")
+    _save(folder, state, config)
 
 
 def make_assets(root: Path) -> Path:
