@@ -134,7 +134,8 @@ def test_echo_prepends_the_prompt(client, greedy_reference) -> None:
     [
         ({"max_tokens": 41}, "max_tokens", "[1, 40]"),
         ({"n": 5}, "n", "[1, 4]"),
-        ({"temperature": -1}, "temperature", ">= 0"),
+        ({"temperature": -1}, "temperature", "in [0, 2]"),
+        ({"temperature": 2.5}, "temperature", "in [0, 2]"),
         ({"top_p": 1.5}, "top_p", "(0, 1]"),
         ({"logprobs": 2}, "logprobs", "not supported"),
         ({"frequency_penalty": 0.5}, "frequency_penalty", "not supported"),

@@ -14,10 +14,21 @@ with ``base_url="http://127.0.0.1:PORT/v1"`` and any ``api_key``:
 - streaming answers are server-sent events of ``*.chunk`` objects ending
   with ``data: [DONE]``.
 
-Fields this server cannot honour (``logprobs``, ``suffix``, ``logit_bias``,
-``tools``, non-zero penalties, ``best_of`` > ``n``) are a 400 naming them,
-never silently dropped. Every error is ``{"error": {"message", "type",
-"param", "code"}}`` with its 4xx/5xx status. Unknown fields are ignored.
+Nothing is silently dropped: fields this server cannot honour
+(``response_format``, ``tools``, ``logprobs``, ``suffix``, ``logit_bias``,
+non-zero penalties, ``best_of`` other than ``n``, ...) and fields it does not
+know are a 400 naming every one of them. Other checks, as OpenAI answers them:
+
+- a ``model`` other than the served one: 404, code ``model_not_found``;
+- prompt plus ``max_tokens`` over the model's context: 400, code
+  ``context_length_exceeded`` (no silent truncation);
+- ``temperature`` outside [0, 2], ``top_p`` outside (0, 1]: 400;
+- a body that is not JSON, not UTF-8, holds a lone surrogate or nests too deep: 400.
+
+Every error is ``{"error": {"message", "type", "param", "code"}}`` with its
+4xx/5xx status; a 5xx never carries the exception's text (it is logged). A
+request whose client disconnects stops generating at the next token, whether
+it streams or not.
 """
 
 from __future__ import annotations
@@ -25,27 +36,55 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import replace
 from typing import Any
 
 import bottle
 
 from b4t.generation.service import GenerationRequest, GenerationService, HeldStream
-from b4t.generation.serving import RequestError, WebServing
+from b4t.generation.serving import (
+    INTERNAL_ERROR,
+    ClientGone,
+    RequestError,
+    WebServing,
+    client_disconnected,
+)
 from b4t.generation.sse import SSE_HEADERS, format_event
 
-__all__ = ["add_openai_routes", "openai_error"]
+__all__ = ["add_openai_routes", "complete_while_connected", "openai_error"]
 
 serving_logger = logging.getLogger("b4t.generation.serving")
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 
-def openai_error(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+# What each endpoint reads; a field outside these is a 400 (OpenAI's own answer to
+# an unrecognized argument). Penalties, best_of, logprobs, ... are read only to
+# refuse values other than their neutral default.
+_COMMON = {
+    "model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
+    "seed", "user", "top_k", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
+}  # fmt: skip
+_FIELDS = {
+    "text": _COMMON | {"prompt", "echo", "best_of", "suffix"},
+    "chat": _COMMON | {"messages", "max_completion_tokens", "top_logprobs", "metadata", "store"},
+}
+# Known OpenAI fields this server cannot honour (named as unsupported, not unknown).
+_UNSUPPORTED = {
+    "response_format", "tools", "tool_choice", "parallel_tool_calls", "functions",
+    "function_call", "audio", "modalities", "prediction", "reasoning_effort",
+    "web_search_options", "service_tier",
+}  # fmt: skip
+
+
+def openai_error(
+    status: int, message: str, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """The OpenAI error body for ``status``."""
     kind = "server_error" if status >= 500 else "invalid_request_error"
-    return {"error": {"message": message, "type": kind, "param": param, "code": None}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 # ---------------------------------------------------------------- typed fields
@@ -82,6 +121,20 @@ def _stop(body: dict[str, Any]) -> list[str]:
     if isinstance(stop, list) and len(stop) <= 4 and all(isinstance(s, str) for s in stop):
         return list(stop)
     raise RequestError("'stop' must be a string or a list of up to 4 strings", 400, "stop")
+
+
+def _refuse_unknown(body: dict[str, Any], kind: str) -> None:
+    """400 naming every field the endpoint does not read (unsupported ones first)."""
+    unsupported = sorted(name for name in body if name in _UNSUPPORTED)
+    unknown = sorted(name for name in body if name not in _FIELDS[kind] | _UNSUPPORTED)
+    if unsupported:
+        names = ", ".join(f"'{name}'" for name in unsupported)
+        raise RequestError(f"not supported by this server: {names}", 400, unsupported[0])
+    if unknown:
+        names = ", ".join(f"'{name}'" for name in unknown)
+        raise RequestError(f"unrecognized request argument(s): {names}", 400, unknown[0])
+    if kind == "chat" and body.get("store"):
+        raise RequestError("'store' is not supported by this server", 400, "store")
 
 
 def _refuse_unsupported(body: dict[str, Any]) -> None:
@@ -128,8 +181,6 @@ class _Call:
     """A checked OpenAI request: its prompts, n, stop, options and stream flags."""
 
     def __init__(self, service: GenerationService, body: dict[str, Any], prompts: list[str]):
-        if not isinstance(body.get("model"), str):
-            raise RequestError("'model' must be given as a string", 400, "model")
         _refuse_unsupported(body)
         self.n = _field(body, "n", "int", 1)
         if self.n < 1 or len(prompts) * self.n > service.limits.max_n:
@@ -151,6 +202,10 @@ class _Call:
             max_tokens = _field(body, "max_tokens", "int")
         seed = _field(body, "seed", "int")
         temperature = _field(body, "temperature", "number", 1.0)
+        if not 0 <= temperature <= 2:
+            raise RequestError(
+                f"'temperature' must be in [0, 2], got {temperature}", 400, "temperature"
+            )
         top_p = _field(body, "top_p", "number")
         top_k = _field(body, "top_k", "int")
         self.requests: list[GenerationRequest] = []
@@ -180,6 +235,21 @@ class _Call:
         }
 
 
+def _check_model(service: GenerationService, body: dict[str, Any], kind: str) -> None:
+    """The fields are all known and ``model`` names the served model (else 400/404)."""
+    model = body.get("model")
+    if not isinstance(model, str):
+        raise RequestError("'model' must be given as a string", 400, "model")
+    if model != service.model_name:
+        raise RequestError(
+            f"The model '{model}' does not exist (this server serves '{service.model_name}')",
+            404,
+            "model",
+            "model_not_found",
+        )
+    _refuse_unknown(body, kind)
+
+
 def _completion_prompts(body: dict[str, Any]) -> list[str]:
     prompt = body.get("prompt")
     if isinstance(prompt, str):
@@ -199,13 +269,36 @@ def _chat_prompt(service: GenerationService, body: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- answers
 
 
+def complete_while_connected(
+    service: GenerationService,
+    request: GenerationRequest,
+    stop: Sequence[str] = (),
+    gone: Callable[[], bool] | None = None,
+) -> tuple[str, str, int]:
+    """``(text, finish_reason, completion_tokens)`` of one completion (the caller holds a slot).
+
+    ``gone`` (default: the current request's :func:`client_disconnected`) is
+    asked after every token; when the client has left the decoder is closed
+    and :class:`ClientGone` raised, so nobody's answer keeps the model busy.
+    """
+    gone = client_disconnected() if gone is None else gone
+    completion = service.stream(request, stop)
+    parts: list[str] = []
+    reason = "stop"
+    with closing(completion):
+        for text, finish in completion:
+            parts.append(text)
+            if finish is not None:
+                reason = finish
+            elif gone():
+                raise ClientGone
+    return "".join(parts), reason, completion.completion_tokens
+
+
 def _run_all(service: GenerationService, call: _Call) -> list[tuple[str, str, int]]:
     """``(text, finish_reason, completion_tokens)`` for every choice (slot held)."""
-    results = []
-    for request in call.requests:
-        result = service.complete(request, call.stop)
-        results.append((result.text, result.finish_reason, result.completion_tokens))
-    return results
+    gone = client_disconnected()
+    return [complete_while_connected(service, r, call.stop, gone) for r in call.requests]
 
 
 def _chunk(
@@ -253,8 +346,9 @@ def _events(service: GenerationService, call: _Call, kind: str) -> Iterator[byte
         if call.include_usage:
             yield _chunk(call, kind, model, [], usage=call.usage(total))
         yield format_event("[DONE]")
-    except Exception as exc:  # the status is sent: report in the stream, as OpenAI does
-        yield format_event(openai_error(500, f"{type(exc).__name__}: {exc}"))
+    except Exception:  # the status is sent: report in the stream, as OpenAI does
+        serving_logger.exception("a %s stream failed", kind)
+        yield format_event(openai_error(500, INTERNAL_ERROR))
 
 
 def _text_choice(index: int, text: str, finish: str | None) -> dict[str, Any]:
@@ -271,7 +365,8 @@ def add_openai_routes(serving: WebServing, service: GenerationService, prefix: s
     serving.add_error_format(prefix + "/", lambda status, message: openai_error(status, message))
 
     def error(exc: RequestError) -> str:
-        return serving.json_response(exc.status, openai_error(exc.status, str(exc), exc.param))
+        body = openai_error(exc.status, str(exc), exc.param, exc.code)
+        return serving.json_response(exc.status, body)
 
     def model_card() -> dict[str, Any]:
         return {"id": service.model_name, "object": "model", "created": 0, "owned_by": "b4t"}
@@ -281,13 +376,15 @@ def add_openai_routes(serving: WebServing, service: GenerationService, prefix: s
 
     def model(name: str) -> str:
         if name != service.model_name:
-            return error(RequestError(f"the model '{name}' does not exist", 404, "model"))
+            message = f"The model '{name}' does not exist"
+            return error(RequestError(message, 404, "model", "model_not_found"))
         return serving.json_response(200, model_card())
 
     def handler(kind: str) -> Any:
         def endpoint() -> Any:
             try:
                 body = serving.read_json_body()
+                _check_model(service, body, kind)
                 prompts = (
                     _chat_prompt(service, body) if kind == "chat" else _completion_prompts(body)
                 )
@@ -303,9 +400,11 @@ def add_openai_routes(serving: WebServing, service: GenerationService, prefix: s
                 results = _run_all(service, call)
             except RequestError as exc:
                 return error(exc)
-            except Exception as exc:
+            except ClientGone:  # nobody reads the answer
+                return error(RequestError("the client closed the connection", 499))
+            except Exception:
                 serving_logger.exception("%s failed", bottle.request.path)
-                return error(RequestError(f"{type(exc).__name__}: {exc}", 500))
+                return error(RequestError(INTERNAL_ERROR, 500))
             finally:
                 service.release()
             return serving.json_response(200, _answer(service, call, kind, results))

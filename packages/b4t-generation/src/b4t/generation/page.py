@@ -43,4 +43,9 @@ def add_page_route(
         bottle.response.set_header("Cache-Control", "no-cache")
         return html
 
+    def no_icon() -> str:  # the browser asks for one; a 404 would be a console error
+        bottle.response.status = 204
+        return ""
+
     serving.app.route(path, method="GET", callback=page)
+    serving.app.route("/favicon.ico", method="GET", callback=no_icon)

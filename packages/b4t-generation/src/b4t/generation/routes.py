@@ -9,27 +9,39 @@
   ``{"text", "finish_reason", "completion_tokens"}`` (``event: error`` if it fails);
 - the OpenAI-compatible ``/v1/models``, ``/v1/completions`` and
   ``/v1/chat/completions`` (:mod:`b4t.generation.openai_api`);
+- ``GET /health``: ``{"status": "ok", "model", "active", "served"}`` (200 while serving);
 - ``GET /``: a page with a prompt box that streams the answer (:mod:`b4t.generation.page`).
 
 Errors are JSON with a 4xx/5xx status: the seed routes in the
-``{"code", "desc", "data"}`` envelope, the ``/v1`` routes in OpenAI's shape.
+``{"code", "desc", "data"}`` envelope, the ``/v1`` routes in OpenAI's shape;
+a 5xx never carries exception text. ``temperature`` is capped at 2 as in OpenAI's
+API. A client that disconnects stops its generation at the next token.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
 import bottle
 
-from b4t.generation.openai_api import add_openai_routes
+from b4t.generation.openai_api import add_openai_routes, complete_while_connected
 from b4t.generation.page import add_page_route
 from b4t.generation.service import GenerationService, HeldStream
-from b4t.generation.serving import RequestError, WebServing, bounded
+from b4t.generation.serving import (
+    INTERNAL_ERROR,
+    RequestError,
+    WebServing,
+    bounded,
+    client_disconnected,
+)
 from b4t.generation.sse import SSE_HEADERS, format_event
 
-__all__ = ["add_generation_routes", "add_seed_routes"]
+__all__ = ["add_generation_routes", "add_health_route", "add_seed_routes"]
+
+logger = logging.getLogger("b4t.generation.serving")
 
 
 def _arguments(service: GenerationService, with_n: bool) -> dict[str, Any]:
@@ -38,7 +50,7 @@ def _arguments(service: GenerationService, with_n: bool) -> dict[str, Any]:
         "text": (None, True),
         "topk": (bounded(int, 1), False),
         "topp": (bounded(float, 0, 1, low_open=True), False),
-        "temperature": (bounded(float, 0), False),
+        "temperature": (bounded(float, 0, 2), False),
         "max_tokens": (bounded(int, 1, limits.max_tokens), False),
         "seed": (int, False),
     }
@@ -62,12 +74,13 @@ def add_seed_routes(
             topp=options.get("topp"),
             seed=seed,
         )
+        gone = client_disconnected()
         service.acquire()
         try:
             texts = []
             for i in range(n):
                 one = request if seed is None else replace(request, seed=seed + i)
-                texts.append(service.complete(one).text)
+                texts.append(complete_while_connected(service, one, gone=gone)[0])
             return texts
         finally:
             service.release()
@@ -116,10 +129,28 @@ def _seed_events(service: GenerationService, request: Any) -> Iterator[bytes]:
                     "completion_tokens": completion.completion_tokens,
                 }
                 yield format_event(done, event="done")
-    except Exception as exc:  # headers are sent: report in the stream
-        yield format_event({"desc": f"{type(exc).__name__}: {exc}"}, event="error")
+    except Exception:  # headers are sent: report in the stream
+        logger.exception("a /generate stream failed")
+        yield format_event({"desc": INTERNAL_ERROR}, event="error")
     finally:
         completion.close()
+
+
+def add_health_route(
+    serving: WebServing, service: GenerationService, path: str = "/health"
+) -> None:
+    """``GET path``: 200 ``{"status": "ok", "model", "active", "served"}`` while serving."""
+
+    def health() -> str:
+        body = {
+            "status": "ok",
+            "model": service.model_name,
+            "active": service.active,
+            "served": service.served,
+        }
+        return serving.json_response(200, body)
+
+    serving.app.route(path, method="GET", callback=health)
 
 
 def add_generation_routes(
@@ -161,6 +192,7 @@ def add_generation_routes(
         )
     add_seed_routes(serving, service)
     add_openai_routes(serving, service)
+    add_health_route(serving, service)
     if page:
         add_page_route(serving, service)
     return service

@@ -321,12 +321,14 @@ class GenerationService:
                 )
             context = limits.max_context
             if context is not None and len(prompt_ids) + max_tokens > context:
-                raise RequestError(
-                    f"this model's maximum context length is {context} tokens; the request asks "
-                    f"for {len(prompt_ids) + max_tokens} ({len(prompt_ids)} in the prompt, "
-                    f"{max_tokens} to generate)",
+                raise RequestError(  # OpenAI's wording and code; nothing is truncated
+                    f"This model's maximum context length is {context} tokens. However, you "
+                    f"requested {len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in "
+                    f"the prompt; {max_tokens} for the completion). Please reduce your prompt; "
+                    "or completion length.",
                     400,
                     "prompt",
+                    "context_length_exceeded",
                 )
         elif len(prompt) < limits.min_prompt_tokens:
             raise RequestError("the prompt is empty", 400, "prompt")

@@ -34,24 +34,30 @@ return value itself, and an error is ``{"error": desc}`` with the same status.
 error body (the OpenAI routes use ``{"error": {"message": ...}}``); protocol
 errors (414, 431, a malformed request line) and bottle's 404/405 follow it too.
 
-Unlike the seed it binds 127.0.0.1 by default and runs a threaded server from
-the standard library (``wsgiref`` + ``socketserver.ThreadingMixIn``) unless
-another bottle server name is given.
+Unlike the seed it binds 127.0.0.1 by default and serves through waitress
+(HTTP/1.1 keep-alive, a fixed pool of ``threads``, at most ``connection_limit``
+open connections, idle connections closed after ``channel_timeout`` seconds, a
+body over ``max_body_size`` refused with 413 before it is read), unless another
+bottle server name is given. Waitress answers those protocol errors (413 before
+the body, 431, a malformed request) itself, in plain text.
+
+Cross-origin requests are refused by browsers unless ``cors_origins`` opts in:
+``"*"`` or a list of origins get ``Access-Control-Allow-Origin`` and preflight
+(``OPTIONS``) answers. A 5xx body never holds the exception text (it is logged).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socketserver
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
-from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, WSGIServer, make_server
 
 import bottle
+from waitress.server import create_server
 
-__all__ = ["RequestError", "WebServing", "bounded"]
+__all__ = ["ClientGone", "RequestError", "WebServing", "bounded", "client_disconnected"]
 
 logger = logging.getLogger("b4t.generation.serving")
 
@@ -60,8 +66,9 @@ ErrorFormat = Callable[[int, str], Any]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_MAX_LINE = 65536  # the stdlib's request-line limit
-_DRAIN_LIMIT = 16 << 20  # read at most this much of a refused request before answering
+_MAX_URL = 65536  # a longer path + query string is a 414
+_MAX_JSON_DEPTH = 64  # deeper JSON bodies are a 400 (the stdlib parser recurses)
+INTERNAL_ERROR = "internal server error (the details are in the server's log)"
 
 
 class RequestError(Exception):
@@ -71,10 +78,53 @@ class RequestError(Exception):
     instead of a 500; ``param`` names the argument at fault, if any.
     """
 
-    def __init__(self, message: str, status: int = 400, param: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int = 400, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = int(status)
         self.param = param
+        self.code = code  # a machine-readable reason (OpenAI's ``error.code``), if any
+
+
+class ClientGone(Exception):
+    """The client closed its connection: stop working on its request."""
+
+
+def client_disconnected() -> Callable[[], bool]:
+    """For the current bottle request: a probe answering whether its client has left.
+
+    Waitress reads ahead on the connection while the request runs and notices
+    when it closes; under another server the probe always answers ``False``.
+    """
+    probe = bottle.request.environ.get("waitress.client_disconnected")
+    return probe if callable(probe) else _never
+
+
+def _never() -> bool:
+    return False
+
+
+def _json_depth(text: str) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 _BadRequest = RequestError  # the old private name
@@ -121,92 +171,6 @@ class bounded:  # lower case: used like a converter (``int``, ``float``)
 
     def __repr__(self) -> str:
         return f"bounded({self.__name__}, {self.low}, {self.high})"
-
-
-def _path_of_request_line(line: bytes) -> str:
-    """The path of a (possibly truncated) raw request line, ``''`` if unreadable."""
-    parts = line[:4096].split(b" ", 2)
-    if len(parts) < 2:
-        return ""
-    return parts[1].split(b"?", 1)[0].decode("latin-1", "replace")
-
-
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """One thread per request; threads do not keep the process alive."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    serving: WebServing | None = None
-
-
-class _QuietHandler(WSGIRequestHandler):
-    """wsgiref's handler with JSON protocol errors and the access log sent to ``logging``."""
-
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s - %s", self.address_string(), format % args)
-
-    def _drain_headers(self) -> None:
-        """Read the rest of a refused request's head, so closing does not reset the socket."""
-        budget = _DRAIN_LIMIT
-        while budget > 0:
-            line = self.rfile.readline(_MAX_LINE + 1)
-            budget -= len(line)
-            if not line or line in (b"\r\n", b"\n"):
-                return
-
-    def handle(self) -> None:
-        """One request: as wsgiref's, but a request line over 64 KiB is a JSON 414."""
-        self.raw_requestline = self.rfile.readline(_MAX_LINE + 1)
-        if len(self.raw_requestline) > _MAX_LINE:
-            self._error_path = _path_of_request_line(self.raw_requestline)
-            budget = _DRAIN_LIMIT  # the rest of the request line
-            line = self.raw_requestline
-            while line and not line.endswith(b"\n") and budget > 0:
-                line = self.rfile.readline(_MAX_LINE + 1)
-                budget -= len(line)
-            self._drain_headers()
-            self.requestline = ""
-            self.request_version = ""
-            self.command = ""
-            self.send_error(
-                414,
-                "URI Too Long",
-                f"the request line is over {_MAX_LINE} bytes; send long input in a POST body",
-            )
-            return
-        if not self.parse_request():  # an error was sent
-            return
-        handler = ServerHandler(
-            self.rfile, self.wfile, self.get_stderr(), self.get_environ(), multithread=True
-        )
-        handler.request_handler = self  # type: ignore[attr-defined]
-        handler.run(self.server.get_app())  # type: ignore[attr-defined]
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """Answer a protocol error (414, 431, 400, ...) with a JSON body."""
-        short, long = self.responses.get(code, ("Error", ""))
-        desc = f"{code} {message or short}: {explain or long}"
-        path = getattr(self, "_error_path", None)
-        if path is None:
-            path = getattr(self, "path", "") or _path_of_request_line(
-                getattr(self, "raw_requestline", b"")
-            )
-        serving = getattr(self.server, "serving", None)
-        body_obj = (
-            serving.error_body(code, desc, path)
-            if serving is not None
-            else {"code": 1, "desc": desc, "data": {}}
-        )
-        body = json.dumps(body_obj, ensure_ascii=False).encode("utf-8")
-        self.log_error("code %d, message %s", code, message or short)
-        self.send_response(code, message or short)
-        self.send_header("Connection", "close")
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
 
 
 def _to_jsonable(value: Any) -> Any:
@@ -270,11 +234,19 @@ class WebServing:
 
     Args:
         host: the interface to bind (``'0.0.0.0'`` to expose it on the network).
-        port: the port; ``0`` picks a free one (read :attr:`port` after start).
-        server: ``'auto'`` for the threaded stdlib server (supports
-            background start and :meth:`stop`), or any bottle server name
-            (``'waitress'``, ``'paste'``, ...) to hand over to ``bottle.run``.
-        max_body_size: the largest request body accepted, in bytes.
+        port: the port; ``0`` picks a free one (read :attr:`port` after :meth:`bind`).
+        server: ``'auto'`` for waitress (supports background start and
+            :meth:`stop`), or any other bottle server name (``'cheroot'``,
+            ``'paste'``, ...) to hand over to ``bottle.run``.
+        max_body_size: the largest request body accepted, in bytes (413 beyond).
+        threads: waitress's worker threads: requests handled at once (a
+            streaming answer holds one while it streams; give at least the
+            generation service's ``max_concurrency`` plus a few).
+        connection_limit: open connections at most; waitress stops accepting beyond.
+        channel_timeout: seconds an idle connection (keep-alive, or a client
+            that stopped sending) stays open.
+        cors_origins: ``None`` (the default) sends no CORS headers, so browsers
+            keep other sites' pages out; ``"*"`` or a list of origins opts in.
     """
 
     def __init__(
@@ -283,16 +255,31 @@ class WebServing:
         port: int = 8000,
         server: str = "auto",
         max_body_size: int = 1 << 20,
+        *,
+        threads: int = 16,
+        connection_limit: int = 100,
+        channel_timeout: float = 60.0,
+        cors_origins: str | Sequence[str] | None = None,
     ) -> None:
+        if threads < 1 or connection_limit < 1 or channel_timeout <= 0:
+            raise ValueError("threads, connection_limit and channel_timeout must be positive")
         self.host = host
         self.port = int(port)
         self.server = server
         self.max_body_size = int(max_body_size)
+        self.threads = int(threads)
+        self.connection_limit = int(connection_limit)
+        self.channel_timeout = float(channel_timeout)
+        if isinstance(cors_origins, str):
+            cors_origins = [cors_origins]
+        self.cors_origins: tuple[str, ...] | None = (
+            tuple(cors_origins) if cors_origins is not None else None
+        )
         self.bottle = bottle
         self.app = bottle.Bottle()
         self.app.default_error_handler = self._error_page  # type: ignore[method-assign]
         self._error_formats: list[tuple[str, ErrorFormat]] = []
-        self._httpd: _ThreadingWSGIServer | None = None
+        self._httpd: Any = None
         self._thread: threading.Thread | None = None
 
     # ---------------------------------------------------------------- responses
@@ -341,38 +328,45 @@ class WebServing:
 
     def _check_body_size(self) -> None:
         request = bottle.request
-        if request.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+        chunked = request.environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        if chunked and not request.environ.get("CONTENT_LENGTH"):
             raise RequestError("chunked request bodies are not accepted; send Content-Length", 411)
         length = request.content_length
-        if length > self.max_body_size:
-            self._drain(length)
+        if length > self.max_body_size:  # waitress refuses these before the app sees them
             raise RequestError(
                 f"request body of {length} bytes is over the limit of {self.max_body_size}", 413
             )
 
-    @staticmethod
-    def _drain(length: int) -> None:
-        """Read and drop a refused body (up to 16 MiB) so the client sees the answer."""
-        stream = bottle.request.environ.get("wsgi.input")
-        left = min(length, _DRAIN_LIMIT)
-        while stream is not None and left > 0:
-            chunk = stream.read(min(left, 1 << 16))
-            if not chunk:
-                break
-            left -= len(chunk)
-
     def read_json_body(self) -> dict[str, Any]:
-        """The request's JSON object body; :class:`RequestError` (400/411/413) if not one."""
+        """The request's JSON object body; :class:`RequestError` (400/411/413) if not one.
+
+        A body that is not UTF-8, holds a lone surrogate escape (``"\\ud800"``:
+        not a character, cannot be sent back) or nests deeper than 64 levels is a 400.
+        """
         self._check_body_size()
         raw = bottle.request.body.read(self.max_body_size + 1)
         if not raw:
             raise RequestError("the request needs a JSON object body")
         try:
-            params = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RequestError(f"the JSON body is not valid UTF-8: {exc}") from exc
+        brackets = text.count("[") + text.count("{")
+        if brackets > _MAX_JSON_DEPTH and _json_depth(text) > _MAX_JSON_DEPTH:
+            raise RequestError(f"the JSON body nests deeper than {_MAX_JSON_DEPTH} levels")
+        try:
+            params = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
             raise RequestError(f"the JSON body does not parse: {exc}") from exc
         if not isinstance(params, dict):
             raise RequestError("the JSON body must be an object of named arguments")
+        try:  # a "\\udXXX" escape with no partner decodes to a lone surrogate
+            json.dumps(params, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                "the JSON body holds a lone surrogate escape (\\ud800-\\udfff without its "
+                "pair): not valid Unicode"
+            ) from exc
         return params
 
     def _read_params(self, method: str) -> Mapping[str, Any]:
@@ -433,9 +427,11 @@ class WebServing:
                 return self._json(
                     exc.status, 2 if exc.status >= 500 else 1, str(exc), envelope=envelope
                 )
-            except Exception as exc:
+            except ClientGone:  # nobody reads the answer
+                return self._json(499, 1, "the client closed the connection", envelope=envelope)
+            except Exception:
                 logger.exception("%s %s failed", method, bottle.request.path)
-                return self._json(500, 2, f"{type(exc).__name__}: {exc}", envelope=envelope)
+                return self._json(500, 2, INTERNAL_ERROR, envelope=envelope)
 
         endpoint.__name__ = getattr(func, "__name__", "endpoint")
         return endpoint
@@ -454,6 +450,46 @@ class WebServing:
 
     # ---------------------------------------------------------------- running
 
+    def wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        """The WSGI application served: bottle's app, plus the 414 and CORS layers."""
+        path = environ.get("PATH_INFO", "")
+        if len(path) + len(environ.get("QUERY_STRING", "")) > _MAX_URL:
+            desc = f"414 URI Too Long: the URL is over {_MAX_URL} bytes; send long input in a POST body"
+            body = json.dumps(self.error_body(414, desc, path), ensure_ascii=False).encode()
+            start_response(
+                "414 URI Too Long",
+                [("Content-Type", "application/json; charset=utf-8")],
+            )
+            return [body]
+        allowed = self._allowed_origin(environ.get("HTTP_ORIGIN"))
+        if allowed is None:
+            return self.app(environ, start_response)
+        cors = [("Access-Control-Allow-Origin", allowed), ("Vary", "Origin")]
+        if environ.get("REQUEST_METHOD") == "OPTIONS":  # a preflight
+            start_response(
+                "204 No Content",
+                [
+                    *cors,
+                    ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+                    ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+                    ("Access-Control-Max-Age", "600"),
+                ],
+            )
+            return []
+
+        def with_cors(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
+            return start_response(status, [*headers, *cors], *exc)
+
+        return self.app(environ, with_cors)
+
+    def _allowed_origin(self, origin: str | None) -> str | None:
+        """The ``Access-Control-Allow-Origin`` value for ``origin``, ``None`` when not allowed."""
+        if self.cors_origins is None or not origin:
+            return None
+        if "*" in self.cors_origins:
+            return "*"
+        return origin if origin in self.cors_origins else None
+
     @property
     def url(self) -> str:
         """``http://host:port`` of the running server."""
@@ -469,16 +505,21 @@ class WebServing:
             raise ValueError("bind() needs server='auto'")
         if self._httpd is not None:
             return
-        httpd = make_server(
-            self.host,
-            self.port,
-            self.app,
-            server_class=_ThreadingWSGIServer,
-            handler_class=_QuietHandler,
+        self._httpd = create_server(
+            self.wsgi,
+            host=self.host,
+            port=self.port,
+            threads=self.threads,
+            connection_limit=self.connection_limit,
+            channel_timeout=self.channel_timeout,
+            cleanup_interval=max(1.0, min(30.0, self.channel_timeout / 2)),
+            max_request_body_size=self.max_body_size,
+            channel_request_lookahead=1,  # read on: notice a client that leaves mid-request
+            asyncore_loop_timeout=0.2,
+            ident="b4t",
+            expose_tracebacks=False,
         )
-        httpd.serving = self
-        self._httpd = httpd
-        self.port = httpd.server_address[1]
+        self.port = int(self._httpd.effective_port)
 
     def start(self, background: bool = False) -> None:
         """Serve until stopped.
@@ -490,35 +531,43 @@ class WebServing:
         if self.server != "auto":
             if background:
                 raise ValueError("background start needs server='auto'")
-            bottle.run(self.app, host=self.host, port=self.port, server=self.server)
+            bottle.run(self.wsgi, host=self.host, port=self.port, server=self.server)
             return
         if self._thread is not None:
             raise RuntimeError(f"already serving on {self.url}")
         self.bind()
         httpd = self._httpd
-        assert httpd is not None
         logger.info("serving on %s", self.url)
         if background:
-            self._thread = threading.Thread(
-                target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
-            )
+            self._thread = threading.Thread(target=httpd.run, name="b4t-serving", daemon=True)
             self._thread.start()
             return
         try:
-            httpd.serve_forever(poll_interval=0.1)
+            httpd.run()
         finally:
-            httpd.server_close()
+            self._close(httpd, None)
             self._httpd = None
+
+    @staticmethod
+    def _close(httpd: Any, thread: threading.Thread | None, timeout: float = 5.0) -> None:
+        """Close waitress's sockets (listening and open connections), then its workers."""
+
+        def close_all() -> None:  # the asyncore loop ends once its map is empty
+            for channel in list(httpd._map.values()):
+                channel.close()
+
+        if thread is not None and thread.is_alive():
+            httpd.trigger.pull_trigger(close_all)  # run it in the loop's own thread
+            thread.join(timeout)
+        else:
+            close_all()
+        httpd.task_dispatcher.shutdown(timeout=timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop a server started with ``start(background=True)`` and free the port."""
-        httpd, thread = self._httpd, self._thread
-        if httpd is None:
+        if self._httpd is None:
             return
-        if thread is not None:
-            httpd.shutdown()
-            thread.join(timeout)
-        httpd.server_close()
+        self._close(self._httpd, self._thread, timeout)
         self._httpd = None
         self._thread = None
 
