@@ -145,7 +145,8 @@ def test_100_mixed_requests_keep_the_server_answering_with_flat_memory(
         return fetch(url + "/generate?text=hello&n=2&max_tokens=8")[0]
 
     def good_completion() -> int:
-        return fetch(url + "/v1/completions", {"model": "b4t-lm", "prompt": "abc", "max_tokens": 8})[0]
+        body = {"model": "b4t-lm", "prompt": "abc", "max_tokens": 8}
+        return fetch(url + "/v1/completions", body)[0]
 
     def good_chat_stream() -> int:
         body = {"model": "b4t-lm", "messages": [{"role": "user", "content": "hi"}], "stream": True}

@@ -454,7 +454,10 @@ class WebServing:
         """The WSGI application served: bottle's app, plus the 414 and CORS layers."""
         path = environ.get("PATH_INFO", "")
         if len(path) + len(environ.get("QUERY_STRING", "")) > _MAX_URL:
-            desc = f"414 URI Too Long: the URL is over {_MAX_URL} bytes; send long input in a POST body"
+            desc = (
+                f"414 URI Too Long: the URL is over {_MAX_URL} bytes; "
+                "send long input in a POST body"
+            )
             body = json.dumps(self.error_body(414, desc, path), ensure_ascii=False).encode()
             start_response(
                 "414 URI Too Long",
