@@ -513,7 +513,8 @@ class WebServing:
             host=self.host,
             port=self.port,
             threads=self.threads,
-            connection_limit=self.connection_limit,
+            # waitress counts its own listening socket and wake-up pipe among connections
+            connection_limit=self.connection_limit + 2,
             channel_timeout=self.channel_timeout,
             cleanup_interval=max(1.0, min(30.0, self.channel_timeout / 2)),
             max_request_body_size=self.max_body_size,
