@@ -206,15 +206,30 @@ def bench(session: nox.Session) -> None:
 
 def _install_runtime(session: nox.Session, packages: list[str]) -> None:
     """The CPU torch on this machine's disk and ``packages`` with their sibling dependencies,
-    without any test extra (no transformers, pytest, tensorboard): what a job needs to run."""
+    without any test extra (no transformers, pytest, tensorboard): what a job needs to run.
+
+    Editable installs, so a reused venv sees source edits; pip runs again only when a
+    pyproject (dependencies) or the torch pin changed since the last install into the venv.
+    """
     ordered: list[str] = []
     for package in packages:
         for needed in [*PACKAGES[package], package]:
             if needed not in ordered:
                 ordered.append(needed)
     targets = [arg for package in ordered for arg in ("-e", _path(package))]
+    stamp_text = "\n".join(
+        [TORCH_DEFAULT, *targets]
+        + [(Path(_path(p)) / "pyproject.toml").read_text(encoding="utf-8") for p in ordered]
+    )
+    location = getattr(session.virtualenv, "location", None)
+    stamp = Path(location) / ".b4t-runtime-installed" if location else None
+    if stamp is not None and stamp.is_file() and stamp.read_text(encoding="utf-8") == stamp_text:
+        session.log("runtime packages already installed in this venv (pyprojects unchanged)")
+        return
     # One pip call, so each sibling requirement resolves to the local folder.
     session.install(*targets, f"torch=={TORCH_DEFAULT}")
+    if stamp is not None:
+        stamp.write_text(stamp_text, encoding="utf-8")
 
 
 @nox.session
@@ -224,10 +239,11 @@ def demo(session: nox.Session) -> None:
     session.run("python", "examples/sentiment.py", *session.posargs, env=ENV)
 
 
-@nox.session
+@nox.session(reuse_venv=True)
 def generate(session: nox.Session) -> None:
     """Train, sample and (with --serve) serve a character-level GPT on Shakespeare:
-    nox -s generate -- [--serve] [--text FILE] ... (minutes of training: not in the default
-    sessions)."""
+    nox -s generate -- [--serve] [--load DIR] [--text FILE] ... (minutes of training: not
+    in the default sessions). Its venv is kept between runs and reinstalled only when a
+    pyproject changed, so ``-- --load DIR --serve`` answers within seconds the second time."""
     _install_runtime(session, ["b4t-models", "b4t-trainer", "b4t-generation"])
     session.run("python", "examples/generate.py", *session.posargs, env=ENV)

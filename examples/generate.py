@@ -100,6 +100,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--max-batch", type=int, default=32, help="requests decoded together")
     p.add_argument("--max-tokens", type=int, default=512, help="cap on a request's max_tokens")
+    p.add_argument(
+        "--sliding-window",
+        action="store_true",
+        help="serve requests whose prompt + max_tokens exceed the model's context (the "
+        "model then reads only the last context-1 characters); off: such requests are a 400",
+    )
     args = p.parse_args(argv)
     for name in ("iters", "batch_size", "context", "eval_interval", "eval_windows"):
         if getattr(args, name) < 1:
@@ -243,19 +249,24 @@ def make_server(
         banned_ids=[0],  # 0: unknown
     )
     stream = stream_from_scheduler(scheduler, tokenizer)
-    server = WebServing(host=args.host, port=args.port)
+    # a streaming answer holds one of the server's threads: one per generation slot, and spare
+    server = WebServing(host=args.host, port=args.port, threads=max(args.max_batch, 1) * 2 + 4)
     try:
         from b4t.generation.routes import add_generation_routes
         from b4t.generation.service import GenerationService
     except ImportError:  # an older b4t-generation: the seed route only
         add_simple_route(server, stream, args.max_tokens)
         return server, scheduler
+    sliding = getattr(args, "sliding_window", False)
     service = GenerationService(
         stream,
         tokenizer=tokenizer,
         model_name="b4t-char-gpt",
         max_tokens=args.max_tokens,
-        max_context=None,  # the scheduler slides its window past the model's context
+        default_max_tokens=64 if sliding else max(1, model.context // 2),
+        # by default prompt + max_tokens must fit the context (else OpenAI's 400); with
+        # --sliding-window the scheduler slides its window past it instead
+        max_context=None if sliding else model.context,
         max_concurrency=max(args.max_batch, 1) * 2,
     )
     add_generation_routes(server, service)

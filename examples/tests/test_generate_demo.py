@@ -101,7 +101,8 @@ def test_served_model_answers_over_http_with_batching(trained: tuple[Path, str])
     vocabulary = set(tokenizer.chars[1:])
     results: list[tuple[int, object]] = []
     with scheduler, server:
-        query = urllib.parse.urlencode({"text": "To be", "max_tokens": 20, "temperature": 0.8})
+        # "To be" and 10 new characters fit the 16-character context (beyond it: a 400)
+        query = urllib.parse.urlencode({"text": "To be", "max_tokens": 10, "temperature": 0.8})
 
         def client() -> None:
             results.append(_get(f"{server.url}/generate?{query}"))
@@ -115,8 +116,8 @@ def test_served_model_answers_over_http_with_batching(trained: tuple[Path, str])
     for status, answer in results:
         assert status == 200
         (text,) = _texts(answer)
-        assert 0 < len(text) <= 20 and set(text) <= vocabulary
-    assert scheduler.tokens == 6 * 20
+        assert 0 < len(text) <= 10 and set(text) <= vocabulary
+    assert scheduler.tokens == 6 * 10
     assert scheduler.largest_batch > 1  # concurrent requests shared decoding steps
 
 
@@ -126,7 +127,9 @@ def test_a_client_leaving_mid_stream_frees_its_batch_slot(trained: tuple[Path, s
 
     folder, _ = trained
     model, tokenizer = load_model(folder)
-    args = SimpleNamespace(host="127.0.0.1", port=0, max_batch=4, max_tokens=5000)
+    args = SimpleNamespace(
+        host="127.0.0.1", port=0, max_batch=4, max_tokens=5000, sliding_window=True
+    )
     server, scheduler = generate.make_server(model, tokenizer, args)
     with scheduler, server:
         query = urllib.parse.urlencode({"text": "To be", "max_tokens": 5000})
@@ -147,3 +150,29 @@ def test_a_client_leaving_mid_stream_frees_its_batch_slot(trained: tuple[Path, s
         # and the server still answers
         status, answer = _get(f"{server.url}/generate?text=To&max_tokens=3")
         assert status == 200 and len(_texts(answer)[0]) == 3
+
+
+def test_a_prompt_beyond_the_context_is_refused_unless_sliding_is_asked_for(
+    trained: tuple[Path, str],
+) -> None:
+    """Prompt + max_tokens over the model's context: OpenAI's 400, not a silent cut to the
+    last characters; ``--sliding-window`` is the explicit opt-in to serve it anyway."""
+    openai = pytest.importorskip("openai")
+    folder, _ = trained
+    model, tokenizer = load_model(folder)
+    prompt = "To be, or not to be " * 50  # 1,000 characters, context 16
+    for sliding in (False, True):
+        args = SimpleNamespace(
+            host="127.0.0.1", port=0, max_batch=2, max_tokens=64, sliding_window=sliding
+        )
+        server, scheduler = generate.make_server(model, tokenizer, args)
+        with scheduler, server:
+            client = openai.OpenAI(base_url=server.url + "/v1", api_key="-", max_retries=0)
+            kwargs = {"model": "b4t-char-gpt", "prompt": prompt, "max_tokens": 4}
+            if sliding:
+                assert client.completions.create(**kwargs).usage.completion_tokens == 4
+            else:
+                with pytest.raises(openai.BadRequestError) as info:
+                    client.completions.create(**kwargs)
+                assert info.value.body["code"] == "context_length_exceeded"
+                assert f"maximum context length is {model.context}" in info.value.body["message"]

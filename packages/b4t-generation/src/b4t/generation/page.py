@@ -24,11 +24,14 @@ def _script_json(value: str) -> str:
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def render_page(model_name: str, api_prefix: str = "/v1") -> str:
-    """The page's HTML for ``model_name``, calling the API under ``api_prefix``."""
+def render_page(model_name: str, api_prefix: str = "/v1", max_tokens: int = 64) -> str:
+    """The page's HTML for ``model_name``, calling the API under ``api_prefix``; its
+    max-tokens box starts at ``max_tokens``."""
     template = files("b4t.generation").joinpath("page.html").read_text(encoding="utf-8")
-    return template.replace("__B4T_MODEL__", _script_json(model_name)).replace(
-        "__B4T_API__", _script_json(api_prefix.rstrip("/"))
+    return (
+        template.replace("__B4T_MODEL__", _script_json(model_name))
+        .replace("__B4T_API__", _script_json(api_prefix.rstrip("/")))
+        .replace("__B4T_MAX_TOKENS__", str(int(max_tokens)))
     )
 
 
@@ -36,7 +39,7 @@ def add_page_route(
     serving: WebServing, service: GenerationService, path: str = "/", api_prefix: str = "/v1"
 ) -> None:
     """Serve the page at ``path``."""
-    html = render_page(service.model_name, api_prefix)
+    html = render_page(service.model_name, api_prefix, service.limits.default_max_tokens)
 
     def page() -> str:
         bottle.response.content_type = "text/html; charset=utf-8"
