@@ -39,7 +39,8 @@ Unlike the seed it binds 127.0.0.1 by default and serves through waitress
 open connections, idle connections closed after ``channel_timeout`` seconds, a
 body over ``max_body_size`` refused with 413 before it is read), unless another
 bottle server name is given. Waitress answers those protocol errors (413 before
-the body, 431, a malformed request) itself, in plain text.
+the body, 431 for a request head over 128 KiB, a malformed request) itself, in
+plain text.
 
 Cross-origin requests are refused by browsers unless ``cors_origins`` opts in:
 ``"*"`` or a list of origins get ``Access-Control-Allow-Origin`` and preflight
@@ -67,6 +68,7 @@ ErrorFormat = Callable[[int, str], Any]
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 _MAX_URL = 65536  # a longer path + query string is a 414
+_MAX_HEAD = 2 * _MAX_URL  # a longer request head is waitress's 431
 _MAX_JSON_DEPTH = 64  # deeper JSON bodies are a 400 (the stdlib parser recurses)
 INTERNAL_ERROR = "internal server error (the details are in the server's log)"
 
@@ -518,6 +520,7 @@ class WebServing:
             channel_timeout=self.channel_timeout,
             cleanup_interval=max(1.0, min(30.0, self.channel_timeout / 2)),
             max_request_body_size=self.max_body_size,
+            max_request_header_size=_MAX_HEAD,
             channel_request_lookahead=1,  # read on: notice a client that leaves mid-request
             asyncore_loop_timeout=0.2,
             ident="b4t",
