@@ -107,7 +107,11 @@ def main() -> None:
         tokenizer = CharTokenizer(chars)
         model = CharGPT(gpt2_config(len(tokenizer))).eval()
     options = SimpleNamespace(
-        host="127.0.0.1", port=0, max_batch=args.clients, max_tokens=max(args.tokens, 64)
+        host="127.0.0.1",
+        port=0,
+        max_batch=args.clients,
+        max_tokens=max(args.tokens, 64),
+        sliding_window=True,  # prompt + tokens may pass the context: the window slides
     )
     server, scheduler = make_server(model, tokenizer, options)
     print(
