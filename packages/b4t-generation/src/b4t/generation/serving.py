@@ -22,17 +22,18 @@ Every answer is JSON ``{"code": 0|1|2, "desc": ..., "data": ...}`` (``data`` is
 ``{}`` in an error, as in the seed):
 
 - 200, code 0: ``data`` is what the function returned;
-- 400, code 1: a missing or badly typed argument (named in ``desc``), or a bad body;
-- 413, code 1: the body is larger than ``max_body_size``;
-- 414, code 1: the request line (URL) is over 64 KiB (send long input in a POST body);
+- 400, code 1: a missing or badly typed argument (named in ``desc``), or a bad body
+  (not JSON, not UTF-8, a lone surrogate escape, nested deeper than 64);
+- 414, code 1: the URL is over 64 KiB (send long input in a POST body);
 - a handler may raise :class:`RequestError` to answer its own 4xx/5xx;
-- 500, code 2: the function raised (the traceback is logged; the server keeps serving).
+- 500, code 2: the function raised; ``desc`` is a fixed line, never the exception's
+  text (the traceback is logged; the server keeps serving).
 
 With ``envelope=False`` (``route``/``wraps``) a 200 answer is the function's
 return value itself, and an error is ``{"error": desc}`` with the same status.
 :meth:`WebServing.add_error_format` gives the paths under a prefix their own
-error body (the OpenAI routes use ``{"error": {"message": ...}}``); protocol
-errors (414, 431, a malformed request line) and bottle's 404/405 follow it too.
+error body (the OpenAI routes use ``{"error": {"message": ...}}``); the 414
+and bottle's 404/405 follow it too.
 
 Unlike the seed it binds 127.0.0.1 by default and serves through waitress
 (HTTP/1.1 keep-alive, a fixed pool of ``threads``, at most ``connection_limit``
