@@ -62,7 +62,7 @@ def raw_post(serving: WebServing, path: str, body: bytes) -> tuple[int, dict]:
 # ---------------------------------------------------------------- bad input: 4xx, OpenAI-shaped
 
 
-def test_a_lone_surrogate_is_a_400_not_a_500(served) -> None:
+def test_a_lone_surrogate_is_a_400_not_a_500(served, fetch) -> None:
     serving, service, _ = served
     for path, body in (
         ("/v1/completions", b'{"model": "b4t-lm", "prompt": "\\ud800", "echo": true}'),
@@ -73,6 +73,9 @@ def test_a_lone_surrogate_is_a_400_not_a_500(served) -> None:
         status, answer = raw_post(serving, path, body)
         message = answer["error"]["message"] if "error" in answer else answer["desc"]
         assert status == 400 and "surrogate" in message, (path, answer)
+    for path in ("/generate?text=%ED%A0%80", "/generate?text=%FF", "/generate/stream?text=%FF"):
+        status, _, raw = fetch(serving.url + path)  # percent-encoded bytes that are not UTF-8
+        assert status == 400 and 'argument "text" is not valid UTF-8' in json.loads(raw)["desc"]
     # a proper pair is a real character (outside the tokenizer's alphabet here): still no 500
     status, answer = raw_post(
         serving, "/v1/completions", b'{"model": "b4t-lm", "prompt": "\\ud83d\\ude00"}'

@@ -372,16 +372,27 @@ class WebServing:
             ) from exc
         return params
 
+    @staticmethod
+    def _decoded(fields: bottle.FormsDict) -> dict[str, str]:
+        """Query or form fields as text; a value that is not UTF-8 is a 400 naming it."""
+        params = {}
+        for key in fields:
+            value = fields.getunicode(key)
+            if value is None:
+                raise RequestError(f'argument "{key}" is not valid UTF-8', 400, key)
+            params[key] = value
+        return params
+
     def _read_params(self, method: str) -> Mapping[str, Any]:
         request = bottle.request
         if method == "GET":
-            return {key: request.query.getunicode(key) for key in request.query}
+            return self._decoded(request.query)
         self._check_body_size()
         if request.content_type.split(";")[0].strip().lower() == "application/json":
             if not request.content_length:
                 return {}
             return self.read_json_body()
-        return {key: request.forms.getunicode(key) for key in request.forms}
+        return self._decoded(request.forms)
 
     def read_arguments(self, arguments: Arguments, method: str = "GET") -> dict[str, Any]:
         """Read and convert ``arguments`` from the current request (query, form or JSON).
