@@ -101,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=32, help="requests decoded together")
     p.add_argument("--max-tokens", type=int, default=512, help="cap on a request's max_tokens")
     p.add_argument(
+        "--cors",
+        action="append",
+        metavar="ORIGIN",
+        help="let pages from ORIGIN ('*': any) call the server from a browser (repeatable; "
+        "default: no CORS headers, so other sites' pages cannot read the answers)",
+    )
+    p.add_argument(
         "--sliding-window",
         action="store_true",
         help="serve requests whose prompt + max_tokens exceed the model's context (the "
@@ -250,7 +257,12 @@ def make_server(
     )
     stream = stream_from_scheduler(scheduler, tokenizer)
     # a streaming answer holds one of the server's threads: one per generation slot, and spare
-    server = WebServing(host=args.host, port=args.port, threads=max(args.max_batch, 1) * 2 + 4)
+    server = WebServing(
+        host=args.host,
+        port=args.port,
+        threads=max(args.max_batch, 1) * 2 + 4,
+        cors_origins=getattr(args, "cors", None),
+    )
     try:
         from b4t.generation.routes import add_generation_routes
         from b4t.generation.service import GenerationService

@@ -176,3 +176,22 @@ def test_a_prompt_beyond_the_context_is_refused_unless_sliding_is_asked_for(
                     client.completions.create(**kwargs)
                 assert info.value.body["code"] == "context_length_exceeded"
                 assert f"maximum context length is {model.context}" in info.value.body["message"]
+
+
+def test_cors_headers_only_with_the_cors_flag(trained: tuple[Path, str]) -> None:
+    folder, _ = trained
+    model, tokenizer = load_model(folder)
+    for flag, expected in (
+        ([], None),
+        (["--cors", "http://notebook.example"], "http://notebook.example"),
+    ):
+        args = generate.parse_args(["--port", "0", *flag])
+        server, scheduler = generate.make_server(model, tokenizer, args)
+        with scheduler, server:
+            request = urllib.request.Request(
+                f"{server.url}/health", headers={"Origin": "http://notebook.example"}
+            )
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(request, timeout=10) as response:
+                assert response.status == 200
+                assert response.headers.get("Access-Control-Allow-Origin") == expected

@@ -310,3 +310,17 @@ def test_cors_is_off_unless_asked_for(generation) -> None:
     add_generation_routes(other, generation)
     with other:
         assert ask(other, "GET").getheader("Access-Control-Allow-Origin") is None
+
+
+def test_a_20_mb_body_gets_a_413_not_a_broken_pipe(served, fetch) -> None:
+    """The 413 is sent as soon as the headers arrive; the connection then half-closes and
+    drops the rest of the body, so a client still sending reads the 413 (waitress alone
+    closed at once: the kernel reset the connection under the sending client)."""
+    serving, service, client = served
+    for _ in range(3):
+        status, _, _ = fetch(serving.url + "/v1/completions", body=b"{" + b" " * 20_000_000)
+        assert status == 413
+    with pytest.raises(openai.APIStatusError) as info:  # the official client sees it too
+        client.completions.create(model="b4t-lm", prompt="a" * (2 << 20))
+    assert info.value.status_code == 413
+    assert fetch(serving.url + "/health")[0] == 200 and service.active == 0

@@ -57,7 +57,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import bottle
+from waitress import wasyncore
 from waitress.server import create_server
+
+from b4t.generation.draining import DrainingChannel
 
 __all__ = ["ClientGone", "RequestError", "WebServing", "bounded", "client_disconnected"]
 
@@ -284,6 +287,7 @@ class WebServing:
         self._error_formats: list[tuple[str, ErrorFormat]] = []
         self._httpd: Any = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     # ---------------------------------------------------------------- responses
 
@@ -534,10 +538,11 @@ class WebServing:
             max_request_body_size=self.max_body_size,
             max_request_header_size=_MAX_HEAD,
             channel_request_lookahead=1,  # read on: notice a client that leaves mid-request
-            asyncore_loop_timeout=0.2,
             ident="b4t",
             expose_tracebacks=False,
         )
+        # the client reads a 413 sent before its body instead of a reset connection
+        self._httpd.channel_class = DrainingChannel
         self.port = int(self._httpd.effective_port)
 
     def start(self, background: bool = False) -> None:
@@ -558,35 +563,48 @@ class WebServing:
         httpd = self._httpd
         logger.info("serving on %s", self.url)
         if background:
-            self._thread = threading.Thread(target=httpd.run, name="b4t-serving", daemon=True)
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._serve_until_stopped,
+                args=(httpd, self._stopping),
+                name="b4t-serving",
+                daemon=True,
+            )
             self._thread.start()
             return
         try:
             httpd.run()
         finally:
-            self._close(httpd, None)
+            self._close_channels(httpd)
+            httpd.task_dispatcher.shutdown()
             self._httpd = None
 
     @staticmethod
-    def _close(httpd: Any, thread: threading.Thread | None, timeout: float = 5.0) -> None:
-        """Close waitress's sockets (listening and open connections), then its workers."""
+    def _close_channels(httpd: Any) -> None:
+        """Close waitress's sockets: the listening one, open connections, its wake-up pipe."""
+        for channel in list(httpd._map.values()):
+            channel.close()
 
-        def close_all() -> None:  # the asyncore loop ends once its map is empty
-            for channel in list(httpd._map.values()):
-                channel.close()
-
-        if thread is not None and thread.is_alive():
-            httpd.trigger.pull_trigger(close_all)  # run it in the loop's own thread
-            thread.join(timeout)
-        else:
-            close_all()
-        httpd.task_dispatcher.shutdown(timeout=timeout)
+    def _serve_until_stopped(self, httpd: Any, stopping: threading.Event) -> None:
+        """Waitress's event loop, one pass at a time until :meth:`stop` sets ``stopping``;
+        then the sockets are closed here, in the loop's own thread."""
+        try:
+            while httpd._map and not stopping.is_set():
+                wasyncore.loop(timeout=0.1, map=httpd._map, count=1)
+        finally:
+            self._close_channels(httpd)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop a server started with ``start(background=True)`` and free the port."""
-        if self._httpd is None:
+        httpd, thread = self._httpd, self._thread
+        if httpd is None:
             return
-        self._close(self._httpd, self._thread, timeout)
+        if thread is not None and thread.is_alive():
+            self._stopping.set()
+            thread.join(timeout)
+        else:
+            self._close_channels(httpd)
+        httpd.task_dispatcher.shutdown(timeout=timeout)
         self._httpd = None
         self._thread = None
 
