@@ -415,3 +415,45 @@ def test_deliberate_differences_in_stopping_and_cleanup(b4t_seed, tmp_path) -> N
     snippets.seed_everything(-1)  # no error, a random seed
     with pytest.raises(ValueError, match="seed must be in"):
         bt.seed_everything(-1)
+
+
+def test_metric_names_naming_loss_dict_keys_match_the_seed(b4t_seed) -> None:
+    """torch4keras 0.0.4 accepts ``compile(metrics=[...])`` naming keys of the dict the loss
+    returns (GPLinker's ``entity_loss``, UDA's ``loss_sup``) and logs them; so does b4t."""
+    seed_net, b4t_net = _pair(b4t_seed)
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+
+    def loss(y_pred, y_true):
+        sup = nn.functional.cross_entropy(y_pred, y_true)
+        unsup = 0.1 * y_pred.pow(2).mean()
+        return {"loss": sup + unsup, "loss_sup": sup, "loss_unsup": unsup}
+
+    runs = {}
+    for name, net in (("seed", seed_net), ("b4t", b4t_net)):
+        net.compile(
+            loss,
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            metrics=["loss_sup", "loss_unsup", "accuracy"],
+        )
+        rec = _recorders(b4t_seed)[0 if name == "seed" else 1]
+        history = net.fit(loader, None, 2, [rec], 1 if name == "seed" else 0)
+        runs[name] = (history, rec)
+    (s_hist, s_rec), (b_hist, b_rec) = runs["seed"], runs["b4t"]
+    for (_, _, slogs), (_, _, blogs) in zip(s_rec.steps, b_rec.steps, strict=True):
+        assert set(blogs) == set(slogs) == {"size", "loss", "loss_sup", "loss_unsup", "accuracy"}
+        for key in ("loss", "loss_sup", "loss_unsup", "accuracy"):
+            assert blogs[key] == pytest.approx(slogs[key], abs=1e-6), key
+    for key in ("loss_sup", "loss_unsup"):
+        assert b_hist.history[key] == pytest.approx(s_hist.history[key], abs=1e-6)
+
+    # a name that is neither a metric nor a key of the loss's dict: 0.0.4 logs nothing for
+    # it, silently; b4t raises at the first batch (MIGRATION.md)
+    seed_net, b4t_net = _pair(b4t_seed)
+    seed_net.compile(loss, torch.optim.SGD(seed_net.parameters(), lr=0.1), metrics=["loss_sub"])
+    rec = _recorders(b4t_seed)[0]
+    seed_net.fit(loader, None, 1, [rec], 1)
+    assert "loss_sub" not in rec.steps[0][2]
+    b4t_net.compile(loss, torch.optim.SGD(b4t_net.parameters(), lr=0.1), metrics=["loss_sub"])
+    with pytest.raises(ValueError, match="unknown metric name 'loss_sub'.*'loss_sup'"):
+        b4t_net.fit(loader, None, 1, [], 0)

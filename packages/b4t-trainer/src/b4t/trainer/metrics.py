@@ -77,10 +77,33 @@ METRICS: dict[str, MetricFn] = {
 }
 
 
+class LossKey:
+    """A metric name that is no built-in metric: it names a key of the dict the loss returns.
+
+    torch4keras 0.0.4 accepts such names (GPLinker's ``entity_loss``, UDA's ``loss_sup``);
+    the value is logged from the loss's dict. A name the loss never returns is a
+    ``ValueError`` at the first batch, naming the keys there are.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, y_pred: Any, y_true: Any) -> Any:
+        raise ValueError(
+            f"unknown metric name {self.name!r}: neither a built-in metric "
+            f"({sorted(METRICS)}) nor a key of the dict the loss returns"
+        )
+
+    def __repr__(self) -> str:
+        return f"LossKey({self.name!r})"
+
+
 def resolve_metrics(metrics: Any) -> dict[str, MetricFn]:
     """Normalise ``compile(metrics=...)`` into ``{log_name: fn}``.
 
-    Accepts ``None``, a name, a callable, ``{'name': fn}``, or a list of those.
+    Accepts ``None``, a name, a callable, ``{'name': fn}``, or a list of those. A name
+    that is no built-in metric is a :class:`LossKey` (a key of the loss's dict);
+    ``'loss'`` itself is always logged and is skipped, as in torch4keras 0.0.4.
     """
     if metrics is None:
         return {}
@@ -91,9 +114,8 @@ def resolve_metrics(metrics: Any) -> dict[str, MetricFn]:
     resolved: dict[str, MetricFn] = {}
     for item in metrics:
         if isinstance(item, str):
-            if item not in METRICS:
-                raise ValueError(f"unknown metric name {item!r}; known: {sorted(METRICS)}")
-            resolved[item] = METRICS[item]
+            if item != "loss":
+                resolved[item] = METRICS[item] if item in METRICS else LossKey(item)
         elif isinstance(item, Mapping):
             for name, fn in item.items():
                 if not callable(fn):

@@ -29,7 +29,7 @@ from torch import nn
 from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
 from b4t.trainer.callbacks import History, ProgressBar
 from b4t.trainer.cursor import LoaderCursor
-from b4t.trainer.metrics import MetricFn, resolve_metrics
+from b4t.trainer.metrics import METRICS, LossKey, MetricFn, resolve_metrics
 from b4t.trainer.precision import Precision
 from b4t.trainer.state import atomic_save, get_rng_state, load_file, set_rng_state
 
@@ -394,8 +394,19 @@ class Trainer:
         return logs
 
     def _add_metrics(self, logs: Logs, y_pred: Any, y: Any) -> None:
-        """Each metric's value under its name; a metric returning a dict adds its items."""
+        """Each metric's value under its name; a metric returning a dict adds its items.
+
+        A :class:`LossKey` metric names a part the loss returned (already in ``logs``)."""
         for name, fn in self.metrics.items():
+            if isinstance(fn, LossKey) and name not in logs:
+                raise ValueError(
+                    f"unknown metric name {name!r}: neither a built-in metric "
+                    f"({sorted(METRICS)}) nor a key the loss returned (it returned "
+                    f"{sorted(k for k in logs if k != 'size')})"
+                )
+        for name, fn in self.metrics.items():
+            if isinstance(fn, LossKey):
+                continue
             value = fn(y_pred, y)
             if isinstance(value, Mapping):
                 for key, item in value.items():
