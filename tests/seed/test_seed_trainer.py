@@ -455,5 +455,5 @@ def test_metric_names_naming_loss_dict_keys_match_the_seed(b4t_seed) -> None:
     seed_net.fit(loader, None, 1, [rec], 1)
     assert "loss_sub" not in rec.steps[0][2]
     b4t_net.compile(loss, torch.optim.SGD(b4t_net.parameters(), lr=0.1), metrics=["loss_sub"])
-    with pytest.raises(ValueError, match="unknown metric name 'loss_sub'.*'loss_sup'"):
+    with pytest.raises(ValueError, match=r"unknown metric name 'loss_sub'.*'loss_sup'"):
         b4t_net.fit(loader, None, 1, [], 0)

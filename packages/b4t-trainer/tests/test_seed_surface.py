@@ -473,6 +473,15 @@ def test_checkpoint_with_the_seed_s_path_templates(tiny_net, loader, tmp_path) -
     step_files = sorted(p.name.split("_")[1] for p in (tmp_path / "s").iterdir())
     assert step_files == ["3", "6"]
     assert type(Checkpoint(tmp_path / "dir")).__name__ == "Checkpoint"  # b4t's resume form
+    # torch4keras's Checkpoint('model.pt'): the weights file, rewritten after each epoch
+    net, opt = _net(tiny_net)
+    ckpt = Checkpoint(tmp_path / "model.pt")
+    assert type(ckpt).__name__ == "_PathCheckpoint"
+    net.fit(loader(n=8), epochs=2, callbacks=[ckpt], verbose=0)
+    assert (tmp_path / "model.pt").is_file()
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key, value in net.state_dict().items():
+        assert torch.equal(saved[key], value), key
 
 
 def test_the_run_state_reads_through_the_model_as_in_torch4keras(tiny_net, loader) -> None:

@@ -143,6 +143,13 @@ class _CheckpointMixin:
 
         return save_from(self, path, mapping=mapping)
 
+    def save_pretrained(
+        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+    ) -> Path:
+        """The checkpoint layout, explicitly (see :meth:`save_weights`); with b4t-trainer
+        installed ``save_weights(path)`` writes bert4torch 0.2.5's state-dict file."""
+        return _CheckpointMixin.save_weights(self, path, mapping=mapping)
+
 
 class T5Stack(nn.Module):
     """The T5 encoder (``is_decoder=False``) or decoder with its LM head.

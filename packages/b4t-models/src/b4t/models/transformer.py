@@ -660,6 +660,15 @@ class Transformer(nn.Module):
         _check_prefix(prefix)
         return save_from(self, path, mapping=mapping)
 
+    def save_pretrained(
+        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+    ) -> Path:
+        """The checkpoint layout, explicitly: a folder with ``model.safetensors`` (and
+        ``config.json``) that transformers loads, or one ``.safetensors`` / ``.bin`` file.
+        (With b4t-trainer installed, ``save_weights(path)`` writes bert4torch 0.2.5's
+        single state-dict file instead.)"""
+        return Transformer.save_weights(self, path, mapping=mapping)
+
 
 # inputs aligned with the tokens ([B, L]) that a reused prefix cuts, and every state key
 # a reusable call may carry

@@ -1,0 +1,153 @@
+"""bert4torch 0.2.5's own parameter names for a built b4t model.
+
+``model.save_weights('best_model.pt')`` in bert4torch 0.2.5 writes ``model.state_dict()``
+in 0.2.5's module names (``encoderLayer.0.multiHeadAttention.q.weight``,
+``embeddings.layerNorm.weight``, ``mlmDecoder.weight``, ...), and its ``load_weights``
+reads them back. b4t's modules are named otherwise (``layers.0.attention.qkv.weight``:
+one fused projection). :func:`seed_weight_names` gives, for every key of a b4t model's
+state dict, the 0.2.5 key(s) that hold the same tensor, so a file either library writes
+loads in the other.
+
+The table is the composition of two maps to the checkpoint layout both libraries read:
+b4t's ``variable_mapping()`` (b4t name -> checkpoint key) and 0.2.5's BERT-family
+``variable_mapping`` (0.2.5 name -> checkpoint key), inverted. A target is a key, a
+:class:`~b4t.models.weight_map.Concat` (the fused QKV split into 0.2.5's ``q``, ``k``,
+``v``) or a :class:`Copies` (one tensor 0.2.5 keeps under two names: the MLM bias is
+``mlmBias`` and ``mlmDecoder.bias``). Variants are covered where that composition was
+checked against 0.2.5 itself (``tests/seed/test_seed_weights.py``); for the others
+:func:`seed_weight_names` returns ``None`` and the trainer writes b4t's own names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.models.weight_map import Concat, FirstOf
+
+__all__ = ["SEED_NAMED_VARIANTS", "Copies", "seed_weight_names"]
+
+# variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
+# the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
+SEED_NAMED_VARIANTS = frozenset({"bert", "roberta", "ernie", "encoder"})
+
+_W = r"(weight|bias)"
+# (checkpoint key after the model prefix, 0.2.5 module name): BERT.variable_mapping
+_BERT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"\Z"), target)
+    for pattern, target in (
+        (r"embeddings\.(word_embeddings|position_embeddings)\.weight", r"embeddings.\1.weight"),
+        (r"embeddings\.token_type_embeddings\.weight", "embeddings.segment_embeddings.weight"),
+        (rf"embeddings\.LayerNorm\.{_W}", r"embeddings.layerNorm.\1"),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.self\.query\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.q.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.self\.key\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.k.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.self\.value\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.v.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.output\.dense\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.o.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.{_W}",
+            r"encoderLayer.\1.layerNorm1.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.intermediate\.dense\.{_W}",
+            r"encoderLayer.\1.feedForward.intermediateDense.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.output\.dense\.{_W}",
+            r"encoderLayer.\1.feedForward.outputDense.\2",
+        ),
+        (rf"encoder\.layer\.(\d+)\.output\.LayerNorm\.{_W}", r"encoderLayer.\1.layerNorm2.\2"),
+        (rf"pooler\.dense\.{_W}", r"pooler.\1"),
+    )
+)
+_HEAD_RULES = {
+    "cls.seq_relationship.weight": "nsp.weight",
+    "cls.seq_relationship.bias": "nsp.bias",
+    "cls.predictions.transform.dense.weight": "mlmDense.weight",
+    "cls.predictions.transform.dense.bias": "mlmDense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlmLayerNorm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlmLayerNorm.bias",
+    "cls.predictions.bias": "mlmBias",
+    "cls.predictions.decoder.weight": "mlmDecoder.weight",
+    "cls.predictions.decoder.bias": "mlmDecoder.bias",
+}
+
+
+@dataclass(frozen=True)
+class Copies:
+    """One tensor stored under each of ``keys`` (0.2.5 shares it between two modules)."""
+
+    keys: tuple[str, ...]
+
+    def save(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor] * len(self.keys)
+
+    def load(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return tensors[0]
+
+
+def _seed_key(checkpoint_key: str) -> str | None:
+    """0.2.5's module name for a BERT-layout checkpoint key (any model prefix), or None."""
+    head = _HEAD_RULES.get(checkpoint_key)
+    if head is not None:
+        return head
+    _, _, rest = checkpoint_key.partition(".")  # drop the model prefix: bert., roberta., ...
+    for key in (rest, checkpoint_key):
+        for pattern, target in _BERT_RULES:
+            if pattern.match(key):
+                return pattern.sub(target, key)
+    return None
+
+
+def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
+    """``{b4t state-dict key: 0.2.5 key | Concat | Copies}`` for ``model``, or ``None``.
+
+    ``None`` when the model's variant is not one whose 0.2.5 names are known
+    (:data:`SEED_NAMED_VARIANTS`), or when some key of its state dict has no 0.2.5 name.
+    """
+    variant = getattr(model, "variant", None)
+    if variant is None or getattr(variant, "name", None) not in SEED_NAMED_VARIANTS:
+        return None
+    if not hasattr(model, "variable_mapping"):
+        return None
+    mapping = model.variable_mapping()
+    direct = {
+        name: _seed_key(source) for name, source in mapping.items() if isinstance(source, str)
+    }
+    claimed = {key for key in direct.values() if key is not None}
+    out: dict[str, Any] = {}
+    for name in model.state_dict():
+        source = mapping.get(name)
+        if isinstance(source, str):
+            target: Any = direct[name]
+        elif isinstance(source, Concat):
+            keys = tuple(_seed_key(k) for k in source.keys)
+            target = None if None in keys else Concat(keys, source.dim)  # type: ignore[arg-type]
+        elif isinstance(source, FirstOf):
+            keys = tuple(
+                dict.fromkeys(
+                    k for k in map(_seed_key, source.keys) if k is not None and k not in claimed
+                )
+            )
+            target = None if not keys else keys[0] if len(keys) == 1 else Copies(keys)
+        else:
+            target = None
+        if target is None:
+            return None
+        out[name] = target
+    return out
