@@ -220,3 +220,17 @@ def test_without_b4t_trainer_compile_says_to_install_it(monkeypatch) -> None:
     with pytest.raises(ImportError, match="pip install b4t-trainer"):
         model.compile(nn.CrossEntropyLoss(), None)
     assert not hasattr(model, "fit")
+
+
+def test_a_safetensors_path_is_the_checkpoint_layout(tmp_path) -> None:
+    """A torch pickle cannot be a ``.safetensors`` file: that path gets the layout."""
+    from safetensors.torch import load_file
+
+    model = _built()
+    model.save_weights(tmp_path / "w.safetensors")
+    saved = load_file(tmp_path / "w.safetensors")
+    assert "bert.encoder.layer.0.attention.self.query.weight" in saved
+    other = _built(seed=7)
+    other.load_weights(tmp_path / "w.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key

@@ -513,3 +513,26 @@ def test_training_steps_run_in_train_mode_after_a_callback_evaluates(tiny_net, l
     spy = LambdaCallback(on_batch_begin=lambda g, s, logs: modes.append(net.training))
     net.fit(loader(n=12), epochs=1, callbacks=[evaluates, spy], verbose=0)
     assert modes == [True, True, True]
+
+
+def test_torch4keras_keyword_names_and_their_b4t_aliases(tiny_net, tmp_path) -> None:
+    """``predict(train_X=...)``, ``save_weights(save_path=...)``, ``load_weights(load_path=...)``
+    as torch4keras 0.0.4 spells them; b4t's ``X=`` / ``path=`` still work."""
+    torch.manual_seed(0)
+    net = tiny_net()
+    x = torch.randn(3, 6)
+    expected = net.predict(x)
+    assert torch.equal(net.predict(train_X=x), expected)
+    assert torch.equal(net.predict(X=x), expected)
+    with pytest.raises(TypeError, match="train_X= or X=, not both"):
+        net.predict(x, X=x)
+    net.save_weights(save_path=tmp_path / "a.pt")
+    net.save_weights(path=tmp_path / "b.pt")
+    for name in ("a.pt", "b.pt"):
+        assert set(torch.load(tmp_path / name, weights_only=True)) == set(net.state_dict())
+    for kwargs in ({"load_path": tmp_path / "a.pt"}, {"path": tmp_path / "b.pt"}):
+        other = tiny_net()
+        other.load_weights(**kwargs)
+        assert torch.equal(other.predict(x), expected)
+    with pytest.raises(TypeError, match="missing the argument save_path"):
+        net.save_weights()
