@@ -32,7 +32,7 @@ CONFIG = {
     "attention_probs_dropout_prob": 0.0,
 }
 HEADS = {"with_pool": True, "with_mlm": True, "with_nsp": True}
-VARIANTS = ("bert", "roberta", "ernie", "encoder")
+VARIANTS = ("bert", "roberta", "ernie", "encoder", "nezha", "roformer")
 
 
 @pytest.fixture

@@ -29,11 +29,11 @@ from torch import nn
 
 from b4t.models.weight_map import Concat, FirstOf
 
-__all__ = ["SEED_NAMED_VARIANTS", "Copies", "seed_weight_names"]
+__all__ = ["SEED_NAMED_VARIANTS", "Copies", "seed_constant_tables", "seed_weight_names"]
 
 # variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
 # the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
-SEED_NAMED_VARIANTS = frozenset({"bert", "roberta", "ernie", "encoder"})
+SEED_NAMED_VARIANTS = frozenset({"bert", "roberta", "ernie", "encoder", "nezha", "roformer"})
 
 _W = r"(weight|bias)"
 # (checkpoint key after the model prefix, 0.2.5 module name): BERT.variable_mapping
@@ -151,3 +151,35 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
             return None
         out[name] = target
     return out
+
+
+def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The fixed position tables 0.2.5 keeps in its state dict and b4t computes instead:
+    NEZHA's relative-position table (``position_embeddings``, ``(P, P, head size)`` per
+    layer) and RoFormer's rotary ``cos_position`` / ``sin_position`` (``(P, head size)``),
+    under 0.2.5's names; ``{}`` for other variants. Written beside the weights so the file
+    loads strictly in 0.2.5; dropped on load (b4t recomputes them)."""
+    from b4t.layers import RelativePositionsEncoding, get_sinusoid_encoding_table
+
+    name = getattr(getattr(model, "variant", None), "name", None)
+    config = getattr(model, "config", None)
+    if name not in ("nezha", "roformer") or config is None:
+        return {}
+    positions = config.max_position_embeddings
+    head = config.hidden_size // config.num_attention_heads
+    lead = "encoderLayer.{i}.multiHeadAttention.relative_positions_encoding."
+    if name == "nezha":
+        max_rel = config.extra.get("max_relative_position", 64)
+        table = RelativePositionsEncoding(positions, positions, head, max_rel).position_embeddings
+        tables = {"position_embeddings": table}
+    else:
+        sinusoid = get_sinusoid_encoding_table(positions, head)
+        tables = {
+            "cos_position": sinusoid[:, 1::2].repeat_interleave(2, dim=-1),
+            "sin_position": sinusoid[:, ::2].repeat_interleave(2, dim=-1),
+        }
+    return {
+        lead.format(i=i) + key: table
+        for i in range(config.num_hidden_layers)
+        for key, table in tables.items()
+    }

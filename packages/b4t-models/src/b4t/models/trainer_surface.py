@@ -74,6 +74,13 @@ class _SeedWeights:
 
         return seed_weight_names(self)  # type: ignore[arg-type]
 
+    def seed_state_extras(self) -> dict[str, Any]:
+        """Fixed tables 0.2.5's state dict holds beside the weights (NEZHA's and RoFormer's
+        position tables): written with them, dropped on load."""
+        from b4t.models.seed_names import seed_constant_tables
+
+        return seed_constant_tables(self)  # type: ignore[arg-type]
+
     def load_weights(
         self,
         path: Any = None,
@@ -166,6 +173,7 @@ def _in_module_names(model: nn.Module, state: Any) -> bool:
     names = set(model.state_dict())
     for target in (getattr(model, "seed_state_names", lambda: None)() or {}).values():
         names.update([target] if isinstance(target, str) else target.keys)
+    names.update(getattr(model, "seed_state_extras", dict)())
     return 2 * sum(key in names for key in state) >= len(state)
 
 

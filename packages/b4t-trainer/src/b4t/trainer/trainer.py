@@ -718,6 +718,7 @@ class Trainer:
         else:
             unnamed: list[str] = []
             state = weight_files.to_file(state, weight_files.seed_targets(self.module, unnamed))
+            state.update(weight_files.seed_extras(self.module))
             if unnamed:
                 where = ", ".join(repr(n) if n else "the model" for n in unnamed)
                 warnings.warn(
@@ -748,6 +749,8 @@ class Trainer:
             )
         else:
             state = weight_files.from_file(state, weight_files.seed_targets(self.module))
+            for key in weight_files.seed_extras(self.module):
+                state.pop(key, None)
         self.module.load_state_dict(state, strict=strict)
 
     def _next_position(self) -> tuple[int, int, int]:

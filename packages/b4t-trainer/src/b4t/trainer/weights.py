@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["from_file", "seed_targets", "targets", "to_file"]
+__all__ = ["from_file", "seed_extras", "seed_targets", "targets", "to_file"]
 
 
 def seed_targets(module: nn.Module, unnamed: list[str] | None = None) -> dict[str, Any]:
@@ -45,6 +45,19 @@ def seed_targets(module: nn.Module, unnamed: list[str] | None = None) -> dict[st
         for key, target in names.items():
             out[lead + key] = _prefixed(target, lead)
         covered.append(name)
+    return out
+
+
+def seed_extras(module: nn.Module) -> dict[str, Any]:
+    """``{file key: tensor}`` of fixed tables 0.2.5 keeps in its state dict beside the
+    weights, from submodules with ``seed_state_extras()`` (written on save, dropped on
+    load: the module computes them)."""
+    out: dict[str, Any] = {}
+    for name, sub in module.named_modules():
+        extras_fn = getattr(sub, "seed_state_extras", None)
+        if callable(extras_fn):
+            lead = f"{name}." if name else ""
+            out.update({lead + key: value for key, value in extras_fn().items()})
     return out
 
 
