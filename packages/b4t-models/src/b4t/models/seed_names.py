@@ -33,7 +33,9 @@ __all__ = ["SEED_NAMED_VARIANTS", "Copies", "seed_constant_tables", "seed_weight
 
 # variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
 # the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
-SEED_NAMED_VARIANTS = frozenset({"bert", "roberta", "ernie", "encoder", "nezha", "roformer"})
+SEED_NAMED_VARIANTS = frozenset(
+    {"bert", "roberta", "ernie", "encoder", "nezha", "roformer", "electra"}
+)
 
 _W = r"(weight|bias)"
 # (checkpoint key after the model prefix, 0.2.5 module name): BERT.variable_mapping
@@ -85,6 +87,11 @@ _HEAD_RULES = {
     "cls.predictions.bias": "mlmBias",
     "cls.predictions.decoder.weight": "mlmDecoder.weight",
     "cls.predictions.decoder.bias": "mlmDecoder.bias",
+    # ELECTRA's discriminator head (0.2.5's ELECTRA.variable_mapping)
+    "discriminator_predictions.dense.weight": "dense.weight",
+    "discriminator_predictions.dense.bias": "dense.bias",
+    "discriminator_predictions.dense_prediction.weight": "dense_prediction.weight",
+    "discriminator_predictions.dense_prediction.bias": "dense_prediction.bias",
 }
 
 
