@@ -77,3 +77,13 @@ def test_iter_dataset_search_layer_and_metric_mapping(tmp_path, tiny_net) -> Non
     assert bt.metric_mapping("loss", None, pred, true) is None
     with pytest.raises(TypeError, match="must return a dict"):
         bt.metric_mapping(len, lambda p, t: 1.0, pred, true)
+
+
+def test_progbar_logger_shows_each_epoch_with_its_batch_means(tiny_net, loader) -> None:
+    out = io.StringIO()
+    net = tiny_net()
+    net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.0))
+    history = net.fit(loader(n=8), epochs=2, callbacks=[bt.ProgbarLogger(file=out)], verbose=0)
+    text = out.getvalue()
+    assert text.count("Epoch ") == 2 and "Epoch 2/2" in text and "2/2 [" in text
+    assert f"loss: {history.history['loss'][1]:.4f}" in text  # lr 0: equal batches, one mean
