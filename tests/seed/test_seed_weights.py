@@ -202,3 +202,57 @@ def test_checkpoint_and_evaluator_files_load_in_the_seed(b4t_seed, config_path, 
         seed = SeedModel()
         seed.load_weights(str(tmp_path / name))
         _assert_same(_outputs(seed), _outputs(ours))
+
+
+@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1", "mt5.1.1"])
+def test_t5_weights_files_load_both_ways(b4t_seed, tmp_path, version):
+    """0.2.5's ``T5`` file (its relative-position table under every layer's name, the
+    bucket buffers, the tied head) loads in b4t and b4t's loads strictly in 0.2.5; logits
+    equal (t5.1.1: up to 0.2.5's ``d_model ** -0.5`` factor, MIGRATION.md)."""
+    v11 = version != "t5.1.0"
+    dims = {"vocab_size": 57, "num_hidden_layers": 2, "num_attention_heads": 4}
+    seed_cfg = tmp_path / "seed.json"
+    seed_cfg.write_text(json.dumps({
+        **dims, "hidden_size": 32, "attention_head_size": 8, "intermediate_size": 48,
+        "relative_attention_num_buckets": 8, "hidden_act": "gelu_new" if v11 else "relu",
+        "attention_scale": False, "max_position": 64, "segment_vocab_size": 0,
+        "hidden_dropout_prob": 0.0,
+    }))  # fmt: skip
+    ours_cfg = tmp_path / "config.json"
+    ours_cfg.write_text(json.dumps({
+        "vocab_size": 57, "d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 2,
+        "num_heads": 4, "relative_attention_num_buckets": 8, "dropout_rate": 0.0,
+        "feed_forward_proj": "gated-gelu" if v11 else "relu", "layer_norm_epsilon": 1e-12,
+        "tie_word_embeddings": not v11, "model_type": "t5", "max_position": 64,
+    }))  # fmt: skip
+    build_seed = b4t_seed["models"].build_transformer_model
+    torch.manual_seed(0)
+    seed = _perturbed(build_seed(str(seed_cfg), model=version), 7).eval()
+    # as a real checkpoint (one ``shared.weight``): encoder and decoder read one table, and
+    # T5.1.0's head is that table too
+    shared = seed.encoder.embeddings.word_embeddings.weight
+    seed.decoder.embeddings.word_embeddings.weight = shared
+    if not v11:
+        seed.decoder.final_dense.weight = shared
+    seed.save_weights(str(tmp_path / "seed.pt"))
+    ours = bm.build_transformer_model(ours_cfg, model=version).eval()
+    ours.load_weights(tmp_path / "seed.pt")
+    enc = torch.randint(2, 57, (2, 9), generator=torch.Generator().manual_seed(8))
+    dec = torch.randint(2, 57, (2, 6), generator=torch.Generator().manual_seed(9))
+    factor = 32**-0.5 if v11 else 1.0
+
+    def logits(seed_model, b4t_model):
+        with torch.no_grad():
+            return seed_model.predict([[enc], [dec]])[-1], b4t_model([enc, dec])[-1] * factor
+
+    theirs, mine = logits(seed, ours)
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+    _perturbed(ours, 8).save_weights(tmp_path / "b4t.pt")
+    written = torch.load(tmp_path / "b4t.pt", weights_only=True)
+    assert set(written) == set(seed.state_dict())
+    torch.manual_seed(1)
+    again = build_seed(str(seed_cfg), model=version).eval()
+    again.load_weights(str(tmp_path / "b4t.pt"))  # strict
+    theirs, mine = logits(again, ours)
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)

@@ -14,8 +14,9 @@ b4t's ``variable_mapping()`` (b4t name -> checkpoint key) and 0.2.5's BERT-famil
 :class:`~b4t.models.weight_map.Concat` (the fused QKV split into 0.2.5's ``q``, ``k``,
 ``v``) or a :class:`Copies` (one tensor 0.2.5 keeps under two names: the MLM bias is
 ``mlmBias`` and ``mlmDecoder.bias``). Variants are covered where that composition was
-checked against 0.2.5 itself (``tests/seed/test_seed_weights.py``); for the others
-:func:`seed_weight_names` returns ``None`` and the trainer writes b4t's own names.
+checked against 0.2.5 itself (``tests/seed/test_seed_weights.py``); the T5s have a
+table of their own (:func:`_t5_seed_names`). For the others :func:`seed_weight_names`
+returns ``None`` and the trainer writes b4t's own names.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from torch import nn
 
 from b4t.models.weight_map import Concat, FirstOf
 
-__all__ = ["SEED_NAMED_VARIANTS", "Copies", "seed_constant_tables", "seed_weight_names"]
+__all__ = [
+    "SEED_NAMED_VARIANTS",
+    "T5_VARIANTS",
+    "Copies",
+    "seed_constant_tables",
+    "seed_weight_names",
+]
 
 # variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
 # the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
@@ -121,14 +128,77 @@ def _seed_key(checkpoint_key: str) -> str | None:
     return None
 
 
+T5_VARIANTS = frozenset({"t5", "t5.1.0", "t5.1.1", "mt5.1.1"})
+_T5_LAYER_RULES: tuple[tuple[str, str], ...] = (  # b4t layer key -> 0.2.5 layer key
+    ("attention.o.weight", "multiHeadAttention.o.weight"),
+    ("norm1.weight", "layerNorm1.weight"),
+    ("norm2.weight", "layerNorm2.weight"),
+    ("norm_cross.weight", "layerNorm3.weight"),
+    ("cross.q.weight", "crossAttention.q.weight"),
+    ("cross.o.weight", "crossAttention.o.weight"),
+    ("ffn.intermediate.weight", "feedForward.intermediateDense.weight"),
+    ("ffn.gate.weight", "feedForward.intermediateDense1.weight"),
+    ("ffn.output.weight", "feedForward.outputDense.weight"),
+)
+
+
+def _t5_seed_names(model: nn.Module) -> dict[str, Any] | None:
+    """0.2.5's ``T5`` names (``encoder.encoderLayer.{i}...``, ``decoder.decoderLayer.{i}...``):
+    its relative-position table is one tensor shared by every layer (written under each
+    layer's name), and a tied T5.1.0 head is the decoder's embedding (``final_dense``)."""
+    state = model.state_dict()
+    n_layers = {
+        part: len({k.split(".")[2] for k in state if k.startswith(f"{part}.layers.")})
+        for part in ("encoder", "decoder")
+    }
+    out: dict[str, Any] = {}
+    for key in state:
+        part, _, rest = key.partition(".")
+        stack = f"{part}.{part}Layer"
+        if rest == "word_embeddings.weight":
+            names = [f"{part}.embeddings.word_embeddings.weight"]
+            if part == "decoder" and "decoder.lm_head.weight" not in state:
+                names.append("decoder.final_dense.weight")  # the tied head
+            out[key] = names[0] if len(names) == 1 else Copies(tuple(names))
+        elif rest == "final_norm.weight":
+            out[key] = f"{part}.final_layer_norm.weight"
+        elif key == "decoder.lm_head.weight":
+            out[key] = "decoder.final_dense.weight"
+        elif rest == "relative_bias.relative_attention_bias.weight":
+            lead = ".multiHeadAttention.relative_positions_encoding.weight"
+            out[key] = Copies(tuple(f"{stack}.{i}{lead}" for i in range(n_layers[part])))
+        elif rest.startswith("layers."):
+            _, index, layer_key = rest.split(".", 2)
+            lead = f"{stack}.{index}."
+            if layer_key == "attention.qkv.weight":
+                att = lead + "multiHeadAttention."
+                out[key] = Concat((f"{att}q.weight", f"{att}k.weight", f"{att}v.weight"))
+            elif layer_key == "cross.kv.weight":
+                out[key] = Concat(
+                    (f"{lead}crossAttention.k.weight", f"{lead}crossAttention.v.weight")
+                )
+            else:
+                target = dict(_T5_LAYER_RULES).get(layer_key)
+                if target is None:
+                    return None
+                out[key] = lead + target
+        else:
+            return None
+    return out
+
+
 def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
     """``{b4t state-dict key: 0.2.5 key | Concat | Copies}`` for ``model``, or ``None``.
 
     ``None`` when the model's variant is not one whose 0.2.5 names are known
-    (:data:`SEED_NAMED_VARIANTS`), or when some key of its state dict has no 0.2.5 name.
+    (:data:`SEED_NAMED_VARIANTS`, :data:`T5_VARIANTS`), or when some key of its state dict
+    has no 0.2.5 name.
     """
     variant = getattr(model, "variant", None)
-    if variant is None or getattr(variant, "name", None) not in SEED_NAMED_VARIANTS:
+    name = getattr(variant, "name", None)
+    if name in T5_VARIANTS and type(model).__name__ == "T5":
+        return _t5_seed_names(model)
+    if variant is None or name not in SEED_NAMED_VARIANTS:
         return None
     if not hasattr(model, "variable_mapping"):
         return None
@@ -170,6 +240,8 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
 
     name = getattr(getattr(model, "variant", None), "name", None)
     config = getattr(model, "config", None)
+    if name in T5_VARIANTS and type(model).__name__ == "T5" and config is not None:
+        return _t5_bucket_tables(model)
     if name not in ("nezha", "roformer") or config is None:
         return {}
     positions = config.max_position_embeddings
@@ -190,3 +262,21 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
         for i in range(config.num_hidden_layers)
         for key, table in tables.items()
     }
+
+
+def _t5_bucket_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """0.2.5's per-layer T5 bucket buffers (``relative_positions.relative_position``,
+    ``(P, P)`` with ``P = max_position``): bidirectional in the encoder, causal in the
+    decoder."""
+    from b4t.layers import RelativePositionsEncodingT5
+
+    config = model.config  # type: ignore[attr-defined]
+    positions = config.max_position_embeddings
+    buckets = model.encoder.relative_bias.relative_attention_bias.num_embeddings  # type: ignore[union-attr]
+    out: dict[str, torch.Tensor] = {}
+    for part in ("encoder", "decoder"):
+        table = RelativePositionsEncodingT5(positions, positions, buckets, part == "decoder")
+        for i in range(len(getattr(model, part).layers)):
+            key = f"{part}.{part}Layer.{i}.multiHeadAttention.relative_positions.relative_position"
+            out[key] = table.relative_position
+    return out
