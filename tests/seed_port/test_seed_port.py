@@ -36,6 +36,20 @@ COMPARED: dict[str, dict[str, float]] = {
     "mlm_pretrain": {"loss": 1e-4, "hits": 0, "probas": 1e-4},
     "webserving": {"good": 1e-4, "one": 1e-4, "missing_code": 0},
     "resume_steps": {"steps": 0, "epoch_ends": 0},
+    "t5_title": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
+    "bart_title": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
+    "cdial_gpt_chat": {"probas": 1e-4, "top_ids": 0, "beams": 0, "samples": 0},
+    "gplinker": {
+        "loss": 1e-4,
+        "entity_loss": 1e-4,
+        "head_loss": 1e-4,
+        "tail_loss": 1e-4,
+        "f1s": 1e-9,
+        "spo": 0,
+    },
+    "uda": {"loss": 1e-4, "loss_sup": 1e-4, "loss_unsup": 1e-4, "val_accs": 1e-9},
+    "pet": {"loss": 1e-4, "val_accs": 1e-9, "probs": 1e-4},
+    "promptbert": {"loss": 1e-4, "val_sims": 1e-4},
 }
 # scripts whose figures differ from 0.2.5 on purpose: how the MIGRATION.md row that says
 # why begins its 0.2.5 cell (the row's "pinned by" cell names the script)
