@@ -121,3 +121,19 @@ def test_deviating_ports_are_listed(name: str) -> None:
     assert script in pinned, f"the {area!r} row {DEVIATING[name]!r} does not name {script}"
     citing = [row[1][:60] for row in _migration_rows() if script in row[4]]
     assert len(citing) == 1, f"{script} is cited by several rows: {citing}"
+
+
+def test_readme_says_what_is() -> None:
+    """The root README's porting paragraph counts the scripts and names those run on b4t
+    only, as this file classifies them."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    text = " ".join(readme.split())
+    n_all, n_compared = len(script_names()), len(COMPARED)
+    assert f"holds {n_all} bert4torch 0.2.5 programs" in text
+    assert f"runs {n_compared} of them on b4t and on 0.2.5" in text
+    assert f"then runs {n_all} of the seed's example programs" in text
+    assert f"for {n_compared} of them, on 0.2.5 too" in text
+    words = ["one", "two", "three", "four", "five"]
+    assert f"{words[len(DEVIATING) - 1]} run on b4t only" in text
+    for name in DEVIATING:
+        assert f"`{name}`" in text, name
