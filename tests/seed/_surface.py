@@ -203,9 +203,9 @@ def compare_signatures(qual: str, seed: Any, ours: Any) -> list[Difference]:
         if p.kind in _POSITIONAL:
             at = our_params[index].name if index < len(our_params) else None
             if at != p.name or mine.kind not in _POSITIONAL:
-                out.append(
-                    Difference(f"{qual}({p.name})", f"position {index} in 0.2.5, b4t has {at!r}")
-                )
+                where = "keyword-only" if mine.kind not in _POSITIONAL else f"{at!r} there"
+                what = f"positional ({index}) in 0.2.5, b4t: {where}"
+                out.append(Difference(f"{qual}({p.name})", what))
                 continue
         if p.default is not _EMPTY and not _same_default(p.default, mine.default):
             shown = "none" if mine.default is _EMPTY else repr(mine.default)
