@@ -122,6 +122,15 @@ def _vocab_transform(
             idx = torch.as_tensor(list(ids), dtype=torch.long, device=tensor.device)
             if not idx.numel():
                 raise ValueError("compound_tokens holds an empty id list")
+            if int(idx.max()) >= tensor.shape[0] or int(idx.min()) < -tensor.shape[0]:
+                # as bert4torch 0.2.5: a piece outside the vocabulary -> the mean of all rows
+                warnings.warn(
+                    f"compound_tokens entry {list(ids)} has ids outside the "
+                    f"{tensor.shape[0]}-row vocabulary: its row is the mean of every row",
+                    stacklevel=4,
+                )
+                rows.append(tensor.mean(0))
+                continue
             rows.append(tensor[idx].mean(0))
         tensor = torch.cat([tensor, torch.stack(rows)], 0)
     return tensor
