@@ -550,6 +550,7 @@ class BART(T5):
     """
 
     model_types = ("bart",)
+    stack_cls: type[BartStack] = BartStack
 
     def __init__(
         self,
@@ -567,8 +568,8 @@ class BART(T5):
         self.variant = variant
         self.settings = bart_settings(config)
         shared = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.encoder = BartStack(config, shared, False, self.settings)
-        self.decoder = BartStack(config, shared, True, self.settings)
+        self.encoder = self.stack_cls(config, shared, False, self.settings)
+        self.decoder = self.stack_cls(config, shared, True, self.settings)
 
 
 class GenericStack(BartStack):
