@@ -27,6 +27,7 @@ from b4t.models.heads import MlmHead, Pooler
 from b4t.models.kv_cache import KVCache
 from b4t.models.prefix_reuse import (
     Merger,
+    Premise,
     extend_outputs,
     reuse_or_run,
     select_and_extend,
@@ -420,7 +421,26 @@ class Transformer(nn.Module):
             lambda cache, past: self.run_from(state, cache, past),
             merge,
             self.config.num_hidden_layers,
+            premise=self.prefix_premise(state),
         )
+
+    def prefix_premise(self, state: dict[str, Any]) -> Premise | None:
+        """The mask's part of prefix reuse's premise for this call (None: causal, always
+        holds). ``unilm``: query ``i`` sees key ``j`` iff ``cumsum(s)[j] <= cumsum(s)[i]``
+        (:func:`b4t.layers.masks.unilm_mask`), so no position before ``past`` sees one
+        from ``past`` on iff ``cumsum(s)`` grows at ``past`` in every row (the first new
+        token is a target token)."""
+        if self.application != "unilm":
+            return None
+        segment_ids = state["segment_ids"]
+
+        def premise(past: int) -> bool:
+            if segment_ids is None or past < 1:
+                return False  # one bidirectional segment: every position sees the new ones
+            c = torch.cumsum(segment_ids.long(), dim=1)
+            return bool((c[:, past:] > c[:, past - 1 : past]).all())
+
+        return premise
 
     def run_from(self, state: dict[str, Any], cache: KVCache | None, past: int) -> Any:
         """The three stages; with ``cache``, the layers and heads run for positions
