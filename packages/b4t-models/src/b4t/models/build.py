@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from b4t.models.checkpoint import read_checkpoint, resolve_checkpoint_files
-from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
+from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.loading import init_weights, load_into
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer

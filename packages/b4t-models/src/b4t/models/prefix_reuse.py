@@ -37,8 +37,8 @@ from b4t.models.kv_cache import KVCache, is_identity
 
 __all__ = [
     "PrefixStore",
-    "active_store",
     "Premise",
+    "active_store",
     "extend_outputs",
     "reuse_or_run",
     "reuse_prefixes",

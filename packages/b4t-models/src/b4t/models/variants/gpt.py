@@ -18,8 +18,8 @@ from b4t.models.registry import Variant, register_variant
 from b4t.models.sources import transposed
 from b4t.models.transformer import Transformer
 from b4t.models.variants.gpt2 import (
-    SEED_DECODER_OPTIONAL,
     DECODER_OPTIONAL,
+    SEED_DECODER_OPTIONAL,
     _set_from_raw,
     seed_layout_resolver,
     seed_weight_map,

@@ -104,6 +104,7 @@ def untie_differing_head(variant: Variant):  # type: ignore[no-untyped-def]
 
     return resolve
 
+
 for _name, _aliases in (("t5", ("t5.1.0",)), ("t5.1.1", ()), ("mt5.1.1", ())):
     _full = Variant(
         name=_name,
