@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.models.checkpoint import read_checkpoint, resolve_checkpoint_files
+from b4t.models.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint_files
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
 from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.loading import init_weights, load_into
@@ -211,18 +211,27 @@ def _build(
         with torch.device("meta"):
             net = cls(config, **build_kwargs)
         # user-given modules (layer_add_embs, layer_norm_cond) are real already: kept
-        net.load_report = load_into(
-            net,
-            files,
-            strict=strict and not ignore_invalid_weights,
-            keep_tokens=keep_tokens,
-            compound_tokens=compound_tokens,
-            device=device,
-            dtype=torch_dtype,
-            state=state,
-            spans=spans,
-            quiet=ignore_invalid_weights,
-        )
+        try:
+            net.load_report = load_into(
+                net,
+                files,
+                strict=strict and not ignore_invalid_weights,
+                keep_tokens=keep_tokens,
+                compound_tokens=compound_tokens,
+                device=device,
+                dtype=torch_dtype,
+                state=state,
+                spans=spans,
+                quiet=ignore_invalid_weights,
+            )
+        except CheckpointError as exc:
+            if segment_vocab_size and "segment_embeddings" in str(exc):
+                raise CheckpointError(
+                    f"{exc}\nsegment_vocab_size={segment_vocab_size} builds a segment table "
+                    "this checkpoint does not hold (leave segment_vocab_size out to use the "
+                    "config's type_vocab_size)"
+                ) from exc
+            raise
         net.to(device=device, dtype=torch_dtype)
     net.configs = _seed_configs(config, seed_kwargs)
     return (net, config) if return_model_config else net
