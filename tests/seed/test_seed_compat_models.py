@@ -138,6 +138,19 @@ def test_compound_tokens_outside_the_vocab_warn_and_take_the_mean(b4t_seed, tmp_
         close(mine([ids, torch.zeros_like(ids)])[0], seed([ids, torch.zeros_like(ids)])[0])
 
 
+def test_compound_tokens_of_several_ids_add_one_row(b4t_seed, tmp_path) -> None:
+    """0.2.5 appends one row per id of an entry (``mean * ones_like``) and then fails
+    on the size it counted (one row per entry); b4t appends one row, the mean
+    (MIGRATION.md)."""
+    config, weights = seed_file(b4t_seed, tmp_path, "bert", with_mlm=True)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        seed_build(b4t_seed, config, weights, model="bert", compound_tokens=[[3, 4]])
+    mine = build_transformer_model(config, weights, model="bert", compound_tokens=[[3, 4]])
+    table = mine.embeddings.word_embeddings.weight
+    assert table.shape[0] == 58
+    close(table[57], table[3:5].mean(0))
+
+
 # ---- decoder LMs: segment_vocab_size ---------------------------------------------------
 def test_decoder_lm_keeps_an_explicit_segment_vocab_size(b4t_seed, tmp_path) -> None:
     """``segment_vocab_size=2`` on gpt2 builds a 2-row segment table, as 0.2.5 does (it

@@ -266,3 +266,20 @@ def test_deberta_v2_the_seed_cannot_build_from_its_config(b4t_seed, tmp_path) ->
     checkpoints are transformers' (``test_seed_models.py``, MIGRATION.md)."""
     with pytest.raises(AttributeError, match="layernorm"):
         seed_saved(b4t_seed, tmp_path, "deberta_v2")
+
+
+@pytest.mark.parametrize("name", ["t5.1.0", "mt5.1.1"])
+def test_t5_padded_decoder_positions_follow_transformers(b4t_seed, tmp_path, name) -> None:
+    """0.2.5's T5 decoder also masks padded decoder keys; b4t's, as transformers' (no
+    decoder mask given), only the future: equal at real decoder tokens, other values at
+    the padded ones, which no loss or search reads (MIGRATION.md)."""
+    _, again, config, weights = seed_saved(b4t_seed, tmp_path, name)
+    ids, _, dec = _inputs()
+    dec[1, 4:] = 0
+    mine = ours(config, weights, name)
+    with torch.no_grad():
+        theirs = again.predict([[ids], [dec]])[1]
+        got = mine([ids, dec])[1]
+    real = dec.ne(0)
+    torch.testing.assert_close(got[real], theirs[real], atol=ATOL, rtol=0)
+    assert (got[~real] - theirs[~real]).abs().max() > 1e-3
