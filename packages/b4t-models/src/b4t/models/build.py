@@ -118,7 +118,8 @@ def _build(
         with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs and
             the activation names they take).
         keep_tokens: keep only these vocabulary rows (embeddings and MLM bias).
-        compound_tokens: append rows, each the mean of the listed (kept) ids.
+        compound_tokens: append rows, each the mean of the listed (kept) ids (an entry
+            with an id outside the vocabulary warns and gets the mean of every row).
         gradient_checkpoint: recompute layer activations in backward while training.
         ignore_invalid_weights: as bert4torch: load what matches, initialise the rest,
             raise on nothing (the lists are in ``model.load_report``).
