@@ -265,3 +265,21 @@ def test_title_pattern_at_the_model_level(b4t_seed, tmp_path, name) -> None:
         close(mine_out * factor, theirs)
         close(tensor_only, mine_out)
         output_ids = torch.cat([output_ids[[2, 0, 1]], torch.tensor([[3], [4], [6 + step]])], 1)
+
+
+@pytest.mark.parametrize("name", ["bert", "roformer"])
+def test_attention_scale_false_in_config_equals_the_seed(b4t_seed, tmp_path, name) -> None:
+    """``"attention_scale": false`` (0.2.5's option: unscaled scores) read from config.json
+    and honoured; it was ignored. A model whose attention scales its own way refuses it."""
+    config, weights = seed_file(b4t_seed, tmp_path, name, attention_scale=False)
+    seed = seed_build(b4t_seed, config, weights, model=name)
+    mine = build_transformer_model(config, weights, model=name).eval()
+    ids = torch.randint(3, 57, (2, 8), generator=torch.Generator().manual_seed(4))
+    ids[1, 6:] = 0
+    seg = torch.zeros_like(ids)
+    with torch.no_grad():
+        close(mine([ids, seg]), seed([ids, seg]))
+        scaled = build_transformer_model(config, weights, model=name, attention_scale=True)
+        assert (scaled.eval()([ids, seg]) - seed([ids, seg])).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="attention_scale=False is not supported"):
+        build_transformer_model(config, model="nezha")

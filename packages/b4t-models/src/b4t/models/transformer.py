@@ -125,7 +125,8 @@ class Transformer(nn.Module):
     default, as 0.2.5, it is its own ``mlm.decoder.weight``, loaded from the checkpoint's
     decoder or, where the file keeps it tied, a copy of the embeddings), ``hierarchical_position``
     (extend a learned position table by hierarchical decomposition at load time, alpha
-    0.4 for ``True``). ``residual_attention_scores`` and ``sequence_length`` are accepted
+    0.4 for ``True``), ``attention_scale`` (False: scores not divided by
+    ``sqrt(head_size)``; plain and rotary attention only). ``residual_attention_scores`` and ``sequence_length`` are accepted
     and, as in 0.2.5, change nothing.
     """
 
@@ -161,9 +162,11 @@ class Transformer(nn.Module):
         tie_emb_prj_weight: bool | None = None,
         residual_attention_scores: bool = False,
         sequence_length: int | None = None,
+        attention_scale: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        self.attention_scale = attention_scale
         if kwargs:
             name = getattr(variant, "name", type(self).__name__)
             raise TypeError(
@@ -238,6 +241,8 @@ class Transformer(nn.Module):
             self.build_layer(i) if i in self.keep_hidden_layers else SkippedLayer()
             for i in range(n_unique)
         )
+        if not attention_scale:
+            self._unscale_attention()
         # application='lm' without padding: SDPA's causal path (is_causal), no mask tensor,
         # where every layer's attention runs MultiHeadAttention.forward (which honours it)
         atts = [getattr(layer, "attention", None) for layer in self.layers]
@@ -321,6 +326,24 @@ class Transformer(nn.Module):
             kwargs["conditional_size"] = self.conditional_size
         kwargs.update(overrides)
         return TransformerBlock(**kwargs)
+
+    def _unscale_attention(self) -> None:
+        """``attention_scale=False`` (0.2.5's option): scores are not divided by
+        ``sqrt(head_size)``. Every layer's attention must take a ``scale`` (b4t's
+        :class:`~b4t.layers.MultiHeadAttention` family), else the option is refused."""
+        for layer in self.layers:
+            if isinstance(layer, SkippedLayer):
+                continue
+            attention = getattr(layer, "attention", None)
+            own = getattr(type(attention), "attention_scores", None)
+            if not isinstance(attention, MultiHeadAttention) or (
+                own is not MultiHeadAttention.attention_scores
+            ):
+                raise ValueError(
+                    f"attention_scale=False is not supported by {self._model_name()} "
+                    f"(its {type(attention).__name__} scales its scores its own way)"
+                )
+            attention.scale = 1.0
 
     def layer_sequence(self) -> list[nn.Module]:
         """The layers in call order (ALBERT repeats its shared layer)."""
