@@ -126,8 +126,8 @@ class Transformer(nn.Module):
     decoder or, where the file keeps it tied, a copy of the embeddings), ``hierarchical_position``
     (extend a learned position table by hierarchical decomposition at load time, alpha
     0.4 for ``True``), ``attention_scale`` (False: scores not divided by
-    ``sqrt(head_size)``; plain and rotary attention only). ``residual_attention_scores`` and ``sequence_length`` are accepted
-    and, as in 0.2.5, change nothing.
+    ``sqrt(head_size)``; plain and rotary attention only). ``residual_attention_scores``
+    and ``sequence_length`` are accepted and, as in 0.2.5, change nothing.
     """
 
     # keyword inputs of forward() beyond the common ones (token_ids, segment_ids, ...)
