@@ -56,12 +56,17 @@ def t5_settings(config: ModelConfig, version: str = "t5.1.0") -> dict[str, Any]:
     act = proj.split("-", 1)[1] if gated else proj
     if act not in _ACT:
         raise ValueError(f"feed_forward_proj {proj!r} in {config.source} is not supported")
-    tie = bool(raw.get("tie_word_embeddings", not v11))
+    act = _ACT[act]
+    if "feed_forward_proj" not in raw and "hidden_act" in raw:
+        act = str(raw["hidden_act"])  # a bert4torch-style config names the activation
+    # the config's key; else the name's default, untied where the checkpoint's lm_head
+    # differs from the word table (the variant's preset says so: b4t.models.variants.t5)
+    tie = bool(raw.get("tie_word_embeddings", not v11 and config.tie_word_embeddings))
     mt5 = raw.get("model_type") == "mt5" or version.startswith("mt5")
     scale = raw.get("scale_decoder_outputs")
     return {
         "gated": gated,
-        "act": _ACT[act],
+        "act": act,
         "head_size": int(raw.get("d_kv") or config.hidden_size // config.num_attention_heads),
         "buckets": int(raw.get("relative_attention_num_buckets", 32)),
         "max_distance": int(raw.get("relative_attention_max_distance", 128)),
@@ -557,6 +562,7 @@ class BART(T5):
     """
 
     model_types = ("bart",)
+    stack_cls: type[BartStack] = BartStack
 
     def __init__(
         self,
@@ -574,8 +580,8 @@ class BART(T5):
         self.variant = variant
         self.settings = bart_settings(config)
         shared = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.encoder = BartStack(config, shared, False, self.settings)
-        self.decoder = BartStack(config, shared, True, self.settings)
+        self.encoder = self.stack_cls(config, shared, False, self.settings)
+        self.decoder = self.stack_cls(config, shared, True, self.settings)
 
 
 class GenericStack(BartStack):
