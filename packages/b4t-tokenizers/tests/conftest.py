@@ -255,3 +255,56 @@ def bpe_corpus(corpus: list[str]) -> list[str]:
     lines = corpus + _python_source(N_CODE) + [_mixed_line(rng) for _ in range(N_MIXED)]
     lines += ["", " ", "\n", " " * 1000, "\t\n " * 50, "a" * 500, "😀" * 100, "12" * 100]
     return lines
+
+
+# ------------------------------------------------------------------ the real SmolLM2 GGUF
+
+SMOLLM2 = "smollm2-135m-instruct-q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2_path(pypi_asset: Callable[[str], Path]) -> Path:
+    return pypi_asset(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def smollm2_reader(smollm2_path: Path) -> object:
+    gguf = pytest.importorskip("gguf")
+    return gguf.GGUFReader(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path: Path) -> object:
+    """b4t's ByteLevelBPETokenizer read from the GGUF file."""
+    from b4t.tokenizers import ByteLevelBPETokenizer
+
+    return ByteLevelBPETokenizer.from_gguf(smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def smollm2_rust(smollm2_reader: object) -> object:
+    """SmolLM2's tokenizer rebuilt with the Rust library from the GGUF arrays, shaped as
+    its tokenizer.json: digits split one by one, then the GPT-2 ByteLevel regex."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+
+    def field(key: str) -> list:
+        return smollm2_reader.fields[key].contents()  # type: ignore[attr-defined]
+
+    tokens, types = field("tokenizer.ggml.tokens"), field("tokenizer.ggml.token_type")
+    merges = [tuple(m.split(" ")) for m in field("tokenizer.ggml.merges")]
+    rust = tokenizers.Tokenizer(
+        models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges)
+    )
+    rust.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    rust.decoder = decoders.ByteLevel()
+    control = [
+        AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3
+    ]
+    rust.add_special_tokens(control)
+    return rust

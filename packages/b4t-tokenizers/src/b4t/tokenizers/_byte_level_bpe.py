@@ -21,8 +21,19 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
     from typing import Any
 
-# A special token that ends a turn or a text: <|im_end|>, <|eot_id|>, <end_of_turn>, </s>, ...
-_END_MARK = re.compile(r"end|eot|eom|eos|^</", re.IGNORECASE)
+# The name of a special token that ends a turn or a text, once its brackets are stripped:
+# <|im_end|>, <|eot_id|>, <|eom_id|>, <|end_of_text|>, <end_of_turn>, <eos>, <|end|>,
+# <|endoftext|>, <｜end▁of▁sentence｜>; and </s>. Not <|end_header_id|>, </think>.
+_END_NAME = re.compile(
+    r"(?:im_end|eot|eom|eos|end|endoftext|end_of_text|end_of_turn|end_of_sentence)(?:_id)?",
+    re.IGNORECASE,
+)
+
+
+def is_end_token(content: str) -> bool:
+    """Whether a special token's text names an end of turn or of text."""
+    name = content.strip("<>|｜ ").replace("▁", "_")
+    return content == "</s>" or _END_NAME.fullmatch(name) is not None
 
 
 class ByteLevelBPETokenizer:
@@ -98,7 +109,7 @@ class ByteLevelBPETokenizer:
         return {
             token.id
             for token in self.added_tokens.values()
-            if token.special and token.content in text and _END_MARK.search(token.content)
+            if token.special and token.content in text and is_end_token(token.content)
         }
 
     # ------------------------------------------------------------------------ lookup
