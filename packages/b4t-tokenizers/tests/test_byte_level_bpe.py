@@ -300,6 +300,21 @@ def test_missing_chars_equal_rust(small_bpe, bpe_corpus, tmp_path, options) -> N
         assert any("<0x" in t for line in lines for t in ours.tokenize(line))
 
 
+@pytest.mark.parametrize("ignore_merges", [True, False])
+def test_ignore_merges_equal_rust(small_bpe, tmp_path, ignore_merges) -> None:
+    data = json.loads(small_bpe.to_str())
+    vocab = data["model"]["vocab"]
+    whole = ["Ġzqxj", "zqxj", "ĠthequickbrownfoxJ", "ä½łå¥½"]  # tokens no merge reaches
+    for token in whole:
+        vocab.setdefault(token, len(vocab))
+    data["model"]["ignore_merges"] = ignore_merges
+    rust = Tokenizer.from_str(json.dumps(data))
+    ours = ByteLevelBPETokenizer.from_tokenizer_json(_save(rust, tmp_path))
+    lines = ["zqxj zqxj", "a thequickbrownfoxJ b", "你好", "xzqxj zqxjx"]
+    assert [ours.encode(t) for t in lines] == [rust.encode(t).ids for t in lines]
+    assert (len(ours.encode(" zqxj")) == 1) is ignore_merges
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -123,7 +123,9 @@ class BPEModel:
         Equal to ``merge(spell_bytes(text))``; faster when every byte char is a token.
         """
         if self.ignore_merges:
-            return self.merge(spell_bytes(text))
+            whole = self.vocab.get(spell_bytes(text))
+            if whole is not None:
+                return (whole,)
         table = self._byte_ids
         symbols = [table[byte] for byte in text.encode("utf-8")]
         if None in symbols:  # a byte the vocabulary lacks: unk, byte fallback or dropped
