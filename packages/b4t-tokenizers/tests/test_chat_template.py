@@ -4,8 +4,9 @@ For SmolLM2's own template (from its GGUF) and nine fixture templates written li
 real ones (LLaMA-3, LLaMA-3.1 with tools, Qwen2, Qwen2.5 with tools, Mistral, Gemma,
 ChatML, ChatML with ``{% generation %}``, ChatML with reasoning), 240 generated
 conversations each: with and without system prompts, one to seven turns, tool calls,
-unicode and whitespace-edged content, ``add_generation_prompt`` on and off. Templates
-that reject a conversation must raise the same error in both.
+unicode and whitespace-edged content, ``add_generation_prompt`` on and off,
+``continue_final_message``. Templates that reject a conversation must raise the same
+error in both.
 """
 
 from __future__ import annotations
@@ -163,6 +164,9 @@ def _conversation(rng: random.Random, family: dict[str, Any]) -> tuple[list, dic
             message[key] = "\n" + _text(rng) + "\n"
         messages.append(message)
     options: dict[str, Any] = {"add_generation_prompt": rng.random() < 0.5}
+    last = messages[-1]
+    if last["role"] == "assistant" and last.get("content") is not None and rng.random() < 0.4:
+        options = {"continue_final_message": True}  # the last message left open
     if family.get("tools") and rng.random() < 0.5:
         options["tools"] = _TOOLS
     if family.get("reasoning") and rng.random() < 0.5:
@@ -177,6 +181,8 @@ def _render(render: Any, messages: list, options: dict) -> str | tuple[str, str]
         return render(messages, **options)
     except jinja2.TemplateError as exc:
         return ("TemplateError", str(exc))
+    except ValueError:  # continue_final_message refused (the wording is each library's own)
+        return ("ValueError", "")
 
 
 @pytest.fixture(scope="session")
@@ -226,7 +232,7 @@ def test_fixture_templates_render_like_transformers(
     assert ours.special_tokens_map == reference.special_tokens_map
 
     rng = random.Random(f"chat-{name}")
-    rendered = errors = 0
+    rendered = errors = continued = 0
     for index in range(N_CONVERSATIONS):
         messages, options = _conversation(rng, FAMILIES[name])
         expected = _render(
@@ -241,9 +247,10 @@ def test_fixture_templates_render_like_transformers(
                     messages, tokenize=True, return_dict=False, **options
                 )
                 assert ours.apply_chat_template(messages, tokenize=True, **options) == ids
+            continued += "continue_final_message" in options
         else:
             errors += 1
-    assert rendered >= 200, (rendered, errors)
+    assert rendered >= 200 and continued >= 20, (rendered, continued, errors)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))

@@ -208,6 +208,7 @@ class ByteLevelBPETokenizer:
         tokenize: bool = False,
         *,
         chat_template: str | None = None,
+        continue_final_message: bool | str = False,
         tools: list[dict[str, Any]] | None = None,
         documents: list[dict[str, Any]] | None = None,
         **kwargs: Any,
@@ -215,8 +216,10 @@ class ByteLevelBPETokenizer:
         """Render ``messages`` with the model's chat template as transformers does.
 
         ``chat_template`` overrides the model's (a template string, or a name when the model
-        has several); extra keyword arguments are template variables. With ``tokenize=True``
-        the rendered text is encoded without adding BOS/EOS (the template writes them).
+        has several); ``continue_final_message`` leaves the last message open (``True``:
+        its ``content``); extra keyword arguments are template variables. With
+        ``tokenize=True`` the rendered text is encoded without adding BOS/EOS (the template
+        writes them).
         """
         from b4t.tokenizers._chat_template import render
 
@@ -225,6 +228,7 @@ class ByteLevelBPETokenizer:
             template,
             messages,
             add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
             tools=tools,
             documents=documents,
             variables={**self.special_tokens_map, **kwargs},

@@ -152,26 +152,79 @@ def prepare_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, An
     return out
 
 
+_CONTINUE_TAG = "CONTINUE_FINAL_MESSAGE_TAG "
+
+
+def _tag_final_message(messages: list[dict[str, Any]], field: str, template: str) -> str:
+    """Append a marker to the last message's ``field``; return the text it had."""
+    last = messages[-1]
+    final = last.get(field)
+    if final is None:
+        raise ValueError(f"continue_final_message: the last message has no {field!r} to continue")
+    fields = [field]
+    if field in _REASONING_KEYS:  # reasoning is copied under several names: mark every copy
+        fields = [key for key in _REASONING_KEYS if last.get(key) == final]
+    if not any(name in template for name in fields):
+        raise ValueError(f"continue_final_message: the chat template does not read {field!r}")
+    if isinstance(final, (list, tuple)):  # content blocks: continue the last text block
+        for block in reversed(final):
+            if "text" in block:
+                text = block["text"]
+                block["text"] = text + _CONTINUE_TAG
+                return text
+        raise ValueError("continue_final_message: the last message has no text block")
+    for name in fields:
+        last[name] = last[name] + _CONTINUE_TAG
+    return final
+
+
+def _cut_at_tag(rendered: str, final: str) -> str:
+    """The rendering up to where the final message ends (its closing tokens cut off)."""
+    marker = _CONTINUE_TAG.strip()
+    if final.strip() not in rendered or marker not in rendered:
+        raise ValueError(
+            "continue_final_message: the rendered chat does not contain the final message "
+            "(the template changes or drops it)"
+        )
+    at = rendered.rindex(marker)
+    if rendered[at : at + len(_CONTINUE_TAG)] == _CONTINUE_TAG:
+        return rendered[:at]
+    return rendered[:at].rstrip()  # the template trimmed the message's trailing space
+
+
 def render(
     template: str,
     messages: Sequence[Mapping[str, Any]],
     *,
     add_generation_prompt: bool = False,
+    continue_final_message: bool | str = False,
     tools: list[dict[str, Any]] | None = None,
     documents: list[dict[str, Any]] | None = None,
     variables: Mapping[str, Any] | None = None,
 ) -> str:
-    """The rendered conversation (``variables``: special tokens and extra template keywords)."""
+    """The rendered conversation (``variables``: special tokens and extra template keywords).
+
+    ``continue_final_message`` (``True`` for ``"content"``, or a field name) renders the
+    last message open, so a model continues it instead of starting a new turn.
+    """
     if not messages:
         raise ValueError("cannot apply a chat template to an empty conversation")
+    if continue_final_message and add_generation_prompt:
+        raise ValueError("continue_final_message and add_generation_prompt exclude each other")
     if tools is not None and any(not isinstance(tool, dict) for tool in tools):
         raise TypeError("tools must be JSON-schema dicts")
     if documents is not None and any(not isinstance(doc, dict) for doc in documents):
         raise TypeError("documents must be dicts with 'title' and 'text' keys")
-    return compile_template(template).render(
-        messages=prepare_messages(messages),
+    chat = prepare_messages(messages)
+    final = None
+    if continue_final_message:
+        field = continue_final_message if isinstance(continue_final_message, str) else "content"
+        final = _tag_final_message(chat, field, template)
+    rendered = compile_template(template).render(
+        messages=chat,
         tools=plain(tools),
         documents=plain(documents),
         add_generation_prompt=add_generation_prompt,
         **plain(dict(variables or {})),
     )
+    return rendered if final is None else _cut_at_tag(rendered, final)
