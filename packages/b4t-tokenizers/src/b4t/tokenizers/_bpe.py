@@ -8,7 +8,8 @@ way. Words are cached, so a repeated word costs one dict look-up.
 
 from __future__ import annotations
 
-from itertools import pairwise, repeat
+from itertools import repeat
+from operator import add, mul
 
 from b4t.tokenizers._byte_level import BYTE_TO_CHAR, spell_bytes
 
@@ -51,19 +52,21 @@ class BPEModel:
         self.fuse_unk = fuse_unk
         self.byte_fallback = byte_fallback
         self.ignore_merges = ignore_merges
-        # (left id, right id) -> rank; rank -> merged id
-        self._ranks: dict[tuple[int, int], int] = {}
+        # The pair (left id, right id) as the int left * width + right -> its rank;
+        # rank -> merged id.
+        self._width = width = 1 + max(self.vocab.values(), default=0)
+        self._pair_ranks: dict[int, int] = {}
         self._new_ids: list[int] = []
         for rank, (left, right) in enumerate(merges):
             try:
-                pair = (self.vocab[left], self.vocab[right])
+                pair = self.vocab[left] * width + self.vocab[right]
                 new_id = self.vocab[left + right]
             except KeyError as exc:
                 raise ValueError(
                     f"BPE merge {rank} ({left!r} {right!r}) uses a token missing from the "
                     f"vocabulary: {exc.args[0]!r}"
                 ) from None
-            self._ranks[pair] = rank  # a repeated pair: the last wins, as in Rust
+            self._pair_ranks[pair] = rank  # a repeated pair: the last wins, as in Rust
             self._new_ids.append(new_id)
         self._cache: dict[str, tuple[int, ...]] = {}
         # byte -> id of its char (None where the vocabulary lacks it)
@@ -135,20 +138,25 @@ class BPEModel:
     def _merge_symbols(self, symbols: list[int]) -> tuple[int, ...]:
         if len(symbols) < 2:
             return tuple(symbols)
-        ranks_of = self._ranks
+        rank_of = self._pair_ranks.get
+        width = self._width
         new_ids = self._new_ids
         none = _NO_MERGE
-        ranks = list(map(ranks_of.get, pairwise(symbols), repeat(none)))
+        # A pair as one int: cheaper to build and hash than a tuple.
+        ranks = list(
+            map(rank_of, map(add, map(mul, symbols, repeat(width)), symbols[1:]), repeat(none))
+        )
+        index = ranks.index
         while ranks:
             best = min(ranks)
             if best == none:
                 break
-            i = ranks.index(best)  # leftmost among equal ranks
+            i = index(best)  # leftmost among equal ranks
             symbols[i] = merged = new_ids[best]
             del symbols[i + 1]
             del ranks[i]
-            if i > 0:
-                ranks[i - 1] = ranks_of.get((symbols[i - 1], merged), none)
+            if i:
+                ranks[i - 1] = rank_of(symbols[i - 1] * width + merged, none)
             if i < len(ranks):
-                ranks[i] = ranks_of.get((merged, symbols[i + 1]), none)
+                ranks[i] = rank_of(merged * width + symbols[i + 1], none)
         return tuple(symbols)
