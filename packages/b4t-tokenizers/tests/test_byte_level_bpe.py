@@ -343,3 +343,59 @@ def test_bad_inputs_name_the_problem(smollm2, tmp_path) -> None:
     (tmp_path / "tokenizer.json").write_text(json.dumps(bad_merge), "utf-8")
     with pytest.raises(ValueError, match="Metaspace"):
         ByteLevelBPETokenizer.from_tokenizer_json(tmp_path)
+
+
+def test_small_gguf_llama3_style_equals_rust(small_bpe, bpe_corpus, tmp_path) -> None:
+    """A GGUF written like a LLaMA-3 one: llama-bpe pre-tokenizer (ignore_merges), BOS added,
+    control and user-defined tokens, an EOT id, a token stored as plain text."""
+    gguf = pytest.importorskip("gguf")
+    data = json.loads(small_bpe.to_str())
+    tokens = [t for t, _ in sorted(data["model"]["vocab"].items(), key=lambda item: item[1])]
+    merges = [" ".join(m) if isinstance(m, list) else m for m in data["model"]["merges"]]
+    types = [1] * len(tokens)
+    extra = [("<|begin_of_text|>", 3), ("<|end_of_text|>", 3), ("<|eot_id|>", 3), ("<think>", 4)]
+    extra += [("Ġzqxjw", 1)]  # a whole-word token no merge reaches: ignore_merges picks it
+    for token, kind in extra:
+        tokens.append(token)
+        types.append(kind)
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("llama-bpe")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(tokens.index("<|begin_of_text|>"))
+    writer.add_eos_token_id(tokens.index("<|end_of_text|>"))
+    writer.add_eot_token_id(tokens.index("<|eot_id|>"))
+    writer.add_add_bos_token(True)
+    writer.add_chat_template("{% for m in messages %}{{ m['content'] }}<|eot_id|>{% endfor %}")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+    vocab = {t: i for i, t in enumerate(tokens)}
+    rust = Tokenizer(
+        models.BPE(vocab=vocab, merges=[tuple(m.split(" ")) for m in merges], ignore_merges=True)
+    )
+    rust.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    rust.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, k in extra if k == 3]
+    )
+    rust.add_tokens([AddedToken("<think>", special=False, normalized=False)])
+    ours = ByteLevelBPETokenizer.from_gguf(path)
+    lines = [*bpe_corpus[::5], "a zqxjw b", "<think>x</think>", "hi<|eot_id|>"]
+    assert _mismatches(ours, rust, lines) == []
+    bos = vocab["<|begin_of_text|>"]
+    assert ours.encode("hi")[0] == bos and ours.encode("hi", add_special_tokens=False)[0] != bos
+    assert ours.encode(" zqxjw", add_special_tokens=False) == [vocab["Ġzqxjw"]]
+    assert ours.stop_token_ids == {vocab["<|end_of_text|>"], vocab["<|eot_id|>"]}
+    ids = ours.encode("<think><|eot_id|>")  # BOS, a user-defined token, a control token
+    assert ours.decode(ids) == "<|begin_of_text|><think><|eot_id|>"
+    assert ours.decode(ids, skip_special_tokens=True) == "<think>"

@@ -14,7 +14,12 @@ from pathlib import Path
 
 from b4t.tokenizers._added_tokens import AddedToken
 from b4t.tokenizers._byte_level import is_spelled, spell_bytes
-from b4t.tokenizers._pretokenize import PreTokenizer, from_gguf_pre, from_json_spec
+from b4t.tokenizers._pretokenize import (
+    GGUF_IGNORE_MERGES,
+    PreTokenizer,
+    from_gguf_pre,
+    from_json_spec,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -54,6 +59,7 @@ class BPESpec:
     special_tokens: dict[str, str] = field(default_factory=dict)
     end_ids: set[int] = field(default_factory=set)
     chat_template: str | dict[str, str] | None = None
+    id_tokens: list[str] | None = None  # every id's token, where the vocab dict loses some
 
 
 # ----------------------------------------------------------------------------- GGUF
@@ -95,6 +101,7 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
     types = _gguf_value(reader, "tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)
     vocab: dict[str, int] = {}
     added: list[AddedToken] = []
+    id_tokens: list[str] = []
     for token_id, (token, kind) in enumerate(zip(tokens, types)):
         if kind == _CONTROL:
             added.append(AddedToken(token_id, token, special=True))
@@ -102,8 +109,10 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
             added.append(AddedToken(token_id, token, special=False))
         elif kind in (_NORMAL, _UNUSED) and not is_spelled(token):
             token = spell_bytes(token)  # a vocabulary written as text, not in the byte alphabet
-        vocab.setdefault(token, token_id)
+        vocab[token] = token_id  # a repeated token: the last id wins, as in transformers
+        id_tokens.append(token)
     merges = [_merge_pair(text, path) for text in merges_text]
+    pre = _gguf_value(reader, "tokenizer.ggml.pre")
 
     def token_of(key: str) -> int | None:
         value = _gguf_value(reader, f"tokenizer.ggml.{key}")
@@ -127,8 +136,9 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
         vocab=vocab,
         merges=merges,
         added=added,
-        pre_tokenizer=from_gguf_pre(_gguf_value(reader, "tokenizer.ggml.pre")),
+        pre_tokenizer=from_gguf_pre(pre),
         source=str(path),
+        ignore_merges=pre in GGUF_IGNORE_MERGES,
         byte_fallback=_BYTE in types,
         prefix_ids=[bos]
         if bos is not None and _gguf_value(reader, "tokenizer.ggml.add_bos_token")
@@ -139,6 +149,7 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
         special_tokens=special_tokens,
         end_ids=end_ids,
         chat_template=_gguf_value(reader, "tokenizer.chat_template"),
+        id_tokens=id_tokens,
     )
 
 

@@ -53,9 +53,9 @@ class ByteLevelBPETokenizer:
     def __init__(self, spec: BPESpec) -> None:
         self.source = spec.source
         self._vocab = dict(spec.vocab)
-        for token in spec.added:
-            self._vocab.setdefault(token.content, token.id)
-        unk_id = self._vocab.get(spec.unk_token) if spec.unk_token is not None else None
+        for token in spec.added:  # an added token wins a clash, as in Rust's token_to_id
+            self._vocab[token.content] = token.id
+        unk_id = spec.vocab.get(spec.unk_token) if spec.unk_token is not None else None
         self._model = BPEModel(
             spec.vocab,
             spec.merges,
@@ -66,6 +66,8 @@ class ByteLevelBPETokenizer:
         )
         self.vocab_size = 1 + max([*spec.vocab.values(), *(t.id for t in spec.added)], default=-1)
         self._id_to_token: list[str | None] = [None] * self.vocab_size
+        for token_id, token in enumerate(spec.id_tokens or ()):
+            self._id_to_token[token_id] = token
         for token, token_id in spec.vocab.items():
             self._id_to_token[token_id] = token
         for token in spec.added:

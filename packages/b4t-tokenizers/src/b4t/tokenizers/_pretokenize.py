@@ -232,6 +232,11 @@ GGUF_PRE_SPLITS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: ``tokenizer.ggml.pre`` names whose vocabularies take a whole-word token before merging
+#: (llama.cpp's LLaMA-3 type; ``ignore_merges`` in the models' tokenizer.json).
+GGUF_IGNORE_MERGES = frozenset({"llama3", "llama-v3", "llama-bpe", "falcon3"})
+
+
 def from_gguf_pre(name: str | None) -> PreTokenizer:
     """The pre-tokenizer llama.cpp applies for a ``tokenizer.ggml.pre`` name."""
     key = name or "default"
