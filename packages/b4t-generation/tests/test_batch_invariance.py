@@ -189,7 +189,7 @@ def test_padding_keys_are_masked_the_logits_equal_reading_alone() -> None:
     requests = [scheduler.submit(p, 6, temperature=0) for p in prompts]
     while scheduler.step():
         pass
-    assert len(model.calls) == 6 and model.calls[0][0].shape == (5, 72)
+    assert len(model.calls) == 6 and model.calls[0][0].shape == (3, 72)
     assert int(model.calls[0][0][0].sum()) == 3  # row 0: 69 padding positions
     for step, (_, logits) in enumerate(model.calls):
         for row, (prompt, request) in enumerate(zip(prompts, requests, strict=True)):

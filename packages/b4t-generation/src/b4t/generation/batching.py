@@ -184,10 +184,14 @@ class BatchScheduler:
             ``queue.Full`` beyond it.
         banned_ids: ids never generated (padding, an unknown-token id, ...).
         device: where ids and masks are placed.
-        min_rows: every forward runs at least this many rows (copies of a real row
-            fill the rest): matrix products of one to four rows take other CPU kernels
-            (a GEMV for one row, small-matrix paths, ``b4t.layers.linear``'s few-rows
-            path) whose last bits differ from the many-row kernel's.
+        min_rows: every forward multiplies at least this many rows (tokens x rows;
+            copies of a real row fill the rest): matrix products of one to four rows
+            take other CPU kernels (a GEMV for one row, small-matrix paths,
+            ``b4t.layers.linear``'s few-rows path) whose last bits differ from the
+            many-row kernel's, which gives each row the same bits whatever the count.
+        gather: when idle, the decode thread starts once no request came for this many
+            seconds (at most ten times as long), so that a burst of requests starts as one
+            batch (with a ``context``, a request arriving later waits for the next slide).
     """
 
     def __init__(
@@ -201,6 +205,7 @@ class BatchScheduler:
         banned_ids: Sequence[int] = (),
         device: str | torch.device = "cpu",
         min_rows: int = 5,
+        gather: float = 0.005,
     ) -> None:
         if int(max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -221,6 +226,7 @@ class BatchScheduler:
         self.device = torch.device(device)
         self.banned_ids = [int(i) for i in banned_ids]
         self.min_rows = int(min_rows)
+        self.gather = float(gather)
         self._pending: list[GenerationRequest] = []
         self._cohorts: list[_Cohort] = []
         self._wake = threading.Condition()
@@ -311,7 +317,23 @@ class BatchScheduler:
                     self._wake.wait()
                 if not self._running:
                     return
+                if not self._cohorts:
+                    self._gather()
             self.step()
+
+    def _gather(self) -> None:
+        """While requests keep coming (one at least every ``gather`` seconds, for at most
+        ten times that), wait for them before the first read (the caller holds ``_wake``)."""
+        start = time.perf_counter()
+        seen, quiet_since = len(self._pending), start
+        while self._running and len(self._pending) < self.max_batch:
+            now = time.perf_counter()
+            if len(self._pending) > seen:
+                seen, quiet_since = len(self._pending), now
+            left = min(quiet_since + self.gather, start + 10 * self.gather) - now
+            if left <= 0:
+                return
+            self._wake.wait(left)
 
     @torch.no_grad()
     def step(self) -> int:
@@ -439,8 +461,9 @@ class BatchScheduler:
         """
         if cohort.mask is None:
             rows = [self._window(r) for r in cohort.requests]
-            rows += rows[:1] * (self.min_rows - len(rows))
             length = self._read_length(cohort.requests[0])
+            while len(rows) * length < self.min_rows:  # a one-token read of few rows
+                rows.append(rows[0])
             ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
             mask = torch.zeros((len(rows), length), dtype=torch.long)
             for i, row in enumerate(rows):
@@ -456,8 +479,13 @@ class BatchScheduler:
             mask = torch.cat([cohort.mask, ones], 1)
             output = self.model(ids, past_key_values=cohort.cache, attention_mask=mask)
         logits, cache = split_model_output(output)
-        cohort.cache, cohort.mask = cache, mask
         logits = logits[:, -1].float()
+        if logits.shape[0] < self.min_rows:  # filler rows for the one-token steps to come
+            fill = list(range(logits.shape[0])) + [0] * (self.min_rows - logits.shape[0])
+            index = torch.tensor(fill, dtype=torch.long, device=self.device)
+            logits, cache = logits.index_select(0, index), select_states(cache, index)
+            mask = mask.index_select(0, index)
+        cohort.cache, cohort.mask = cache, mask
         if self.banned_ids:
             logits[:, self.banned_ids] = -torch.inf
         return logits
