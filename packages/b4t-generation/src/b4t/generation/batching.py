@@ -1,11 +1,11 @@
-"""Continuous batching: requests join a running decode at the next step.
+"""Continuous batching: requests join a running decode while others decode.
 
 A :class:`BatchScheduler` owns one decoder model (the protocol of
 :mod:`b4t.generation.protocol`) and a worker thread. :meth:`BatchScheduler.submit`
 queues a prompt and returns a :class:`GenerationRequest` at once; the worker decodes
 every active request together, one token per step, and a request that arrives while
-others are decoding joins at the next step instead of waiting for them to finish.
-Finished or cancelled requests leave the batch at once, freeing their slot.
+others are decoding joins them instead of waiting for them to finish. Finished or
+cancelled requests leave the batch at once, freeing their slot.
 
 .. code-block:: python
 
@@ -15,14 +15,28 @@ Finished or cancelled requests leave the batch at once, freeing their slot.
             ...
         request.result()                  # all generated ids
 
-How the batch is kept: rows are left-padded to one length and carry an attention
-mask ``(rows, length)``; positions come from the mask, as the protocol says. The model's
-cache is row-selected with :func:`~b4t.generation.select_states` when rows leave. When
-rows join, or when the padded length would pass ``context``, the batch is *rebuilt*:
-each row's last ``keep`` tokens (prompt and output so far) are re-read in one forward
-pass without a cache, and decoding goes on from the new cache. ``keep`` defaults to
-three quarters of ``context``, so a model with learned positions (GPT-2) keeps writing
-past its context with a sliding window, re-reading once every ``context / 4`` steps.
+**Batch invariance.** A request gives the same logits, bit for bit, alone or among
+any others that join and leave at any step, so a greedy or seeded request gives the
+same ids. Each row's computation is a function of the request alone:
+
+- a *read* feeds a row's window (with a ``context``: its last ``keep`` tokens, default
+  ``3 * context // 4``; without: all its tokens) left-padded to a fixed *read length*
+  (``keep``; without a context, its length rounded up to a multiple of 16), with an
+  attention mask ``(rows, length)`` from which the model takes each row's positions;
+- then one token per step through the cache, until the next step would pass
+  ``context``: then the row is read again (its window slides).
+
+Rows read at the same step with the same read length share a *cohort*: one cache of
+one length, so attention sees the same keys and padding whatever the other rows are
+(the kernels give each row the same bits at a fixed key length). With a ``context``, a
+request that arrives while others decode waits for their next read (at most
+``context - keep`` steps), so all rows stay one cohort and one forward pass per step;
+without one, it starts a cohort of its own at once. Every forward multiplies at least
+``min_rows`` rows (copies of a real row fill the rest), since CPU matrix products of
+one to four rows take kernels whose last bits differ from the many-row one. Each
+request samples with its own temperature, top-k, top-p and seeded ``torch.Generator``.
+The model's cache is row-selected with :func:`~b4t.generation.select_states` when rows
+leave.
 """
 
 from __future__ import annotations
