@@ -1,11 +1,12 @@
 """Batch invariance of ``BatchScheduler``: a seeded or greedy request gives the same ids
 alone and among 31 other requests that join and leave at chosen steps.
 
-Checked bit for bit (token ids), on the tiny test model and on b4t's own ``gpt2`` in
-the shape of the character GPT of ``examples/generate.py`` (4 layers, 128 wide,
-context 64). The same scheduler also samples what a written-out sampler draws from
-the model's logits with the request's temperature, top-k and top-p, and feeds the
-model logits equal to reading the row alone without padding.
+Checked bit for bit (token ids and logits), on the tiny test model, on b4t's own
+``gpt2`` in the shape of the character GPT of ``examples/generate.py`` (4 layers, 128
+wide, context 64) and on b4t's ``llama`` (rotary positions, grouped-query attention).
+The same scheduler also samples what a written-out sampler draws from the model's
+logits with the request's temperature, top-k and top-p, and gets logits equal to
+reading the row alone without padding.
 """
 
 from __future__ import annotations
@@ -37,7 +38,24 @@ def gpt2_model() -> torch.nn.Module:
     return models.build_transformer_model(config, model="gpt2", application="lm").eval()
 
 
-MODELS = {"tiny": (tiny_model, 96), "b4t-gpt2": (gpt2_model, 64)}
+def llama_model() -> torch.nn.Module:
+    """b4t's ``llama`` (rotary positions, grouped-query attention) from a tiny random
+    checkpoint saved by transformers."""
+    import tempfile
+
+    models = pytest.importorskip("b4t.models", reason="b4t-models builds the llama variant")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as path:
+        transformers.LlamaForCausalLM(config).save_pretrained(path)
+        return models.build_transformer_model(checkpoint_path=path, model="llama").eval()
+
+
+MODELS = {"tiny": (tiny_model, 96), "b4t-gpt2": (gpt2_model, 64), "b4t-llama": (llama_model, 64)}
 
 
 class _Watching(BatchScheduler):
