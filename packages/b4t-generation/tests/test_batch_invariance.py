@@ -26,12 +26,12 @@ def tiny_model() -> TinyCausalLM:
     return TinyCausalLM(vocab_size=VOCAB, max_positions=96, seed=3).eval()
 
 
-def gpt2_model() -> torch.nn.Module:
+def gpt2_model(vocab: int = VOCAB, width: int = 128, layers: int = 4) -> torch.nn.Module:
     models = pytest.importorskip("b4t.models", reason="b4t-models builds the gpt2 variant")
     torch.manual_seed(0)
     config = {
-        "model_type": "gpt2", "vocab_size": VOCAB, "n_positions": 64, "n_embd": 128,
-        "n_layer": 4, "n_head": 4, "n_inner": 512, "activation_function": "gelu_new",
+        "model_type": "gpt2", "vocab_size": vocab, "n_positions": 64, "n_embd": width,
+        "n_layer": layers, "n_head": 4, "n_inner": 4 * width, "activation_function": "gelu_new",
         "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
         "layer_norm_epsilon": 1e-5, "tie_word_embeddings": True,
     }  # fmt: skip
@@ -55,7 +55,18 @@ def llama_model() -> torch.nn.Module:
         return models.build_transformer_model(checkpoint_path=path, model="llama").eval()
 
 
-MODELS = {"tiny": (tiny_model, 96), "b4t-gpt2": (gpt2_model, 64), "b4t-llama": (llama_model, 64)}
+def wide_head_gpt2() -> torch.nn.Module:
+    """A gpt2 whose LM head (8192 x 64) takes ``b4t.layers.linear``'s few-rows path up to
+    32 rows, where 4-11 rows give other last bits than 12 or more."""
+    return gpt2_model(vocab=8192, width=64, layers=2)
+
+
+MODELS = {
+    "tiny": (tiny_model, 96),
+    "b4t-gpt2": (gpt2_model, 64),
+    "b4t-gpt2-wide-head": (wide_head_gpt2, 64),
+    "b4t-llama": (llama_model, 64),
+}
 
 
 class _Watching(BatchScheduler):

@@ -33,7 +33,7 @@ request that arrives while others decode waits for their next read (at most
 ``context - keep`` steps), so all rows stay one cohort and one forward pass per step;
 without one, it starts a cohort of its own at once. Every forward multiplies at least
 ``min_rows`` rows (copies of a real row fill the rest), since CPU matrix products of
-one to four rows take kernels whose last bits differ from the many-row one. Each
+few rows take kernels whose last bits differ from the many-row one. Each
 request samples with its own temperature, top-k, top-p and seeded ``torch.Generator``.
 The model's cache is row-selected with :func:`~b4t.generation.select_states` when rows
 leave.
@@ -199,10 +199,12 @@ class BatchScheduler:
         banned_ids: ids never generated (padding, an unknown-token id, ...).
         device: where ids and masks are placed.
         min_rows: every forward multiplies at least this many rows (tokens x rows;
-            copies of a real row fill the rest): matrix products of one to four rows
-            take other CPU kernels (a GEMV for one row, small-matrix paths,
-            ``b4t.layers.linear``'s few-rows path) whose last bits differ from the
-            many-row kernel's, which gives each row the same bits whatever the count.
+            copies of a real row fill the rest): matrix products of few rows take
+            other CPU kernels whose last bits differ from the many-row kernel's, which
+            gives each row the same bits whatever the count. Measured (MKL, AVX-512,
+            one thread): ``F.linear`` gives three classes, 1, 2-3 and >= 4 rows;
+            ``b4t.layers.linear``'s few-rows path 1-3, 4 and >= 5, and for a wide
+            layer of at least 2**18 weights (an LM head) 1-3, 4-11 and >= 12.
         gather: when idle, the decode thread starts once no request came for this many
             seconds (at most ten times as long), so that a burst of requests starts as one
             batch (with a ``context``, a request arriving later waits for the next slide).
@@ -218,7 +220,7 @@ class BatchScheduler:
         max_queue: int = 1024,
         banned_ids: Sequence[int] = (),
         device: str | torch.device = "cpu",
-        min_rows: int = 5,
+        min_rows: int = 12,
         gather: float = 0.005,
     ) -> None:
         if int(max_batch) < 1:
