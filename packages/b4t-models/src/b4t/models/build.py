@@ -265,6 +265,9 @@ def build_transformer_model(*args: Any, **kwargs: Any) -> Any:
     bound = _BUILD_SIGNATURE.bind(*args, **kwargs)
     arguments = dict(bound.arguments)
     extra = dict(arguments.pop("kwargs", {}))
+    # bert4torch's later switch for the trainer surface, which 0.2.5-era example code passes
+    # and 0.2.5 ignores: b4t's model has that surface whenever b4t-trainer is installed.
+    extra.pop("add_trainer", None)
     _, cls = _resolve_model(arguments.get("model", "bert"))
     raw = _raw_or_none(arguments.get("config_path"), arguments.get("checkpoint_path"))
     accepted = accepted_arguments(cls, _build)
