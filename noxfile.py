@@ -126,8 +126,8 @@ def seed(session: nox.Session) -> None:
     with _discarded_after(session):
         _install_all(session, TORCH_DEFAULT)
         # the seed's own imports (six, packaging; tensorboardX for its Tensorboard
-        # callback), then the seed itself, hash-checked
-        session.install("six", "packaging", "tensorboardX")
+        # callback, requests for its RemoteMonitor), then the seed itself, hash-checked
+        session.install("six", "packaging", "tensorboardX", "requests")
         session.install("--no-deps", "--require-hashes", "-r", "tests/seed/requirements.txt")
         session.run(
             "pytest",

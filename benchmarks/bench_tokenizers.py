@@ -5,7 +5,13 @@ per text (one call per text) and batch (one call for the whole corpus), the
 three tokenizers interleaved round by round; then the parity count (texts whose
 ids differ) and the import time of ``b4t.tokenizers`` in a fresh interpreter.
 
+Then byte-level BPE: b4t's ``ByteLevelBPETokenizer`` (SmolLM2-135M-Instruct's GGUF
+vocabulary, and GPT-2's) vs the Rust tokenizer with the same vocabulary, merges and
+pre-tokenizer, called as users call it (``PreTrainedTokenizerFast.encode(text)``,
+``tokenizer(text)``) and raw (``Tokenizer.encode(text).ids``), on the same corpus.
+
     python benchmarks/bench_tokenizers.py [--vocab uncased|chinese] [--rounds 3] [--lines N]
+        [--no-bpe]
 
 The Rust tokenizer is pinned to one thread (RAYON_NUM_THREADS=1) so that the
 batch figures compare single-thread work.
@@ -114,6 +120,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--lines", type=int, default=14000)
     parser.add_argument("--cased", action="store_true")
+    parser.add_argument("--no-bpe", action="store_true", help="skip the byte-level BPE rows")
     args = parser.parse_args()
 
     import transformers
@@ -202,6 +209,102 @@ def main() -> None:
         f"import b4t.tokenizers in a fresh interpreter: median {median:.1f} ms, "
         f"best {fastest:.1f} ms (target < 50 ms)"
     )
+    if not args.no_bpe:
+        bench_byte_level_bpe(lines, megabytes, args.rounds)
+
+
+def _smollm2_pair() -> tuple[object, object]:
+    """SmolLM2's GGUF vocabulary: b4t's tokenizer and the Rust one shaped as its tokenizer.json."""
+    import gguf
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    from b4t.tokenizers import ByteLevelBPETokenizer
+
+    path = fetch("smollm2-135m-instruct-q4_1.gguf")
+    reader = gguf.GGUFReader(path)
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    merges = [tuple(m.split(" ")) for m in reader.fields["tokenizer.ggml.merges"].contents()]
+    rust = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    rust.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    rust.decoder = decoders.ByteLevel()
+    rust.add_special_tokens(
+        [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3]
+    )
+    return ByteLevelBPETokenizer.from_gguf(reader), rust
+
+
+def _gpt2_pair() -> tuple[object, object]:
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    from b4t.tokenizers import ByteLevelBPETokenizer
+
+    rust = Tokenizer(
+        models.BPE.from_file(str(fetch("gpt2-encoder.json")), str(fetch("gpt2-vocab.bpe")))
+    )
+    rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    rust.decoder = decoders.ByteLevel()
+    rust.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    with tempfile.TemporaryDirectory() as folder:
+        rust.save(str(Path(folder) / "tokenizer.json"))
+        return ByteLevelBPETokenizer.from_tokenizer_json(folder), rust
+
+
+def bench_byte_level_bpe(lines: list[str], megabytes: float, rounds: int) -> None:
+    """Byte-level BPE rows: per text, fresh (cold cache) and batch, against the Rust tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    for label, make in (("SmolLM2-135M GGUF", _smollm2_pair), ("GPT-2", _gpt2_pair)):
+        ours, rust = make()
+        fast = PreTrainedTokenizerFast(tokenizer_object=rust)
+        cold = timed(lambda: [ours.encode(t) for t in lines])  # noqa: B023
+        per_text: dict[str, Callable[[], object]] = {
+            "b4t ByteLevelBPETokenizer.encode": lambda: [ours.encode(t) for t in lines],  # noqa: B023
+            "PreTrainedTokenizerFast.encode": lambda: [fast.encode(t) for t in lines],  # noqa: B023
+            "PreTrainedTokenizerFast(text)": lambda: [fast(t) for t in lines],  # noqa: B023
+            "tokenizers Tokenizer.encode (raw Rust)": lambda: [rust.encode(t).ids for t in lines],  # noqa: B023
+        }
+        batch: dict[str, Callable[[], object]] = {
+            "b4t encode_batch(list)": lambda: ours.encode_batch(lines),  # noqa: B023
+            "PreTrainedTokenizerFast(list)": lambda: fast(lines),  # noqa: B023
+        }
+        best: dict[str, float] = {}
+        order = list(per_text.items()) + list(batch.items())
+        for round_index in range(rounds):
+            shift = round_index % len(order)
+            for name, fn in order[shift:] + order[:shift]:
+                best[name] = min(best.get(name, float("inf")), timed(fn))
+        print(f"\nbyte-level BPE, {label}: per text (one call per text), best of {rounds} rounds")
+        print(f"{'':40s} {'texts/s':>10s} {'MB/s':>7s} {'b4t is x faster':>16s}")
+        for title, names, ref in (
+            ("", list(per_text), "b4t ByteLevelBPETokenizer.encode"),
+            ("batch", list(batch), "b4t encode_batch(list)"),
+        ):
+            if title:
+                print(title)
+            for name in names:
+                s = best[name]
+                print(
+                    f"{name:40s} {len(lines) / s:10.0f} {megabytes / s:7.2f} {s / best[ref]:16.2f}"
+                )
+        print(
+            f"{'b4t, fresh tokenizer (cold word cache)':40s} {len(lines) / cold:10.0f} "
+            f"{megabytes / cold:7.2f} {best['PreTrainedTokenizerFast.encode'] / cold:16.2f}"
+        )
+        reference = rust.encode_batch(lines, add_special_tokens=False)
+        diff = sum(
+            ours.encode(t, add_special_tokens=False) != r.ids for t, r in zip(lines, reference)
+        )
+        trips = sum(ours.decode(ours.encode(t)) != t for t in lines)
+        print(
+            f"parity: {diff} of {len(lines)} texts differ from the Rust tokenizer; "
+            f"{trips} do not round-trip through decode"
+        )
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def save_model(model: CharGPT, tokenizer: CharTokenizer, out: Path) -> Path:
     names) and ``chars.json`` (the vocabulary, id order) into ``out``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model.transformer.save_weights(out)
+    model.transformer.save_pretrained(out)
     config = dict(model.config_dict)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     (out / VOCAB_FILE).write_text(

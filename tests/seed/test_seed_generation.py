@@ -84,6 +84,53 @@ def per_row_reference(base: type, topk: int, maxlen: int) -> list[int]:
     return Recompute(start_id=0, end_id=NEVER, maxlen=maxlen).beam_search([[1]], topk=topk).tolist()
 
 
+def encoder_decoder_class(base: type) -> type:
+    """The T5-PEGASUS / BART title pattern: ``beam_search([encoder_output])`` with the
+    encoder's ``(1, L, H)`` output as a tensor; ``predict`` checks that every row of the
+    search sees a 3-d memory whose batch matches ``output_ids`` (as a T5 decoder layer
+    unpacking ``(batch, length, hidden)`` does)."""
+    proj = TABLE[:8]  # (8, V): hidden 8 -> vocabulary
+
+    class Seq2Seq(base):  # type: ignore[misc, valid-type]
+        @base.wraps(default_rtype="logits")
+        def predict(self, inputs, output_ids, states):
+            (memory,) = inputs
+            if memory.dim() != 3 or memory.shape[0] != output_ids.shape[0]:
+                raise ValueError(f"memory {tuple(memory.shape)}, ids {tuple(output_ids.shape)}")
+            key = history_key([output_ids], output_ids)
+            return memory.mean(1) @ proj + TABLE[key]
+
+    return Seq2Seq
+
+
+def test_tensor_inputs_keep_their_shape_as_in_the_seed(b4t_seed) -> None:
+    """0.2.5 adds a batch dim to lists, tuples and arrays only; a tensor goes in as it is."""
+    seed_base = b4t_seed["snippets"].AutoRegressiveDecoder
+    memory = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(3))
+    kwargs = {"start_id": 0, "end_id": 3, "maxlen": 8}
+    for topk in (1, 3):
+        theirs = encoder_decoder_class(seed_base)(**kwargs).beam_search([memory], topk=topk)
+        ours = encoder_decoder_class(AutoRegressiveDecoder)(**kwargs).beam_search([memory], topk)
+        assert ours.tolist() == theirs.tolist()
+    # the same memory as a nested list gets the batch dim (both), as an array too (b4t)
+    theirs = encoder_decoder_class(seed_base)(**kwargs).beam_search([memory[0].tolist()], 2)
+    ours = encoder_decoder_class(AutoRegressiveDecoder)(**kwargs)
+    assert ours.beam_search([memory[0].tolist()], 2).tolist() == theirs.tolist()
+    assert ours.beam_search([memory[0].numpy()], 2).tolist() == theirs.tolist()
+    # random_sample: 0.2.5 calls torch.tensor([tensor]), which raises for a (1, L, H) tensor;
+    # b4t passes it as beam_search does (MIGRATION.md); its draws equal 0.2.5's on the
+    # list form (which 0.2.5 batches)
+    with pytest.raises(ValueError, match="only one element tensors"):
+        encoder_decoder_class(seed_base)(**kwargs).random_sample([memory], 2)
+    torch.manual_seed(11)
+    theirs_sampled = encoder_decoder_class(seed_base)(**kwargs).random_sample(
+        [memory[0].tolist()], 3
+    )
+    torch.manual_seed(11)
+    ours_sampled = encoder_decoder_class(AutoRegressiveDecoder)(**kwargs).random_sample([memory], 3)
+    assert ids(ours_sampled) == ids(theirs_sampled)
+
+
 # =================================================================== beam search
 
 

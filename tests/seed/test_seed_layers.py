@@ -531,3 +531,48 @@ def test_identity_returns_its_first_input(S):
     x = torch.randn(2, 3)
     assert L.Identity(1, a=2)(x, None) is x
     assert S.Identity(1, a=2)(x, None) is x
+
+
+# ------------------------------------------------------------------ T5Layer and helpers
+
+
+@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1", "mt5.1.1"])
+@pytest.mark.parametrize("is_decoder", [False, True])
+def test_t5_layer_equals_the_seed(S, version, is_decoder):
+    """0.2.5's ``T5Layer`` with the keyword arguments its ``T5_Encoder`` / ``T5_Decoder``
+    pass; the seed's state dict (relative-position buffers included) loads strictly."""
+    kwargs = {
+        "p_bias": "t5_relative",
+        "relative_attention_num_buckets": 8,
+        "max_position": 16,
+        "bias": False,
+        "norm_mode": "rmsnorm",
+        "is_decoder": is_decoder,
+        "is_dropout": True,
+    }
+    args = (H, HEADS_A, 0.1, 0.1, 12, "gelu_new" if "1.1" in version else "relu")
+    seed_layer = _randomise(S.T5Layer(*args, version=version, **kwargs))
+    layer = _load(L.T5Layer(*args, version=version, **kwargs), seed_layer)
+    x, mask = torch.randn(2, 5, H), _seed_mask()
+    extra = (torch.randn(2, 3, H), _seed_mask(3)) if is_decoder else (None, None)
+    _close(layer(x, mask, None, *extra), seed_layer(x, mask, None, *extra))
+
+
+@pytest.mark.parametrize("is_decoder", [False, True])
+def test_relative_positions_encoding_t5_equals_the_seed(S, is_decoder):
+    seed_enc = S.RelativePositionsEncodingT5(20, 24, 32, is_decoder)
+    ours = L.RelativePositionsEncodingT5(20, 24, 32, is_decoder)
+    assert torch.equal(ours.relative_position, seed_enc.relative_position)
+    assert torch.equal(ours(7, 9), seed_enc(7, 9))
+
+
+def test_take_along_dim_and_torch_div_equal_the_seed(b4t_seed):
+    snippets = b4t_seed["snippets"]
+    x = torch.randn(3, 5)
+    idx = torch.tensor([[0, 4], [1, 1], [3, 2]])
+    assert torch.equal(L.take_along_dim(x, idx, 1), snippets.take_along_dim(x, idx, 1))
+    flat = torch.tensor([0, 7, 14])
+    assert torch.equal(L.take_along_dim(x, flat), snippets.take_along_dim(x, flat))
+    n = torch.tensor([-7, -1, 0, 5, 13])
+    for mode in (None, "floor", "trunc"):
+        assert torch.equal(L.torch_div(n, 4, mode), snippets.torch_div(n, 4, mode))

@@ -363,7 +363,7 @@ def test_deberta_v2_follows_transformers_where_the_seed_does_not(b4t_seed, tmp_p
     )
     ids = torch.randint(3, 99, (2, 8), generator=torch.Generator().manual_seed(2))
     seed, ours = build_both(b4t_seed, folder, "deberta_v2")
-    seed_out, b4t_out = run_both(seed, ours, [ids, torch.zeros_like(ids)])
+    seed_out, b4t_out = run_both(seed, ours, [ids])  # type_vocab_size=0: no segment input
     with torch.no_grad():
         ref = hf.deberta(input_ids=ids).last_hidden_state
     torch.testing.assert_close(b4t_out, ref, atol=ATOL, rtol=1e-5)

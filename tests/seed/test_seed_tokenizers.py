@@ -687,3 +687,80 @@ def test_sequence_padding_of_tensors_reaches_length(b4t_seed):
     mine = bt.sequence_padding(tensors, length=5)
     assert torch.equal(mine, torch.tensor([[1, 2, 0, 0, 0], [3, 0, 0, 0, 0]]))
     assert torch.equal(mine[:, :2], seed(tensors, length=5))
+
+
+def _seed_attribute_differences(ours, seed, skip=()) -> list[str]:
+    """Every attribute 0.2.5 sets on ``seed`` that ``ours`` lacks or holds another value of.
+
+    Plain values (numbers, strings, lists, dicts, None) must be equal; for helper objects
+    (the basic / WordPiece tokenizers, the trie) b4t must have the attribute, and the plain
+    values 0.2.5 sets on them must be equal too.
+    """
+    plain = (bool, int, float, str, list, tuple, dict, type(None))
+    problems = []
+    for name, value in vars(seed).items():
+        if name in skip:
+            continue
+        if not hasattr(ours, name):
+            problems.append(f"{name}: missing (0.2.5: {type(value).__name__})")
+            continue
+        mine = getattr(ours, name)
+        if isinstance(value, plain):
+            if mine != value or isinstance(mine, bool) != isinstance(value, bool):
+                problems.append(f"{name}: {str(mine)[:60]} != 0.2.5's {str(value)[:60]}")
+        elif type(value).__module__.startswith("bert4torch"):
+            for inner, inner_value in vars(value).items():
+                if isinstance(inner_value, plain) and inner != "never_split":
+                    got = getattr(mine, inner, "<missing>")
+                    if got != inner_value:
+                        problems.append(f"{name}.{inner}: {str(got)[:60]} != {inner_value!r:.60}")
+    return problems
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        dict(do_lower_case=False),
+        dict(do_basic_tokenize=False),
+        dict(do_tokenize_unk=True),
+        dict(add_special_tokens=["[unused1]", "[unused2]"], token_translate={"x": "[unused3]"}),
+        dict(add_special_tokens="[unused1]", token_start=None, token_mask=None),
+    ],
+    ids=["default", "cased", "no-basic", "tokenize-unk", "added-specials", "no-start"],
+)
+@pytest.mark.parametrize("vocab", ["chinese", "uncased"])
+def test_tokenizer_attributes_equal_seed(b4t_seed, vocabs, vocab, kwargs):
+    """Example code reads 0.2.5's attributes (``_vocab_size``, ``_token_dict_inv``,
+    ``_token_*_id``, ``never_split``, ``do_basic_tokenize``...): each exists in b4t with
+    0.2.5's value."""
+    seed = b4t_seed["tokenizers"].Tokenizer(vocabs[vocab], **kwargs)
+    ours = bt.Tokenizer(vocabs[vocab], **kwargs)
+    # bert-base-chinese's two U+2028 lines are the load_vocab row of MIGRATION.md: 0.2.5
+    # strips them to '' / '##'; with that one rule applied the vocab maps are equal.
+    as_seed_reads = {t.strip(): i for t, i in ours._token_dict.items()}
+    assert (as_seed_reads == seed._token_dict) and (vocab == "chinese") != (
+        ours._token_dict == seed._token_dict
+    )
+    seed._token_dict = seed.wordpiece_tokenizer.vocab = ours._token_dict
+    seed._token_dict_inv = {i: t for t, i in ours._token_dict.items()}
+    assert _seed_attribute_differences(ours, seed) == []
+    assert ours._vocab_size == seed._vocab_size == len(seed._token_dict)
+    assert ours._token_dict_inv[ours._token_end_id] == seed._token_dict_inv[seed._token_end_id]
+
+
+def test_sp_tokenizer_attributes_equal_seed(sp_pair):
+    """The same for ``SpTokenizer``; its pad token differs (mistral's model has no pad
+    piece, which 0.2.5 cannot load: the seed fixture reads its pad as the unk piece), and
+    0.2.5's inherited ``[MASK]`` (absent from the model) is the default-special-tokens row
+    of MIGRATION.md."""
+    ours, seed, _, _ = sp_pair
+    skip = {"_token_pad", "_token_pad_id", "_token_mask", "_token_mask_id", "never_split"}
+    # 0.2.5's trie holds the tokens it inherited before reading the model's ('[UNK]', ...)
+    assert _seed_attribute_differences(ours, seed, skip | {"tokens_trie"}) == []
+    assert ours.tokens_trie.split("a</s>b") == ["a", "</s>", "b"]
+    # 0.2.5 lists the tokens given before the model was read ('[UNK]', '[PAD]', '[MASK]');
+    # b4t lists the model's own, in 0.2.5's order (unk, end, pad, start, mask)
+    assert seed.never_split == ["[UNK]", "</s>", "[PAD]", "<s>", "[MASK]"]
+    assert ours.never_split == [seed._token_unk, "</s>", "<s>"]
+    assert ours._vocab_size == seed._vocab_size == seed.sp_model.get_piece_size()

@@ -8,6 +8,11 @@ as such and listed in MIGRATION.md.
 
 from __future__ import annotations
 
+import http.server
+import json
+import re
+import threading
+import urllib.parse
 from typing import ClassVar
 
 import pytest
@@ -415,3 +420,177 @@ def test_deliberate_differences_in_stopping_and_cleanup(b4t_seed, tmp_path) -> N
     snippets.seed_everything(-1)  # no error, a random seed
     with pytest.raises(ValueError, match="seed must be in"):
         bt.seed_everything(-1)
+
+
+def test_metric_names_naming_loss_dict_keys_match_the_seed(b4t_seed) -> None:
+    """torch4keras 0.0.4 accepts ``compile(metrics=[...])`` naming keys of the dict the loss
+    returns (GPLinker's ``entity_loss``, UDA's ``loss_sup``) and logs them; so does b4t."""
+    seed_net, b4t_net = _pair(b4t_seed)
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+
+    def loss(y_pred, y_true):
+        sup = nn.functional.cross_entropy(y_pred, y_true)
+        unsup = 0.1 * y_pred.pow(2).mean()
+        return {"loss": sup + unsup, "loss_sup": sup, "loss_unsup": unsup}
+
+    runs = {}
+    for name, net in (("seed", seed_net), ("b4t", b4t_net)):
+        net.compile(
+            loss,
+            torch.optim.SGD(net.parameters(), lr=0.1),
+            metrics=["loss_sup", "loss_unsup", "accuracy"],
+        )
+        rec = _recorders(b4t_seed)[0 if name == "seed" else 1]
+        history = net.fit(loader, None, 2, [rec], 1 if name == "seed" else 0)
+        runs[name] = (history, rec)
+    (s_hist, s_rec), (b_hist, b_rec) = runs["seed"], runs["b4t"]
+    for (_, _, slogs), (_, _, blogs) in zip(s_rec.steps, b_rec.steps, strict=True):
+        assert set(blogs) == set(slogs) == {"size", "loss", "loss_sup", "loss_unsup", "accuracy"}
+        for key in ("loss", "loss_sup", "loss_unsup", "accuracy"):
+            assert blogs[key] == pytest.approx(slogs[key], abs=1e-6), key
+    for key in ("loss_sup", "loss_unsup"):
+        assert b_hist.history[key] == pytest.approx(s_hist.history[key], abs=1e-6)
+
+    # a name that is neither a metric nor a key of the loss's dict: 0.0.4 logs nothing for
+    # it, silently; b4t raises at the first batch (MIGRATION.md)
+    seed_net, b4t_net = _pair(b4t_seed)
+    seed_net.compile(loss, torch.optim.SGD(seed_net.parameters(), lr=0.1), metrics=["loss_sub"])
+    rec = _recorders(b4t_seed)[0]
+    seed_net.fit(loader, None, 1, [rec], 1)
+    assert "loss_sub" not in rec.steps[0][2]
+    b4t_net.compile(loss, torch.optim.SGD(b4t_net.parameters(), lr=0.1), metrics=["loss_sub"])
+    with pytest.raises(ValueError, match=r"unknown metric name 'loss_sub'.*'loss_sup'"):
+        b4t_net.fit(loader, None, 1, [], 0)
+
+
+# ------------------------------------------------- torch4keras 0.0.4's other names
+
+
+def test_reduce_lr_on_plateau_matches_the_seed(b4t_seed) -> None:
+    seed_net, b4t_net = _pair(b4t_seed)
+    x, y = _data()
+    loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+    seed_cls = b4t_seed["t4k_snippets"].ReduceLROnPlateau
+    runs = {}
+    for name, net, cls in (("seed", seed_net, seed_cls), ("b4t", b4t_net, bt.ReduceLROnPlateau)):
+        net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=2.0))
+        rec = _recorders(b4t_seed)[0 if name == "seed" else 1]
+        plateau = cls(monitor="loss", factor=0.5, patience=2, method="step", cooldown=1)
+        net.fit(loader, None, 4, [plateau, rec], 1 if name == "seed" else 0)
+        runs[name] = [logs["lr"] for _, _, logs in rec.steps]
+    assert runs["b4t"] == runs["seed"]
+    assert len(set(runs["seed"])) > 2  # the lr was cut several times
+    for a, b in zip(b4t_net.state_dict().values(), seed_net.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_metric_mapping_search_layer_and_iter_dataset_match_the_seed(b4t_seed, tmp_path) -> None:
+    t4k = b4t_seed["t4k_snippets"]
+    gen = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(6, 3, generator=gen), torch.randint(0, 3, (6,), generator=gen)
+    pred, true = torch.rand(6, generator=gen) * 3, torch.rand(6, generator=gen) * 3
+    for metric in ("accuracy", "acc"):
+        assert bt.metric_mapping(metric, None, logits, labels) == t4k.metric_mapping(
+            metric, None, logits, labels
+        )
+    for metric in ("mae", "MSE", "mape", "msle", "mean_squared_error"):
+        assert bt.metric_mapping(metric, None, pred, true) == pytest.approx(
+            t4k.metric_mapping(metric, None, pred, true), rel=1e-6
+        ), metric
+    for metric in ("loss", "f1_micro"):
+        assert bt.metric_mapping(metric, None, pred, true) is None
+        assert t4k.metric_mapping(metric, None, pred, true) is None
+
+    def hit(y_pred, y_true):
+        return {"hit": float((y_pred.argmax(-1) == y_true).float().mean())}
+
+    assert bt.metric_mapping(hit, hit, logits, labels) == t4k.metric_mapping(
+        hit, hit, logits, labels
+    )
+
+    snippets = b4t_seed["snippets"]
+    seed_net, b4t_net = _pair(b4t_seed)
+    b4t_net.fc2.bias.requires_grad_(False)
+    seed_net.fc2.bias.requires_grad_(False)
+    for name, first in (("fc", True), ("fc", False), ("bias", False), ("nothing", True)):
+        ours = bt.search_layer(b4t_net, name, first)
+        theirs = snippets.search_layer(seed_net, name, first)
+        if theirs is None:
+            assert ours is None
+            continue
+        ours, theirs = (ours, theirs) if not first else ([ours], [theirs])
+        assert [tuple(p.shape) for p in ours] == [tuple(p.shape) for p in theirs]
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+
+    files = []
+    for i in range(2):
+        files.append(tmp_path / f"part{i}.txt")
+        files[-1].write_text(f"a{i}\tb\nc{i}\n", encoding="utf-8")
+    for arg in (str(files[0]), [str(f) for f in files]):
+        assert list(bt.IterDataset(arg)) == list(snippets.IterDataset(arg))
+
+
+def test_base_logger_and_progbar_match_the_seed(b4t_seed, capsys) -> None:
+    t4k = b4t_seed["t4k_snippets"]
+    batches = [
+        {"size": 4, "loss": 1.5, "acc": 0.25, "lr": 0.1},
+        {"size": 4, "loss": 1.0, "acc": 0.5, "lr": 0.05},
+        {"size": 1, "loss": 0.5, "acc": 1.0, "lr": 0.01},
+    ]
+    ours, theirs = bt.BaseLogger(stateful_metrics=["lr"]), t4k.BaseLogger(stateful_metrics=["lr"])
+    theirs.set_params({"metrics": ["loss", "acc", "lr"]})
+    for logger in (ours, theirs):
+        logger.on_epoch_begin(0, 0, {})
+        for i, logs in enumerate(batches):
+            logger.on_batch_end(i, i, dict(logs))
+    ours_logs, theirs_logs = {}, {}
+    ours.on_epoch_end(2, 0, ours_logs)
+    theirs.on_epoch_end(2, 0, theirs_logs)
+    assert ours_logs == pytest.approx(theirs_logs)
+
+    bars = {}
+    for name, cls in (("b4t", bt.Progbar), ("seed", t4k.Progbar)):
+        bar = cls(target=3, verbose=2, stateful_metrics=["lr"])
+        for i, logs in enumerate(batches, start=1):
+            bar.update(i, [(k, v) for k, v in logs.items() if k != "size"])
+        bars[name] = capsys.readouterr().out
+    strip = re.compile(r" - \d+s")
+    assert strip.sub("", bars["b4t"]) == strip.sub("", bars["seed"])
+    assert "loss: 1.0000" in bars["b4t"] and "lr: 0.0100" in bars["b4t"]
+
+
+def test_remote_monitor_posts_the_logged_values(b4t_seed) -> None:
+    """Both post ``{field: json}`` to ``root + path`` at each epoch end; 0.0.4 writes each
+    key's name where its value belongs (MIGRATION.md), b4t the value."""
+    bodies: list[dict] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            raw = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            bodies.append(json.loads(urllib.parse.parse_qs(raw)["data"][0]))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    root = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        seed_net, b4t_net = _pair(b4t_seed)
+        x, y = _data()
+        loader = DataLoader(TensorDataset(x, y), batch_size=BATCH)
+        seed_cls = b4t_seed["t4k_snippets"].RemoteMonitor
+        for name, net, cls in (("seed", seed_net, seed_cls), ("b4t", b4t_net, bt.RemoteMonitor)):
+            net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1))
+            history = net.fit(loader, None, 1, [cls(root=root)], 1 if name == "seed" else 0)
+    finally:
+        server.shutdown()
+        server.server_close()
+    seed_body, b4t_body = bodies
+    assert seed_body["epoch"] == b4t_body["epoch"] == 0
+    assert seed_body["loss"] == "loss"  # 0.0.4: the key's name
+    assert b4t_body["loss"] == pytest.approx(history.history["loss"][0])

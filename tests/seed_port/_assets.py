@@ -17,7 +17,8 @@
   the content's first character twice, so a tiny model can learn it in a few epochs);
 - ``gpt2_ml/config.json`` + ``gpt2_ml/pytorch_model.bin``: a random 2-layer GPT2-ML in
   the layout bert4torch 0.2.5 loads for it (BERT names under ``gpt2_ml.``, the LM head
-  equal to the word table), weights spread so that greedy choices are not near-ties.
+  equal to the word table), weights spread so that greedy choices are not near-ties;
+- relation triples, a T5 and a CDial-GPT checkpoint: see ``_assets_more``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+
+from _assets_more import make_more_assets
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"[unused{i}]" for i in range(1, 6)]
 POS_CUES = ["好", "棒", "赞", "爱"]
@@ -167,5 +170,6 @@ def make_assets(root: Path) -> Path:
     (root / "titles" / "train.tsv").write_text("\n".join(_titles(rng, 64)) + "\n", "utf-8")
     _checkpoint(root / "bert", len(vocab))
     _gpt2_ml_checkpoint(root / "gpt2_ml", len(vocab))
+    make_more_assets(root, vocab)
     (root / "done").write_text("ok", encoding="utf-8")
     return root

@@ -36,12 +36,27 @@ COMPARED: dict[str, dict[str, float]] = {
     "mlm_pretrain": {"loss": 1e-4, "hits": 0, "probas": 1e-4},
     "webserving": {"good": 1e-4, "one": 1e-4, "missing_code": 0},
     "resume_steps": {"steps": 0, "epoch_ends": 0},
+    "t5_title": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
+    "bart_title": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
+    "cdial_gpt_chat": {"probas": 1e-4, "top_ids": 0, "beams": 0, "samples": 0},
+    "gplinker": {
+        "loss": 1e-4,
+        "entity_loss": 1e-4,
+        "head_loss": 1e-4,
+        "tail_loss": 1e-4,
+        "f1s": 1e-9,
+        "spo": 0,
+    },
+    "uda": {"loss": 1e-4, "loss_sup": 1e-4, "loss_unsup": 1e-4, "val_accs": 1e-9},
+    "pet": {"loss": 1e-4, "val_accs": 1e-9, "probs": 1e-4},
+    "promptbert": {"loss": 1e-4, "val_sims": 1e-4},
 }
-# scripts whose figures differ from 0.2.5 on purpose: the MIGRATION.md row that says why
+# scripts whose figures differ from 0.2.5 on purpose: how the MIGRATION.md row that says
+# why begins its 0.2.5 cell (the row's "pinned by" cell names the script)
 DEVIATING: dict[str, str] = {
-    "adv_vat": "VAT",
-    "adv_gradient_penalty": "gradient penalty",
-    "ner_global_pointer": "GlobalPointer",
+    "adv_vat": "`AdversarialTraining('vat')` back-propagates",
+    "adv_gradient_penalty": "`AdversarialTraining('gradient_penalty')` adds",
+    "ner_global_pointer": "`GlobalPointer` rotates q/k",
 }
 IN_SEED_SESSION = os.environ.get("B4T_SEED") == "1"
 
@@ -88,7 +103,37 @@ def test_port_runs_on_b4t(name: str, port_assets: Path, tmp_path: Path) -> None:
         assert _close(ours[key], seed[key], tol), f"{key}: b4t {ours[key]} vs 0.2.5 {seed[key]}"
 
 
+def _migration_rows() -> list[list[str]]:
+    """The cells of MIGRATION.md's difference rows (area, 0.2.5, b4t, why, pinned by)."""
+    text = (Path(__file__).resolve().parents[2] / "MIGRATION.md").read_text("utf-8")
+    rows = [ln.strip().strip("|").split(" | ") for ln in text.splitlines() if ln.startswith("| ")]
+    return [[c.strip() for c in row] for row in rows if len(row) == 5]
+
+
 @pytest.mark.parametrize("name", sorted(DEVIATING))
 def test_deviating_ports_are_listed(name: str) -> None:
-    migration = (Path(__file__).resolve().parents[2] / "MIGRATION.md").read_text("utf-8")
-    assert DEVIATING[name] in migration, f"MIGRATION.md has no row on {DEVIATING[name]!r}"
+    """The row the script claims exists, says what differs, and names the script."""
+    script = f"`tests/seed_port/scripts/{name}.py`"
+    claimed = [row for row in _migration_rows() if row[1].startswith(DEVIATING[name])]
+    assert len(claimed) == 1, f"MIGRATION.md rows beginning {DEVIATING[name]!r}: {claimed}"
+    area, seed, ours, why, pinned = claimed[0]
+    assert seed and ours and why, claimed[0]
+    assert script in pinned, f"the {area!r} row {DEVIATING[name]!r} does not name {script}"
+    citing = [row[1][:60] for row in _migration_rows() if script in row[4]]
+    assert len(citing) == 1, f"{script} is cited by several rows: {citing}"
+
+
+def test_readme_says_what_is() -> None:
+    """The root README's porting paragraph counts the scripts and names those run on b4t
+    only, as this file classifies them."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    text = " ".join(readme.split())
+    n_all, n_compared = len(script_names()), len(COMPARED)
+    assert f"holds {n_all} bert4torch 0.2.5 programs" in text
+    assert f"runs {n_compared} of them on b4t and on 0.2.5" in text
+    assert f"then runs {n_all} of the seed's example programs" in text
+    assert f"for {n_compared} of them, on 0.2.5 too" in text
+    words = ["one", "two", "three", "four", "five"]
+    assert f"{words[len(DEVIATING) - 1]} run on b4t only" in text
+    for name in DEVIATING:
+        assert f"`{name}`" in text, name

@@ -27,6 +27,22 @@ def greedy_reference(model: TinyCausalLM, prompt: list[int], n: int) -> list[int
     return ids[len(prompt) :]
 
 
+@torch.no_grad()
+def sliding_reference(model: TinyCausalLM, prompt: list[int], n: int, context: int, keep: int):
+    """Greedy decoding with the scheduler's window rule, written out without a cache:
+    a read takes the last ``keep`` tokens (``keep`` positions with its padding), each
+    token adds one position, and the next token that would pass ``context`` re-reads."""
+    ids, start, length = list(prompt), 0, context  # length: positions the row holds
+    for _ in range(n):
+        if length + 1 > context:
+            start, length = max(0, len(ids) - keep), keep
+        else:
+            length += 1
+        logits, _ = model(torch.tensor([ids[start:]]))
+        ids.append(int(logits[0, -1].argmax()))
+    return ids[len(prompt) :]
+
+
 PROMPTS = [[1, 2, 3], [7], [4, 9, 9, 9, 9, 9, 2], [30, 31]]
 
 
@@ -106,18 +122,19 @@ def test_sliding_window_never_reads_past_the_context() -> None:
         pass
     assert len(request.result(0)) == 20
     assert max(model.lengths) == 8
-    assert scheduler.rebuilds > 1
-    # the first tokens (before any slide) are the plain greedy ones
-    assert request.output_ids[:5] == greedy_reference(inner, [1, 2, 3], 5)
+    assert scheduler.rebuilds == 5  # tokens 1, 5, 9, 13, 17 come from a (re)read
+    # the first 4 tokens (before any slide) are the plain greedy ones
+    assert request.output_ids[:4] == greedy_reference(inner, [1, 2, 3], 4)
+    assert request.output_ids == sliding_reference(inner, [1, 2, 3], 20, context=8, keep=5)
 
 
-def test_long_prompt_is_cut_to_the_context() -> None:
+def test_long_prompt_is_cut_to_keep_tokens() -> None:
     inner = TinyCausalLM(vocab_size=40, hidden_size=16, num_heads=2, num_layers=1, max_positions=8)
-    scheduler = BatchScheduler(inner.eval(), context=8)
+    scheduler = BatchScheduler(inner.eval(), context=8)  # keep: 6
     prompt = list(range(1, 21))
     request = scheduler.submit(prompt, max_tokens=1, temperature=0)
     scheduler.step()
-    assert request.result(0) == greedy_reference(inner, prompt[-7:], 1)
+    assert request.result(0) == greedy_reference(inner, prompt[-6:], 1)
 
 
 def test_seeded_sampling_is_reproducible_and_batch_independent(model: TinyCausalLM) -> None:

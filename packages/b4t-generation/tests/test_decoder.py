@@ -276,3 +276,33 @@ def test_beam_selection_batched_path_equals_per_problem_topk() -> None:
             row += rows
         assert list(zip(parent.tolist(), token.tolist(), scores.tolist())) == expected
         assert new_groups == [(problem, width[problem]) for problem, _ in groups]
+
+
+def test_a_tensor_input_keeps_its_shape_lists_and_arrays_get_a_batch_dim() -> None:
+    """The T5-PEGASUS pattern: ``beam_search([encoder_output])`` with a ``(1, L, H)`` tensor;
+    the model unpacks ``(batch, length, hidden)``, so a fourth dim would fail."""
+    proj = torch.randn(8, 11, generator=torch.Generator().manual_seed(0))
+
+    class Seq2Seq(AutoRegressiveDecoder):
+        @AutoRegressiveDecoder.wraps(default_rtype="logits")
+        def predict(self, inputs, output_ids, states):
+            (memory,) = inputs
+            batch, _, _ = memory.shape  # "too many values to unpack" on a 4-d memory
+            assert batch == output_ids.shape[0]
+            return memory.mean(1) @ proj + 0.3 * output_ids.shape[1] * proj[output_ids[:, -1] % 8]
+
+    memory = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(1))
+    decoder = Seq2Seq(start_id=0, end_id=3, maxlen=6)
+    best = decoder.beam_search([memory], topk=3)
+    assert best.tolist() == decoder.beam_search([memory[0].tolist()], topk=3).tolist()
+    assert best.tolist() == decoder.beam_search([memory[0].numpy()], topk=3).tolist()
+    assert best.tolist() == decoder.beam_search([memory], 3, add_btz_dim=False).tolist()
+    assert [t.tolist() for t in decoder.stream_beam_search([memory], 3)][-1] == best.tolist()
+    draws = []
+    for inputs in ([memory], [memory[0].tolist()]):
+        torch.manual_seed(5)
+        draws.append([t.tolist() for t in decoder.random_sample(inputs, 4, topk=3)])
+    assert draws[0] == draws[1]
+    torch.manual_seed(5)
+    streamed = list(decoder.stream_random_sample([memory], 4, topk=3))
+    assert len(streamed[-1]) == 4

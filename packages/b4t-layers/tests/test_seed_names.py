@@ -258,3 +258,28 @@ def test_multi_head_attention_layer_deberta_equals_transformers(pos_att_type, bu
         want, _ = theirs(x, pair, relative_pos=rel[None], rel_embeddings=rel_emb)
         got = ours(x, keep[:, None, None, :].float())
     torch.testing.assert_close(got[keep], want[keep], atol=1e-5, rtol=1e-5)
+
+
+def test_t5_layer_is_pre_norm_with_a_gated_ffn_in_t5_1_1() -> None:
+    kwargs = {"p_bias": "t5_relative", "max_position": 8, "bias": False, "norm_mode": "rmsnorm"}
+    layer = _random(L.T5Layer(8, 2, 0.0, 0.0, 12, "relu", version="t5.1.1", **kwargs))
+    ffn = layer.feedForward
+    assert ffn.gate is not None and ffn.intermediate.bias is None and ffn.output.bias is None
+    x, mask = torch.randn(2, 5, 8), torch.ones(2, 1, 1, 5)
+    mid = x + layer.multiHeadAttention(layer.layerNorm1(x), mask)
+    h = layer.layerNorm2(mid)
+    gated = torch.relu(h @ ffn.intermediate.weight.T) * (h @ ffn.gate.weight.T)
+    torch.testing.assert_close(layer(x, mask), mid + gated @ ffn.output.weight.T)
+    decoder = L.T5Layer(8, 2, 0.0, 0.0, 12, "relu", is_decoder=True, **kwargs)
+    assert hasattr(decoder.multiHeadAttention, "relative_positions_encoding")
+    assert not hasattr(decoder.crossAttention, "relative_positions_encoding")
+    enc = L.RelativePositionsEncodingT5(4, 6, 8)
+    assert enc(3, 5).shape == (3, 5) and enc.relative_position.shape == (4, 6)
+
+
+def test_take_along_dim_and_torch_div_are_torch_s() -> None:
+    x = torch.arange(12.0).reshape(3, 4)
+    torch.testing.assert_close(L.take_along_dim(x, torch.tensor([[3], [0], [1]]), 1),
+                               torch.tensor([[3.0], [4.0], [9.0]]))  # fmt: skip
+    assert L.torch_div(torch.tensor([-7, 7]), 2, "floor").tolist() == [-4, 3]
+    assert L.torch_div(torch.tensor([-7, 7]), 2, "trunc").tolist() == [-3, 3]

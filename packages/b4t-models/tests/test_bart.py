@@ -82,7 +82,7 @@ def test_save_weights_round_trip(tmp_path: Path) -> None:
         for p in ours.parameters():
             p.add_(0.01 * torch.randn_like(p))
     out = tmp_path / "saved"
-    ours.save_weights(out)
+    ours.save_pretrained(out)
     reloaded = transformers.BartForConditionalGeneration.from_pretrained(out).eval()
     enc, dec = batch()
     with torch.no_grad():

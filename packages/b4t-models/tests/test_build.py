@@ -53,6 +53,22 @@ def test_unknown_keyword_is_an_error() -> None:
         build_transformer_model(dict(CONFIG), with_poool=True)
 
 
+@pytest.mark.parametrize("model", ["bert", "t5.1.0", "bart"])
+def test_add_trainer_is_accepted_and_changes_nothing(model: str) -> None:
+    """bert4torch's later ``add_trainer=True`` (which 0.2.5-era examples pass) builds the same
+    model: the trainer surface comes with b4t-trainer either way."""
+    config = (
+        {**CONFIG, "num_decoder_layers": 2, "d_ff": 24, "d_kv": 8} if model != "bert" else CONFIG
+    )
+    torch.manual_seed(0)
+    plain = build_transformer_model(dict(config), model=model)
+    torch.manual_seed(0)
+    flagged = build_transformer_model(dict(config), model=model, add_trainer=True)
+    assert type(plain) is type(flagged)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), flagged.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_token_ids_beyond_vocab_and_too_long_sequences() -> None:
     model = _model()
     with pytest.raises(ValueError, match="token id 50 is outside the vocabulary"):

@@ -145,7 +145,7 @@ def test_save_weights_round_trip_loads_in_transformers(name: str, tmp_path: Path
         for p in model.parameters():  # change every weight so the round trip is visible
             p.add_(0.01 * torch.randn_like(p))
     out = tmp_path / "saved"
-    model.save_weights(out)
+    model.save_pretrained(out)
     reloaded = getattr(transformers, CASES[name][1]).from_pretrained(out).eval()
     ids, _ = batch()
     with torch.no_grad():

@@ -71,7 +71,7 @@ def test_gau_alpha_structure_formula_and_round_trip(tmp_path):
     assert len(model.layers) == 2 and all(hasattr(layer, "gau") for layer in model.layers)
 
     path = tmp_path / "gau.safetensors"
-    model.save_weights(path)
+    model.save_pretrained(path)
     sd = load_file(path)
     assert sorted(sd) == sorted(
         ["embeddings.word_embeddings.weight", "embeddings.segment_embeddings.weight"]

@@ -91,7 +91,7 @@ def saved(tmp_path_factory):
         for param in model.parameters():
             param.copy_(torch.randn_like(param) * 0.3)
     path = tmp_path_factory.mktemp("nezha") / "model.safetensors"
-    model.save_weights(path)
+    model.save_pretrained(path)
     return model, path
 
 

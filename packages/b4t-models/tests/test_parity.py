@@ -74,7 +74,7 @@ def test_save_weights_round_trip_reloads_in_transformers(name, hf_checkpoint, ba
             p.add_(0.01 * torch.randn_like(p))
         out = model([ids, seg])
     target = tmp_path / "saved"
-    model.save_weights(target)
+    model.save_pretrained(target)
     again = type(hf).from_pretrained(target).eval()
     ref = _hf_outputs(again, ids, seg, keep)
     logits_attr = HEADS[name][1]
@@ -129,11 +129,11 @@ def test_albert_unshared_saves_nothing_lossy(hf_checkpoint, batch, tmp_path) -> 
     _, path = hf_checkpoint("albert")
     ids, seg, _ = batch(0)
     model = build_transformer_model(path, path, model="albert_unshared").eval()
-    model.save_weights(tmp_path / "shared")  # still equal: the shared layout holds them
+    model.save_pretrained(tmp_path / "shared")  # still equal: the shared layout holds them
     with torch.no_grad():
         model.layers[1].attention.qkv.weight.add_(0.01)  # as after fine-tuning apart
     with pytest.raises(ValueError, match=r"layers\.1\..*different values"):
-        model.save_weights(tmp_path / "lossy")
+        model.save_pretrained(tmp_path / "lossy")
     assert not (tmp_path / "lossy" / "model.safetensors").exists()
     own = {name: name for name in model.state_dict()}
     model.save_weights(tmp_path / "own.safetensors", mapping=own)
@@ -160,7 +160,7 @@ def test_electra_discriminator_matches_transformers(hf_checkpoint, batch, tmp_pa
     _close(logits, ref, keep)
     _close(probs, torch.sigmoid(ref), keep)
     # round trip: b4t's save -> transformers' from_pretrained
-    logits_model.save_weights(tmp_path / "saved")
+    logits_model.save_pretrained(tmp_path / "saved")
     again = transformers.ElectraForPreTraining.from_pretrained(tmp_path / "saved").eval()
     with torch.no_grad():
         out = again(input_ids=ids, token_type_ids=seg, attention_mask=keep.long()).logits

@@ -81,6 +81,7 @@ def compare(a: Any, b: Any, keep: torch.Tensor | None = None) -> None:
 # each step: (rows kept / reordered / repeated, tokens appended)
 STEPS = [
     (torch.tensor([0, 1]), 1),
+    (torch.tensor([1, 0]), 1),  # the same rows, swapped: the cache must follow
     (torch.tensor([1, 1, 0]), 1),  # beams: a row repeated
     (torch.tensor([2, 0]), 2),  # two new tokens at once
     (torch.tensor([1]), 1),  # a finished row dropped
@@ -204,6 +205,35 @@ def test_seq2seq_decoders_reuse_their_prefix(model: str, tmp_path: Path) -> None
     start = torch.full((2, 1), 2, dtype=torch.long)
     seen = play(m.decoder, call, start, 61)
     assert seen[0::2] == [1] + [n for _, n in STEPS]
+
+
+def test_unilm_reuses_only_when_no_earlier_position_sees_the_new_ones(tmp_path: Path) -> None:
+    """UniLM: source (segment-0) positions see every source position, so a step that
+    appends a segment-0 token changes all of them: that call must run in full (it once
+    returned the old outputs: max probability difference 0.63, last argmax changed)."""
+    m = build(tmp_path, BERT, model="bert", application="unilm", with_mlm="softmax")
+    seen = count_positions(m)
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(3, 99, (2, 4), generator=g)
+    seg = torch.zeros_like(ids)
+    steps = [  # (segment of the appended token per row, positions the layers must see)
+        ([0, 0], 5),  # source grows: every position changes, a full pass
+        ([1, 1], 1),  # the target starts: reused
+        ([1, 1], 1),
+        ([1, 0], 8),  # one row appends a segment-0 token: in full
+        ([0, 0], 9),  # after a target token a segment-0 token is seen by it: in full
+        ([1, 1], 1),
+    ]
+    with torch.no_grad(), reuse_prefixes():
+        m([ids, seg])
+        for segments, positions in steps:
+            new_seg = torch.tensor(segments)[:, None]
+            ids = torch.cat([ids, torch.randint(3, 99, (2, 1), generator=g)], 1)
+            seg = torch.cat([seg, new_seg], 1)
+            before = len(seen)
+            out = m([ids, seg])
+            assert seen[before] == positions
+            compare(out, _plain(lambda i, s: m([i, s]), ids, seg))
 
 
 def test_no_reuse_when_a_row_does_not_extend_the_last_call(tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ def test_roformer_matches_transformers_and_round_trips(tmp_path, embedding_size:
     torch.testing.assert_close(hidden, out.hidden_states[-1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(scores, out.logits, atol=1e-5, rtol=1e-5)
 
-    model.save_weights(tmp_path / "b4t")
+    model.save_pretrained(tmp_path / "b4t")
     back = transformers.RoFormerForMaskedLM.from_pretrained(tmp_path / "b4t").eval()
     with torch.no_grad():
         again = back(input_ids=ids, token_type_ids=segs, attention_mask=mask)

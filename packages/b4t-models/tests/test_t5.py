@@ -107,7 +107,7 @@ def test_save_weights_round_trip(name: str, tmp_path: Path) -> None:
         for p in ours.parameters():
             p.add_(0.01 * torch.randn(p.shape, generator=generator))
     out = tmp_path / "saved"
-    ours.save_weights(out)
+    ours.save_pretrained(out)
     reloaded = getattr(transformers, CASES[name][1]).from_pretrained(out).eval()
     enc, dec = batch()
     with torch.no_grad():

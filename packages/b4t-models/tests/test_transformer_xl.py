@@ -107,7 +107,7 @@ def test_with_lm_returns_hidden_and_logits() -> None:
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     model = build(with_lm=True, adaptive_embedding=True, cutoffs=[20], div_val=2)
     path = tmp_path / "xl"
-    model.save_weights(path)
+    model.save_pretrained(path)
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     files = list(path.iterdir()) if path.is_dir() else [path]
     again = build_transformer_model(
@@ -156,7 +156,7 @@ def test_bad_inputs_name_the_problem() -> None:
 
 def test_keep_tokens_selects_vocabulary_rows(tmp_path: Path) -> None:
     model = build(with_lm=True)
-    model.save_weights(tmp_path / "xl.bin")
+    model.save_pretrained(tmp_path / "xl.bin")
     (tmp_path / "config.json").write_text(json.dumps(CONFIG))
     keep = [0, 3, 7, 11, 20, 44]
     small = build_transformer_model(

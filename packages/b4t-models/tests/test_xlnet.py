@@ -166,7 +166,7 @@ def test_save_weights_round_trip_loads_in_transformers(tmp_path: Path) -> None:
         for p in model.parameters():  # change every weight so the round trip is visible
             p.add_(0.01 * torch.randn_like(p))
     out = tmp_path / "saved"
-    model.save_weights(out)
+    model.save_pretrained(out)
     reloaded = transformers.XLNetLMHeadModel.from_pretrained(out).eval()
     ids, seg, mask = batch()
     with torch.no_grad():

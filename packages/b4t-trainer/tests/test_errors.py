@@ -43,14 +43,36 @@ def test_dataloader_of_the_wrong_structure(tiny_net, batch, message) -> None:
         net.fit([batch], verbose=0)
 
 
-def test_unknown_metric_name(tiny_net) -> None:
+def test_unknown_metric_name(tiny_net, data) -> None:
+    """A name that is no built-in metric must be a key of the loss's dict (torch4keras
+    0.0.4 accepts such names); one the loss never returns fails at the first batch."""
+    x, y = data(8)
     net = tiny_net()
+    net.compile(
+        nn.CrossEntropyLoss(),
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        metrics=["accuracy", "f1_micro"],
+    )
+    with pytest.raises(ValueError, match=r"unknown metric name 'f1_micro'.*returned \['loss'\]"):
+        net.fit([(x, y)], verbose=0)
     with pytest.raises(ValueError, match="unknown metric name 'f1_micro'"):
-        net.compile(
-            nn.CrossEntropyLoss(),
-            torch.optim.SGD(net.parameters(), lr=0.1),
-            metrics=["accuracy", "f1_micro"],
-        )
+        net.evaluate([(x, y)])
+
+
+def test_metric_names_may_name_keys_of_the_loss_dict(tiny_net, data) -> None:
+    x, y = data(8)
+    net = tiny_net()
+
+    def loss(y_pred, y_true):
+        ce = nn.functional.cross_entropy(y_pred, y_true)
+        return {"loss": ce + 1.0, "entity_loss": ce}
+
+    net.compile(loss, torch.optim.SGD(net.parameters(), lr=0.0), metrics=["loss", "entity_loss"])
+    history = net.fit([(x, y)], verbose=0)
+    assert history.history["entity_loss"][0] == pytest.approx(history.history["loss"][0] - 1.0)
+    assert net.evaluate([(x, y)])["entity_loss"] == pytest.approx(
+        nn.functional.cross_entropy(net(x), y).item()
+    )
 
 
 def test_bad_compile_arguments(tiny_net) -> None:

@@ -152,20 +152,63 @@ def _saved(model) -> bytes:
 
 def test_model_side_weights_take_the_seed_s_arguments(tmp_path) -> None:
     model = _built()
-    # 0.2.5: save_weights(path, prefix) with prefix='' -> the checkpoint layout (mapping=None)
-    model.save_weights(tmp_path / "seed", "")
-    model.save_weights(tmp_path / "b4t", mapping=None)
-    a = (tmp_path / "seed" / "model.safetensors").read_bytes()
-    assert a == (tmp_path / "b4t" / "model.safetensors").read_bytes()
+    # 0.2.5: save_weights(path, prefix) with prefix='' -> one file in checkpoint names
+    model.save_weights(tmp_path / "seed.pt", "")
+    model.save_pretrained(tmp_path / "b4t")  # b4t's checkpoint layout: a folder
+    from safetensors.torch import load_file
+
+    as_file = torch.load(tmp_path / "seed.pt", weights_only=True)
+    in_folder = load_file(tmp_path / "b4t" / "model.safetensors")
+    assert (tmp_path / "seed.pt").is_file() and set(as_file) == set(in_folder)
+    for key, value in in_folder.items():
+        assert torch.equal(as_file[key], value), key
     other = _built(seed=3)
-    other.load_weights(tmp_path / "seed", True)  # 0.2.5: load_weights(path, strict)
+    other.load_weights(tmp_path / "seed.pt", True)  # 0.2.5: load_weights(path, strict)
     for key, value in model.state_dict().items():
         assert torch.equal(other.state_dict()[key], value)
-    third = _built(seed=4)
-    third.load_weights(tmp_path / "seed", prefix="")
-    assert torch.equal(
-        third.embeddings.word_embeddings.weight, model.embeddings.word_embeddings.weight
-    )
+    for source, kwargs in ((tmp_path / "seed.pt", {"prefix": ""}), (tmp_path / "b4t", {})):
+        third = _built(seed=4)
+        third.load_weights(source, **kwargs)
+        for key, value in model.state_dict().items():
+            assert torch.equal(third.state_dict()[key], value), (source, key)
+
+
+def test_save_weights_writes_one_file_in_the_seed_s_module_names(tmp_path) -> None:
+    """0.2.5's ``save_weights('best_model.pt')``: one state-dict file at the path, keys in
+    0.2.5's module names (q, k, v apart); it loads back, by path or by keyword."""
+    model = _built()
+    model.save_weights(save_path=tmp_path / "best_model.pt")
+    assert (tmp_path / "best_model.pt").is_file()
+    saved = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    assert "encoderLayer.1.multiHeadAttention.q.weight" in saved
+    assert "embeddings.layerNorm.weight" in saved and "pooler.weight" in saved
+    assert not any(key.startswith("layers.") for key in saved)
+    other = _built(seed=5)
+    other.load_weights(load_path=tmp_path / "best_model.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+    # a file in b4t's own names (b4t 0.2's trainer files) still loads
+    torch.save(model.state_dict(), tmp_path / "own.pt")
+    third = _built(seed=6)
+    third.load_weights(tmp_path / "own.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(third.state_dict()[key], value), key
+    with pytest.raises(TypeError, match="path twice"):
+        model.save_weights(tmp_path / "a.pt", save_path=tmp_path / "b.pt")
+
+
+def test_a_model_without_seed_names_saves_its_own_names_and_says_so(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = build_transformer_model({**CONFIG, "n_positions": 32}, model="gpt2")
+    assert model.seed_state_names() is None
+    with pytest.warns(UserWarning, match="0.2.5's parameter names of the model are not known"):
+        model.save_weights(tmp_path / "gpt2.pt")
+    assert set(torch.load(tmp_path / "gpt2.pt", weights_only=True)) == set(model.state_dict())
+    torch.manual_seed(1)
+    other = build_transformer_model({**CONFIG, "n_positions": 32}, model="gpt2")
+    other.load_weights(tmp_path / "gpt2.pt")
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
 
 
 def test_without_b4t_trainer_compile_says_to_install_it(monkeypatch) -> None:
@@ -177,3 +220,17 @@ def test_without_b4t_trainer_compile_says_to_install_it(monkeypatch) -> None:
     with pytest.raises(ImportError, match="pip install b4t-trainer"):
         model.compile(nn.CrossEntropyLoss(), None)
     assert not hasattr(model, "fit")
+
+
+def test_a_safetensors_path_is_the_checkpoint_layout(tmp_path) -> None:
+    """A torch pickle cannot be a ``.safetensors`` file: that path gets the layout."""
+    from safetensors.torch import load_file
+
+    model = _built()
+    model.save_weights(tmp_path / "w.safetensors")
+    saved = load_file(tmp_path / "w.safetensors")
+    assert "bert.encoder.layer.0.attention.self.query.weight" in saved
+    other = _built(seed=7)
+    other.load_weights(tmp_path / "w.safetensors")
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key

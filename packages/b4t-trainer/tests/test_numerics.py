@@ -186,3 +186,44 @@ def test_ema_callback_steps_after_each_optimizer_step(tiny_net, loader) -> None:
         for w in weights:
             expected = 0.5 * expected + 0.5 * w[name]
         torch.testing.assert_close(p.detach(), expected)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_logged_loss_is_the_back_propagated_loss_divided_by_the_accumulation_steps(
+    tiny_net, data, k
+) -> None:
+    """torch4keras 0.0.4 logs the loss it back-propagates: ``loss / grad_accumulation_steps``.
+
+    Each batch's logged loss is checked against the compiled loss recomputed on that
+    batch with the weights the batch was trained with (no optimizer step inside a window).
+    """
+    x, y = data(24)
+    torch.manual_seed(0)
+    net = tiny_net()
+    seen: list[tuple[float, float]] = []
+
+    def record(step, local, logs) -> None:
+        batch_x, batch_y = net.trainer.current_batch
+        with torch.no_grad():
+            expected = nn.functional.cross_entropy(net(batch_x), batch_y).item() / k
+        seen.append((logs["loss"], expected))
+
+    net.compile(
+        nn.CrossEntropyLoss(),
+        torch.optim.SGD(net.parameters(), lr=0.5),
+        grad_accumulation_steps=k,
+    )
+    # on_after_backward runs before the optimizer step: the weights are the batch's own
+    net.fit(
+        DataLoader(TensorDataset(x, y), batch_size=4),
+        epochs=1,
+        callbacks=[LambdaCallback(on_after_backward=record)],
+        verbose=0,
+    )
+    assert len(seen) == 6
+    for logged, expected in seen:
+        assert logged == pytest.approx(expected, rel=1e-6)
+    # the epoch figure is the mean of those batch figures
+    assert net.trainer.history.history["loss"][0] == pytest.approx(
+        sum(s[0] for s in seen) / len(seen), rel=1e-6
+    )

@@ -473,6 +473,15 @@ def test_checkpoint_with_the_seed_s_path_templates(tiny_net, loader, tmp_path) -
     step_files = sorted(p.name.split("_")[1] for p in (tmp_path / "s").iterdir())
     assert step_files == ["3", "6"]
     assert type(Checkpoint(tmp_path / "dir")).__name__ == "Checkpoint"  # b4t's resume form
+    # torch4keras's Checkpoint('model.pt'): the weights file, rewritten after each epoch
+    net, opt = _net(tiny_net)
+    ckpt = Checkpoint(tmp_path / "model.pt")
+    assert type(ckpt).__name__ == "_PathCheckpoint"
+    net.fit(loader(n=8), epochs=2, callbacks=[ckpt], verbose=0)
+    assert (tmp_path / "model.pt").is_file()
+    saved = torch.load(tmp_path / "model.pt", weights_only=True)
+    for key, value in net.state_dict().items():
+        assert torch.equal(saved[key], value), key
 
 
 def test_the_run_state_reads_through_the_model_as_in_torch4keras(tiny_net, loader) -> None:
@@ -504,3 +513,26 @@ def test_training_steps_run_in_train_mode_after_a_callback_evaluates(tiny_net, l
     spy = LambdaCallback(on_batch_begin=lambda g, s, logs: modes.append(net.training))
     net.fit(loader(n=12), epochs=1, callbacks=[evaluates, spy], verbose=0)
     assert modes == [True, True, True]
+
+
+def test_torch4keras_keyword_names_and_their_b4t_aliases(tiny_net, tmp_path) -> None:
+    """``predict(train_X=...)``, ``save_weights(save_path=...)``, ``load_weights(load_path=...)``
+    as torch4keras 0.0.4 spells them; b4t's ``X=`` / ``path=`` still work."""
+    torch.manual_seed(0)
+    net = tiny_net()
+    x = torch.randn(3, 6)
+    expected = net.predict(x)
+    assert torch.equal(net.predict(train_X=x), expected)
+    assert torch.equal(net.predict(X=x), expected)
+    with pytest.raises(TypeError, match="train_X= or X=, not both"):
+        net.predict(x, X=x)
+    net.save_weights(save_path=tmp_path / "a.pt")
+    net.save_weights(path=tmp_path / "b.pt")
+    for name in ("a.pt", "b.pt"):
+        assert set(torch.load(tmp_path / name, weights_only=True)) == set(net.state_dict())
+    for kwargs in ({"load_path": tmp_path / "a.pt"}, {"path": tmp_path / "b.pt"}):
+        other = tiny_net()
+        other.load_weights(**kwargs)
+        assert torch.equal(other.predict(x), expected)
+    with pytest.raises(TypeError, match="missing the argument save_path"):
+        net.save_weights()

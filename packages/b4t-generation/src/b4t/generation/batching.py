@@ -1,11 +1,11 @@
-"""Continuous batching: requests join a running decode at the next step.
+"""Continuous batching: requests join a running decode while others decode.
 
 A :class:`BatchScheduler` owns one decoder model (the protocol of
 :mod:`b4t.generation.protocol`) and a worker thread. :meth:`BatchScheduler.submit`
 queues a prompt and returns a :class:`GenerationRequest` at once; the worker decodes
 every active request together, one token per step, and a request that arrives while
-others are decoding joins at the next step instead of waiting for them to finish.
-Finished or cancelled requests leave the batch at once, freeing their slot.
+others are decoding joins them instead of waiting for them to finish. Finished or
+cancelled requests leave the batch at once, freeing their slot.
 
 .. code-block:: python
 
@@ -15,14 +15,28 @@ Finished or cancelled requests leave the batch at once, freeing their slot.
             ...
         request.result()                  # all generated ids
 
-How the batch is kept: rows are left-padded to one length and carry an attention
-mask ``(rows, length)``; positions come from the mask, as the protocol says. The model's
-cache is row-selected with :func:`~b4t.generation.select_states` when rows leave. When
-rows join, or when the padded length would pass ``context``, the batch is *rebuilt*:
-each row's last ``keep`` tokens (prompt and output so far) are re-read in one forward
-pass without a cache, and decoding goes on from the new cache. ``keep`` defaults to
-three quarters of ``context``, so a model with learned positions (GPT-2) keeps writing
-past its context with a sliding window, re-reading once every ``context / 4`` steps.
+**Batch invariance.** A request gives the same logits, bit for bit, alone or among
+any others that join and leave at any step, so a greedy or seeded request gives the
+same ids. Each row's computation is a function of the request alone:
+
+- a *read* feeds a row's window (with a ``context``: its last ``keep`` tokens, default
+  ``3 * context // 4``; without: all its tokens) left-padded to a fixed *read length*
+  (``keep``; without a context, its length rounded up to a multiple of 16), with an
+  attention mask ``(rows, length)`` from which the model takes each row's positions;
+- then one token per step through the cache, until the next step would pass
+  ``context``: then the row is read again (its window slides).
+
+Rows read at the same step with the same read length share a *cohort*: one cache of
+one length, so attention sees the same keys and padding whatever the other rows are
+(the kernels give each row the same bits at a fixed key length). With a ``context``, a
+request that arrives while others decode waits for their next read (at most
+``context - keep`` steps), so all rows stay one cohort and one forward pass per step;
+without one, it starts a cohort of its own at once. Every forward multiplies at least
+``min_rows`` rows (copies of a real row fill the rest), since CPU matrix products of
+few rows take kernels whose last bits differ from the many-row one. Each
+request samples with its own temperature, top-k, top-p and seeded ``torch.Generator``.
+The model's cache is row-selected with :func:`~b4t.generation.select_states` when rows
+leave.
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ __all__ = ["BatchScheduler", "GenerationRequest", "SamplingParams", "stream_from
 logger = logging.getLogger("b4t.generation.batching")
 
 _DONE = object()
+_BUCKET = 16  # without a context, reads are left-padded to a multiple of this
 
 
 @dataclass(frozen=True)
@@ -151,8 +166,23 @@ class GenerationRequest:
         self.done.set()
 
 
+@dataclass(eq=False)
+class _Cohort:
+    """Rows that were (re)read together and share one cache of one length.
+
+    Rows ``0 .. len(requests) - 1`` are the requests; any further rows are copies of
+    row 0 (filler, so every forward multiplies at least ``min_rows`` rows).
+    ``mask`` is ``(rows, cached length)``, ``last_ids`` ``(rows,)`` the tokens to feed next.
+    """
+
+    requests: list[GenerationRequest]
+    cache: Any = None
+    mask: torch.Tensor | None = None
+    last_ids: torch.Tensor | None = None
+
+
 class BatchScheduler:
-    """Decode many requests together with one model; new requests join at the next step.
+    """Decode many requests together with one model; new requests join at the next read.
 
     Args:
         model: a decoder model: ``model(input_ids, past_key_values=None,
@@ -160,13 +190,24 @@ class BatchScheduler:
         max_batch: the most requests decoded at once; more wait in a queue.
         context: the most positions the model reads (its ``n_positions``); ``None``
             for no limit.
-        keep: tokens of each row re-read when the batch slides past ``context``
-            (default ``3 * context // 4``).
+        keep: with a ``context``, the tokens of a request read at once (its prompt's
+            last ``keep`` tokens, then its last ``keep`` tokens at each slide; default
+            ``3 * context // 4``).
         pad_id: the id written into left padding (masked out).
         max_queue: the most requests waiting to start; :meth:`submit` raises
             ``queue.Full`` beyond it.
         banned_ids: ids never generated (padding, an unknown-token id, ...).
         device: where ids and masks are placed.
+        min_rows: every forward multiplies at least this many rows (tokens x rows;
+            copies of a real row fill the rest): matrix products of few rows take
+            other CPU kernels whose last bits differ from the many-row kernel's, which
+            gives each row the same bits whatever the count. Measured (MKL, AVX-512,
+            one thread): ``F.linear`` gives three classes, 1, 2-3 and >= 4 rows;
+            ``b4t.layers.linear``'s few-rows path 1-3, 4 and >= 5, and for a wide
+            layer of at least 2**18 weights (an LM head) 1-3, 4-11 and >= 12.
+        gather: when idle, the decode thread starts once no request came for this many
+            seconds (at most ten times as long), so that a burst of requests starts as one
+            batch (with a ``context``, a request arriving later waits for the next slide).
     """
 
     def __init__(
@@ -179,11 +220,15 @@ class BatchScheduler:
         max_queue: int = 1024,
         banned_ids: Sequence[int] = (),
         device: str | torch.device = "cpu",
+        min_rows: int = 12,
+        gather: float = 0.005,
     ) -> None:
         if int(max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if context is not None and int(context) < 2:
             raise ValueError(f"context must be >= 2, got {context}")
+        if int(min_rows) < 1:
+            raise ValueError(f"min_rows must be >= 1, got {min_rows}")
         self.model = model
         self.max_batch = int(max_batch)
         self.context = None if context is None else int(context)
@@ -191,16 +236,15 @@ class BatchScheduler:
             keep = None if self.context is None else max(1, 3 * self.context // 4)
         elif self.context is not None and not 1 <= int(keep) < self.context:
             raise ValueError(f"keep must be in [1, context), got {keep}")
-        self.keep = keep
+        self.keep = None if keep is None else int(keep)
         self.pad_id = int(pad_id)
         self.max_queue = int(max_queue)
         self.device = torch.device(device)
         self.banned_ids = [int(i) for i in banned_ids]
+        self.min_rows = int(min_rows)
+        self.gather = float(gather)
         self._pending: list[GenerationRequest] = []
-        self._active: list[GenerationRequest] = []
-        self._cache: Any = None
-        self._mask: torch.Tensor | None = None  # (rows, cached length)
-        self._last_ids = torch.empty(0, dtype=torch.long)  # (rows,) the tokens to feed next
+        self._cohorts: list[_Cohort] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
         self._running = False
@@ -244,7 +288,7 @@ class BatchScheduler:
     @property
     def active(self) -> int:
         """Requests decoding now."""
-        return len(self._active)
+        return sum(len(c.requests) for c in self._cohorts)
 
     @property
     def waiting(self) -> int:
@@ -269,9 +313,8 @@ class BatchScheduler:
             self._thread.join(timeout)
             self._thread = None
         with self._wake:
-            leftover, self._pending = self._pending + self._active, []
-            self._active = []
-        self._cache, self._mask = None, None
+            leftover = self._pending + [r for c in self._cohorts for r in c.requests]
+            self._pending, self._cohorts = [], []
         for request in leftover:
             request._finish("cancelled")
 
@@ -286,11 +329,27 @@ class BatchScheduler:
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while self._running and not self._pending and not self._active:
+                while self._running and not self._pending and not self._cohorts:
                     self._wake.wait()
                 if not self._running:
                     return
+                if not self._cohorts:
+                    self._gather()
             self.step()
+
+    def _gather(self) -> None:
+        """While requests keep coming (one at least every ``gather`` seconds, for at most
+        ten times that), wait for them before the first read (the caller holds ``_wake``)."""
+        start = time.perf_counter()
+        seen, quiet_since = len(self._pending), start
+        while self._running and len(self._pending) < self.max_batch:
+            now = time.perf_counter()
+            if len(self._pending) > seen:
+                seen, quiet_since = len(self._pending), now
+            left = min(quiet_since + self.gather, start + 10 * self.gather) - now
+            if left <= 0:
+                return
+            self._wake.wait(left)
 
     @torch.no_grad()
     def step(self) -> int:
@@ -299,113 +358,159 @@ class BatchScheduler:
         Returns the number of requests that got a token. Safe to call by hand
         when the scheduler is not started (tests, single-threaded use).
         """
-        self._drop([r for r in self._active if r.cancelled], "cancelled")
-        joined = self._admit()
-        if not self._active:
-            return 0
+        for cohort in list(self._cohorts):
+            self._drop(cohort, [r for r in cohort.requests if r.cancelled], "cancelled")
+        sliding = [c for c in self._cohorts if self._must_slide(c)]
+        reading = [r for c in sliding for r in c.requests] + self._admit(bool(sliding))
+        cohorts = [c for c in self._cohorts if c not in sliding]
         try:
-            logits = self._forward(rebuild=joined or self._must_slide())
-            next_ids = self._sample(logits)
+            cohorts += self._new_cohorts(reading)
+            self._cohorts = cohorts
+            picks = [(c, self._sample(self._forward(c), c.requests)) for c in cohorts]
         except Exception as exc:  # a failing model must not kill the server
-            logger.exception("decoding step failed; failing %d request(s)", len(self._active))
-            failed, self._active = self._active, []
-            self._cache, self._mask = None, None
+            failed = [r for c in cohorts for r in c.requests]
+            logger.exception("decoding step failed; failing %d request(s)", len(failed))
+            self._cohorts = []
             for request in failed:
                 request._finish("error", exc)
             return 0
+        if not picks:
+            return 0
         self.steps += 1
-        self.largest_batch = max(self.largest_batch, len(self._active))
-        finished: list[tuple[GenerationRequest, str]] = []
-        for request, token in zip(self._active, next_ids.tolist(), strict=True):
-            if token in request.params.stop_ids:
-                finished.append((request, "stop"))
-                continue
-            request._push(token)
-            self.tokens += 1
-            if len(request.output_ids) >= request.params.max_tokens:
-                finished.append((request, "length"))
-        self._last_ids = next_ids
-        for request, reason in finished:
-            self._drop([request], reason)
-        return len(next_ids)
+        self.largest_batch = max(self.largest_batch, self.active)
+        count = 0
+        for cohort, next_ids in picks:
+            finished: dict[str, list[GenerationRequest]] = {"stop": [], "length": []}
+            tokens = next_ids.tolist()
+            for request, token in zip(cohort.requests, tokens, strict=False):
+                count += 1
+                if token in request.params.stop_ids:
+                    finished["stop"].append(request)
+                    continue
+                request._push(token)
+                self.tokens += 1
+                if len(request.output_ids) >= request.params.max_tokens:
+                    finished["length"].append(request)
+            # filler rows copy row 0, so they feed row 0's token
+            cohort.last_ids = torch.tensor(
+                tokens[: len(cohort.requests)] + tokens[:1] * (len(tokens) - len(cohort.requests)),
+                dtype=torch.long,
+                device=self.device,
+            )
+            for reason, requests in finished.items():
+                self._drop(cohort, requests, reason)
+        return count
 
     # ------------------------------------------------------------ internals
 
-    def _admit(self) -> bool:
+    def _admit(self, reading_now: bool) -> list[GenerationRequest]:
+        """Waiting requests that start now.
+
+        With a ``context`` they start only when nothing decodes or when the running rows
+        are re-read at this step (they slide), so all rows keep one cache length and
+        decode as one batch; without one they start at once (a cohort of their own).
+        """
+        if self.context is not None and self._cohorts and not reading_now:
+            return []
         with self._wake:
-            room = self.max_batch - len(self._active)
+            room = self.max_batch - self.active
             if room <= 0 or not self._pending:
-                return False
+                return []
             pending = [r for r in self._pending if not r.cancelled]
             for request in self._pending:
                 if request.cancelled:
                     request._finish("cancelled")
             joining, self._pending = pending[:room], pending[room:]
-        self._active.extend(joining)
-        return bool(joining)
+        return joining
 
-    def _drop(self, requests: list[GenerationRequest], reason: str) -> None:
-        """Remove ``requests`` from the batch (rows, cache and mask) and finish them."""
+    def _read_length(self, request: GenerationRequest) -> int:
+        """Positions a (re)read of ``request`` occupies: its tokens, left-padded.
+
+        A function of the request alone: ``keep`` with a context, else its length
+        rounded up to a multiple of 16 (so rows of similar lengths share a cohort).
+        """
+        if self.keep is not None:
+            return self.keep
+        size = len(request.prompt_ids) + len(request.output_ids)
+        return -(-size // _BUCKET) * _BUCKET
+
+    def _window(self, request: GenerationRequest) -> list[int]:
+        """The tokens of ``request`` that a (re)read feeds: at most the read length."""
+        ids = request.prompt_ids + request.output_ids
+        return ids[-self._read_length(request) :]
+
+    def _new_cohorts(self, requests: list[GenerationRequest]) -> list[_Cohort]:
+        """Cohorts for rows (re)read at this step: one per read length."""
+        by_length: dict[int, list[GenerationRequest]] = {}
+        for request in requests:
+            by_length.setdefault(self._read_length(request), []).append(request)
+        return [_Cohort(rows) for rows in by_length.values()]
+
+    def _drop(self, cohort: _Cohort, requests: list[GenerationRequest], reason: str) -> None:
+        """Remove ``requests`` from ``cohort`` (rows, cache and mask) and finish them."""
         if not requests:
             return
         gone = set(map(id, requests))
-        keep = [i for i, r in enumerate(self._active) if id(r) not in gone]
-        self._active = [self._active[i] for i in keep]
-        if self._mask is not None:
-            if keep:
-                index = torch.tensor(keep, dtype=torch.long, device=self.device)
-                self._cache = select_states(self._cache, index)
-                self._mask = self._mask.index_select(0, index)
-                self._last_ids = self._last_ids.index_select(0, index)
-            else:
-                self._cache, self._mask = None, None
+        kept = [i for i, r in enumerate(cohort.requests) if id(r) not in gone]
+        cohort.requests = [cohort.requests[i] for i in kept]
+        if not kept:
+            self._cohorts = [c for c in self._cohorts if c is not cohort]
+        elif cohort.mask is not None and cohort.last_ids is not None:
+            rows = kept + kept[:1] * (self.min_rows - len(kept))
+            index = torch.tensor(rows, dtype=torch.long, device=self.device)
+            cohort.cache = select_states(cohort.cache, index)
+            cohort.mask = cohort.mask.index_select(0, index)
+            cohort.last_ids = cohort.last_ids.index_select(0, index)
         for request in requests:
             request._finish(reason)
 
-    def _must_slide(self) -> bool:
-        """The next single-token step would pass ``context`` (or there is no cache)."""
-        if self._mask is None:
-            return True
-        return self.context is not None and self._mask.shape[1] + 1 > self.context
+    def _must_slide(self, cohort: _Cohort) -> bool:
+        """The next single-token step would pass ``context``."""
+        mask = cohort.mask
+        return mask is not None and self.context is not None and mask.shape[1] + 1 > self.context
 
-    def _window(self, request: GenerationRequest) -> list[int]:
-        ids = request.prompt_ids + request.output_ids
-        if self.context is None:
-            return ids
-        # Fresh requests keep up to context - 1 prompt tokens; a slide keeps `keep`.
-        limit = self.keep if request.output_ids else self.context - 1
-        return ids[-limit:]
+    def _forward(self, cohort: _Cohort) -> torch.Tensor:
+        """Next-token logits ``(rows, vocab)`` of ``cohort``; updates its cache and mask.
 
-    def _forward(self, rebuild: bool) -> torch.Tensor:
-        """Next-token logits ``(rows, vocab)``; updates the cache and the mask."""
-        if rebuild:
-            rows = [self._window(r) for r in self._active]
-            longest = max(len(r) for r in rows)
-            ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        A new cohort reads each row's window, left-padded to the read length; a running
+        one feeds each row's last token through the cache.
+        """
+        if cohort.mask is None:
+            rows = [self._window(r) for r in cohort.requests]
+            length = self._read_length(cohort.requests[0])
+            while len(rows) * length < self.min_rows:  # a one-token read of few rows
+                rows.append(rows[0])
+            ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), length), dtype=torch.long)
             for i, row in enumerate(rows):
-                ids[i, longest - len(row) :] = torch.tensor(row, dtype=torch.long)
-                mask[i, longest - len(row) :] = 1
+                ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
+                mask[i, length - len(row) :] = 1
             ids, mask = ids.to(self.device), mask.to(self.device)
             output = self.model(ids, past_key_values=None, attention_mask=mask)
             self.rebuilds += 1
         else:
-            assert self._mask is not None
-            ids = self._last_ids.reshape(-1, 1)
-            ones = torch.ones((len(self._active), 1), dtype=torch.long, device=self.device)
-            mask = torch.cat([self._mask, ones], 1)
-            output = self.model(ids, past_key_values=self._cache, attention_mask=mask)
+            assert cohort.last_ids is not None
+            ids = cohort.last_ids.reshape(-1, 1)
+            ones = torch.ones((ids.shape[0], 1), dtype=torch.long, device=self.device)
+            mask = torch.cat([cohort.mask, ones], 1)
+            output = self.model(ids, past_key_values=cohort.cache, attention_mask=mask)
         logits, cache = split_model_output(output)
-        self._cache, self._mask = cache, mask
         logits = logits[:, -1].float()
+        if logits.shape[0] < self.min_rows:  # filler rows for the one-token steps to come
+            fill = list(range(logits.shape[0])) + [0] * (self.min_rows - logits.shape[0])
+            index = torch.tensor(fill, dtype=torch.long, device=self.device)
+            logits, cache = logits.index_select(0, index), select_states(cache, index)
+            mask = mask.index_select(0, index)
+        cohort.cache, cohort.mask = cache, mask
         if self.banned_ids:
             logits[:, self.banned_ids] = -torch.inf
         return logits
 
-    def _sample(self, logits: torch.Tensor) -> torch.Tensor:
-        """One token per row with that row's temperature / top-k / top-p / generator."""
+    def _sample(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
+        """One token per row (filler rows included, which copy row 0's choice) with that
+        row's temperature / top-k / top-p / generator."""
         choices = []
-        for row, request in zip(logits, self._active, strict=True):
+        for row, request in zip(logits, requests, strict=False):
             p = request.params
             if p.temperature == 0:
                 choices.append(int(row.argmax()))
@@ -416,6 +521,7 @@ class BatchScheduler:
             if p.topp is not None:
                 probas = top_p_filter(probas, p.topp)
             choices.append(int(torch.multinomial(probas[0], 1, generator=request.generator)))
+        choices += choices[:1] * (logits.shape[0] - len(choices))
         return torch.tensor(choices, dtype=torch.long, device=self.device)
 
 

@@ -193,9 +193,12 @@ class AutoRegressiveDecoder:
     # ------------------------------------------------------------------ inputs
 
     def _to_tensor(self, value: Any, add_btz_dim: bool) -> torch.Tensor:
+        """``value`` on the decoder's device; ``add_btz_dim`` adds a batch dim of 1 to
+        lists, tuples and arrays only: a tensor keeps its shape (0.2.5's rule, so an
+        ``encoder.predict`` output ``(1, L, H)`` goes in as it is)."""
         if isinstance(value, torch.Tensor):
-            tensor = value.to(self.device)
-        elif isinstance(value, np.ndarray):
+            return value.to(self.device)
+        if isinstance(value, np.ndarray):
             tensor = torch.as_tensor(value, device=self.device)
         elif isinstance(value, list | tuple):
             try:  # like the seed's torch.tensor(...): Python floats become float32
@@ -387,9 +390,8 @@ class AutoRegressiveDecoder:
         """Beam search for one input; returns the best ``(length,)`` id sequence.
 
         Args:
-            inputs_raw: the model inputs; each gets a batch dim of 1 when
-                ``add_btz_dim`` (pass already-batched ``(1, ...)`` tensors with
-                ``add_btz_dim=False``).
+            inputs_raw: the model inputs; lists, tuples and arrays get a batch dim
+                of 1 when ``add_btz_dim``; tensors keep their shape (``(1, ...)``).
             topk: the beam width.
             states: initial states given to the first ``predict`` call.
             temperature: softens (>1) or sharpens (<1) the distribution.
@@ -557,7 +559,8 @@ class AutoRegressiveDecoder:
         repetition_penalty: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> list[torch.Tensor]:
-        """Draw ``n`` random sequences for one input (each input gets a batch dim of 1).
+        """Draw ``n`` random sequences for one input (lists, tuples and arrays get a batch
+        dim of 1; tensors keep their ``(1, ...)`` shape).
 
         Args:
             n: how many samples.

@@ -24,7 +24,14 @@ from b4t.layers.activations import (
 )
 from b4t.layers.adaptive_embedding import AdaptiveEmbedding
 from b4t.layers.attention import MultiHeadAttention
-from b4t.layers.bert_layer import BertEmbeddings, BertLayer, Identity, MultiHeadAttentionLayer
+from b4t.layers.bert_layer import (
+    BertEmbeddings,
+    BertLayer,
+    Identity,
+    MultiHeadAttentionLayer,
+    RelativePositionsEncodingT5,
+    T5Layer,
+)
 from b4t.layers.block import TransformerBlock
 from b4t.layers.conv import ConvLayer
 from b4t.layers.crf import CRF
@@ -42,6 +49,7 @@ from b4t.layers.gqa import GroupedQueryAttention
 from b4t.layers.linear import Linear
 from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_additive_mask, unilm_mask
 from b4t.layers.norms import LayerNorm, RMSNorm
+from b4t.layers.ops import take_along_dim, torch_div
 from b4t.layers.pooling import get_pool_emb
 from b4t.layers.relative_positions import (
     NezhaAttention,
@@ -92,10 +100,12 @@ __all__ = [
     "RelativeMultiHeadAttention",
     "RelativePositionsEncoding",
     "RelativePositionsEncodingDebertaV2",
+    "RelativePositionsEncodingT5",
     "RoPEPositionEncoding",
     "RotaryAttention",
     "SinusoidalPositionEncoding",
     "T5Block",
+    "T5Layer",
     "T5RelativePositionBias",
     "TplinkerHandshakingKernel",
     "TransformerBlock",
@@ -124,7 +134,9 @@ __all__ = [
     "softmax",
     "swish",
     "t5_relative_position_bucket",
+    "take_along_dim",
     "tanh",
     "to_additive_mask",
+    "torch_div",
     "unilm_mask",
 ]

@@ -13,6 +13,7 @@ elsewhere, broadcastable to ``[B, heads, Q, K]`` (usually ``[B, 1, 1, K]`` or
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,9 +39,11 @@ _EAGER = ("typical_relative", "t5_relative", "deberta_v2")
 _RELATIVE = {"rotary", "typical_relative", "t5_relative", "other_relative", "deberta_v2"}
 
 
-class _T5Buckets(nn.Module):
-    """T5 bucket ids ``(qlen, klen)`` kept as the buffer ``relative_position`` (bert4torch's
-    layout for ``p_bias='t5_relative'``); ``forward(q, k)`` slices it."""
+class RelativePositionsEncodingT5(nn.Module):
+    """T5 bucket ids ``(qlen, klen)`` kept as the buffer ``relative_position`` (bert4torch
+    0.2.5's ``RelativePositionsEncodingT5``, the layout of ``p_bias='t5_relative'``):
+    ``RelativePositionsEncodingT5(qlen, klen, relative_attention_num_buckets,
+    is_decoder=False)``; ``forward(qlen, klen)`` slices it to ``(qlen, klen)``."""
 
     def __init__(self, qlen: int, klen: int, num_buckets: int, is_decoder: bool = False) -> None:
         super().__init__()
@@ -113,7 +116,7 @@ class MultiHeadAttentionLayer(nn.Module):
             self.relative_positions_encoding = RoPEPositionEncoding(max_position, head)
         elif self.p_bias == "t5_relative":
             buckets = kwargs.get("relative_attention_num_buckets") or 32
-            self.relative_positions = _T5Buckets(
+            self.relative_positions = RelativePositionsEncodingT5(
                 max_position, max_position, buckets, bool(kwargs.get("is_decoder"))
             )
             self.relative_positions_encoding = nn.Embedding(buckets, num_attention_heads)
@@ -313,6 +316,57 @@ class BertLayer(nn.Module):
             x = self.layerNorm3((x + self.dropout3(cross), conditional_emb))
         ffn = self.feedForward(x)
         return self.layerNorm2((x + self.dropout2(ffn), conditional_emb))
+
+
+class T5Layer(BertLayer):
+    """bert4torch 0.2.5's pre-norm T5 layer: ``BertLayer``'s arguments plus ``version``.
+
+    ``x = x + dropout1(multiHeadAttention(layerNorm1(x), mask))``; for a decoder with
+    ``encoder_hidden_states`` also ``x = x + dropout3(crossAttention(layerNorm3(x), ...))``
+    (the cross attention has no relative positions); then
+    ``x = x + dropout2(feedForward(layerNorm2(x)))``. ``version='t5.1.1'`` makes the
+    feed-forward gated and bias-free (``act(intermediate(x)) * gate(x)``; 0.2.5's
+    ``intermediateDense`` / ``intermediateDense1`` / ``outputDense`` load into it). T5
+    passes ``p_bias='t5_relative'``, ``bias=False``, ``norm_mode='rmsnorm'`` in kwargs.
+
+    ``forward(hidden_states [B, L, H], attention_mask, conditional_emb=None,
+    encoder_hidden_states=None, encoder_attention_mask=None)`` -> ``[B, L, H]``.
+    """
+
+    def __init__(self, *args: Any, version: str = "t5.1.0", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if version.endswith("t5.1.1"):
+            bound = inspect.signature(BertLayer.__init__).bind(self, *args, **kwargs).arguments
+            extra = {k: v for k, v in bound.get("kwargs", {}).items() if k not in ("bias",)}
+            extra["is_dropout"] = bound.get("is_dropout", False)
+            self.feedForward = PositionWiseFeedForward(
+                bound["hidden_size"],
+                bound["intermediate_size"],
+                bound["dropout_rate"],
+                bound["hidden_act"],
+                **{**extra, "bias": False, "is_gated": True},
+            )
+        if self.is_decoder and hasattr(self.crossAttention, "relative_positions_encoding"):
+            del self.crossAttention.relative_positions_encoding
+            del self.crossAttention.relative_positions
+            self.crossAttention.p_bias = None
+
+    def forward(
+        self,
+        hidden_states: Tensor,
+        attention_mask: Tensor | None,
+        conditional_emb: Tensor | None = None,
+        encoder_hidden_states: Tensor | None = None,
+        encoder_attention_mask: Tensor | None = None,
+    ) -> Tensor:
+        x = self.layerNorm1((hidden_states, conditional_emb))
+        hidden_states = hidden_states + self.dropout1(self.multiHeadAttention(x, attention_mask))
+        if self.is_decoder and encoder_hidden_states is not None:
+            x = self.layerNorm3((hidden_states, conditional_emb))
+            cross = self.crossAttention(x, None, encoder_hidden_states, encoder_attention_mask)
+            hidden_states = hidden_states + self.dropout3(cross)
+        x = self.layerNorm2((hidden_states, conditional_emb))
+        return hidden_states + self.dropout2(self.feedForward(x))
 
 
 class BertEmbeddings(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,8 +12,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from b4t.models.checkpoint import read_checkpoint, resolve_checkpoint_files
+from b4t.models.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint_files
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
+from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.loading import init_weights, load_into
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer
@@ -77,7 +79,7 @@ def _seed_configs(config: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]
     return configs
 
 
-def build_transformer_model(
+def _build(
     config_path: str | Path | dict[str, Any] | None = None,
     checkpoint_path: str | Path | Sequence[str | Path] | None = None,
     model: str | Variant | type = "bert",
@@ -116,7 +118,8 @@ def build_transformer_model(
         with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs and
             the activation names they take).
         keep_tokens: keep only these vocabulary rows (embeddings and MLM bias).
-        compound_tokens: append rows, each the mean of the listed (kept) ids.
+        compound_tokens: append rows, each the mean of the listed (kept) ids (an entry
+            with an id outside the vocabulary warns and gets the mean of every row).
         gradient_checkpoint: recompute layer activations in backward while training.
         ignore_invalid_weights: as bert4torch: load what matches, initialise the rest,
             raise on nothing (the lists are in ``model.load_report``).
@@ -131,6 +134,11 @@ def build_transformer_model(
     Returns the model in training mode (like any new ``nn.Module``; call ``.eval()`` for
     inference), or ``(model, config)`` with ``return_model_config``. ``model.configs``
     is bert4torch's dict (config keys + build keywords), ``model.config`` the typed one.
+
+    As in bert4torch 0.2.5, a config key naming one of these arguments or one of the
+    model class's (``with_pool``, ``shared_segment_embeddings``, ``token_pad_ids``, ...)
+    is that argument, unless it is passed explicitly
+    (:mod:`b4t.models.config_arguments`).
     """
     variant, cls = _resolve_model(model)
     application = str(application).lower()
@@ -204,18 +212,27 @@ def build_transformer_model(
         with torch.device("meta"):
             net = cls(config, **build_kwargs)
         # user-given modules (layer_add_embs, layer_norm_cond) are real already: kept
-        net.load_report = load_into(
-            net,
-            files,
-            strict=strict and not ignore_invalid_weights,
-            keep_tokens=keep_tokens,
-            compound_tokens=compound_tokens,
-            device=device,
-            dtype=torch_dtype,
-            state=state,
-            spans=spans,
-            quiet=ignore_invalid_weights,
-        )
+        try:
+            net.load_report = load_into(
+                net,
+                files,
+                strict=strict and not ignore_invalid_weights,
+                keep_tokens=keep_tokens,
+                compound_tokens=compound_tokens,
+                device=device,
+                dtype=torch_dtype,
+                state=state,
+                spans=spans,
+                quiet=ignore_invalid_weights,
+            )
+        except CheckpointError as exc:
+            if segment_vocab_size and "segment_embeddings" in str(exc):
+                raise CheckpointError(
+                    f"{exc}\nsegment_vocab_size={segment_vocab_size} builds a segment table "
+                    "this checkpoint does not hold (leave segment_vocab_size out to use the "
+                    "config's type_vocab_size)"
+                ) from exc
+            raise
         net.to(device=device, dtype=torch_dtype)
     net.configs = _seed_configs(config, seed_kwargs)
     return (net, config) if return_model_config else net
@@ -229,3 +246,34 @@ def _takes_mlm_for_lm(cls: type) -> bool:
     except (TypeError, ValueError):
         return True
     return "final_activation" not in params
+
+
+_BUILD_SIGNATURE = inspect.signature(_build)
+
+
+def _raw_or_none(config_path: Any, checkpoint_path: Any) -> dict[str, Any] | None:
+    """The config's keys, from where :func:`_build` will read them (None: none given)."""
+    if config_path is None:
+        if checkpoint_path is None or not Path(str(checkpoint_path)).is_dir():
+            return None  # _build raises its own error (or builds from the dict)
+        config_path = checkpoint_path
+    return raw_config(config_path)
+
+
+@functools.wraps(_build)
+def build_transformer_model(*args: Any, **kwargs: Any) -> Any:
+    bound = _BUILD_SIGNATURE.bind(*args, **kwargs)
+    arguments = dict(bound.arguments)
+    extra = dict(arguments.pop("kwargs", {}))
+    # bert4torch's later switch for the trainer surface, which 0.2.5-era example code passes
+    # and 0.2.5 ignores: b4t's model has that surface whenever b4t-trainer is installed.
+    extra.pop("add_trainer", None)
+    _, cls = _resolve_model(arguments.get("model", "bert"))
+    raw = _raw_or_none(arguments.get("config_path"), arguments.get("checkpoint_path"))
+    accepted = accepted_arguments(cls, _build)
+    for key, value in config_arguments(raw, accepted, (*arguments, *extra)).items():
+        if key in _BUILD_SIGNATURE.parameters:
+            arguments[key] = value
+        else:
+            extra[key] = value
+    return _build(**arguments, **extra)

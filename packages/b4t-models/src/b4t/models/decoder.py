@@ -96,10 +96,9 @@ class CausalLM(Transformer):
                 f"model={name!r} is always causal; application={application!r} is not supported"
             )
         self.normalise_config(config, name)
-        if segment_vocab_size is None or (segment_vocab_size == 2 and config.type_vocab_size != 2):
+        if segment_vocab_size is None:
             # the seed's default is the config's type_vocab_size (0 in the GPT-2 / LLaMA
-            # presets); 2 is build_transformer_model's fixed default: pass
-            # type_vocab_size=2 to get a segment table on those variants
+            # presets); an explicit value is kept, as in 0.2.5 (2 builds a 2-row table)
             segment_vocab_size = config.type_vocab_size
         if shared_segment_embeddings:
             # segment ids index the word table; a positive size keeps their input slot

@@ -27,6 +27,16 @@ from b4t.models.weight_map import Concat, FirstOf, WeightSource, strip_prefix
 __all__ = ["LoadReport", "init_weights", "load_into", "materialize_meta", "save_from"]
 
 
+# buffers bert4torch 0.2.5's save_weights writes beside the weights: recomputed from
+# the config by 0.2.5 (and b4t), never read from a checkpoint
+SEED_BUFFER_KEYS = (
+    r"relative_positions_encoding\.(cos|sin)_position$",  # rotary tables (RoFormer, GAU)
+    r"relative_positions\.relative_position$",  # T5 / NEZHA relative position ids
+    r"relative_positions_encoding\.position_embeddings$",  # NEZHA's fixed sinusoid table
+    r"(^|\.)pos_embeddings\.inv_freq$",  # Transformer-XL / XLNet sinusoid frequencies
+)
+
+
 @dataclass
 class LoadReport:
     """What a load did not match. Empty lists mean a clean load."""
@@ -122,6 +132,15 @@ def _vocab_transform(
             idx = torch.as_tensor(list(ids), dtype=torch.long, device=tensor.device)
             if not idx.numel():
                 raise ValueError("compound_tokens holds an empty id list")
+            if int(idx.max()) >= tensor.shape[0] or int(idx.min()) < -tensor.shape[0]:
+                # as bert4torch 0.2.5: a piece outside the vocabulary -> the mean of all rows
+                warnings.warn(
+                    f"compound_tokens entry {list(ids)} has ids outside the "
+                    f"{tensor.shape[0]}-row vocabulary: its row is the mean of every row",
+                    stacklevel=4,
+                )
+                rows.append(tensor.mean(0))
+                continue
             rows.append(tensor[idx].mean(0))
         tensor = torch.cat([tensor, torch.stack(rows)], 0)
     return tensor
@@ -253,7 +272,8 @@ def load_into(
                 f"{key} differs from the tensor loaded into {name}, but this model ties them "
                 "(an untied checkpoint: build without tie_emb_prj_weight=True)"
             )
-    optional = [re.compile(p) for p in (variant.optional_keys if variant is not None else ())]
+    own = variant.optional_keys if variant is not None else ()
+    optional = [re.compile(p) for p in (*own, *SEED_BUFFER_KEYS)]
     for key in state:
         if key in used:
             continue

@@ -14,8 +14,9 @@ inputs, one or more positions longer; rows may be reordered, repeated or dropped
 search and sampling do) runs only the new positions over the cache. The earlier positions'
 outputs cannot change (no earlier position sees a later one), so the returned outputs are
 the earlier ones, rows selected, with the new positions appended: the same shapes and,
-within float rounding, the same values as a full forward pass. Any other call runs in full
-and starts a new entry.
+within float rounding, the same values as a full forward pass. That premise is proved on
+every call: a ``unilm`` call whose new positions an earlier one sees (a segment-0 token
+appended) runs in full. Any other call runs in full and starts a new entry.
 
 Only calls in eval mode without gradients reuse anything; the store lives as long as the
 block (a search), so no cache outlives it.
@@ -36,6 +37,7 @@ from b4t.models.kv_cache import KVCache, is_identity
 
 __all__ = [
     "PrefixStore",
+    "Premise",
     "active_store",
     "extend_outputs",
     "reuse_or_run",
@@ -56,6 +58,9 @@ Runner = Callable[[KVCache | None, int], Any]
 # parents: the old row of each new row, None when the rows stayed in place; capacity: the
 # positions the run may reach (buffer size), or None
 Merger = Callable[[Any, Any, "torch.Tensor | None", "int | None"], Any]
+# premise(past) -> whether no position before ``past`` attends to a position from
+# ``past`` on in this call's inputs (the mask's part of reuse's premise), checked per call
+Premise = Callable[[int], bool]
 
 
 @dataclass
@@ -250,6 +255,7 @@ def reuse_or_run(
     run: Runner,
     merge: Merger,
     num_layers: int,
+    premise: Premise | None = None,
 ) -> Any:
     """Run ``module``'s forward, over the new positions only where a prefix is reusable.
 
@@ -262,12 +268,18 @@ def reuse_or_run(
             (``run(None, 0)``: the plain forward).
         merge: ``merge(old_outputs, new_outputs, parents, capacity)`` the full outputs.
         num_layers: attention layers (cache size).
+        premise: ``premise(past)``: whether, in this call's inputs, no position before
+            ``past`` sees a later one (None: always, a causal mask). Checked on every
+            call that would reuse; where it fails the call runs in full (a ``unilm``
+            step that appends a segment-0 token changes every earlier source position).
     """
     store = active_store()
     if store is None or module.training or torch.is_grad_enabled():
         return run(None, 0)
     entry = store.get(module)
     parents = _find_parents(entry, seq, fixed) if entry is not None else None
+    if parents is not None and premise is not None and not premise(entry.length):
+        parents = None
     length = next(s for s in seq if s is not None).shape[1]
     if entry is None or parents is None:
         if entry is not None:

@@ -56,12 +56,17 @@ def t5_settings(config: ModelConfig, version: str = "t5.1.0") -> dict[str, Any]:
     act = proj.split("-", 1)[1] if gated else proj
     if act not in _ACT:
         raise ValueError(f"feed_forward_proj {proj!r} in {config.source} is not supported")
-    tie = bool(raw.get("tie_word_embeddings", not v11))
+    act = _ACT[act]
+    if "feed_forward_proj" not in raw and "hidden_act" in raw:
+        act = str(raw["hidden_act"])  # a bert4torch-style config names the activation
+    # the config's key; else the name's default, untied where the checkpoint's lm_head
+    # differs from the word table (the variant's preset says so: b4t.models.variants.t5)
+    tie = bool(raw.get("tie_word_embeddings", not v11 and config.tie_word_embeddings))
     mt5 = raw.get("model_type") == "mt5" or version.startswith("mt5")
     scale = raw.get("scale_decoder_outputs")
     return {
         "gated": gated,
-        "act": _ACT[act],
+        "act": act,
         "head_size": int(raw.get("d_kv") or config.hidden_size // config.num_attention_heads),
         "buckets": int(raw.get("relative_attention_num_buckets", 32)),
         "max_distance": int(raw.get("relative_attention_max_distance", 128)),
@@ -142,6 +147,13 @@ class _CheckpointMixin:
         from b4t.models.loading import save_from
 
         return save_from(self, path, mapping=mapping)
+
+    def save_pretrained(
+        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+    ) -> Path:
+        """The checkpoint layout, explicitly (see :meth:`save_weights`); with b4t-trainer
+        installed ``save_weights(path)`` writes bert4torch 0.2.5's state-dict file."""
+        return _CheckpointMixin.save_weights(self, path, mapping=mapping)
 
 
 class T5Stack(nn.Module):
@@ -550,6 +562,7 @@ class BART(T5):
     """
 
     model_types = ("bart",)
+    stack_cls: type[BartStack] = BartStack
 
     def __init__(
         self,
@@ -567,8 +580,8 @@ class BART(T5):
         self.variant = variant
         self.settings = bart_settings(config)
         shared = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.encoder = BartStack(config, shared, False, self.settings)
-        self.decoder = BartStack(config, shared, True, self.settings)
+        self.encoder = self.stack_cls(config, shared, False, self.settings)
+        self.decoder = self.stack_cls(config, shared, True, self.settings)
 
 
 class GenericStack(BartStack):

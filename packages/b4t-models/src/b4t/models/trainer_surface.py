@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -54,60 +55,126 @@ def _restore(model_cls: type) -> Any:
 
 
 class _SeedWeights:
-    """``save_weights`` / ``load_weights`` accepting both b4t's and bert4torch's arguments."""
+    """``save_weights`` / ``load_weights`` as bert4torch 0.2.5's, plus b4t's layouts.
+
+    ``save_weights(path)`` writes one state-dict file at ``path`` in 0.2.5's module names
+    (see :mod:`b4t.models.seed_names`); ``prefix=''`` / ``prefix='bert'`` write 0.2.5's
+    checkpoint-name forms, also one file; ``mapping=`` (b4t's keyword) and
+    :meth:`save_pretrained` write b4t's checkpoint layouts (a Hugging Face folder, a
+    ``.safetensors`` / ``.bin`` file); so does a ``.safetensors`` path (a torch pickle
+    cannot be one).
+    """
 
     _b4t_model_cls: type
 
+    def seed_state_names(self) -> dict[str, Any] | None:
+        """``{state-dict key: bert4torch 0.2.5 key(s)}``, or ``None`` where 0.2.5's names
+        for this variant are not known (the trainer's weights-file protocol)."""
+        from b4t.models.seed_names import seed_weight_names
+
+        return seed_weight_names(self)  # type: ignore[arg-type]
+
+    def seed_state_extras(self) -> dict[str, Any]:
+        """Fixed tables 0.2.5's state dict holds beside the weights (NEZHA's and RoFormer's
+        position tables): written with them, dropped on load."""
+        from b4t.models.seed_names import seed_constant_tables
+
+        return seed_constant_tables(self)  # type: ignore[arg-type]
+
     def load_weights(
         self,
-        path: Any,
+        path: Any = None,
         *args: Any,
         prefix: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        """The model's ``load_weights``; also bert4torch's ``(path, strict, prefix)``.
+        """bert4torch's ``load_weights(load_path, strict=True, prefix=None)``, plus b4t's forms.
 
-        A bool second argument is ``strict`` (0.2.5's order), anything else b4t's
-        ``mapping``. ``prefix=''`` reads the checkpoint layout (``mapping=None``); another
-        prefix names a submodule, handled by the trainer's ``load_weights``.
+        A state-dict file (what 0.2.5's or b4t's ``save_weights`` writes, in 0.2.5's or
+        b4t's module names) loads as a state dict; a checkpoint (folder, safetensors,
+        index, a file in checkpoint names) through the weight map. A bool second argument
+        is ``strict`` (0.2.5's order), anything else b4t's ``mapping``; ``load_path=`` is
+        0.2.5's keyword. ``prefix=''`` reads checkpoint names; another prefix names a
+        submodule.
         """
+        if "load_path" in kwargs:
+            path = _one_path(path, kwargs.pop("load_path"), "load_path")
+        if path is None:
+            raise TypeError("load_weights() needs a path (load_path)")
         if args and isinstance(args[0], bool):
             kwargs.setdefault("strict", args[0])
             args = args[1:]
+        base = trainer_base()
+        assert base is not None
+        strict = kwargs.get("strict", True)
         if prefix:
-            base = trainer_base()
-            assert base is not None
-            return base.load_weights(self, path, kwargs.get("strict", True), prefix=prefix)  # type: ignore[arg-type]
+            return base.load_weights(self, path, strict, prefix=prefix)  # type: ignore[arg-type]
         if prefix == "":
             kwargs.setdefault("mapping", None)
-        return super().load_weights(path, *args, **kwargs)  # type: ignore[misc]
+        if args or "mapping" in kwargs or not _is_state_file(path):
+            return super().load_weights(path, *args, **kwargs)  # type: ignore[misc]
+        from b4t.trainer.state import load_file
+
+        state = load_file(path)
+        if _in_module_names(self, state):  # type: ignore[arg-type]
+            return base.load_weights(self, state, strict)  # type: ignore[arg-type]
+        return super().load_weights(state, **kwargs)  # type: ignore[misc]
 
     def save_weights(
-        self, path: str | os.PathLike[str], *args: Any, prefix: str | None = None, **kwargs: Any
+        self, path: Any = None, *args: Any, prefix: str | None = None, **kwargs: Any
     ) -> Any:
-        """The model's ``save_weights``; also bert4torch's ``(path, prefix)``.
+        """bert4torch's ``save_weights(save_path, prefix=None)``: one state-dict file.
 
-        A str second argument is 0.2.5's ``prefix``; ``prefix=''`` writes the checkpoint
-        layout (``mapping=None``), another prefix names a submodule (the trainer's
-        ``save_weights`` renames its keys).
+        ``prefix=None``: 0.2.5's module names; ``prefix=''``: the checkpoint names of
+        ``variable_mapping()``; another prefix: a submodule's checkpoint names.
+        ``save_path=`` is 0.2.5's keyword. b4t's ``mapping=`` writes a checkpoint layout
+        (see :meth:`save_pretrained`).
         """
+        if "save_path" in kwargs:
+            path = _one_path(path, kwargs.pop("save_path"), "save_path")
+        if path is None:
+            raise TypeError("save_weights() needs a path (save_path)")
         if args and isinstance(args[0], str):
             prefix, args = args[0], args[1:]
-        if prefix:
-            base = trainer_base()
-            assert base is not None
-            return base.save_weights(self, path, prefix=prefix)  # type: ignore[arg-type]
-        if prefix == "":
-            mapping = kwargs.pop("mapping", None)
-            if isinstance(mapping, Mapping) and mapping:
-                raise ValueError("save_weights: pass prefix='' or mapping=, not both")
-            kwargs["mapping"] = None
-        return super().save_weights(path, *args, **kwargs)  # type: ignore[misc]
+        is_safetensors = Path(os.fspath(path)).suffix == ".safetensors"
+        if args or "mapping" in kwargs or (prefix is None and is_safetensors):
+            if prefix is not None:
+                raise ValueError("save_weights: pass prefix= or mapping=, not both")
+            return super().save_weights(path, *args, **kwargs)  # type: ignore[misc]
+        base = trainer_base()
+        assert base is not None
+        return base.save_weights(self, path, prefix=prefix)  # type: ignore[arg-type]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Pickle by the model class (importable by name); unpickling re-mixes it.
         state = self.__getstate__()  # type: ignore[attr-defined]
         return (_restore, (self._b4t_model_cls,), state)
+
+
+def _one_path(positional: Any, keyword: Any, name: str) -> Any:
+    if positional is not None:
+        raise TypeError(f"got the path twice: positionally and as {name}=")
+    return keyword
+
+
+def _is_state_file(path: Any) -> bool:
+    """A single torch-pickled file (not a folder, safetensors, index or GGUF file)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    p = Path(path)
+    return p.is_file() and p.suffix not in (".safetensors", ".json", ".gguf")
+
+
+def _in_module_names(model: nn.Module, state: Any) -> bool:
+    """Whether most keys of ``state`` are the model's own or 0.2.5's module names (a
+    ``save_weights`` file), not checkpoint names."""
+    if not isinstance(state, Mapping) or not state:
+        return False
+    names = set(model.state_dict())
+    for target in (getattr(model, "seed_state_names", lambda: None)() or {}).values():
+        names.update([target] if isinstance(target, str) else target.keys)
+    names.update(getattr(model, "seed_state_extras", dict)())
+    return 2 * sum(key in names for key in state) >= len(state)
 
 
 def with_trainer(model_cls: type[nn.Module]) -> type[nn.Module]:

@@ -27,6 +27,7 @@ from b4t.models.heads import MlmHead, Pooler
 from b4t.models.kv_cache import KVCache
 from b4t.models.prefix_reuse import (
     Merger,
+    Premise,
     extend_outputs,
     reuse_or_run,
     select_and_extend,
@@ -124,10 +125,13 @@ class Transformer(nn.Module):
     default, as 0.2.5, it is its own ``mlm.decoder.weight``, loaded from the checkpoint's
     decoder or, where the file keeps it tied, a copy of the embeddings), ``hierarchical_position``
     (extend a learned position table by hierarchical decomposition at load time, alpha
-    0.4 for ``True``). ``residual_attention_scores`` and ``sequence_length`` are accepted
-    and, as in 0.2.5, change nothing.
+    0.4 for ``True``), ``attention_scale`` (False: scores not divided by
+    ``sqrt(head_size)``; plain and rotary attention only). ``residual_attention_scores``
+    and ``sequence_length`` are accepted and, as in 0.2.5, change nothing.
     """
 
+    # keyword inputs of forward() beyond the common ones (token_ids, segment_ids, ...)
+    forward_keywords: tuple[str, ...] = ("task_type_ids",)
     # b4t parameter names that are indexed by the vocabulary (keep_tokens, compound_tokens)
     vocab_params: tuple[str, ...] = (
         "embeddings.word_embeddings.weight",
@@ -158,9 +162,11 @@ class Transformer(nn.Module):
         tie_emb_prj_weight: bool | None = None,
         residual_attention_scores: bool = False,
         sequence_length: int | None = None,
+        attention_scale: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
+        self.attention_scale = attention_scale
         if kwargs:
             name = getattr(variant, "name", type(self).__name__)
             raise TypeError(
@@ -235,6 +241,8 @@ class Transformer(nn.Module):
             self.build_layer(i) if i in self.keep_hidden_layers else SkippedLayer()
             for i in range(n_unique)
         )
+        if not attention_scale:
+            self._unscale_attention()
         # application='lm' without padding: SDPA's causal path (is_causal), no mask tensor,
         # where every layer's attention runs MultiHeadAttention.forward (which honours it)
         atts = [getattr(layer, "attention", None) for layer in self.layers]
@@ -319,6 +327,24 @@ class Transformer(nn.Module):
         kwargs.update(overrides)
         return TransformerBlock(**kwargs)
 
+    def _unscale_attention(self) -> None:
+        """``attention_scale=False`` (0.2.5's option): scores are not divided by
+        ``sqrt(head_size)``. Every layer's attention must take a ``scale`` (b4t's
+        :class:`~b4t.layers.MultiHeadAttention` family), else the option is refused."""
+        for layer in self.layers:
+            if isinstance(layer, SkippedLayer):
+                continue
+            attention = getattr(layer, "attention", None)
+            own = getattr(type(attention), "attention_scores", None)
+            if not isinstance(attention, MultiHeadAttention) or (
+                own is not MultiHeadAttention.attention_scores
+            ):
+                raise ValueError(
+                    f"attention_scale=False is not supported by {self._model_name()} "
+                    f"(its {type(attention).__name__} scales its scores its own way)"
+                )
+            attention.scale = 1.0
+
     def layer_sequence(self) -> list[nn.Module]:
         """The layers in call order (ALBERT repeats its shared layer)."""
         if len(self.layers) == self.config.num_hidden_layers:
@@ -334,6 +360,8 @@ class Transformer(nn.Module):
         """Normalise list / positional / keyword inputs into one dict (the seed's order)."""
         if len(args) == 1 and isinstance(args[0], (list, tuple)):
             args = tuple(args[0])
+        while args and args[-1] is None:  # a trailing None is no input
+            args = args[:-1]
         state: dict[str, Any] = {}
         token_ids = kwargs.pop("token_ids", kwargs.pop("input_ids", None))
         segment_ids = kwargs.pop("segment_ids", kwargs.pop("token_type_ids", None))
@@ -350,6 +378,30 @@ class Transformer(nn.Module):
             ("mask", getattr(self, "custom_attention_mask", False)),
             ("cond", getattr(self, "layer_norm_cond", None) is not None),
         ]
+        slot_names = ["token_ids"] + [
+            name
+            for (slot, present), name in zip(
+                slots,
+                ("segment_ids", "position_ids", "attention_mask", "conditional_ids"),
+                strict=True,
+            )
+            if present
+        ]
+        n_extra = getattr(self, "n_add_embs", 0)
+        slot_names += [f"layer_add_embs[{i}] ids" for i in range(n_extra)]
+        if len(args) > len(slot_names):
+            hint = "" if slots[0][1] else " (segment_vocab_size=0: no segment_ids input)"
+            raise TypeError(
+                f"{self._model_name()} takes {len(slot_names)} positional input(s) "
+                f"({', '.join(slot_names)}) but {len(args)} were given{hint}"
+            )
+        unknown = sorted(set(kwargs) - set(self.forward_keywords) - {"extra_ids"})
+        if unknown:
+            known = ", ".join((*_INPUT_KEYWORDS, "extra_ids", *self.forward_keywords))
+            raise TypeError(
+                f"{self._model_name()}.forward() got unexpected keyword argument(s) "
+                f"{', '.join(unknown)} (accepted: {known})"
+            )
         for slot, present in slots:
             if not present or not rest:
                 continue
@@ -373,6 +425,9 @@ class Transformer(nn.Module):
         state.update(kwargs)
         return state
 
+    def _model_name(self) -> str:
+        return f"model={getattr(self.variant, 'name', type(self).__name__)!r}"
+
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         state = self.parse_inputs(args, kwargs)
         if not self.reuses_prefixes(state):
@@ -389,7 +444,26 @@ class Transformer(nn.Module):
             lambda cache, past: self.run_from(state, cache, past),
             merge,
             self.config.num_hidden_layers,
+            premise=self.prefix_premise(state),
         )
+
+    def prefix_premise(self, state: dict[str, Any]) -> Premise | None:
+        """The mask's part of prefix reuse's premise for this call (None: causal, always
+        holds). ``unilm``: query ``i`` sees key ``j`` iff ``cumsum(s)[j] <= cumsum(s)[i]``
+        (:func:`b4t.layers.masks.unilm_mask`), so no position before ``past`` sees one
+        from ``past`` on iff ``cumsum(s)`` grows at ``past`` in every row (the first new
+        token is a target token)."""
+        if self.application != "unilm":
+            return None
+        segment_ids = state["segment_ids"]
+
+        def premise(past: int) -> bool:
+            if segment_ids is None or past < 1:
+                return False  # one bidirectional segment: every position sees the new ones
+            c = torch.cumsum(segment_ids.long(), dim=1)
+            return bool((c[:, past:] > c[:, past - 1 : past]).all())
+
+        return premise
 
     def run_from(self, state: dict[str, Any], cache: KVCache | None, past: int) -> Any:
         """The three stages; with ``cache``, the layers and heads run for positions
@@ -456,23 +530,40 @@ class Transformer(nn.Module):
             k += 1
         return merged
 
+    def check_segment_ids(self, token_ids: torch.Tensor, segment_ids: Any) -> None:
+        """``segment_ids [B, L]``: token_ids' shape, ids in ``0..rows - 1`` of the segment
+        table; given to a model without one, only as ``application='unilm'``'s mask input."""
+        if segment_ids is None:
+            return
+        table = self.embeddings.segment_embeddings
+        if table is None:
+            if self.application != "unilm":
+                raise ValueError(
+                    f"segment_ids given but {self._model_name()} has no segment embeddings "
+                    "(segment_vocab_size=0), so they would be ignored: build with "
+                    "segment_vocab_size=N to use them"
+                )
+            return
+        if segment_ids.shape != token_ids.shape:
+            raise ValueError(
+                f"segment_ids shape {tuple(segment_ids.shape)} differs from token_ids "
+                f"shape {tuple(token_ids.shape)}"
+            )
+        n_seg = table.num_embeddings
+        if segment_ids.numel():
+            low, high = int(segment_ids.min()), int(segment_ids.max())
+            if low < 0 or high >= n_seg:
+                raise ValueError(
+                    f"segment id {low if low < 0 else high} in segment_ids is outside the "
+                    f"segment vocabulary (size {n_seg}: ids 0..{n_seg - 1})"
+                )
+
     def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
         """Stage 1: embeddings, the condition of conditional LayerNorms, the attention mask."""
         token_ids: torch.Tensor = state["token_ids"]
         self.embeddings.check_inputs(token_ids)
         segment_ids = state["segment_ids"]
-        if segment_ids is not None and self.embeddings.segment_embeddings is not None:
-            if segment_ids.shape != token_ids.shape:
-                raise ValueError(
-                    f"segment_ids shape {tuple(segment_ids.shape)} differs from token_ids "
-                    f"shape {tuple(token_ids.shape)}"
-                )
-            n_seg = self.embeddings.segment_embeddings.num_embeddings
-            if segment_ids.numel() and int(segment_ids.max()) >= n_seg:
-                raise ValueError(
-                    f"segment id {int(segment_ids.max())} is outside the segment vocabulary "
-                    f"(size {n_seg})"
-                )
+        self.check_segment_ids(token_ids, segment_ids)
         cond = None
         if self.layer_norm_cond is not None:
             if state.get("conditional_ids") is None:
@@ -482,7 +573,12 @@ class Transformer(nn.Module):
                 )
             cond = self.layer_norm_cond(state["conditional_ids"])
         state["cond"] = cond
-        extra_ids = state["extra_ids"][: self.n_add_embs] if self.n_add_embs else []
+        extra_ids = state["extra_ids"]
+        if len(extra_ids) != self.n_add_embs:
+            raise ValueError(
+                f"{self._model_name()} has {self.n_add_embs} layer_add_embs but "
+                f"{len(extra_ids)} extra id tensors were given"
+            )
         norm = getattr(self.embeddings, "layer_norm", None)
         if isinstance(norm, _EmbeddingNorm):
             norm.pending_cond = cond
@@ -660,10 +756,28 @@ class Transformer(nn.Module):
         _check_prefix(prefix)
         return save_from(self, path, mapping=mapping)
 
+    def save_pretrained(
+        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+    ) -> Path:
+        """The checkpoint layout, explicitly: a folder with ``model.safetensors`` (and
+        ``config.json``) that transformers loads, or one ``.safetensors`` / ``.bin`` file.
+        (With b4t-trainer installed, ``save_weights(path)`` writes bert4torch 0.2.5's
+        single state-dict file instead.)"""
+        return Transformer.save_weights(self, path, mapping=mapping)
+
 
 # inputs aligned with the tokens ([B, L]) that a reused prefix cuts, and every state key
 # a reusable call may carry
 _SEQ_KEYS = ("token_ids", "segment_ids", "position_ids", "attention_mask")
+_INPUT_KEYWORDS = (
+    "token_ids",
+    "input_ids",
+    "segment_ids",
+    "token_type_ids",
+    "position_ids",
+    "attention_mask",
+    "conditional_ids",
+)
 _STATE_KEYS = frozenset((*_SEQ_KEYS, "extra_ids", "conditional_ids"))
 
 

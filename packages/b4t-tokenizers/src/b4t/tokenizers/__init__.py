@@ -1,7 +1,8 @@
 """b4t.tokenizers.
 
-Pure-Python WordPiece and SentencePiece tokenizers and text preprocessing
-helpers for BERT-family models (no torch).
+Pure-Python WordPiece, SentencePiece and byte-level BPE tokenizers, chat
+templates and text preprocessing helpers for BERT-family and LLaMA-family
+models (no torch).
 """
 
 from b4t.tokenizers._base import TokenizerBase
@@ -30,8 +31,23 @@ from b4t.tokenizers._version import __version__
 from b4t.tokenizers._vocab import load_vocab, save_vocab
 from b4t.tokenizers._wordpiece import BasicTokenizer, WordpieceTokenizer
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from b4t.tokenizers._byte_level_bpe import ByteLevelBPETokenizer
+
+
+def __getattr__(name: str) -> object:
+    # Byte-level BPE (regex, json, dataclasses) loads on first use, keeping the import light.
+    if name == "ByteLevelBPETokenizer":
+        from b4t.tokenizers._byte_level_bpe import ByteLevelBPETokenizer
+
+        return ByteLevelBPETokenizer
+    raise AttributeError(f"module 'b4t.tokenizers' has no attribute {name!r}")
+
+
 __all__ = [
     "BasicTokenizer",
+    "ByteLevelBPETokenizer",
     "DottableDict",
     "SpTokenizer",
     "Tokenizer",

@@ -73,6 +73,10 @@ class TokenizerBase:
         self._special_tokens = {t for t in names + self._extra_specials if t}
         self._n_start = int(self._token_start_id is not None)
         self._n_end = int(self._token_end_id is not None)
+        # bert4torch's list of tokens never split (unk, end, pad, start, mask, then added)
+        order = (self._token_unk, self._token_end, self._token_pad, self._token_start)
+        specials = [t for t in (*order, self._token_mask) if isinstance(t, str)]
+        self.never_split: list[str] = [*specials, *self._extra_specials]
 
     @property
     def special_tokens(self) -> set[str]:
@@ -85,6 +89,20 @@ class TokenizerBase:
     def vocab_size(self) -> int:
         """Number of ids."""
         return len(self._id_to_token)
+
+    @property
+    def _vocab_size(self) -> int:
+        """bert4torch's name: the number of vocabulary entries (``len(token_dict)``)."""
+        return len(self._token_dict)
+
+    @property
+    def _token_dict_inv(self) -> dict[int, str]:
+        """bert4torch's ``{id: token}`` dict (built on first use)."""
+        inverse = self.__dict__.get("_token_dict_inv_cache")
+        if inverse is None:
+            inverse = {i: t for t, i in self._token_dict.items()}
+            self.__dict__["_token_dict_inv_cache"] = inverse
+        return inverse
 
     def token_to_id(self, token: str) -> int:
         """Id of ``token`` (the unknown token's id when absent)."""

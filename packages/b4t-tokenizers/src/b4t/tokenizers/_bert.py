@@ -163,6 +163,7 @@ class Tokenizer(TokenizerBase):
 
         self._do_lower_case = bool(do_lower_case)
         self._do_basic_tokenize = bool(do_basic_tokenize)
+        self.do_basic_tokenize = self._do_basic_tokenize  # bert4torch's public name
         self.basic_tokenizer = BasicTokenizer(
             do_lower_case=do_lower_case,
             tokenize_chinese_chars=tokenize_chinese_chars,
@@ -171,12 +172,11 @@ class Tokenizer(TokenizerBase):
         self.wordpiece_tokenizer = WordpieceTokenizer(
             vocab, self._token_unk, max_input_chars_per_word, do_tokenize_unk, split_unk_chars
         )
-        self.never_split = set(never_split or ())
         # bert4torch's order (unk, end, pad, start, mask, added): the first listed wins.
-        names = (self._token_unk, self._token_end, self._token_pad, self._token_start)
-        specials = [t for t in (*names, self._token_mask) if t]
-        self._protected_order = [*specials, *self._extra_specials, *(never_split or ())]
-        protected = self._special_tokens | self.never_split | {self._token_unk}
+        # ``never_split`` holds them all, as bert4torch's attribute of that name does.
+        self.never_split = [*self.never_split, *(never_split or ())]
+        self._protected_order = list(self.never_split)
+        protected = self._special_tokens | {t for t in self.never_split if t} | {self._token_unk}
         self.tokens_trie = Trie(protected)
         import re  # here, not at module level: keeps `import b4t.tokenizers` light
 

@@ -6,6 +6,7 @@ import os
 import unicodedata
 
 from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text
+from b4t.tokenizers._trie import Trie
 
 TYPE_CHECKING = False  # typing is not imported at run time (import cost)
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ class SpTokenizer(TokenizerBase):
         self._id_to_token = _PieceTable(sp)
         required = [self._token_start, self._token_end, self._token_unk, self._token_pad]
         self._setup_specials([*required, self._token_mask, *self._extra_specials])
+        self.tokens_trie = Trie(t for t in self.never_split if t)  # bert4torch's attribute
 
     def preprocess_text(self, text: str) -> str:
         """The text handed to sentencepiece after the configured clean-up."""

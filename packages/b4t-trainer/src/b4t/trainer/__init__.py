@@ -18,9 +18,17 @@ from b4t.trainer.callbacks import (
     Tensorboard,
     TerminateOnNaN,
 )
-from b4t.trainer.data import ListDataset, cal_ts_num, seed_everything
+from b4t.trainer.data import IterDataset, ListDataset, cal_ts_num, search_layer, seed_everything
 from b4t.trainer.ema import ExponentialMovingAverage, extend_with_exponential_moving_average
-from b4t.trainer.metrics import METRICS, resolve_metrics
+from b4t.trainer.keras_callbacks import (
+    BaseLogger,
+    CallbackList,
+    Progbar,
+    ProgbarLogger,
+    ReduceLROnPlateau,
+    RemoteMonitor,
+)
+from b4t.trainer.metrics import METRICS, metric_mapping, resolve_metrics
 from b4t.trainer.schedules import (
     get_constant_schedule_with_warmup,
     get_cosine_schedule_with_warmup,
@@ -33,19 +41,26 @@ __all__ = [
     "EMA",
     "HOOK_NAMES",
     "METRICS",
+    "BaseLogger",
     "BaseModel",
     "BaseModelDDP",
     "BaseModelDP",
     "Callback",
+    "CallbackList",
     "Checkpoint",
     "EarlyStopping",
     "Evaluator",
     "ExponentialMovingAverage",
     "History",
+    "IterDataset",
     "LambdaCallback",
     "ListDataset",
     "Logger",
+    "Progbar",
+    "ProgbarLogger",
     "ProgressBar",
+    "ReduceLROnPlateau",
+    "RemoteMonitor",
     "Tensorboard",
     "TerminateOnNaN",
     "Trainer",
@@ -56,6 +71,8 @@ __all__ = [
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup",
     "get_linear_schedule_with_warmup",
+    "metric_mapping",
     "resolve_metrics",
+    "search_layer",
     "seed_everything",
 ]

@@ -25,6 +25,19 @@ from b4t.trainer.callback import Callback
 from b4t.trainer.callbacks import History
 from b4t.trainer.trainer import Trainer, _unpacks_lists
 
+_MISSING: Any = object()
+
+
+def _either(
+    seed_value: Any, b4t_value: Any, seed_name: str, b4t_name: str, missing: Any = _MISSING
+) -> Any:
+    """The one of torch4keras's and b4t's spellings of an argument that was given."""
+    if seed_value is not missing and b4t_value is not missing:
+        raise TypeError(f"pass {seed_name}= or {b4t_name}=, not both")
+    if seed_value is missing and b4t_value is missing:
+        raise TypeError(f"missing the argument {seed_name} ({b4t_name}=)")
+    return b4t_value if seed_value is missing else seed_value
+
 
 class BaseModel(nn.Module):
     """Subclass this instead of ``nn.Module`` to get ``model.compile(...)`` / ``model.fit(...)``.
@@ -145,28 +158,39 @@ class BaseModel(nn.Module):
         """:meth:`Trainer.evaluate`."""
         return self.trainer.evaluate(dataloader)
 
-    def predict(self, X: Any, return_all: int | None = None) -> Any:
-        """:meth:`Trainer.predict`: eval mode, no gradients."""
-        return self.trainer.predict(X, return_all)
+    def predict(
+        self, train_X: Any = _MISSING, return_all: int | None = None, *, X: Any = _MISSING
+    ) -> Any:
+        """:meth:`Trainer.predict`: eval mode, no gradients (``train_X`` is torch4keras's
+        name; ``X=`` b4t's)."""
+        inputs = _either(train_X, X, "train_X", "X")
+        return self.trainer.predict(inputs, return_all)
 
     def save_weights(
         self,
-        path: str | os.PathLike[str],
+        save_path: str | os.PathLike[str] | None = None,
         prefix: str | None = None,
         mapping: Mapping[str, Any] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """:meth:`Trainer.save_weights` (``prefix=`` as in bert4torch)."""
-        self.trainer.save_weights(path, prefix=prefix, mapping=mapping)
+        """:meth:`Trainer.save_weights`: one state-dict file at ``save_path`` in bert4torch
+        0.2.5's module names (``prefix=`` as in bert4torch; ``path=`` b4t's name)."""
+        target = _either(save_path, path, "save_path", "path", missing=None)
+        self.trainer.save_weights(target, prefix=prefix, mapping=mapping)
 
     def load_weights(
         self,
-        path: str | os.PathLike[str],
+        load_path: str | os.PathLike[str] | Mapping[str, Any] | None = None,
         strict: bool = True,
         prefix: str | None = None,
         mapping: Mapping[str, Any] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """:meth:`Trainer.load_weights` (``prefix=`` as in bert4torch)."""
-        self.trainer.load_weights(path, strict=strict, prefix=prefix, mapping=mapping)
+        """:meth:`Trainer.load_weights` (``prefix=`` as in bert4torch; ``path=`` b4t's name)."""
+        source = _either(load_path, path, "load_path", "path", missing=None)
+        self.trainer.load_weights(source, strict=strict, prefix=prefix, mapping=mapping)
 
     def save_steps_params(self, path: str | os.PathLike[str]) -> None:
         """:meth:`Trainer.save_steps_params`."""

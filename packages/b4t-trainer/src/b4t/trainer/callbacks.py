@@ -426,11 +426,13 @@ class Checkpoint(Callback):
     """
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Checkpoint:
-        """torch4keras's form (path templates, ``optimizer_path=``, ...) builds the seed's
-        path-template checkpoint; b4t's form the resume checkpoint below."""
+        """torch4keras's form (a weights file ``'model.pt'`` (.pt/.pth/.bin/.ckpt), path
+        templates, ``optimizer_path=``, ...) builds the seed's path checkpoint; b4t's form
+        (a directory) the resume checkpoint below."""
         if cls is Checkpoint and (
             _SEED_CHECKPOINT_KEYS & kwargs.keys()
             or any(_is_template(a) for a in args[:3])
+            or (args and _is_weights_file(args[0]))
             or any(_is_template(kwargs.get(k)) for k in ("checkpoint_path", "directory"))
             or "checkpoint_path" in kwargs
             or (args and args[0] is None)
@@ -511,6 +513,17 @@ def _is_template(value: Any) -> bool:
     return isinstance(value, (str, os.PathLike)) and "{" in os.fspath(value)
 
 
+_WEIGHTS_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
+
+
+def _is_weights_file(value: Any) -> bool:
+    """A path naming a weights file (``'model.pt'``): torch4keras's ``Checkpoint(path)``."""
+    return (
+        isinstance(value, (str, os.PathLike))
+        and Path(os.fspath(value)).suffix.lower() in _WEIGHTS_SUFFIXES
+    )
+
+
 class _PathCheckpoint(Checkpoint):
     """torch4keras 0.0.4's ``Checkpoint``: weights / optimizer / steps params to path templates.
 
@@ -543,7 +556,7 @@ class _PathCheckpoint(Checkpoint):
         trainer = self.trainer
         fields = {k: v for k, v in (logs or {}).items() if k.isidentifier() and k != key}
         for template, write in (
-            (self.checkpoint_path, lambda p: atomic_save(trainer.module.state_dict(), p)),
+            (self.checkpoint_path, trainer.save_weights),
             (self.optimizer_path, lambda p: atomic_save(trainer.optimizer.state_dict(), p)),
             (self.steps_params_path, trainer.save_steps_params),
         ):

@@ -1,4 +1,5 @@
-"""``ListDataset``, ``seed_everything`` and ``cal_ts_num``, bert4torch's data and debug helpers."""
+"""``ListDataset``, ``IterDataset``, ``seed_everything``, ``cal_ts_num`` and ``search_layer``:
+bert4torch's data and debug helpers."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ import gc
 import os
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset
 
 
 class ListDataset(Dataset):
@@ -74,6 +76,56 @@ class ListDataset(Dataset):
         The default returns ``file_path`` itself, as bert4torch 0.2.5 does.
         """
         return file_path
+
+
+class IterDataset(IterableDataset):
+    """A streaming dataset over text files, bert4torch 0.2.5's way: iterating it yields
+    ``self.load_data(file_path)``, by default every line of the file (or of each file of
+    a list, in order, newline kept). Override ``load_data`` to parse lines; pass
+    ``steps_per_epoch`` to ``fit`` (a stream has no ``len``)."""
+
+    def __init__(
+        self, file_path: str | os.PathLike[str] | Sequence[Any] | None = None, **kwargs: Any
+    ) -> None:
+        if not isinstance(file_path, (str, os.PathLike, list, tuple)):
+            raise TypeError(
+                "IterDataset needs file_path: a path or a list/tuple of paths, got "
+                f"{type(file_path).__name__}"
+            )
+        self.kwargs = kwargs
+        self.file_path = file_path
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.load_data(self.file_path))
+
+    @staticmethod
+    def load_data(file_path: Any, verbose: int = 0) -> Iterator[Any]:
+        """Yield the lines of ``file_path`` (one path or several, in order)."""
+        paths = [file_path] if isinstance(file_path, (str, os.PathLike)) else list(file_path)
+        for path in paths:
+            if verbose:
+                print("Load data: ", path)
+            with open(path, encoding="utf-8") as handle:
+                yield from handle
+
+
+def search_layer(
+    model: nn.Module,
+    layer_name: str,
+    retrun_first: bool = True,
+    *,
+    return_first: bool | None = None,
+) -> Any:
+    """Trainable parameters whose name contains ``layer_name`` (bert4torch 0.2.5's helper).
+
+    The first one (``retrun_first=True``, 0.2.5's spelling; ``return_first=`` also
+    works) or the list of all; ``None`` when none matches.
+    """
+    first = retrun_first if return_first is None else return_first
+    found = [p for name, p in model.named_parameters() if p.requires_grad and layer_name in name]
+    if not found:
+        return None
+    return found[0] if first else found
 
 
 def seed_everything(seed: int | None = None) -> int:

@@ -66,6 +66,21 @@ def mean_squared_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
     return (_same_shape(y_pred, y_true, "mse") - y_true).float().pow(2).mean().item()
 
 
+def mean_absolute_percentage_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    """``100 * mean(|y_true - y_pred| / max(|y_true|, 1e-7))`` (same shapes)."""
+    y_pred = _same_shape(y_pred, y_true, "mape")
+    diff = (y_true - y_pred).abs() / y_true.abs().clamp(min=1e-7)
+    return 100.0 * diff.float().mean().item()
+
+
+def mean_squared_logarithmic_error(y_pred: torch.Tensor, y_true: torch.Tensor) -> float:
+    """Mean of ``(log(max(y_pred, 1e-7) + 1) - log(max(y_true, 1e-7) + 1)) ** 2``."""
+    y_pred = _same_shape(y_pred, y_true, "msle")
+    first = torch.log(y_pred.clamp(min=1e-7) + 1.0)
+    second = torch.log(y_true.clamp(min=1e-7) + 1.0)
+    return (first - second).float().pow(2).mean().item()
+
+
 METRICS: dict[str, MetricFn] = {
     "accuracy": accuracy,
     "acc": accuracy,
@@ -74,13 +89,67 @@ METRICS: dict[str, MetricFn] = {
     "mean_absolute_error": mean_absolute_error,
     "mse": mean_squared_error,
     "mean_squared_error": mean_squared_error,
+    "mape": mean_absolute_percentage_error,
+    "MAPE": mean_absolute_percentage_error,
+    "mean_absolute_percentage_error": mean_absolute_percentage_error,
+    "msle": mean_squared_logarithmic_error,
+    "MSLE": mean_squared_logarithmic_error,
+    "mean_squared_logarithmic_error": mean_squared_logarithmic_error,
+    "MAE": mean_absolute_error,
+    "MSE": mean_squared_error,
 }
+
+
+def metric_mapping(metric: Any, func: Any, y_pred: Any, y_true: Any) -> Any:
+    """torch4keras 0.0.4's ``metric_mapping``: one metric's value on one batch.
+
+    ``func`` callable: its result (a dict when ``metric`` is the function itself, a
+    number when ``metric`` is its name); ``metric='loss'``: ``None``; a built-in name
+    (``accuracy``/``acc``, ``mae``, ``mse``, ``mape``, ``msle``, ...): its value on the
+    first output; any other name: ``None``.
+    """
+    if callable(func):
+        result = func(y_pred, y_true)
+        if callable(metric) and not isinstance(result, Mapping):
+            raise TypeError(
+                f"metric function {getattr(metric, '__name__', metric)!r} passed without a "
+                f"name must return a dict of values, got {type(result).__name__}"
+            )
+        if isinstance(metric, str) and not isinstance(result, (int, float)):
+            raise TypeError(f"metric {metric!r} must return an int or float, got {result!r}")
+        return result
+    if metric == "loss" or not isinstance(metric, str) or metric not in METRICS:
+        return None
+    return METRICS[metric](y_pred, y_true)
+
+
+class LossKey:
+    """A metric name that is no built-in metric: it names a key of the dict the loss returns.
+
+    torch4keras 0.0.4 accepts such names (GPLinker's ``entity_loss``, UDA's ``loss_sup``);
+    the value is logged from the loss's dict. A name the loss never returns is a
+    ``ValueError`` at the first batch, naming the keys there are.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, y_pred: Any, y_true: Any) -> Any:
+        raise ValueError(
+            f"unknown metric name {self.name!r}: neither a built-in metric "
+            f"({sorted(METRICS)}) nor a key of the dict the loss returns"
+        )
+
+    def __repr__(self) -> str:
+        return f"LossKey({self.name!r})"
 
 
 def resolve_metrics(metrics: Any) -> dict[str, MetricFn]:
     """Normalise ``compile(metrics=...)`` into ``{log_name: fn}``.
 
-    Accepts ``None``, a name, a callable, ``{'name': fn}``, or a list of those.
+    Accepts ``None``, a name, a callable, ``{'name': fn}``, or a list of those. A name
+    that is no built-in metric is a :class:`LossKey` (a key of the loss's dict);
+    ``'loss'`` itself is always logged and is skipped, as in torch4keras 0.0.4.
     """
     if metrics is None:
         return {}
@@ -91,9 +160,8 @@ def resolve_metrics(metrics: Any) -> dict[str, MetricFn]:
     resolved: dict[str, MetricFn] = {}
     for item in metrics:
         if isinstance(item, str):
-            if item not in METRICS:
-                raise ValueError(f"unknown metric name {item!r}; known: {sorted(METRICS)}")
-            resolved[item] = METRICS[item]
+            if item != "loss":
+                resolved[item] = METRICS[item] if item in METRICS else LossKey(item)
         elif isinstance(item, Mapping):
             for name, fn in item.items():
                 if not callable(fn):

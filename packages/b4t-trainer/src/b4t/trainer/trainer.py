@@ -26,10 +26,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from b4t.trainer import weights as weight_files
 from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
 from b4t.trainer.callbacks import History, ProgressBar
 from b4t.trainer.cursor import LoaderCursor
-from b4t.trainer.metrics import MetricFn, resolve_metrics
+from b4t.trainer.metrics import METRICS, LossKey, MetricFn, resolve_metrics
 from b4t.trainer.precision import Precision
 from b4t.trainer.state import atomic_save, get_rng_state, load_file, set_rng_state
 
@@ -394,8 +395,19 @@ class Trainer:
         return logs
 
     def _add_metrics(self, logs: Logs, y_pred: Any, y: Any) -> None:
-        """Each metric's value under its name; a metric returning a dict adds its items."""
+        """Each metric's value under its name; a metric returning a dict adds its items.
+
+        A :class:`LossKey` metric names a part the loss returned (already in ``logs``)."""
         for name, fn in self.metrics.items():
+            if isinstance(fn, LossKey) and name not in logs:
+                raise ValueError(
+                    f"unknown metric name {name!r}: neither a built-in metric "
+                    f"({sorted(METRICS)}) nor a key the loss returned (it returned "
+                    f"{sorted(k for k in logs if k != 'size')})"
+                )
+        for name, fn in self.metrics.items():
+            if isinstance(fn, LossKey):
+                continue
             value = fn(y_pred, y)
             if isinstance(value, Mapping):
                 for key, item in value.items():
@@ -685,106 +697,60 @@ class Trainer:
         return {k: v / seen for k, v in totals.items()}
 
     # ------------------------------------------------------ weights & resume
-    def _targets(self, prefix: str | None, mapping: Mapping[str, Any] | None) -> dict[str, Any]:
-        """``{module key: file name(s)}`` for ``prefix=`` / ``mapping=`` (bert4torch's arguments).
-
-        ``mapping`` maps module keys to file keys. ``prefix`` takes the mapping from
-        ``variable_mapping()`` of the whole module (``prefix=''``) or of the submodule of
-        that name (``prefix='bert'``: ``bert.<key>`` is written under the checkpoint name
-        the ``bert`` submodule maps ``<key>`` to). A target is a str, ``None`` (not in the
-        layout: the key keeps its name), or an object with ``keys`` (several file keys:
-        split with its ``save(tensor)`` / joined with its ``load(tensors)``, or the first
-        of them, as b4t.models' ``Concat`` / ``FirstOf``).
-        """
-        if mapping is None:
-            assert prefix is not None
-            try:
-                owner = self.module if prefix == "" else self.module.get_submodule(prefix)
-            except AttributeError:
-                raise ValueError(
-                    f"prefix={prefix!r}: {type(self.module).__name__} has no submodule {prefix!r}"
-                ) from None
-            if not hasattr(owner, "variable_mapping"):
-                raise TypeError(
-                    f"prefix={prefix!r}: {type(owner).__name__} has no variable_mapping(); "
-                    "pass mapping={module key: file key} instead"
-                )
-            mapping = owner.variable_mapping()
-        lead = f"{prefix}." if prefix else ""
-        targets: dict[str, Any] = {}
-        for key, target in mapping.items():
-            if target is not None and not isinstance(target, str) and not hasattr(target, "keys"):
-                raise TypeError(f"mapping[{key!r}] must be a file key, got {target!r}")
-            targets[f"{lead}{key}"] = target
-        return targets
-
-    @staticmethod
-    def _to_file(state: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, tensor in state.items():
-            target = targets.get(key)
-            if target is None:
-                out[key] = tensor
-            elif isinstance(target, str):
-                out[target] = tensor
-            elif hasattr(target, "save"):
-                out.update(zip(target.keys, target.save(tensor), strict=True))
-            else:
-                out[target.keys[0]] = tensor
-        return out
-
-    @staticmethod
-    def _from_file(state: Mapping[str, Any], targets: Mapping[str, Any]) -> dict[str, Any]:
-        out = dict(state)
-        for key, target in targets.items():
-            if target is None:
-                continue
-            if isinstance(target, str):
-                if target in out:
-                    out[key] = out.pop(target)
-            elif hasattr(target, "load"):
-                if all(k in out for k in target.keys):
-                    out[key] = target.load([out.pop(k) for k in target.keys])
-            else:
-                found = [k for k in target.keys if k in out]
-                if found:
-                    out[key] = out[found[0]]
-                    for k in found:
-                        del out[k]
-        return out
-
     def save_weights(
         self,
         path: str | os.PathLike[str],
         prefix: str | None = None,
         mapping: Mapping[str, Any] | None = None,
     ) -> None:
-        """Save ``module.state_dict()`` (on the master rank only), atomically.
+        """Save ``module.state_dict()`` to the file ``path`` (master rank only), atomically.
 
-        By default under the module's own keys; ``prefix`` / ``mapping`` write them under
-        checkpoint names (see :meth:`_targets`).
+        By default in bert4torch 0.2.5's module names where a submodule knows them (b4t's
+        built models: see :mod:`b4t.trainer.weights`), the module's own names elsewhere, as
+        0.2.5's ``save_weights(save_path)`` writes; ``prefix`` / ``mapping`` write checkpoint
+        names instead.
         """
         if not self.is_master:
             return
         state = self.module.state_dict()
         if prefix is not None or mapping is not None:
-            state = self._to_file(state, self._targets(prefix, mapping))
+            state = weight_files.to_file(state, weight_files.targets(self.module, prefix, mapping))
+        else:
+            unnamed: list[str] = []
+            state = weight_files.to_file(state, weight_files.seed_targets(self.module, unnamed))
+            state.update(weight_files.seed_extras(self.module))
+            if unnamed:
+                where = ", ".join(repr(n) if n else "the model" for n in unnamed)
+                warnings.warn(
+                    f"save_weights({os.fspath(path)!r}): bert4torch 0.2.5's parameter names "
+                    f"of {where} are not known to b4t; its keys keep b4t's own names (the "
+                    "file loads in b4t, not in 0.2.5; save_pretrained writes the checkpoint "
+                    "layout)",
+                    stacklevel=3,
+                )
         atomic_save(state, path)
 
     def load_weights(
         self,
-        path: str | os.PathLike[str],
+        path: str | os.PathLike[str] | Mapping[str, Any],
         strict: bool = True,
         prefix: str | None = None,
         mapping: Mapping[str, Any] | None = None,
     ) -> None:
-        """Load a state dict written by :meth:`save_weights` (``weights_only``); with
-        ``prefix`` / ``mapping`` the file's checkpoint names are mapped back first."""
-        state = load_file(path)
+        """Load a state dict, or a file (``weights_only``) :meth:`save_weights` or bert4torch
+        0.2.5 wrote, in 0.2.5's module names or the module's own; with ``prefix`` /
+        ``mapping`` the file's checkpoint names are mapped back first."""
+        state = path if isinstance(path, Mapping) else load_file(path)
         if not isinstance(state, Mapping):
             raise TypeError(f"{path} does not hold a state dict")
         if prefix is not None or mapping is not None:
-            state = self._from_file(state, self._targets(prefix, mapping))
+            state = weight_files.from_file(
+                state, weight_files.targets(self.module, prefix, mapping)
+            )
+        else:
+            state = weight_files.from_file(state, weight_files.seed_targets(self.module))
+            for key in weight_files.seed_extras(self.module):
+                state.pop(key, None)
         self.module.load_state_dict(state, strict=strict)
 
     def _next_position(self) -> tuple[int, int, int]:

@@ -3,6 +3,7 @@ initialised from it (``albert_unshared``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from torch import nn
@@ -12,7 +13,7 @@ from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["Albert", "albert_weight_map"]
+__all__ = ["Albert", "SeedAlbert", "albert_weight_map"]
 
 
 class Albert(Transformer):
@@ -24,6 +25,15 @@ class Albert(Transformer):
         if getattr(emb, "projection", None) is None:
             emb.projection = nn.Linear(self.config.embedding_dim, self.config.hidden_size)
         return emb
+
+
+class SeedAlbert(Albert):
+    """ALBERT converted for (or saved by) bert4torch 0.2.5 with equal widths: 0.2.5 has
+    no ``embedding_hidden_mapping_in`` then (the embeddings feed the layers directly), so
+    neither has this model."""
+
+    def build_embeddings(self, layer_add_embs: Any = None) -> nn.Module:
+        return Transformer.build_embeddings(self, layer_add_embs)
 
 
 def albert_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
@@ -81,25 +91,40 @@ ALBERT_OPTIONAL = (
     r"^classifier\.",
 )
 
-register_variant(
-    Variant(
-        name="albert",
-        prefix="albert",
-        weight_map=albert_weight_map,
-        model_cls=Albert,
-        preset={"share_layers": True, "hidden_act": "gelu_new"},
-        optional_keys=ALBERT_OPTIONAL,
-        description="ALBERT (factorised embeddings, all layers share one set of weights)",
-    )
+_ALBERT = Variant(
+    name="albert",
+    prefix="albert",
+    weight_map=albert_weight_map,
+    model_cls=Albert,
+    preset={"share_layers": True, "hidden_act": "gelu_new"},
+    optional_keys=ALBERT_OPTIONAL,
+    description="ALBERT (factorised embeddings, all layers share one set of weights)",
 )
-register_variant(
-    Variant(
-        name="albert_unshared",
-        prefix="albert",
-        weight_map=albert_weight_map,
-        model_cls=Albert,
-        preset={"share_layers": False, "hidden_act": "gelu_new"},
-        optional_keys=ALBERT_OPTIONAL,
-        description="ALBERT with every layer its own copy of the shared checkpoint layer",
-    )
+_ALBERT_UNSHARED = dataclasses.replace(
+    _ALBERT,
+    name="albert_unshared",
+    preset={"share_layers": False, "hidden_act": "gelu_new"},
+    description="ALBERT with every layer its own copy of the shared checkpoint layer",
 )
+
+
+def seed_albert_resolver(variant: Variant):  # type: ignore[no-untyped-def]
+    """Equal embedding and hidden widths and a checkpoint without
+    ``embedding_hidden_mapping_in`` (0.2.5's layout): :class:`SeedAlbert`."""
+    seed = dataclasses.replace(variant, model_cls=SeedAlbert)
+
+    def resolve(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
+        width = raw.get("embedding_size")
+        if (
+            state is not None
+            and width in (None, raw.get("hidden_size"))
+            and not any(k.endswith("embedding_hidden_mapping_in.weight") for k in state)
+        ):
+            return seed
+        return variant
+
+    return resolve
+
+
+for _variant in (_ALBERT, _ALBERT_UNSHARED):
+    register_variant(dataclasses.replace(_variant, resolve=seed_albert_resolver(_variant)))

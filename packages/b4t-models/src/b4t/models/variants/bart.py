@@ -13,11 +13,11 @@ from typing import Any
 
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
-from b4t.models.seq2seq import BART, bart_settings
+from b4t.models.seq2seq import BART, BartStack, GenericStack, bart_settings
 from b4t.models.sources import Flattened
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["bart_weight_map"]
+__all__ = ["SeedBART", "SeedBartStack", "bart_weight_map"]
 
 
 def _attention(ours: str, theirs: str) -> dict[str, WeightSource]:
@@ -73,22 +73,63 @@ def _bart_model_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]
     return mapping
 
 
+class SeedBartStack(BartStack):
+    """A stack of BART converted for bert4torch 0.2.5: the position table holds
+    ``max_position`` rows, position ``p`` is row ``p`` (no offset of 2), and the decoder
+    masks padded keys, as 0.2.5's decoder does."""
+
+    position_offset = 0
+    decode = GenericStack.decode
+
+
+class SeedBART(BART):
+    """BART in bert4torch 0.2.5's converted layout (see :class:`SeedBartStack`)."""
+
+    stack_cls = SeedBartStack
+
+
+# the pad id is the config's pad_token_id (1 in transformers' BART configs); a config
+# without one masks id 0, as bert4torch 0.2.5 does
 _BART = Variant(
     name="bart",
     prefix="model",
     weight_map=bart_weight_map,
-    preset={"hidden_act": "gelu", "layer_norm_eps": 1e-5, "pad_token_id": 1},
+    preset={"hidden_act": "gelu", "layer_norm_eps": 1e-5},
     model_cls=BART,
     optional_keys=(r"embed_tokens\.weight$", r"^lm_head\.weight$"),
     description="BART encoder-decoder (post-norm, learned positions; HF BART)",
 )
 _BART_MODEL = dataclasses.replace(_BART, weight_map=_bart_model_map)
+# 0.2.5's layout: BartModel names without ``model.``, a table of max_position rows read
+# without offset, every LayerNorm eps 1e-12, and (from its save_weights) the tied LM head
+# under 0.2.5's own name
+_BART_SEED = dataclasses.replace(
+    _BART_MODEL,
+    preset={"hidden_act": "gelu", "layer_norm_eps": 1e-12},
+    model_cls=SeedBART,
+    optional_keys=(*_BART.optional_keys, r"^decoder\.final_dense\.weight$"),
+    description="BART in bert4torch 0.2.5's converted layout (positions without offset)",
+)
+
+
+def _position_rows(state: dict[str, Any]) -> int | None:
+    for key in ("encoder.embed_positions.weight", "model.encoder.embed_positions.weight"):
+        if key in state:
+            return int(state[key].shape[0])
+    return None
 
 
 def resolve_bart(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
     """A checkpoint without ``final_logits_bias`` (``BartModel``, keys with or without
-    ``model.``) loads with a zero logits bias."""
-    if state is not None and "final_logits_bias" not in state:
+    ``model.``) loads with a zero logits bias; one whose position table has exactly the
+    config's ``max_position_embeddings`` (``max_position``) rows, not two more, is
+    0.2.5's converted layout."""
+    if state is None:
+        return _BART
+    positions = raw.get("max_position_embeddings", raw.get("max_position"))
+    if positions is not None and _position_rows(state) == positions:
+        return _BART_SEED
+    if "final_logits_bias" not in state:
         return _BART_MODEL
     return _BART
 

@@ -19,6 +19,7 @@ from b4t.models.sources import transposed
 from b4t.models.transformer import Transformer
 from b4t.models.variants.gpt2 import (
     DECODER_OPTIONAL,
+    SEED_DECODER_OPTIONAL,
     _set_from_raw,
     seed_layout_resolver,
     seed_weight_map,
@@ -90,7 +91,7 @@ _GPT_SEED = dataclasses.replace(
     prefix="gpt",
     weight_map=seed_weight_map("gpt"),
     preset={"hidden_act": "gelu", "layer_norm_eps": 1e-12},
-    optional_keys=(r"^cls\.", r"(^|\.)pooler\.", r"position_ids$"),
+    optional_keys=SEED_DECODER_OPTIONAL,
     description="GPT in bert4torch 0.2.5's converted layout (gpt.*)",
 )
 register_variant(dataclasses.replace(_GPT, resolve=seed_layout_resolver(_GPT, _GPT_SEED, "gpt.")))

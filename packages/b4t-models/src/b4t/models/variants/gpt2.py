@@ -79,6 +79,9 @@ def gpt2_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weight
 
 
 DECODER_OPTIONAL = (r"^lm_head\.weight$", r"attn\.bias$", r"attn\.masked_bias$", r"position_ids$")
+# 0.2.5's converted layouts; ``dense.weight`` is the LM head 0.2.5's save_weights writes
+# under its own name, a tied copy of the word embeddings
+SEED_DECODER_OPTIONAL = (r"^cls\.", r"(^|\.)pooler\.", r"position_ids$", r"^dense\.weight$")
 
 
 def seed_weight_map(prefix: str, final_norm: str | None = None):  # type: ignore[no-untyped-def]
@@ -134,7 +137,7 @@ _GPT2_SEED = dataclasses.replace(
     prefix="gpt2",
     weight_map=seed_weight_map("gpt2", "LayerNormFinal"),
     preset={"hidden_act": "gelu_new", "layer_norm_eps": 1e-12, "pre_norm": True},
-    optional_keys=(r"^cls\.", r"(^|\.)pooler\.", r"position_ids$"),
+    optional_keys=SEED_DECODER_OPTIONAL,
     description="GPT-2 in bert4torch 0.2.5's converted layout (gpt2.*)",
 )
 register_variant(

@@ -21,6 +21,7 @@ from b4t.models.decoder import CausalLM
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import bert_layer_map
+from b4t.models.variants.gpt2 import SEED_DECODER_OPTIONAL
 from b4t.models.weight_map import WeightSource
 
 __all__ = ["GPT2ML", "Gpt2MlBlock", "gpt2_ml_weight_map"]
@@ -74,7 +75,7 @@ register_variant(
         prefix="gpt2_ml",
         weight_map=gpt2_ml_weight_map,
         model_cls=GPT2ML,
-        optional_keys=(r"^cls\.", r"(^|\.)pooler\.", r"position_ids$"),
+        optional_keys=SEED_DECODER_OPTIONAL,
         description="GPT2-ML (bert4torch 0.2.5 layout: BERT names under gpt2_ml.)",
     )
 )

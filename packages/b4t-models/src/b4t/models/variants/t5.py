@@ -9,10 +9,15 @@ unless ``tie_word_embeddings`` is false (T5.1.1, mT5: its own ``lm_head``).
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
+import torch
+
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
 from b4t.models.seq2seq import T5, T5Part, t5_settings
-from b4t.models.weight_map import Concat, WeightSource
+from b4t.models.weight_map import Concat, FirstOf, WeightSource
 
 __all__ = ["t5_part_weight_map", "t5_weight_map"]
 
@@ -21,8 +26,9 @@ def t5_weight_map(config: ModelConfig, model: T5) -> dict[str, WeightSource]:
     """transformers' T5 names (explicit per layer: the decoder may have its own depth)."""
     s = model.settings if model is not None else t5_settings(config)
     mapping: dict[str, WeightSource] = {
-        "encoder.word_embeddings.weight": "shared.weight",
-        "decoder.word_embeddings.weight": "shared.weight",
+        # one shared table; a half saved alone (0.2.5's T5_Encoder) names it its own way
+        "encoder.word_embeddings.weight": FirstOf(("shared.weight", "encoder.embed_tokens.weight")),
+        "decoder.word_embeddings.weight": FirstOf(("shared.weight", "decoder.embed_tokens.weight")),
         "encoder.final_norm.weight": "encoder.final_layer_norm.weight",
         "decoder.final_norm.weight": "decoder.final_layer_norm.weight",
         "decoder.lm_head.weight": "lm_head.weight",
@@ -69,32 +75,57 @@ def t5_part_weight_map(config: ModelConfig, model: T5Part) -> dict[str, WeightSo
     return {k[len(part) :]: v for k, v in full.items() if k.startswith(part)}
 
 
-T5_OPTIONAL = (r"embed_tokens\.weight$", r"^lm_head\.weight$")
-_PRESET = {"layer_norm_eps": 1e-6, "pad_token_id": 0, "hidden_dropout_prob": 0.1}
+T5_OPTIONAL = (
+    r"embed_tokens\.weight$",
+    r"^lm_head\.weight$",
+    # 0.2.5's save_weights: layer i > 0 holds a tied copy of layer 0's bias table, and
+    # the tied T5.1.0 head under 0.2.5's own name
+    r"Layer\.[1-9][0-9]*\.multiHeadAttention\.relative_positions_encoding\.weight$",
+    r"(^|\.)final_dense\.weight$",
+)
+# transformers' T5 configs all name their eps (1e-6); one without it is bert4torch's,
+# whose T5 norms use 1e-12
+_PRESET = {"layer_norm_eps": 1e-12, "pad_token_id": 0, "hidden_dropout_prob": 0.1}
+
+
+def untie_differing_head(variant: Variant):  # type: ignore[no-untyped-def]
+    """A checkpoint whose ``lm_head.weight`` is not the word table (0.2.5's T5 saves its
+    own ``final_dense``) loads untied, unless the config says ``tie_word_embeddings``."""
+    untied = dataclasses.replace(variant, preset={**variant.preset, "tie_word_embeddings": False})
+
+    def resolve(state: dict[str, Any] | None, raw: dict[str, Any]) -> Variant:
+        if state is None or "tie_word_embeddings" in raw:
+            return variant
+        head = state.get("lm_head.weight")
+        table = state.get("shared.weight", state.get("decoder.embed_tokens.weight"))
+        if head is not None and table is not None and not torch.equal(head, table):
+            return untied
+        return variant
+
+    return resolve
+
 
 for _name, _aliases in (("t5", ("t5.1.0",)), ("t5.1.1", ()), ("mt5.1.1", ())):
-    register_variant(
-        Variant(
-            name=_name,
-            prefix="",
-            weight_map=t5_weight_map,
-            preset=dict(_PRESET),
-            model_cls=T5,
-            optional_keys=T5_OPTIONAL,
-            description="T5 encoder-decoder (relative position buckets, RMS pre-norm; HF T5)",
-        ),
-        *_aliases,
+    _full = Variant(
+        name=_name,
+        prefix="",
+        weight_map=t5_weight_map,
+        preset=dict(_PRESET),
+        model_cls=T5,
+        optional_keys=T5_OPTIONAL,
+        description="T5 encoder-decoder (relative position buckets, RMS pre-norm; HF T5)",
     )
+    register_variant(dataclasses.replace(_full, resolve=untie_differing_head(_full)), *_aliases)
     for _part, _other in (("encoder", "decoder"), ("decoder", "encoder")):
-        register_variant(
-            Variant(
-                name=f"{_name}_{_part}",
-                prefix="",
-                weight_map=t5_part_weight_map,
-                preset=dict(_PRESET),
-                model_cls=T5Part,
-                optional_keys=(*T5_OPTIONAL, rf"^{_other}\.", r"^lm_head\.weight$"),
-                description=f"the T5 {_part} alone (bert4torch's T5_{_part.title()})",
-            ),
-            *(f"{a}_{_part}" for a in _aliases),
+        _half = Variant(
+            name=f"{_name}_{_part}",
+            prefix="",
+            weight_map=t5_part_weight_map,
+            preset=dict(_PRESET),
+            model_cls=T5Part,
+            optional_keys=(*T5_OPTIONAL, rf"^{_other}\.", r"^lm_head\.weight$"),
+            description=f"the T5 {_part} alone (bert4torch's T5_{_part.title()})",
         )
+        if _part == "decoder":
+            _half = dataclasses.replace(_half, resolve=untie_differing_head(_half))
+        register_variant(_half, *(f"{a}_{_part}" for a in _aliases))

@@ -81,6 +81,8 @@ class TransformerXL(Transformer):
     segment vocabulary is configured), keywords ``mems=`` and ``attention_mask=``.
     """
 
+    forward_keywords: tuple[str, ...] = ("mems",)
+
     rel_shift = "transformer_xl"
     default_tied = False
     model_types: tuple[str, ...] = ("transfo-xl", "transformer_xl")

@@ -113,6 +113,7 @@ class XLNet(TransformerXL):
     """XLNet content stream (see the module docstring)."""
 
     rel_shift = "xlnet"
+    forward_keywords = ("mems", "mems_keep", "perm_mask", "target_mapping")
     default_tied = True
     model_types = ("xlnet",)
     vocab_params = ("embeddings.weight", "lm_head.weight", "lm_head.bias")

@@ -1,0 +1,282 @@
+"""bert4torch 0.2.5's own parameter names for a built b4t model.
+
+``model.save_weights('best_model.pt')`` in bert4torch 0.2.5 writes ``model.state_dict()``
+in 0.2.5's module names (``encoderLayer.0.multiHeadAttention.q.weight``,
+``embeddings.layerNorm.weight``, ``mlmDecoder.weight``, ...), and its ``load_weights``
+reads them back. b4t's modules are named otherwise (``layers.0.attention.qkv.weight``:
+one fused projection). :func:`seed_weight_names` gives, for every key of a b4t model's
+state dict, the 0.2.5 key(s) that hold the same tensor, so a file either library writes
+loads in the other.
+
+The table is the composition of two maps to the checkpoint layout both libraries read:
+b4t's ``variable_mapping()`` (b4t name -> checkpoint key) and 0.2.5's BERT-family
+``variable_mapping`` (0.2.5 name -> checkpoint key), inverted. A target is a key, a
+:class:`~b4t.models.weight_map.Concat` (the fused QKV split into 0.2.5's ``q``, ``k``,
+``v``) or a :class:`Copies` (one tensor 0.2.5 keeps under two names: the MLM bias is
+``mlmBias`` and ``mlmDecoder.bias``). Variants are covered where that composition was
+checked against 0.2.5 itself (``tests/seed/test_seed_weights.py``); the T5s have a
+table of their own (:func:`_t5_seed_names`). For the others :func:`seed_weight_names`
+returns ``None`` and the trainer writes b4t's own names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from b4t.models.weight_map import Concat, FirstOf
+
+__all__ = [
+    "SEED_NAMED_VARIANTS",
+    "T5_VARIANTS",
+    "Copies",
+    "seed_constant_tables",
+    "seed_weight_names",
+]
+
+# variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
+# the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
+SEED_NAMED_VARIANTS = frozenset(
+    {"bert", "roberta", "ernie", "encoder", "nezha", "roformer", "electra"}
+)
+
+_W = r"(weight|bias)"
+# (checkpoint key after the model prefix, 0.2.5 module name): BERT.variable_mapping
+_BERT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"\Z"), target)
+    for pattern, target in (
+        (r"embeddings\.(word_embeddings|position_embeddings)\.weight", r"embeddings.\1.weight"),
+        (r"embeddings\.token_type_embeddings\.weight", "embeddings.segment_embeddings.weight"),
+        (rf"embeddings\.LayerNorm\.{_W}", r"embeddings.layerNorm.\1"),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.self\.query\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.q.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.self\.key\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.k.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.self\.value\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.v.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.output\.dense\.{_W}",
+            r"encoderLayer.\1.multiHeadAttention.o.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.attention\.output\.LayerNorm\.{_W}",
+            r"encoderLayer.\1.layerNorm1.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.intermediate\.dense\.{_W}",
+            r"encoderLayer.\1.feedForward.intermediateDense.\2",
+        ),
+        (
+            rf"encoder\.layer\.(\d+)\.output\.dense\.{_W}",
+            r"encoderLayer.\1.feedForward.outputDense.\2",
+        ),
+        (rf"encoder\.layer\.(\d+)\.output\.LayerNorm\.{_W}", r"encoderLayer.\1.layerNorm2.\2"),
+        (rf"pooler\.dense\.{_W}", r"pooler.\1"),
+    )
+)
+_HEAD_RULES = {
+    "cls.seq_relationship.weight": "nsp.weight",
+    "cls.seq_relationship.bias": "nsp.bias",
+    "cls.predictions.transform.dense.weight": "mlmDense.weight",
+    "cls.predictions.transform.dense.bias": "mlmDense.bias",
+    "cls.predictions.transform.LayerNorm.weight": "mlmLayerNorm.weight",
+    "cls.predictions.transform.LayerNorm.bias": "mlmLayerNorm.bias",
+    "cls.predictions.bias": "mlmBias",
+    "cls.predictions.decoder.weight": "mlmDecoder.weight",
+    "cls.predictions.decoder.bias": "mlmDecoder.bias",
+    # ELECTRA's discriminator head (0.2.5's ELECTRA.variable_mapping)
+    "discriminator_predictions.dense.weight": "dense.weight",
+    "discriminator_predictions.dense.bias": "dense.bias",
+    "discriminator_predictions.dense_prediction.weight": "dense_prediction.weight",
+    "discriminator_predictions.dense_prediction.bias": "dense_prediction.bias",
+}
+
+
+@dataclass(frozen=True)
+class Copies:
+    """One tensor stored under each of ``keys`` (0.2.5 shares it between two modules)."""
+
+    keys: tuple[str, ...]
+
+    def save(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor] * len(self.keys)
+
+    def load(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return tensors[0]
+
+
+def _seed_key(checkpoint_key: str) -> str | None:
+    """0.2.5's module name for a BERT-layout checkpoint key (any model prefix), or None."""
+    head = _HEAD_RULES.get(checkpoint_key)
+    if head is not None:
+        return head
+    _, _, rest = checkpoint_key.partition(".")  # drop the model prefix: bert., roberta., ...
+    for key in (rest, checkpoint_key):
+        for pattern, target in _BERT_RULES:
+            if pattern.match(key):
+                return pattern.sub(target, key)
+    return None
+
+
+T5_VARIANTS = frozenset({"t5", "t5.1.0", "t5.1.1", "mt5.1.1"})
+_T5_LAYER_RULES: tuple[tuple[str, str], ...] = (  # b4t layer key -> 0.2.5 layer key
+    ("attention.o.weight", "multiHeadAttention.o.weight"),
+    ("norm1.weight", "layerNorm1.weight"),
+    ("norm2.weight", "layerNorm2.weight"),
+    ("norm_cross.weight", "layerNorm3.weight"),
+    ("cross.q.weight", "crossAttention.q.weight"),
+    ("cross.o.weight", "crossAttention.o.weight"),
+    ("ffn.intermediate.weight", "feedForward.intermediateDense.weight"),
+    ("ffn.gate.weight", "feedForward.intermediateDense1.weight"),
+    ("ffn.output.weight", "feedForward.outputDense.weight"),
+)
+
+
+def _t5_seed_names(model: nn.Module) -> dict[str, Any] | None:
+    """0.2.5's ``T5`` names (``encoder.encoderLayer.{i}...``, ``decoder.decoderLayer.{i}...``):
+    its relative-position table is one tensor shared by every layer (written under each
+    layer's name), and a tied T5.1.0 head is the decoder's embedding (``final_dense``)."""
+    state = model.state_dict()
+    n_layers = {
+        part: len({k.split(".")[2] for k in state if k.startswith(f"{part}.layers.")})
+        for part in ("encoder", "decoder")
+    }
+    out: dict[str, Any] = {}
+    for key in state:
+        part, _, rest = key.partition(".")
+        stack = f"{part}.{part}Layer"
+        if rest == "word_embeddings.weight":
+            names = [f"{part}.embeddings.word_embeddings.weight"]
+            if part == "decoder" and "decoder.lm_head.weight" not in state:
+                names.append("decoder.final_dense.weight")  # the tied head
+            out[key] = names[0] if len(names) == 1 else Copies(tuple(names))
+        elif rest == "final_norm.weight":
+            out[key] = f"{part}.final_layer_norm.weight"
+        elif key == "decoder.lm_head.weight":
+            out[key] = "decoder.final_dense.weight"
+        elif rest == "relative_bias.relative_attention_bias.weight":
+            lead = ".multiHeadAttention.relative_positions_encoding.weight"
+            out[key] = Copies(tuple(f"{stack}.{i}{lead}" for i in range(n_layers[part])))
+        elif rest.startswith("layers."):
+            _, index, layer_key = rest.split(".", 2)
+            lead = f"{stack}.{index}."
+            if layer_key == "attention.qkv.weight":
+                att = lead + "multiHeadAttention."
+                out[key] = Concat((f"{att}q.weight", f"{att}k.weight", f"{att}v.weight"))
+            elif layer_key == "cross.kv.weight":
+                out[key] = Concat(
+                    (f"{lead}crossAttention.k.weight", f"{lead}crossAttention.v.weight")
+                )
+            else:
+                target = dict(_T5_LAYER_RULES).get(layer_key)
+                if target is None:
+                    return None
+                out[key] = lead + target
+        else:
+            return None
+    return out
+
+
+def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
+    """``{b4t state-dict key: 0.2.5 key | Concat | Copies}`` for ``model``, or ``None``.
+
+    ``None`` when the model's variant is not one whose 0.2.5 names are known
+    (:data:`SEED_NAMED_VARIANTS`, :data:`T5_VARIANTS`), or when some key of its state dict
+    has no 0.2.5 name.
+    """
+    variant = getattr(model, "variant", None)
+    name = getattr(variant, "name", None)
+    if name in T5_VARIANTS and type(model).__name__ == "T5":
+        return _t5_seed_names(model)
+    if variant is None or name not in SEED_NAMED_VARIANTS:
+        return None
+    if not hasattr(model, "variable_mapping"):
+        return None
+    mapping = model.variable_mapping()
+    direct = {
+        name: _seed_key(source) for name, source in mapping.items() if isinstance(source, str)
+    }
+    claimed = {key for key in direct.values() if key is not None}
+    out: dict[str, Any] = {}
+    for name in model.state_dict():
+        source = mapping.get(name)
+        if isinstance(source, str):
+            target: Any = direct[name]
+        elif isinstance(source, Concat):
+            keys = tuple(_seed_key(k) for k in source.keys)
+            target = None if None in keys else Concat(keys, source.dim)  # type: ignore[arg-type]
+        elif isinstance(source, FirstOf):
+            keys = tuple(
+                dict.fromkeys(
+                    k for k in map(_seed_key, source.keys) if k is not None and k not in claimed
+                )
+            )
+            target = None if not keys else keys[0] if len(keys) == 1 else Copies(keys)
+        else:
+            target = None
+        if target is None:
+            return None
+        out[name] = target
+    return out
+
+
+def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The fixed position tables 0.2.5 keeps in its state dict and b4t computes instead:
+    NEZHA's relative-position table (``position_embeddings``, ``(P, P, head size)`` per
+    layer) and RoFormer's rotary ``cos_position`` / ``sin_position`` (``(P, head size)``),
+    under 0.2.5's names; ``{}`` for other variants. Written beside the weights so the file
+    loads strictly in 0.2.5; dropped on load (b4t recomputes them)."""
+    from b4t.layers import RelativePositionsEncoding, get_sinusoid_encoding_table
+
+    name = getattr(getattr(model, "variant", None), "name", None)
+    config = getattr(model, "config", None)
+    if name in T5_VARIANTS and type(model).__name__ == "T5" and config is not None:
+        return _t5_bucket_tables(model)
+    if name not in ("nezha", "roformer") or config is None:
+        return {}
+    positions = config.max_position_embeddings
+    head = config.hidden_size // config.num_attention_heads
+    lead = "encoderLayer.{i}.multiHeadAttention.relative_positions_encoding."
+    if name == "nezha":
+        max_rel = config.extra.get("max_relative_position", 64)
+        table = RelativePositionsEncoding(positions, positions, head, max_rel).position_embeddings
+        tables = {"position_embeddings": table}
+    else:
+        sinusoid = get_sinusoid_encoding_table(positions, head)
+        tables = {
+            "cos_position": sinusoid[:, 1::2].repeat_interleave(2, dim=-1),
+            "sin_position": sinusoid[:, ::2].repeat_interleave(2, dim=-1),
+        }
+    return {
+        lead.format(i=i) + key: table
+        for i in range(config.num_hidden_layers)
+        for key, table in tables.items()
+    }
+
+
+def _t5_bucket_tables(model: nn.Module) -> dict[str, torch.Tensor]:
+    """0.2.5's per-layer T5 bucket buffers (``relative_positions.relative_position``,
+    ``(P, P)`` with ``P = max_position``): bidirectional in the encoder, causal in the
+    decoder."""
+    from b4t.layers import RelativePositionsEncodingT5
+
+    config = model.config  # type: ignore[attr-defined]
+    positions = config.max_position_embeddings
+    buckets = model.encoder.relative_bias.relative_attention_bias.num_embeddings  # type: ignore[union-attr]
+    out: dict[str, torch.Tensor] = {}
+    for part in ("encoder", "decoder"):
+        table = RelativePositionsEncodingT5(positions, positions, buckets, part == "decoder")
+        for i in range(len(getattr(model, part).layers)):
+            key = f"{part}.{part}Layer.{i}.multiHeadAttention.relative_positions.relative_position"
+            out[key] = table.relative_position
+    return out

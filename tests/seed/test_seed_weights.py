@@ -1,0 +1,258 @@
+"""Weights files between b4t and bert4torch 0.2.5, both directions.
+
+0.2.5's ``save_weights('best_model.pt')`` writes one state-dict file in its own module
+names; b4t writes the same file (same keys, same tensors) and reads 0.2.5's. Checked
+by loading each library's file into the other and comparing outputs on the same
+inputs: the bare built model, the common fine-tuning shape (the built model as
+``self.bert`` beside a head in the user's own ``BaseModel``), the ``prefix=''`` /
+``prefix='bert'`` checkpoint-name forms and the callbacks that save.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import b4t.models as bm
+import b4t.trainer as bt
+
+CONFIG = {
+    "vocab_size": 40,
+    "hidden_size": 16,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 32,
+    "max_position_embeddings": 32,
+    "type_vocab_size": 2,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.0,
+    "attention_probs_dropout_prob": 0.0,
+}
+HEADS = {"with_pool": True, "with_mlm": True, "with_nsp": True}
+VARIANTS = {
+    **dict.fromkeys(("bert", "roberta", "ernie", "encoder", "nezha", "roformer"), HEADS),
+    "electra": {"with_discriminator": True},
+}
+
+
+@pytest.fixture
+def config_path(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(CONFIG))
+    return str(path)
+
+
+def _inputs():
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 40, (3, 7), generator=gen)
+    ids[2, 5:] = 0  # padding
+    return [ids, torch.randint(0, 2, (3, 7), generator=gen)]
+
+
+def _outputs(model):
+    model.eval()
+    with torch.no_grad():
+        out = model(*_inputs()) if isinstance(model, _Wrapped) else model(_inputs())
+    return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+def _assert_same(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        if x.dim() + 1 == y.dim() == 3 or y.dim() + 1 == x.dim() == 3:
+            x, y = x.reshape(-1), y.reshape(-1)  # ELECTRA's [B, L] vs 0.2.5's [B, L, 1]: MIGRATION
+        torch.testing.assert_close(x, y, rtol=0, atol=1e-5)
+
+
+def _perturbed(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return model
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_built_model_weights_files_load_both_ways(b4t_seed, config_path, tmp_path, variant):
+    build_seed = b4t_seed["models"].build_transformer_model
+    heads = VARIANTS[variant]
+    torch.manual_seed(0)
+    seed = build_seed(config_path, model=variant, **heads)
+    seed.save_weights(str(tmp_path / "seed.pt"))
+    ours = bm.build_transformer_model(config_path, model=variant, **heads)
+    ours.load_weights(str(tmp_path / "seed.pt"))
+    _assert_same(_outputs(ours), _outputs(seed))
+
+    _perturbed(ours, 1).save_weights(tmp_path / "b4t.pt")
+    assert (tmp_path / "b4t.pt").is_file()
+    written = torch.load(tmp_path / "b4t.pt", weights_only=True)
+    assert set(written) == set(seed.state_dict())  # 0.2.5's module names, no more, no less
+    torch.manual_seed(2)
+    again = build_seed(config_path, model=variant, **heads)
+    again.load_weights(str(tmp_path / "b4t.pt"))  # strict, 0.2.5's own load_weights
+    _assert_same(_outputs(again), _outputs(ours))
+
+
+class _Wrapped:  # marker: the user's own module, called with (token_ids, segment_ids)
+    pass
+
+
+def _user_models(b4t_seed, config_path):
+    """The fine-tuning shape in both libraries: ``self.bert`` beside a dense head."""
+    seed_base = b4t_seed["t4k_model"].BaseModel
+    build_seed = b4t_seed["models"].build_transformer_model
+
+    class SeedModel(seed_base, _Wrapped):
+        def __init__(self):
+            super().__init__()
+            self.bert = build_seed(config_path, with_pool=True)
+            self.dense = nn.Linear(16, 3)
+
+        def forward(self, token_ids, segment_ids):
+            return self.dense(self.bert([token_ids, segment_ids])[1])
+
+    class B4tModel(bt.BaseModel, _Wrapped):
+        def __init__(self):
+            super().__init__()
+            self.bert = bm.build_transformer_model(config_path, with_pool=True)
+            self.dense = nn.Linear(16, 3)
+
+        def forward(self, token_ids, segment_ids):
+            return self.dense(self.bert([token_ids, segment_ids])[1])
+
+    return SeedModel, B4tModel
+
+
+def test_the_built_model_inside_the_user_s_module(b4t_seed, config_path, tmp_path):
+    SeedModel, B4tModel = _user_models(b4t_seed, config_path)
+    torch.manual_seed(0)
+    seed = SeedModel()
+    seed.save_weights(str(tmp_path / "best_model.pt"))
+    ours = B4tModel()
+    ours.load_weights(str(tmp_path / "best_model.pt"))
+    _assert_same(_outputs(ours), _outputs(seed))
+
+    _perturbed(ours, 3).save_weights(tmp_path / "b4t.pt")
+    assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
+    again = SeedModel()
+    again.load_weights(str(tmp_path / "b4t.pt"))
+    _assert_same(_outputs(again), _outputs(ours))
+
+    # 0.2.5's checkpoint-name form for the inner model: save_weights(path, prefix='bert')
+    seed_prefixed = SeedModel()
+    _perturbed(seed_prefixed.bert, 4)
+    t4k_save = b4t_seed["models"].BaseModel.save_weights
+    t4k_load = b4t_seed["models"].BaseModel.load_weights
+    t4k_save(seed_prefixed, str(tmp_path / "seed_bert.pt"), prefix="bert")
+    ours.load_weights(tmp_path / "seed_bert.pt", prefix="bert")
+    _assert_same(_outputs(ours), _outputs(seed_prefixed))
+    ours.save_weights(tmp_path / "b4t_bert.pt", prefix="bert")
+    third = SeedModel()
+    t4k_load(third, str(tmp_path / "b4t_bert.pt"), prefix="bert")
+    _assert_same(_outputs(third), _outputs(ours))
+
+
+@pytest.mark.parametrize("variant", ("bert", "roberta"))
+def test_prefix_empty_checkpoint_names_both_ways(b4t_seed, config_path, tmp_path, variant):
+    build_seed = b4t_seed["models"].build_transformer_model
+    kwargs = {"with_pool": True, "with_nsp": True}
+    torch.manual_seed(0)
+    seed = build_seed(config_path, model=variant, **kwargs)
+    seed.save_weights(str(tmp_path / "seed.pt"), prefix="")
+    ours = bm.build_transformer_model(config_path, model=variant, **kwargs)
+    ours.load_weights(tmp_path / "seed.pt", prefix="")
+    _assert_same(_outputs(ours), _outputs(seed))
+    _perturbed(ours, 5).save_weights(tmp_path / "b4t.pt", prefix="")
+    assert (tmp_path / "b4t.pt").is_file()
+    assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(
+        torch.load(tmp_path / "seed.pt", weights_only=True)
+    )
+    again = build_seed(config_path, model=variant, **kwargs)
+    again.load_weights(str(tmp_path / "b4t.pt"), prefix="")
+    _assert_same(_outputs(again), _outputs(ours))
+
+
+def test_checkpoint_and_evaluator_files_load_in_the_seed(b4t_seed, config_path, tmp_path):
+    """torch4keras's ``Checkpoint('model.pt')`` and ``Evaluator(checkpoint_path=...)``: b4t
+    writes the same single file, in 0.2.5's names."""
+    SeedModel, B4tModel = _user_models(b4t_seed, config_path)
+    torch.manual_seed(0)
+    ours = B4tModel()
+    ids, segs = _inputs()
+    batches = [([ids, segs], torch.tensor([0, 1, 2]))]
+
+    class Eval(bt.Evaluator):
+        def evaluate(self):
+            return {"perf": 1.0}
+
+    ours.compile(nn.CrossEntropyLoss(), torch.optim.SGD(ours.parameters(), lr=0.1))
+    ours.fit(
+        batches,
+        epochs=1,
+        callbacks=[
+            bt.Checkpoint(str(tmp_path / "model.pt")),
+            Eval(checkpoint_path=str(tmp_path / "best_model.pt")),
+        ],
+        verbose=0,
+    )
+    for name in ("model.pt", "best_model.pt"):
+        seed = SeedModel()
+        seed.load_weights(str(tmp_path / name))
+        _assert_same(_outputs(seed), _outputs(ours))
+
+
+@pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1", "mt5.1.1"])
+def test_t5_weights_files_load_both_ways(b4t_seed, tmp_path, version):
+    """0.2.5's ``T5`` file (its relative-position table under every layer's name, the
+    bucket buffers, the tied head) loads in b4t and b4t's loads strictly in 0.2.5; logits
+    equal (t5.1.1: up to 0.2.5's ``d_model ** -0.5`` factor, MIGRATION.md)."""
+    v11 = version != "t5.1.0"
+    dims = {"vocab_size": 57, "num_hidden_layers": 2, "num_attention_heads": 4}
+    seed_cfg = tmp_path / "seed.json"
+    seed_cfg.write_text(json.dumps({
+        **dims, "hidden_size": 32, "attention_head_size": 8, "intermediate_size": 48,
+        "relative_attention_num_buckets": 8, "hidden_act": "gelu_new" if v11 else "relu",
+        "attention_scale": False, "max_position": 64, "segment_vocab_size": 0,
+        "hidden_dropout_prob": 0.0,
+    }))  # fmt: skip
+    ours_cfg = tmp_path / "config.json"
+    ours_cfg.write_text(json.dumps({
+        "vocab_size": 57, "d_model": 32, "d_kv": 8, "d_ff": 48, "num_layers": 2,
+        "num_heads": 4, "relative_attention_num_buckets": 8, "dropout_rate": 0.0,
+        "feed_forward_proj": "gated-gelu" if v11 else "relu", "layer_norm_epsilon": 1e-12,
+        "tie_word_embeddings": not v11, "model_type": "t5", "max_position": 64,
+    }))  # fmt: skip
+    build_seed = b4t_seed["models"].build_transformer_model
+    torch.manual_seed(0)
+    seed = _perturbed(build_seed(str(seed_cfg), model=version), 7).eval()
+    # as a real checkpoint (one ``shared.weight``): encoder and decoder read one table, and
+    # T5.1.0's head is that table too
+    shared = seed.encoder.embeddings.word_embeddings.weight
+    seed.decoder.embeddings.word_embeddings.weight = shared
+    if not v11:
+        seed.decoder.final_dense.weight = shared
+    seed.save_weights(str(tmp_path / "seed.pt"))
+    ours = bm.build_transformer_model(ours_cfg, model=version).eval()
+    ours.load_weights(tmp_path / "seed.pt")
+    enc = torch.randint(2, 57, (2, 9), generator=torch.Generator().manual_seed(8))
+    dec = torch.randint(2, 57, (2, 6), generator=torch.Generator().manual_seed(9))
+    factor = 32**-0.5 if v11 else 1.0
+
+    def logits(seed_model, b4t_model):
+        with torch.no_grad():
+            return seed_model.predict([[enc], [dec]])[-1], b4t_model([enc, dec])[-1] * factor
+
+    theirs, mine = logits(seed, ours)
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+    _perturbed(ours, 8).save_weights(tmp_path / "b4t.pt")
+    written = torch.load(tmp_path / "b4t.pt", weights_only=True)
+    assert set(written) == set(seed.state_dict())
+    torch.manual_seed(1)
+    again = build_seed(str(seed_cfg), model=version).eval()
+    again.load_weights(str(tmp_path / "b4t.pt"))  # strict
+    theirs, mine = logits(again, ours)
+    torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
