@@ -13,6 +13,7 @@ from torch import nn
 
 from b4t.models.checkpoint import read_checkpoint, resolve_checkpoint_files
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
+from b4t.models.gguf import find_gguf, read_gguf
 from b4t.models.loading import init_weights, load_into
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer
@@ -104,7 +105,9 @@ def build_transformer_model(
         config_path: ``config.json``, a folder holding one, or a dict of config keys
             (default: the ``checkpoint_path`` folder's ``config.json``).
         checkpoint_path: a weights file, sharded index, folder or list of files; None
-            builds randomly initialised weights.
+            builds randomly initialised weights. A llama.cpp ``.gguf`` file (or a folder
+            holding one) brings its own config and, when ``model`` is left at its
+            default, its architecture (:mod:`b4t.models.gguf`).
         model: a registered name (``b4t.models.variant_names()``, case-insensitive) or a
             subclass of :class:`Transformer` (built with its nearest registered
             variant's preset and weight map).
@@ -132,6 +135,10 @@ def build_transformer_model(
     inference), or ``(model, config)`` with ``return_model_config``. ``model.configs``
     is bert4torch's dict (config keys + build keywords), ``model.config`` the typed one.
     """
+    gguf = read_gguf(gguf_file) if (gguf_file := find_gguf(checkpoint_path)) else None
+    if gguf is not None:  # llama.cpp's file: config, tensors and (by default) model= from it
+        model = gguf.variant if model == "bert" else model
+        config_path = gguf.config if config_path is None else config_path
     variant, cls = _resolve_model(model)
     application = str(application).lower()
     seed_kwargs = dict(kwargs)
@@ -153,7 +160,9 @@ def build_transformer_model(
         with_mlm = True
     files = None
     state = spans = None
-    if checkpoint_path is not None:
+    if gguf is not None:
+        files, state, spans = [gguf.path], gguf.tensors, {}
+    elif checkpoint_path is not None:
         files = resolve_checkpoint_files(checkpoint_path)  # a missing file fails here, early
         spans = {}
         state = read_checkpoint(files, spans=spans)
