@@ -15,6 +15,7 @@ from torch import nn
 from b4t.models.checkpoint import CheckpointError, read_checkpoint, resolve_checkpoint_files
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
 from b4t.models.config_arguments import accepted_arguments, config_arguments
+from b4t.models.gguf import find_gguf, read_gguf
 from b4t.models.loading import init_weights, load_into
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer
@@ -106,7 +107,9 @@ def _build(
         config_path: ``config.json``, a folder holding one, or a dict of config keys
             (default: the ``checkpoint_path`` folder's ``config.json``).
         checkpoint_path: a weights file, sharded index, folder or list of files; None
-            builds randomly initialised weights.
+            builds randomly initialised weights. A llama.cpp ``.gguf`` file (or a folder
+            holding one) brings its own config and, when ``model`` is left at its
+            default, its architecture (:mod:`b4t.models.gguf`).
         model: a registered name (``b4t.models.variant_names()``, case-insensitive) or a
             subclass of :class:`Transformer` (built with its nearest registered
             variant's preset and weight map).
@@ -140,6 +143,10 @@ def _build(
     is that argument, unless it is passed explicitly
     (:mod:`b4t.models.config_arguments`).
     """
+    gguf = read_gguf(gguf_file) if (gguf_file := find_gguf(checkpoint_path)) else None
+    if gguf is not None:  # llama.cpp's file: config, tensors and (by default) model= from it
+        model = gguf.variant if model == "bert" else model
+        config_path = gguf.config if config_path is None else config_path
     variant, cls = _resolve_model(model)
     application = str(application).lower()
     seed_kwargs = dict(kwargs)
@@ -161,7 +168,9 @@ def _build(
         with_mlm = True
     files = None
     state = spans = None
-    if checkpoint_path is not None:
+    if gguf is not None:
+        files, state, spans = [gguf.path], gguf.tensors, {}
+    elif checkpoint_path is not None:
         files = resolve_checkpoint_files(checkpoint_path)  # a missing file fails here, early
         spans = {}
         state = read_checkpoint(files, spans=spans)
@@ -256,6 +265,8 @@ def _raw_or_none(config_path: Any, checkpoint_path: Any) -> dict[str, Any] | Non
     if config_path is None:
         if checkpoint_path is None or not Path(str(checkpoint_path)).is_dir():
             return None  # _build raises its own error (or builds from the dict)
+        if find_gguf(checkpoint_path) is not None:
+            return None  # a llama.cpp file: its metadata is the config (read_gguf)
         config_path = checkpoint_path
     return raw_config(config_path)
 
