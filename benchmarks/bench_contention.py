@@ -221,7 +221,7 @@ def _spread(values: list[float], fmt: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+    p.add_argument("--seconds", type=float, default=1.5, help="timed seconds per measurement")
     p.add_argument("--tokens", type=int, default=16, help="characters per request")
     p.add_argument("--clients", type=int, default=8, help="concurrent requests")
     p.add_argument("--competitor", choices=sorted(COMPETITORS), default="matmul")
