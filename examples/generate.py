@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+# b4t.trainer before torch: importing it makes OpenMP threads wait passively, which
+# only works before torch loads OpenMP (b4t.trainer.cpu; a shared machine stays usable).
+from b4t.trainer.cpu import configure_threads  # isort: skip
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -90,7 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="windows in the fixed seeded validation sample used during training",
     )
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, with OpenMP waiting passively; see "
+        "b4t.trainer.cpu and 'On a shared machine' in the README)",
+    )
     p.add_argument("--samples", type=int, default=3, help="texts to sample at the end (0: none)")
     p.add_argument("--sample-length", type=int, default=200, help="characters per sample")
     p.add_argument("--prompt", default="\n", help="what the samples start from")
@@ -311,8 +319,7 @@ def add_simple_route(server: WebServing, stream: Any, max_tokens: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     seed_everything(args.seed)
     if args.load is not None:
         model, tokenizer = load_model(args.load)

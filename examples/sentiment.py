@@ -24,6 +24,9 @@ import sys
 import time
 from pathlib import Path
 
+# b4t.trainer before torch: importing it makes OpenMP threads wait passively, which
+# only works before torch loads OpenMP (b4t.trainer.cpu; a shared machine stays usable).
+from b4t.trainer.cpu import configure_threads  # isort: skip
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -121,7 +124,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train K differently seeded models on the same split and average their "
         "predicted probabilities (1 = a single model)",
     )
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: torch's, with OpenMP waiting passively; see "
+        "b4t.trainer.cpu and 'On a shared machine' in the README)",
+    )
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
     p.add_argument("--serve", action="store_true", help="serve /classify after training")
     p.add_argument("--port", type=int, default=8864)
@@ -309,8 +317,7 @@ def make_server(
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     start, cpu_start = time.perf_counter(), time.process_time()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     seed_everything(args.seed)
     pos, neg, default_vocab = (args.pos, args.neg, None) if args.pos else fetch_default_assets(REPO)
     vocab_path = args.vocab or default_vocab

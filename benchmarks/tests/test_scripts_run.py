@@ -44,3 +44,25 @@ def test_generation_benchmark_on_tiny_models() -> None:
     assert len(rows) == 5, out
     assert all(line.endswith("yes") for line in rows), out  # same tokens as generate()
     assert "batch-1 limit" in out, out
+
+
+def test_contention_benchmark_tiny() -> None:
+    """Fresh worker processes see b4t's defaults (passive OpenMP, torch's thread count)
+    and the late-import fallback (one thread), quiet and beside a competing process."""
+    out = run(
+        str(BENCHMARKS / "bench_contention.py"),
+        "--quick", "--tiny", "--jobs", "serve", "--settings", "after", "late",
+    )  # fmt: skip
+    runs = [line.split() for line in out.splitlines() if line.startswith("  repeat")]
+    assert len(runs) == 4, out  # 2 settings x quiet/busy
+    for fields in runs:
+        setting = fields[4]
+        if setting == "after":
+            assert fields[-1] == "PASSIVE)", fields
+        else:
+            assert fields[-4:] == ["thread(s),", "wait", "default", "(spinning))"], fields
+            assert fields[-5] == "1", fields
+    rows = [line for line in out.splitlines() if line.startswith("serve")]
+    for setting in ("after ", "late  "):
+        assert any(f" {setting} quiet " in r and "slowdown x" in r for r in rows), out
+    assert "batching ratio busy x" in out, out

@@ -3,6 +3,8 @@
 a keras-like compile/fit trainer with callbacks, resume and torch.distributed support.
 """
 
+# cpu first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (see cpu.py)
+from b4t.trainer import cpu as cpu
 from b4t.trainer._version import __version__
 from b4t.trainer.base_model import BaseModel, BaseModelDDP, BaseModelDP
 from b4t.trainer.callback import HOOK_NAMES, Callback
