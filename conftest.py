@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,6 +12,29 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 
 import pypi_assets
+
+# Tests marked ``heavy`` (the real SmolLM2 model against transformers, the 10,000-line
+# tokenizer corpus) run once per ``nox`` run, in the default torch's ``tests`` session;
+# the other sessions set B4T_HEAVY_TESTS=0 and skip them with this reason.
+HEAVY_TESTS = os.environ.get("B4T_HEAVY_TESTS", "1") != "0"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "heavy: a real-model or full-corpus test, skipped where B4T_HEAVY_TESTS=0"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HEAVY_TESTS:
+        return
+    skip = pytest.mark.skip(
+        reason="heavy test: runs once per nox run, in the default torch's tests session "
+        "(B4T_HEAVY_TESTS=0 here)"
+    )
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

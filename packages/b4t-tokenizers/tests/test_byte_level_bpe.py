@@ -44,6 +44,7 @@ def _mismatches(ours: ByteLevelBPETokenizer, rust: Tokenizer, lines: list[str]) 
     ]
 
 
+@pytest.mark.heavy
 def test_corpus_is_large_and_varied(bpe_corpus: list[str]) -> None:
     assert len(bpe_corpus) >= 10_000
     text = "".join(bpe_corpus)
