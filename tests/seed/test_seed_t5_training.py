@@ -128,3 +128,18 @@ def test_t5_trains_one_word_table_where_the_seed_trains_three(b4t_seed, tmp_path
     real = batch[0][1][0].ne(0)
     torch.testing.assert_close(three[real], theirs[real], atol=1e-5, rtol=0)
     assert (tied[real] - theirs[real]).abs().max() > 1e-3
+
+
+def test_the_seeds_checkpoint_save_keeps_one_of_its_two_tables(b4t_seed, tmp_path) -> None:
+    """0.2.5's own checkpoint-name save (``save_weights(path, prefix='')``) maps both its
+    trained word tables to ``shared.weight``: the decoder's is written, the encoder's is
+    lost. A T5 file holds one table, as b4t trains one."""
+    seed, _ = _both(b4t_seed, tmp_path)
+    with torch.no_grad():
+        for i, name in enumerate(SEED_VOCAB, start=1):
+            seed.get_parameter(name).add_(float(i))
+    seed.save_weights(str(tmp_path / "saved.bin"), prefix="")
+    saved = torch.load(tmp_path / "saved.bin")
+    assert "encoder.embed_tokens.weight" not in saved
+    torch.testing.assert_close(saved["shared.weight"], seed.get_parameter(SEED_VOCAB[1]))
+    torch.testing.assert_close(saved["lm_head.weight"], seed.get_parameter(SEED_VOCAB[2]))
