@@ -36,7 +36,6 @@ COMPARED: dict[str, dict[str, float]] = {
     "mlm_pretrain": {"loss": 1e-4, "hits": 0, "probas": 1e-4},
     "webserving": {"good": 1e-4, "one": 1e-4, "missing_code": 0},
     "resume_steps": {"steps": 0, "epoch_ends": 0},
-    "t5_title": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
     "bart_title": {"loss": 1e-4, "exact": 1e-9, "titles": 0},
     "cdial_gpt_chat": {"probas": 1e-4, "top_ids": 0, "beams": 0, "samples": 0},
     "gplinker": {
@@ -57,6 +56,7 @@ DEVIATING: dict[str, str] = {
     "adv_vat": "`AdversarialTraining('vat')` back-propagates",
     "adv_gradient_penalty": "`AdversarialTraining('gradient_penalty')` adds",
     "ner_global_pointer": "`GlobalPointer` rotates q/k",
+    "t5_title": "`T5` trains three word tables",
 }
 IN_SEED_SESSION = os.environ.get("B4T_SEED") == "1"
 

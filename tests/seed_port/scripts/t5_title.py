@@ -5,7 +5,9 @@ segment_vocab_size=0, add_trainer=True), the encoder's output tensor given to
 beam_search and the decoder's predict in AutoRegressiveDecoder.predict. The checkpoint is
 a T5.1.0 (tied head, which 0.2.5 and b4t score alike; T5-PEGASUS itself is mt5.1.1, whose
 logits 0.2.5 scales by d_model ** -0.5: a MIGRATION.md row); jieba pre-tokenization is
-left out."""
+left out. Run on b4t only: 0.2.5 loads the one word table into three parameters
+(encoder, decoder, head) and trains them apart, b4t trains the tied table, so the
+losses part after the first optimizer step (a MIGRATION.md row)."""
 
 import json
 import os

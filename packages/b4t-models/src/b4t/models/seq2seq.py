@@ -327,6 +327,8 @@ class T5(_CheckpointMixin, nn.Module):
     """T5 / T5.1.1 / mT5 encoder-decoder (transformers' ``T5ForConditionalGeneration``
     layout). Build options: ``tie_emb_src_tgt_weight`` is accepted (T5 always shares the
     word table); heads (``with_pool`` / ``with_mlm`` / ``with_nsp``) are refused.
+    Training updates the one table (and a tied head) with the sum of its gradients, as
+    transformers does; 0.2.5 trains three copies of it apart (MIGRATION.md).
     """
 
     vocab_params = (
