@@ -48,7 +48,12 @@ COMPARED: dict[str, dict[str, float]] = {
     },
     "uda": {"loss": 1e-4, "loss_sup": 1e-4, "loss_unsup": 1e-4, "val_accs": 1e-9},
     "pet": {"loss": 1e-4, "val_accs": 1e-9, "probs": 1e-4},
-    "promptbert": {"loss": 1e-4, "val_sims": 1e-4},
+    # val_sims is a Pearson r over dev cosines that all lie within 1.4e-4 of 1 (std 2.6e-5
+    # after epoch 1), so float32 rounding alone moves it: b4t vs 0.2.5 1.4e-4; 0.2.5 vs
+    # itself under another ATEN_CPU_CAPABILITY 3.2e-4 (b4t 3.5e-4); each vs its float64
+    # run 5e-5 / 9e-5, while in float64 the two agree to 1e-13. The trained embeddings
+    # behind it differ by <= 2.6e-6 in all those runs: they carry the tight check.
+    "promptbert": {"loss": 1e-4, "embeddings": 1e-5, "val_sims": 1e-3},
 }
 # scripts whose figures differ from 0.2.5 on purpose: how the MIGRATION.md row that says
 # why begins its 0.2.5 cell (the row's "pinned by" cell names the script)
