@@ -7,8 +7,6 @@ that reason; inside the session (``B4T_SEED=1``) a missing seed is an error.
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -18,18 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _shims
+from _shims import seed_module
 
 _shims.install()
-
-
-def seed_module(name: str) -> ModuleType:
-    """Import ``bert4torch.<name>`` / ``torch4keras.<name>``; skip if the seed is absent."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        if os.environ.get("B4T_SEED") == "1":  # inside `nox -s seed` a missing seed fails
-            raise
-        pytest.skip(f"bert4torch 0.2.5 not installed (run `nox -s seed`): {exc}")
 
 
 @pytest.fixture(scope="session")

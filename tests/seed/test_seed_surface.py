@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 import pytest
+from _shims import seed_module
 from _surface import (
     covered_ids,
     module_map,
@@ -23,8 +24,6 @@ from _surface import (
     surface_differences,
     table_rows,
 )
-
-from conftest import seed_module
 
 ROOT = Path(__file__).resolve().parents[2]
 
