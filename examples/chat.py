@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -35,8 +36,10 @@ from typing import TextIO
 
 try:  # before torch: idle OpenMP threads then sleep instead of spinning (b4t.trainer.cpu)
     from b4t.trainer.cpu import configure_threads  # isort: skip
-except ImportError:  # b4t-trainer is not a dependency of this example
+except ImportError:  # b4t-trainer is not a dependency of this example: the same wait policy
     configure_threads = None  # type: ignore[assignment]
+    if "GOMP_SPINCOUNT" not in os.environ:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 
 from b4t.generation import WebServing, add_generation_routes

@@ -140,3 +140,24 @@ def test_openai_client_chat_round_trip(
     assert chunks[-1].choices[0].finish_reason == "stop"
     with OPENER.open(served.server.url + "/", timeout=30) as page:
         assert page.status == 200 and chat.MODEL_NAME in page.read().decode()
+
+
+def test_terminal_conversation_keeps_the_history() -> None:
+    """Each line is a user turn sent with every earlier turn; an empty line ends it."""
+    lines = iter(["Hi", "And then?", ""])
+    sent: list[list[dict[str, str]]] = []
+
+    def ask(messages: chat.Messages) -> chat.Answer:
+        sent.append([dict(m) for m in messages])
+        return chat.Answer(f"reply {len(sent)}", "stop", 2, 0.1)
+
+    chat.converse(ask, "Be brief.", lambda: next(lines))
+    assert sent == [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "reply 1"},
+            {"role": "user", "content": "And then?"},
+        ],
+    ]
