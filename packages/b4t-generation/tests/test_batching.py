@@ -273,3 +273,29 @@ def test_stream_function_yields_token_texts_and_cancels_on_close(model: TinyCaus
         while scheduler.active and time.monotonic() < deadline:
             time.sleep(0.01)
         assert scheduler.active == 0 and scheduler.tokens < 100
+
+
+def test_stream_function_stops_at_any_of_its_stop_ids(model: TinyCausalLM) -> None:
+    """A chat model ends its turn with one of several ids (a tokenizer's stop_token_ids):
+    the stream ends at the first one generated, adds no text for it, and the service
+    reports finish_reason 'stop' (not 'length')."""
+    from b4t.generation.batching import stream_from_scheduler
+    from b4t.generation.service import GenerationService
+
+    expected = greedy_reference(model, [1, 2, 3], 8)
+    first = expected[3]
+    cut = expected.index(first)
+    unused = next(i for i in range(50) if i not in expected)
+    with BatchScheduler(model) as scheduler:
+        stream = stream_from_scheduler(scheduler, _Digits(), stop_ids={unused, first})
+        assert list(stream(_Req())) == [f"{t:02d}" for t in expected[:cut]][:4]
+        service = GenerationService(stream, tokenizer=_Digits())
+        result = service.complete(service.make_request("010203", max_tokens=8, temperature=0))
+        assert result.text == "".join(f"{t:02d}" for t in expected[:cut])
+        assert result.finish_reason == "stop"
+        # without the stop ids the same request runs to max_tokens
+        plain = GenerationService(stream_from_scheduler(scheduler, _Digits()), tokenizer=_Digits())
+        result = plain.complete(plain.make_request("010203", max_tokens=8, temperature=0))
+        assert result.finish_reason == "length" and len(result.text) == 16
+    with pytest.raises(TypeError, match="stop_ids"):
+        stream_from_scheduler(scheduler, _Digits(), stop_ids=2)  # type: ignore[arg-type]

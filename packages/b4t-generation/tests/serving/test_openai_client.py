@@ -155,6 +155,30 @@ def test_bad_requests_are_openai_shaped_400s(client, kwargs, param, words) -> No
     assert client.service.active == 0
 
 
+def test_chat_prompt_hook_renders_the_messages(make_server, generation, greedy_reference) -> None:
+    """A model's own chat template goes in as the service's ``chat_prompt``: the model
+    continues exactly the text it renders, and the prompt tokens are counted from it."""
+    seen: list[list[dict[str, str]]] = []
+
+    def template(messages: list[dict[str, str]]) -> str:
+        seen.append(messages)
+        turns = "".join(f"{m['role'].upper()}; {m['content']}\n" for m in messages)
+        return turns + "ASSISTANT ANSWERS;"
+
+    serving, _ = make_server(generation, max_tokens=40, chat_prompt=template)
+    api = openai.OpenAI(base_url=serving.url + "/v1", api_key="-", max_retries=0, timeout=30)
+    messages = [{"role": "user", "content": "hi"}]
+    answer = api.chat.completions.create(
+        model="b4t-lm", messages=messages, max_tokens=10, temperature=0
+    )
+    prompt = "USER; hi\nASSISTANT ANSWERS;"
+    assert seen == [messages]
+    assert (answer.choices[0].message.content, answer.choices[0].finish_reason) == (
+        greedy_reference(prompt, 10)
+    )
+    assert answer.usage.prompt_tokens == len(prompt)
+
+
 def test_chat_messages_are_checked(client) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="b4t-lm", messages=[])

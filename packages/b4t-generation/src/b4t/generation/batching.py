@@ -46,7 +46,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -526,7 +526,11 @@ class BatchScheduler:
 
 
 def stream_from_scheduler(
-    scheduler: BatchScheduler, tokenizer: Any, end_id: int | None = None
+    scheduler: BatchScheduler,
+    tokenizer: Any,
+    end_id: int | None = None,
+    *,
+    stop_ids: Iterable[int] = (),
 ) -> Any:
     """A stream function for :class:`~b4t.generation.service.GenerationService`.
 
@@ -536,10 +540,17 @@ def stream_from_scheduler(
     batch produces it (an incomplete character, decoded as U+FFFD, waits for the
     next token). Closing the iterator early (a client gone, a stop sequence)
     cancels the request, which frees its batch slot at the next step.
+
+    Generation ends (``finish_reason`` ``"stop"``) at ``end_id`` or any id of
+    ``stop_ids`` (a chat model's end-of-turn ids, e.g. a byte-level BPE tokenizer's
+    ``stop_token_ids``); the stop token adds no text.
     """
     if tokenizer is None or not callable(getattr(tokenizer, "decode", None)):
         raise TypeError("serving text needs a tokenizer with encode(text) and decode(ids)")
-    stop_ids = () if end_id is None else (int(end_id),)
+    if isinstance(stop_ids, int | str):
+        raise TypeError(f"stop_ids must be a collection of token ids, got {stop_ids!r}")
+    ends = {int(i) for i in stop_ids} | (set() if end_id is None else {int(end_id)})
+    end_ids = tuple(sorted(ends))
 
     def stream(request: Any) -> Iterator[str]:
         prompt_ids = getattr(request, "prompt_ids", None)
@@ -554,7 +565,7 @@ def stream_from_scheduler(
             topk=request.topk,
             topp=request.topp,
             seed=request.seed,
-            stop_ids=stop_ids,
+            stop_ids=end_ids,
         )
         ids: list[int] = []
         sent = ""
