@@ -81,11 +81,13 @@ def reference(loaded: chat.ChatModel) -> tuple[list[int], int]:
     pytest.fail(f"no stop id within 48 greedy tokens: {loaded.tokenizer.decode(out)!r}")
 
 
+@pytest.mark.heavy
 def test_messages_are_rendered_with_the_models_own_template(loaded: chat.ChatModel) -> None:
     assert loaded.render([{"role": "user", "content": QUESTION}]) == RENDERED
     assert loaded.tokenizer.token_to_id(IM_END) in loaded.tokenizer.stop_token_ids
 
 
+@pytest.mark.heavy
 def test_greedy_answer_stops_at_the_end_of_turn_token(
     loaded: chat.ChatModel, served: SimpleNamespace, reference: tuple[list[int], int]
 ) -> None:
@@ -98,6 +100,7 @@ def test_greedy_answer_stops_at_the_end_of_turn_token(
     assert reply.finish_reason == "stop" and reply.tokens == len(ids) < 64
 
 
+@pytest.mark.heavy
 def test_prompt_flag_prints_the_streamed_answer(
     loaded: chat.ChatModel,
     reference: tuple[list[int], int],
@@ -112,6 +115,7 @@ def test_prompt_flag_prints_the_streamed_answer(
     assert "finish: stop]" in printed
 
 
+@pytest.mark.heavy
 def test_openai_client_chat_round_trip(
     loaded: chat.ChatModel, served: SimpleNamespace, reference: tuple[list[int], int]
 ) -> None:
