@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -41,7 +42,7 @@ __all__ = [
 # variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
 # the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
 SEED_NAMED_VARIANTS = frozenset(
-    {"bert", "roberta", "ernie", "encoder", "nezha", "roformer", "electra"}
+    {"bert", "roberta", "ernie", "encoder", "nezha", "roformer", "electra", "albert", "uie"}
 )
 
 _W = r"(weight|bias)"
@@ -102,6 +103,47 @@ _HEAD_RULES = {
 }
 
 
+_ALBERT_LAYER = r"encoder\.albert_layer_groups\.0\.albert_layers\.0\."
+# ALBERT.variable_mapping (after the ``albert.`` prefix): one shared layer, 0.2.5's
+# ``encoderLayer.0``; the embeddings are BERT's plus the projection to hidden_size
+_ALBERT_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"\Z"), target)
+    for pattern, target in (
+        (
+            rf"encoder\.embedding_hidden_mapping_in\.{_W}",
+            r"embeddings.embedding_hidden_mapping_in.\1",
+        ),
+        (_ALBERT_LAYER + rf"attention\.query\.{_W}", r"encoderLayer.0.multiHeadAttention.q.\1"),
+        (_ALBERT_LAYER + rf"attention\.key\.{_W}", r"encoderLayer.0.multiHeadAttention.k.\1"),
+        (_ALBERT_LAYER + rf"attention\.value\.{_W}", r"encoderLayer.0.multiHeadAttention.v.\1"),
+        (_ALBERT_LAYER + rf"attention\.dense\.{_W}", r"encoderLayer.0.multiHeadAttention.o.\1"),
+        (_ALBERT_LAYER + rf"attention\.LayerNorm\.{_W}", r"encoderLayer.0.layerNorm1.\1"),
+        (_ALBERT_LAYER + rf"ffn\.{_W}", r"encoderLayer.0.feedForward.intermediateDense.\1"),
+        (_ALBERT_LAYER + rf"ffn_output\.{_W}", r"encoderLayer.0.feedForward.outputDense.\1"),
+        (_ALBERT_LAYER + rf"full_layer_layer_norm\.{_W}", r"encoderLayer.0.layerNorm2.\1"),
+        (rf"pooler\.{_W}", r"pooler.\1"),
+    )
+)
+# ALBERT's sentence-order head is 0.2.5's ``nsp``. Its MLM head is left out on purpose:
+# 0.2.5's ``mlmDense`` is hidden x hidden, b4t's (and the checkpoint's) hidden x
+# embedding_size (MIGRATION.md), so no file of one loads in the other.
+_ALBERT_HEADS = {
+    "sop_classifier.classifier.weight": "nsp.weight",
+    "sop_classifier.classifier.bias": "nsp.bias",
+}
+# UIE.variable_mapping: BERT's plus the span heads under their own names
+_UIE_HEADS = {
+    f"{head}.{w}": f"{head}.{w}"
+    for head in ("linear_start", "linear_end")
+    for w in ("weight", "bias")
+}
+# variant -> (rules tried first, head keys): variants not named here use BERT's alone
+_VARIANT_RULES: dict[str, tuple[tuple[tuple[re.Pattern[str], str], ...], dict[str, str]]] = {
+    "albert": (_ALBERT_RULES, _ALBERT_HEADS),
+    "uie": ((), {**_HEAD_RULES, **_UIE_HEADS}),
+}
+
+
 @dataclass(frozen=True)
 class Copies:
     """One tensor stored under each of ``keys`` (0.2.5 shares it between two modules)."""
@@ -115,14 +157,16 @@ class Copies:
         return tensors[0]
 
 
-def _seed_key(checkpoint_key: str) -> str | None:
-    """0.2.5's module name for a BERT-layout checkpoint key (any model prefix), or None."""
-    head = _HEAD_RULES.get(checkpoint_key)
+def _seed_key(checkpoint_key: str, variant: str = "bert") -> str | None:
+    """0.2.5's module name for a checkpoint key (any model prefix) of ``variant``'s layout
+    (BERT's unless :data:`_VARIANT_RULES` names it), or None."""
+    rules, heads = _VARIANT_RULES.get(variant, ((), _HEAD_RULES))
+    head = heads.get(checkpoint_key)
     if head is not None:
         return head
     _, _, rest = checkpoint_key.partition(".")  # drop the model prefix: bert., roberta., ...
     for key in (rest, checkpoint_key):
-        for pattern, target in _BERT_RULES:
+        for pattern, target in rules + _BERT_RULES:
             if pattern.match(key):
                 return pattern.sub(target, key)
     return None
@@ -203,22 +247,21 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
     if not hasattr(model, "variable_mapping"):
         return None
     mapping = model.variable_mapping()
-    direct = {
-        name: _seed_key(source) for name, source in mapping.items() if isinstance(source, str)
-    }
+    seed_key = partial(_seed_key, variant=name)
+    direct = {key: seed_key(source) for key, source in mapping.items() if isinstance(source, str)}
     claimed = {key for key in direct.values() if key is not None}
     out: dict[str, Any] = {}
-    for name in model.state_dict():
-        source = mapping.get(name)
+    for key in model.state_dict():
+        source = mapping.get(key)
         if isinstance(source, str):
-            target: Any = direct[name]
+            target: Any = direct[key]
         elif isinstance(source, Concat):
-            keys = tuple(_seed_key(k) for k in source.keys)
+            keys = tuple(seed_key(k) for k in source.keys)
             target = None if None in keys else Concat(keys, source.dim)  # type: ignore[arg-type]
         elif isinstance(source, FirstOf):
             keys = tuple(
                 dict.fromkeys(
-                    k for k in map(_seed_key, source.keys) if k is not None and k not in claimed
+                    k for k in map(seed_key, source.keys) if k is not None and k not in claimed
                 )
             )
             target = None if not keys else keys[0] if len(keys) == 1 else Copies(keys)
@@ -226,7 +269,7 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
             target = None
         if target is None:
             return None
-        out[name] = target
+        out[key] = target
     return out
 
 
