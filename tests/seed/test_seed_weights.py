@@ -38,6 +38,7 @@ VARIANTS = {
     # 0.2.5's ALBERT MLM head cannot hold ALBERT's (MIGRATION.md): pooler and SOP only
     "albert": {"with_pool": True, "with_nsp": True},
     "uie": {"with_pool": True},
+    "roformer_v2": {},  # 0.2.5 drops pool and NSP; its MLM decoder is untied, b4t's tied
 }
 # config entries beside CONFIG: ALBERT as released, embeddings narrower than the layers
 CONFIG_EXTRA = {"albert": {"embedding_size": 8}}
@@ -76,7 +77,8 @@ def _perturbed(model, seed):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+            if p.requires_grad:  # as training does: frozen ones (RoFormer-v2's gains) stay
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     return model
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "SEED_NAMED_VARIANTS",
     "T5_VARIANTS",
     "Copies",
+    "Fixed",
     "seed_constant_tables",
     "seed_weight_names",
 ]
@@ -42,7 +43,18 @@ __all__ = [
 # variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
 # the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
 SEED_NAMED_VARIANTS = frozenset(
-    {"bert", "roberta", "ernie", "encoder", "nezha", "roformer", "electra", "albert", "uie"}
+    {
+        "bert",
+        "roberta",
+        "ernie",
+        "encoder",
+        "nezha",
+        "roformer",
+        "electra",
+        "albert",
+        "uie",
+        "roformer_v2",
+    }
 )
 
 _W = r"(weight|bias)"
@@ -157,6 +169,21 @@ class Copies:
         return tensors[0]
 
 
+@dataclass(frozen=True, eq=False)
+class Fixed:
+    """A frozen b4t parameter 0.2.5 does not hold (RoFormer-v2's RMS-norm gains, fixed at
+    one): not written on save; on load the model keeps its own ``value``."""
+
+    value: torch.Tensor
+    keys: tuple[str, ...] = ()
+
+    def save(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return []
+
+    def load(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        return self.value.detach().clone()
+
+
 def _seed_key(checkpoint_key: str, variant: str = "bert") -> str | None:
     """0.2.5's module name for a checkpoint key (any model prefix) of ``variant``'s layout
     (BERT's unless :data:`_VARIANT_RULES` names it), or None."""
@@ -246,6 +273,9 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
         return None
     if not hasattr(model, "variable_mapping"):
         return None
+    if name == "roformer_v2" and getattr(model, "mlm", None) is not None:
+        return None  # b4t ties the decoder to the embeddings, 0.2.5 keeps its own mlmDecoder
+    frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}
     mapping = model.variable_mapping()
     seed_key = partial(_seed_key, variant=name)
     direct = {key: seed_key(source) for key, source in mapping.items() if isinstance(source, str)}
@@ -265,6 +295,8 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
                 )
             )
             target = None if not keys else keys[0] if len(keys) == 1 else Copies(keys)
+        elif source is None and key in frozen:
+            target = Fixed(frozen[key])
         else:
             target = None
         if target is None:
@@ -276,7 +308,8 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
 def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     """The fixed position tables 0.2.5 keeps in its state dict and b4t computes instead:
     NEZHA's relative-position table (``position_embeddings``, ``(P, P, head size)`` per
-    layer) and RoFormer's rotary ``cos_position`` / ``sin_position`` (``(P, head size)``),
+    layer) and RoFormer's (v1, v2) rotary ``cos_position`` / ``sin_position`` (``(P, head
+    size)``),
     under 0.2.5's names; ``{}`` for other variants. Written beside the weights so the file
     loads strictly in 0.2.5; dropped on load (b4t recomputes them)."""
     from b4t.layers import RelativePositionsEncoding, get_sinusoid_encoding_table
@@ -285,7 +318,7 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     config = getattr(model, "config", None)
     if name in T5_VARIANTS and type(model).__name__ == "T5" and config is not None:
         return _t5_bucket_tables(model)
-    if name not in ("nezha", "roformer") or config is None:
+    if name not in ("nezha", "roformer", "roformer_v2") or config is None:
         return {}
     positions = config.max_position_embeddings
     head = config.hidden_size // config.num_attention_heads
