@@ -32,6 +32,7 @@ from torch import nn
 from b4t.models.weight_map import Concat, FirstOf
 
 __all__ = [
+    "DECODER_LM_VARIANTS",
     "SEED_NAMED_VARIANTS",
     "T5_VARIANTS",
     "Copies",
@@ -258,6 +259,45 @@ def _t5_seed_names(model: nn.Module) -> dict[str, Any] | None:
     return out
 
 
+DECODER_LM_VARIANTS = frozenset({"gpt", "gpt2", "gpt2_ml"})
+_DECODER_LM_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern + r"\Z"), target)  # b4t key -> 0.2.5 key (0.2.5's BERT modules)
+    for pattern, target in (
+        (r"embeddings\.(position_embeddings|segment_embeddings)\.weight", r"embeddings.\1.weight"),
+        (rf"embeddings\.layer_norm\.{_W}", r"embeddings.layerNorm.\1"),
+        (rf"layers\.(\d+)\.attention\.o\.{_W}", r"encoderLayer.\1.multiHeadAttention.o.\2"),
+        (rf"layers\.(\d+)\.norm([12])\.{_W}", r"encoderLayer.\1.layerNorm\2.\3"),
+        (
+            rf"layers\.(\d+)\.ffn\.intermediate\.{_W}",
+            r"encoderLayer.\1.feedForward.intermediateDense.\2",
+        ),
+        (rf"layers\.(\d+)\.ffn\.output\.{_W}", r"encoderLayer.\1.feedForward.outputDense.\2"),
+        (rf"norm\.{_W}", r"LayerNormFinal.\1"),  # GPT-2's final norm
+    )
+)
+
+
+def _decoder_lm_seed_names(model: nn.Module) -> dict[str, Any] | None:
+    """0.2.5's ``GPT`` / ``GPT2`` / ``GPT2_ML`` names, read off b4t's module names directly
+    (b4t's GPT and GPT-2 weight maps reach the transformers layout, 0.2.5's a BERT-like
+    one, so the two maps do not compose): BERT's modules, the fused QKV split into ``q``,
+    ``k``, ``v``, and the word table also under ``dense.weight`` (0.2.5's tied LM head)."""
+    out: dict[str, Any] = {}
+    for key in model.state_dict():
+        qkv = re.fullmatch(rf"layers\.(\d+)\.attention\.qkv\.{_W}", key)
+        if key == "embeddings.word_embeddings.weight":
+            out[key] = Copies((key, "dense.weight"))
+        elif qkv is not None:
+            att = f"encoderLayer.{qkv[1]}.multiHeadAttention"
+            out[key] = Concat(tuple(f"{att}.{p}.{qkv[2]}" for p in "qkv"))
+        else:
+            target = next((p.sub(t, key) for p, t in _DECODER_LM_RULES if p.match(key)), None)
+            if target is None:
+                return None
+            out[key] = target
+    return out
+
+
 def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
     """``{b4t state-dict key: 0.2.5 key | Concat | Copies}`` for ``model``, or ``None``.
 
@@ -269,6 +309,8 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
     name = getattr(variant, "name", None)
     if name in T5_VARIANTS and type(model).__name__ == "T5":
         return _t5_seed_names(model)
+    if name in DECODER_LM_VARIANTS:
+        return _decoder_lm_seed_names(model)
     if variant is None or name not in SEED_NAMED_VARIANTS:
         return None
     if not hasattr(model, "variable_mapping"):
