@@ -279,3 +279,37 @@ def test_t5_weights_files_load_both_ways(b4t_seed, tmp_path, version):
     again.load_weights(str(tmp_path / "b4t.pt"))  # strict
     theirs, mine = logits(again, ours)
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
+
+
+def test_bart_weights_files_load_both_ways(b4t_seed, tmp_path):
+    """0.2.5's ``BART`` file (tied word tables, the tied head as ``decoder.final_dense``)
+    loads in b4t's BART built on 0.2.5's converted layout, and b4t's file loads strictly
+    in 0.2.5: encoder states, decoder states and logits equal."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**CONFIG, **NO_SEGMENTS}))
+    build_seed = b4t_seed["models"].build_transformer_model
+    torch.manual_seed(0)
+    seed = _perturbed(build_seed(str(config), model="bart"), 9).eval()
+    seed.save_weights(str(tmp_path / "layout.pt"), prefix="")  # 0.2.5's checkpoint names
+    seed.save_weights(str(tmp_path / "seed.pt"))
+    torch.manual_seed(1)
+    # a 0.2.5 user fine-tunes from a 0.2.5-layout checkpoint: b4t builds that layout
+    ours = bm.build_transformer_model(config, tmp_path / "layout.pt", model="bart").eval()
+    _perturbed(ours, 10)
+    ours.load_weights(tmp_path / "seed.pt")
+    enc = torch.randint(1, 40, (2, 9), generator=torch.Generator().manual_seed(11))
+    dec = torch.randint(1, 40, (2, 6), generator=torch.Generator().manual_seed(12))
+
+    def outputs(seed_model, b4t_model):
+        with torch.no_grad():
+            return seed_model.predict([[enc], [dec]]), b4t_model([enc, dec])
+
+    _assert_same(*outputs(seed, ours))
+
+    _perturbed(ours, 13).save_weights(tmp_path / "b4t.pt")
+    written = torch.load(tmp_path / "b4t.pt", weights_only=True)
+    assert set(written) == set(seed.state_dict())
+    torch.manual_seed(2)
+    again = build_seed(str(config), model="bart").eval()
+    again.load_weights(str(tmp_path / "b4t.pt"))  # strict
+    _assert_same(*outputs(again, ours))

@@ -259,6 +259,68 @@ def _t5_seed_names(model: nn.Module) -> dict[str, Any] | None:
     return out
 
 
+_BART_LAYER_RULES = {  # b4t layer module -> 0.2.5 layer module (0.2.5's BART names)
+    "attention.o": "multiHeadAttention.o",
+    "norm1": "layerNorm1",
+    "norm2": "layerNorm2",
+    "norm_cross": "layerNorm3",
+    "cross.q": "crossAttention.q",
+    "cross.o": "crossAttention.o",
+    "ffn.intermediate": "feedForward.intermediateDense",
+    "ffn.output": "feedForward.outputDense",
+}
+_BART_EMBEDDINGS = {
+    "word_embeddings": "embeddings.word_embeddings",
+    "position_embeddings": "embeddings.position_embeddings",
+    "embedding_norm": "embeddings.layerNorm",
+}
+
+
+def _bart_seed_names(model: nn.Module) -> dict[str, Any] | None:
+    """0.2.5's ``BART`` names (``encoder.encoderLayer.{i}...``, ``decoder.decoderLayer.{i}
+    ...``) for b4t's BART in 0.2.5's converted layout (``SeedBART``: position table of
+    ``max_position`` rows, read without offset). The tied LM head is 0.2.5's
+    ``decoder.final_dense.weight``; b4t's fixed zero ``final_logits_bias`` is not written.
+    ``None`` for transformers' layout (its offset table and logits bias have no 0.2.5
+    counterpart)."""
+    if type(model).__name__ != "SeedBART":
+        return None
+    state = model.state_dict()
+    frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}
+    out: dict[str, Any] = {}
+    for key in state:
+        part, _, rest = key.partition(".")
+        module, _, param = rest.rpartition(".")
+        if part not in ("encoder", "decoder"):
+            return None
+        if module in _BART_EMBEDDINGS:
+            names = [f"{part}.{_BART_EMBEDDINGS[module]}.{param}"]
+            tied = "decoder.lm_head.weight" not in state
+            if key == "decoder.word_embeddings.weight" and tied:
+                names.append("decoder.final_dense.weight")  # the tied head
+            out[key] = names[0] if len(names) == 1 else Copies(tuple(names))
+        elif rest == "lm_head.weight" and part == "decoder":
+            out[key] = "decoder.final_dense.weight"
+        elif rest == "final_logits_bias" and key in frozen:
+            out[key] = Fixed(frozen[key])
+        elif module.startswith("layers."):
+            _, index, layer_module = module.split(".", 2)
+            lead = f"{part}.{part}Layer.{index}."
+            if layer_module == "attention.qkv":
+                att = lead + "multiHeadAttention."
+                out[key] = Concat(tuple(f"{att}{p}.{param}" for p in "qkv"))
+            elif layer_module == "cross.kv":
+                att = lead + "crossAttention."
+                out[key] = Concat((f"{att}k.{param}", f"{att}v.{param}"))
+            elif layer_module in _BART_LAYER_RULES:
+                out[key] = f"{lead}{_BART_LAYER_RULES[layer_module]}.{param}"
+            else:
+                return None
+        else:
+            return None
+    return out
+
+
 DECODER_LM_VARIANTS = frozenset({"gpt", "gpt2", "gpt2_ml"})
 _DECODER_LM_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern + r"\Z"), target)  # b4t key -> 0.2.5 key (0.2.5's BERT modules)
@@ -311,6 +373,8 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
         return _t5_seed_names(model)
     if name in DECODER_LM_VARIANTS:
         return _decoder_lm_seed_names(model)
+    if name == "bart":
+        return _bart_seed_names(model)
     if variant is None or name not in SEED_NAMED_VARIANTS:
         return None
     if not hasattr(model, "variable_mapping"):
