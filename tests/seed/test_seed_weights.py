@@ -39,6 +39,7 @@ VARIANTS = {
     "albert": {"with_pool": True, "with_nsp": True},
     "uie": {"with_pool": True},
     "roformer_v2": {},  # 0.2.5 drops pool and NSP; its MLM decoder is untied, b4t's tied
+    "gau_alpha": {},
     **{key: {} for key in ("gpt", "gpt2", "gpt2_ml")},  # LM heads tied to the embeddings
 }
 NO_SEGMENTS = {"segment_vocab_size": 0}
@@ -46,6 +47,7 @@ NO_SEGMENTS = {"segment_vocab_size": 0}
 # the decoder LMs without segments, as released
 CONFIG_EXTRA = {
     "albert": {"embedding_size": 8},
+    "gau_alpha": {"attention_key_size": 4, "hidden_act": "swish", "intermediate_size": 48},
     "gpt": NO_SEGMENTS,
     # eps as b4t reads it from a 0.2.5 gpt2 checkpoint (0.2.5's norms are all 1e-12); built
     # from a bare config b4t's gpt2 is transformers' (1e-5)

@@ -41,8 +41,9 @@ __all__ = [
     "seed_weight_names",
 ]
 
-# variants whose 0.2.5 class keeps BERT's module names and whose b4t weight map reaches
-# the BERT checkpoint layout: checked against 0.2.5 in tests/seed/test_seed_weights.py
+# variants whose b4t weight map composes with 0.2.5's variable_mapping (0.2.5's BERT
+# module names, ALBERT's and GAU-alpha's own): checked against 0.2.5 in
+# tests/seed/test_seed_weights.py. The decoder LMs, BART and the T5s have tables of their own.
 SEED_NAMED_VARIANTS = frozenset(
     {
         "bert",
@@ -55,6 +56,7 @@ SEED_NAMED_VARIANTS = frozenset(
         "albert",
         "uie",
         "roformer_v2",
+        "gau_alpha",
     }
 )
 
@@ -150,6 +152,9 @@ _UIE_HEADS = {
     for head in ("linear_start", "linear_end")
     for w in ("weight", "bias")
 }
+# variants whose checkpoint keys are 0.2.5's module names (0.2.5's convert scripts wrote
+# them so; its variable_mapping is the identity)
+_OWN_NAMES = frozenset({"gau_alpha"})
 # variant -> (rules tried first, head keys): variants not named here use BERT's alone
 _VARIANT_RULES: dict[str, tuple[tuple[tuple[re.Pattern[str], str], ...], dict[str, str]]] = {
     "albert": (_ALBERT_RULES, _ALBERT_HEADS),
@@ -383,7 +388,7 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
         return None  # b4t ties the decoder to the embeddings, 0.2.5 keeps its own mlmDecoder
     frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}
     mapping = model.variable_mapping()
-    seed_key = partial(_seed_key, variant=name)
+    seed_key = (lambda k: k) if name in _OWN_NAMES else partial(_seed_key, variant=name)
     direct = {key: seed_key(source) for key, source in mapping.items() if isinstance(source, str)}
     claimed = {key for key in direct.values() if key is not None}
     out: dict[str, Any] = {}
@@ -414,8 +419,8 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
 def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     """The fixed position tables 0.2.5 keeps in its state dict and b4t computes instead:
     NEZHA's relative-position table (``position_embeddings``, ``(P, P, head size)`` per
-    layer) and RoFormer's (v1, v2) rotary ``cos_position`` / ``sin_position`` (``(P, head
-    size)``),
+    layer) and the rotary ``cos_position`` / ``sin_position`` of RoFormer (v1, v2; ``(P,
+    head size)``) and GAU-alpha (``(P, key size)``),
     under 0.2.5's names; ``{}`` for other variants. Written beside the weights so the file
     loads strictly in 0.2.5; dropped on load (b4t recomputes them)."""
     from b4t.layers import RelativePositionsEncoding, get_sinusoid_encoding_table
@@ -424,11 +429,14 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     config = getattr(model, "config", None)
     if name in T5_VARIANTS and type(model).__name__ == "T5" and config is not None:
         return _t5_bucket_tables(model)
-    if name not in ("nezha", "roformer", "roformer_v2") or config is None:
+    if name not in ("nezha", "roformer", "roformer_v2", "gau_alpha") or config is None:
         return {}
     positions = config.max_position_embeddings
     head = config.hidden_size // config.num_attention_heads
     lead = "encoderLayer.{i}.multiHeadAttention.relative_positions_encoding."
+    if name == "gau_alpha":  # rotary over the key size (the width of its offset-scale)
+        head = model.layers[0].gau.offsetscale.gamma.shape[-1]  # type: ignore[index]
+        lead = "encoderLayer.{i}.gau.relative_positions_encoding."
     if name == "nezha":
         max_rel = config.extra.get("max_relative_position", 64)
         table = RelativePositionsEncoding(positions, positions, head, max_rel).position_embeddings
