@@ -315,3 +315,35 @@ def test_bart_weights_files_load_both_ways(b4t_seed, tmp_path):
     again = build_seed(str(config), model="bart").eval()
     again.load_weights(str(tmp_path / "b4t.pt"))  # strict
     _assert_same(*outputs(again, ours))
+
+
+def test_decoder_weights_files_load_both_ways(b4t_seed, tmp_path):
+    """0.2.5's generic ``Decoder`` (``decoderLayer.{i}`` with cross attention,
+    ``final_dense``): ``[decoder_ids, encoder_hidden, encoder_mask] -> [hidden, logits]``
+    equal both ways."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**CONFIG, **NO_SEGMENTS}))
+    build_seed = b4t_seed["models"].build_transformer_model
+    torch.manual_seed(0)
+    seed = _perturbed(build_seed(str(config), model="decoder"), 14).eval()
+    seed.save_weights(str(tmp_path / "seed.pt"))
+    ours = bm.build_transformer_model(config, model="decoder").eval()
+    ours.load_weights(tmp_path / "seed.pt")
+    gen = torch.Generator().manual_seed(15)
+    dec = torch.randint(1, 40, (2, 6), generator=gen)
+    memory = torch.randn(2, 7, 16, generator=gen)
+    mask = torch.ones(2, 1, 1, 7)
+    mask[1, ..., 5:] = 0
+
+    def outputs(model):
+        with torch.no_grad():
+            return model.predict([dec, memory, mask])
+
+    _assert_same(outputs(ours), outputs(seed))
+
+    _perturbed(ours, 16).save_weights(tmp_path / "b4t.pt")
+    assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
+    torch.manual_seed(2)
+    again = build_seed(str(config), model="decoder").eval()
+    again.load_weights(str(tmp_path / "b4t.pt"))  # strict
+    _assert_same(outputs(again), outputs(ours))

@@ -57,6 +57,7 @@ SEED_NAMED_VARIANTS = frozenset(
         "uie",
         "roformer_v2",
         "gau_alpha",
+        "decoder",
     }
 )
 
@@ -155,10 +156,18 @@ _UIE_HEADS = {
 # variants whose checkpoint keys are 0.2.5's module names (0.2.5's convert scripts wrote
 # them so; its variable_mapping is the identity)
 _OWN_NAMES = frozenset({"gau_alpha"})
+# Decoder.variable_mapping: BERT's with ``decoderLayer`` for ``encoderLayer``; the cross
+# attention and the LM head have no checkpoint name there, so b4t's map keeps 0.2.5's own
+_DECODER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    *((p, t.replace("encoderLayer", "decoderLayer")) for p, t in _BERT_RULES),
+    (re.compile(r"(decoderLayer\.\d+\.(crossAttention\.[qkvo]|layerNorm3)\.\w+)\Z"), r"\1"),
+    (re.compile(r"(final_dense\.weight)\Z"), r"\1"),
+)
 # variant -> (rules tried first, head keys): variants not named here use BERT's alone
 _VARIANT_RULES: dict[str, tuple[tuple[tuple[re.Pattern[str], str], ...], dict[str, str]]] = {
     "albert": (_ALBERT_RULES, _ALBERT_HEADS),
     "uie": ((), {**_HEAD_RULES, **_UIE_HEADS}),
+    "decoder": (_DECODER_RULES, {}),
 }
 
 
