@@ -40,7 +40,9 @@ VARIANTS = {
     "uie": {"with_pool": True},
     "roformer_v2": {},  # 0.2.5 drops pool and NSP; its MLM decoder is untied, b4t's tied
     "gau_alpha": {},
-    **{key: {} for key in ("gpt", "gpt2", "gpt2_ml")},  # LM heads tied to the embeddings
+    **{
+        key: {} for key in ("gpt", "gpt2", "gpt2_ml", "transformer_xl")
+    },  # LM heads tied to the embeddings
 }
 NO_SEGMENTS = {"segment_vocab_size": 0}
 # config entries beside CONFIG: ALBERT as released, embeddings narrower than the layers;
@@ -53,8 +55,9 @@ CONFIG_EXTRA = {
     # from a bare config b4t's gpt2 is transformers' (1e-5)
     "gpt2": {**NO_SEGMENTS, "hidden_act": "gelu_new", "layer_norm_eps": 1e-12},
     "gpt2_ml": NO_SEGMENTS,
+    "transformer_xl": {**NO_SEGMENTS, "untie_r": True},  # as transformers' configs say
 }
-TOKENS_ONLY = {"gpt", "gpt2", "gpt2_ml"}  # called with [token_ids]
+TOKENS_ONLY = {"gpt", "gpt2", "gpt2_ml", "transformer_xl"}  # called with [token_ids]
 
 
 @pytest.fixture

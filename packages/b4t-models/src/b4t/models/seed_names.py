@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 # variants whose b4t weight map composes with 0.2.5's variable_mapping (0.2.5's BERT
-# module names, ALBERT's and GAU-alpha's own): checked against 0.2.5 in
+# module names, ALBERT's; GAU-alpha's and Transformer-XL's own): checked against 0.2.5 in
 # tests/seed/test_seed_weights.py. The decoder LMs, BART and the T5s have tables of their own.
 SEED_NAMED_VARIANTS = frozenset(
     {
@@ -58,6 +58,7 @@ SEED_NAMED_VARIANTS = frozenset(
         "roformer_v2",
         "gau_alpha",
         "decoder",
+        "transformer_xl",
     }
 )
 
@@ -155,7 +156,7 @@ _UIE_HEADS = {
 }
 # variants whose checkpoint keys are 0.2.5's module names (0.2.5's convert scripts wrote
 # them so; its variable_mapping is the identity)
-_OWN_NAMES = frozenset({"gau_alpha"})
+_OWN_NAMES = frozenset({"gau_alpha", "transformer_xl"})
 # Decoder.variable_mapping: BERT's with ``decoderLayer`` for ``encoderLayer``; the cross
 # attention and the LM head have no checkpoint name there, so b4t's map keeps 0.2.5's own
 _DECODER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -395,6 +396,8 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
         return None
     if name == "roformer_v2" and getattr(model, "mlm", None) is not None:
         return None  # b4t ties the decoder to the embeddings, 0.2.5 keeps its own mlmDecoder
+    if name == "transformer_xl" and not getattr(model, "_opts", {}).get("untie_r"):
+        return None  # 0.2.5 then also holds model-level r_w_bias / r_r_bias b4t has not
     frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}
     mapping = model.variable_mapping()
     seed_key = (lambda k: k) if name in _OWN_NAMES else partial(_seed_key, variant=name)
@@ -429,7 +432,7 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     """The fixed position tables 0.2.5 keeps in its state dict and b4t computes instead:
     NEZHA's relative-position table (``position_embeddings``, ``(P, P, head size)`` per
     layer) and the rotary ``cos_position`` / ``sin_position`` of RoFormer (v1, v2; ``(P,
-    head size)``) and GAU-alpha (``(P, key size)``),
+    head size)``) and GAU-alpha (``(P, key size)``), Transformer-XL's ``inv_freq``,
     under 0.2.5's names; ``{}`` for other variants. Written beside the weights so the file
     loads strictly in 0.2.5; dropped on load (b4t recomputes them)."""
     from b4t.layers import RelativePositionsEncoding, get_sinusoid_encoding_table
@@ -438,6 +441,10 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     config = getattr(model, "config", None)
     if name in T5_VARIANTS and type(model).__name__ == "T5" and config is not None:
         return _t5_bucket_tables(model)
+    if name == "transformer_xl":  # 0.2.5's sinusoid frequencies, a buffer
+        size = model.pos_embeddings.embedding_size  # type: ignore[union-attr]
+        steps = torch.arange(0.0, size, 2.0)
+        return {"pos_embeddings.inv_freq": 1 / (10000 ** (steps / size))}
     if name not in ("nezha", "roformer", "roformer_v2", "gau_alpha") or config is None:
         return {}
     positions = config.max_position_embeddings
