@@ -327,6 +327,36 @@ def test_bart_weights_files_load_both_ways(b4t_seed, tmp_path):
     _assert_same(*outputs(again, ours))
 
 
+def test_generic_transformer_weights_files_load_both_ways(b4t_seed, tmp_path):
+    """0.2.5's generic ``Transformer`` (``encoder.encoderLayer.{i}``,
+    ``decoder.decoderLayer.{i}``, untied tables and ``decoder.final_dense``): encoder
+    states, decoder states and logits equal both ways."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({**CONFIG, **NO_SEGMENTS}))
+    build_seed = b4t_seed["models"].build_transformer_model
+    torch.manual_seed(0)
+    seed = _perturbed(build_seed(str(config), model="transformer"), 17).eval()
+    seed.save_weights(str(tmp_path / "seed.pt"))
+    ours = bm.build_transformer_model(config, model="transformer").eval()
+    ours.load_weights(tmp_path / "seed.pt")
+    enc = torch.randint(1, 40, (2, 9), generator=torch.Generator().manual_seed(18))
+    enc[1, 6:] = 0
+    dec = torch.randint(1, 40, (2, 6), generator=torch.Generator().manual_seed(19))
+
+    def outputs(seed_model, b4t_model):
+        with torch.no_grad():
+            return seed_model.predict([[enc], [dec]]), b4t_model([enc, dec])
+
+    _assert_same(*outputs(seed, ours))
+
+    _perturbed(ours, 20).save_weights(tmp_path / "b4t.pt")
+    assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
+    torch.manual_seed(2)
+    again = build_seed(str(config), model="transformer").eval()
+    again.load_weights(str(tmp_path / "b4t.pt"))  # strict
+    _assert_same(*outputs(again, ours))
+
+
 def test_decoder_weights_files_load_both_ways(b4t_seed, tmp_path):
     """0.2.5's generic ``Decoder`` (``decoderLayer.{i}`` with cross attention,
     ``final_dense``): ``[decoder_ids, encoder_hidden, encoder_mask] -> [hidden, logits]``

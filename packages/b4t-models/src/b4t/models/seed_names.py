@@ -8,16 +8,16 @@ one fused projection). :func:`seed_weight_names` gives, for every key of a b4t m
 state dict, the 0.2.5 key(s) that hold the same tensor, so a file either library writes
 loads in the other.
 
-For the encoders the table is the composition of two maps to the checkpoint layout both
+For most variants the table is the composition of two maps to the checkpoint layout both
 libraries read: b4t's ``variable_mapping()`` (b4t name -> checkpoint key) and 0.2.5's
 ``variable_mapping`` (0.2.5 name -> checkpoint key), inverted: BERT's for ``bert``,
 ``roberta``, ``ernie``, ``encoder``, ``nezha``, ``roformer``, ``roformer_v2``,
 ``electra``, ``uie``; ALBERT's (one shared ``encoderLayer.0``); the generic
-``Decoder``'s (``decoderLayer``); the identity for ``gau_alpha`` and ``transformer_xl``,
-whose checkpoints are in 0.2.5's own names. Where b4t's map reaches transformers' layout
-and 0.2.5's another, the table is read off b4t's module names instead: the decoder LMs
-(``gpt``, ``gpt2``, ``gpt2_ml``: :func:`_decoder_lm_seed_names`), BART in 0.2.5's
-converted layout (:func:`_bart_seed_names`) and the T5s (:func:`_t5_seed_names`).
+``Decoder``'s (``decoderLayer``); the identity for ``gau_alpha``, ``transformer_xl`` and
+the generic ``transformer``, whose checkpoints are in 0.2.5's own names. Where b4t's map
+reaches transformers' layout and 0.2.5's another, the table is read off b4t's module
+names instead: the decoder LMs (``gpt``, ``gpt2``, ``gpt2_ml``:
+:func:`_decoder_lm_seed_names`), BART in 0.2.5's converted layout (:func:`_bart_seed_names`) and the T5s (:func:`_t5_seed_names`).
 
 A target is a key, a :class:`~b4t.models.weight_map.Concat` (the fused QKV split into
 0.2.5's ``q``, ``k``, ``v``), a :class:`Copies` (one tensor 0.2.5 keeps under two names:
@@ -25,8 +25,7 @@ the MLM bias is ``mlmBias`` and ``mlmDecoder.bias``, a tied LM head is the word 
 and ``dense.weight``) or a :class:`Fixed` (a frozen b4t parameter 0.2.5 has no module
 for: not written, kept on load). Variants are covered where the table was checked
 against 0.2.5 itself, both ways (``tests/seed/test_seed_weights.py``). For the others
-(``albert_unshared``, ``transformer``, ``deberta_v2``, ``xlnet``, ``llama``, the T5
-halves, ALBERT and RoFormer-v2 with an MLM head, Transformer-XL without ``untie_r``,
+(``albert_unshared``, ``deberta_v2``, ``xlnet``, ``llama``, the T5 halves, ALBERT and RoFormer-v2 with an MLM head, Transformer-XL without ``untie_r``,
 BART in transformers' layout) :func:`seed_weight_names` returns ``None`` and the
 trainer writes b4t's own names.
 """
@@ -54,8 +53,9 @@ __all__ = [
 ]
 
 # variants whose b4t weight map composes with 0.2.5's variable_mapping (0.2.5's BERT
-# module names, ALBERT's; GAU-alpha's and Transformer-XL's own): checked against 0.2.5 in
-# tests/seed/test_seed_weights.py. The decoder LMs, BART and the T5s have tables of their own.
+# module names, ALBERT's; GAU-alpha's, Transformer-XL's, the generic Transformer's own):
+# checked against 0.2.5 in tests/seed/test_seed_weights.py. The decoder LMs, BART and the
+# T5s have tables of their own.
 SEED_NAMED_VARIANTS = frozenset(
     {
         "bert",
@@ -71,6 +71,7 @@ SEED_NAMED_VARIANTS = frozenset(
         "gau_alpha",
         "decoder",
         "transformer_xl",
+        "transformer",
     }
 )
 
@@ -168,7 +169,7 @@ _UIE_HEADS = {
 }
 # variants whose checkpoint keys are 0.2.5's module names (0.2.5's convert scripts wrote
 # them so; its variable_mapping is the identity)
-_OWN_NAMES = frozenset({"gau_alpha", "transformer_xl"})
+_OWN_NAMES = frozenset({"gau_alpha", "transformer_xl", "transformer"})
 # Decoder.variable_mapping: BERT's with ``decoderLayer`` for ``encoderLayer``; the cross
 # attention and the LM head have no checkpoint name there, so b4t's map keeps 0.2.5's own
 _DECODER_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
