@@ -17,7 +17,8 @@ libraries read: b4t's ``variable_mapping()`` (b4t name -> checkpoint key) and 0.
 the generic ``transformer``, whose checkpoints are in 0.2.5's own names. Where b4t's map
 reaches transformers' layout and 0.2.5's another, the table is read off b4t's module
 names instead: the decoder LMs (``gpt``, ``gpt2``, ``gpt2_ml``:
-:func:`_decoder_lm_seed_names`), BART in 0.2.5's converted layout (:func:`_bart_seed_names`) and the T5s (:func:`_t5_seed_names`).
+:func:`_decoder_lm_seed_names`), BART in 0.2.5's converted layout
+(:func:`_bart_seed_names`) and the T5s (:func:`_t5_seed_names`).
 
 A target is a key, a :class:`~b4t.models.weight_map.Concat` (the fused QKV split into
 0.2.5's ``q``, ``k``, ``v``), a :class:`Copies` (one tensor 0.2.5 keeps under two names:
@@ -25,9 +26,10 @@ the MLM bias is ``mlmBias`` and ``mlmDecoder.bias``, a tied LM head is the word 
 and ``dense.weight``) or a :class:`Fixed` (a frozen b4t parameter 0.2.5 has no module
 for: not written, kept on load). Variants are covered where the table was checked
 against 0.2.5 itself, both ways (``tests/seed/test_seed_weights.py``). For the others
-(``albert_unshared``, ``deberta_v2``, ``xlnet``, ``llama``, the T5 halves, ALBERT and RoFormer-v2 with an MLM head, Transformer-XL without ``untie_r``,
-BART in transformers' layout) :func:`seed_weight_names` returns ``None`` and the
-trainer writes b4t's own names.
+(``albert_unshared``, ``deberta_v2``, ``xlnet``, ``llama``, the T5 halves, ALBERT and
+RoFormer-v2 with an MLM head, Transformer-XL without ``untie_r``, BART in transformers'
+layout) :func:`seed_weight_names` returns ``None`` and the trainer writes b4t's own
+names.
 """
 
 from __future__ import annotations
