@@ -40,9 +40,8 @@ VARIANTS = {
     "uie": {"with_pool": True},
     "roformer_v2": {},  # 0.2.5 drops pool and NSP; its MLM decoder is untied, b4t's tied
     "gau_alpha": {},
-    **{
-        key: {} for key in ("gpt", "gpt2", "gpt2_ml", "transformer_xl")
-    },  # LM heads tied to the embeddings
+    # the LMs' heads are tied to the embeddings
+    **{key: {} for key in ("gpt", "gpt2", "gpt2_ml", "transformer_xl", "transformer_xl_tied")},
 }
 NO_SEGMENTS = {"segment_vocab_size": 0}
 # config entries beside CONFIG: ALBERT as released, embeddings narrower than the layers;
@@ -56,8 +55,11 @@ CONFIG_EXTRA = {
     "gpt2": {**NO_SEGMENTS, "hidden_act": "gelu_new", "layer_norm_eps": 1e-12},
     "gpt2_ml": NO_SEGMENTS,
     "transformer_xl": {**NO_SEGMENTS, "untie_r": True},  # as transformers' configs say
+    "transformer_xl_tied": NO_SEGMENTS,  # 0.2.5's default: also model-level r_w/r_r_bias
 }
-TOKENS_ONLY = {"gpt", "gpt2", "gpt2_ml", "transformer_xl"}  # called with [token_ids]
+# called with [token_ids]
+TOKENS_ONLY = {"gpt", "gpt2", "gpt2_ml", "transformer_xl", "transformer_xl_tied"}
+MODEL = {"transformer_xl_tied": "transformer_xl"}  # test id -> model name
 
 
 @pytest.fixture
@@ -106,6 +108,8 @@ def test_built_model_weights_files_load_both_ways(b4t_seed, tmp_path, variant):
     config_path = str(config_path)
     build_seed = b4t_seed["models"].build_transformer_model
     heads = VARIANTS[variant]
+    one = variant in TOKENS_ONLY
+    variant = MODEL.get(variant, variant)
     torch.manual_seed(0)
     seed = build_seed(config_path, model=variant, **heads)
     with torch.no_grad():  # 0.2.5 leaves XL's r_w_bias / r_r_bias uninitialised memory
@@ -115,7 +119,6 @@ def test_built_model_weights_files_load_both_ways(b4t_seed, tmp_path, variant):
     seed.save_weights(str(tmp_path / "seed.pt"))
     ours = bm.build_transformer_model(config_path, model=variant, **heads)
     ours.load_weights(str(tmp_path / "seed.pt"))
-    one = variant in TOKENS_ONLY
     _assert_same(_outputs(ours, one), _outputs(seed, one))
 
     _perturbed(ours, 1).save_weights(tmp_path / "b4t.pt")

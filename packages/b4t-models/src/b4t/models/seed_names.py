@@ -27,8 +27,8 @@ and ``dense.weight``) or a :class:`Fixed` (a frozen b4t parameter 0.2.5 has no m
 for: not written, kept on load). Variants are covered where the table was checked
 against 0.2.5 itself, both ways (``tests/seed/test_seed_weights.py``). For the others
 (``albert_unshared``, ``deberta_v2``, ``xlnet``, ``llama``, the T5 halves, ALBERT and
-RoFormer-v2 with an MLM head, Transformer-XL without ``untie_r``, BART in transformers'
-layout) :func:`seed_weight_names` returns ``None`` and the trainer writes b4t's own
+RoFormer-v2 with an MLM head, Transformer-XL with segments and without ``untie_r``, BART
+in transformers' layout) :func:`seed_weight_names` returns ``None`` and the trainer writes b4t's own
 names.
 """
 
@@ -411,8 +411,9 @@ def seed_weight_names(model: nn.Module) -> dict[str, Any] | None:
         return None
     if name == "roformer_v2" and getattr(model, "mlm", None) is not None:
         return None  # b4t ties the decoder to the embeddings, 0.2.5 keeps its own mlmDecoder
-    if name == "transformer_xl" and not getattr(model, "_opts", {}).get("untie_r"):
-        return None  # 0.2.5 then also holds model-level r_w_bias / r_r_bias b4t has not
+    segments = any(key.endswith("seg_embed") for key in model.state_dict())
+    if name == "transformer_xl" and segments and not _untied(model):
+        return None  # 0.2.5's model-level r_s_bias too: not checked against 0.2.5
     frozen = {k: p for k, p in model.named_parameters() if not p.requires_grad}
     mapping = model.variable_mapping()
     seed_key = (lambda k: k) if name in _OWN_NAMES else partial(_seed_key, variant=name)
@@ -459,7 +460,13 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
     if name == "transformer_xl":  # 0.2.5's sinusoid frequencies, a buffer
         size = model.pos_embeddings.embedding_size  # type: ignore[union-attr]
         steps = torch.arange(0.0, size, 2.0)
-        return {"pos_embeddings.inv_freq": 1 / (10000 ** (steps / size))}
+        out = {"pos_embeddings.inv_freq": 1 / (10000 ** (steps / size))}
+        if not _untied(model):
+            # without untie_r 0.2.5 also holds model-level r_w_bias / r_r_bias that no layer
+            # reads (each layer holds its own copy): zeros, (heads, head size)
+            shape = model.layers[0].multiHeadAttention.r_w_bias.shape  # type: ignore[index]
+            out.update(r_w_bias=torch.zeros(shape), r_r_bias=torch.zeros(shape))
+        return out
     if name not in ("nezha", "roformer", "roformer_v2", "gau_alpha") or config is None:
         return {}
     positions = config.max_position_embeddings
@@ -483,6 +490,11 @@ def seed_constant_tables(model: nn.Module) -> dict[str, torch.Tensor]:
         for i in range(config.num_hidden_layers)
         for key, table in tables.items()
     }
+
+
+def _untied(model: nn.Module) -> bool:
+    """Transformer-XL built with ``untie_r`` (as transformers' configs say)."""
+    return bool(getattr(model, "_opts", {}).get("untie_r"))
 
 
 def _t5_bucket_tables(model: nn.Module) -> dict[str, torch.Tensor]:
