@@ -138,7 +138,7 @@ class _Wrapped:  # marker: the user's own module, called with (token_ids, segmen
     pass
 
 
-def _user_models(b4t_seed, config_path):
+def _user_models(b4t_seed, config_path, model="bert"):
     """The fine-tuning shape in both libraries: ``self.bert`` beside a dense head."""
     seed_base = b4t_seed["t4k_model"].BaseModel
     build_seed = b4t_seed["models"].build_transformer_model
@@ -146,7 +146,7 @@ def _user_models(b4t_seed, config_path):
     class SeedModel(seed_base, _Wrapped):
         def __init__(self):
             super().__init__()
-            self.bert = build_seed(config_path, with_pool=True)
+            self.bert = build_seed(config_path, model=model, with_pool=True)
             self.dense = nn.Linear(16, 3)
 
         def forward(self, token_ids, segment_ids):
@@ -155,13 +155,31 @@ def _user_models(b4t_seed, config_path):
     class B4tModel(bt.BaseModel, _Wrapped):
         def __init__(self):
             super().__init__()
-            self.bert = bm.build_transformer_model(config_path, with_pool=True)
+            self.bert = bm.build_transformer_model(config_path, model=model, with_pool=True)
             self.dense = nn.Linear(16, 3)
 
         def forward(self, token_ids, segment_ids):
             return self.dense(self.bert([token_ids, segment_ids])[1])
 
     return SeedModel, B4tModel
+
+
+@pytest.mark.parametrize("variant", ["albert", "uie"])
+def test_other_variants_inside_the_user_s_module(b4t_seed, tmp_path, variant):
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({**CONFIG, **CONFIG_EXTRA.get(variant, {})}))
+    SeedModel, B4tModel = _user_models(b4t_seed, str(config_path), variant)
+    torch.manual_seed(0)
+    seed = SeedModel()
+    _perturbed(seed, 21).save_weights(str(tmp_path / "best_model.pt"))
+    ours = B4tModel()
+    ours.load_weights(str(tmp_path / "best_model.pt"))
+    _assert_same(_outputs(ours), _outputs(seed))
+    _perturbed(ours, 22).save_weights(tmp_path / "b4t.pt")
+    assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
+    again = SeedModel()
+    again.load_weights(str(tmp_path / "b4t.pt"))
+    _assert_same(_outputs(again), _outputs(ours))
 
 
 def test_the_built_model_inside_the_user_s_module(b4t_seed, config_path, tmp_path):
