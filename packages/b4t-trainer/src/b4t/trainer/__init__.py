@@ -4,7 +4,7 @@ a keras-like compile/fit trainer with callbacks, resume and torch.distributed su
 """
 
 from b4t.trainer._version import __version__
-from b4t.trainer.base_model import BaseModel, BaseModelDDP, BaseModelDP
+from b4t.trainer.base_model import BM, BaseModel, BaseModelDDP, BaseModelDP
 from b4t.trainer.callback import HOOK_NAMES, Callback
 from b4t.trainer.callbacks import (
     EMA,
@@ -38,6 +38,7 @@ from b4t.trainer.state import atomic_save
 from b4t.trainer.trainer import Trainer
 
 __all__ = [
+    "BM",
     "EMA",
     "HOOK_NAMES",
     "METRICS",

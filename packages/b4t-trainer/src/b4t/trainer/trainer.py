@@ -424,8 +424,15 @@ class Trainer:
         has_bar = any(isinstance(cb, ProgressBar) for cb in callbacks)
         builtins: list[Callback] = [ProgressBar()] if verbose and not has_bar else []
         self.callbacks = [*builtins, *callbacks, self.history]
+        params = {
+            "epochs": self.epochs,
+            "steps": self.steps_per_epoch,
+            "verbose": verbose,
+            "metrics": [k for k in (self.metrics or {}) if isinstance(k, str)],
+        }
         for cb in self.callbacks:
             cb.set_trainer(self)
+            cb.set_params(params)
         self._hooks = {
             name: [getattr(cb, name) for cb in self.callbacks if cb.defines(name)]
             for name in HOOK_NAMES
