@@ -428,7 +428,7 @@ class Trainer:
             "epochs": self.epochs,
             "steps": self.steps_per_epoch,
             "verbose": verbose,
-            "metrics": [k for k in (self.metrics or {}) if isinstance(k, str)],
+            "metrics": ["loss", *(k for k in (self.metrics or {}) if isinstance(k, str))],
         }
         for cb in self.callbacks:
             cb.set_trainer(self)
