@@ -133,6 +133,10 @@ def test_gated_attention_unit_with_the_seed_s_arguments(b4t_seed, normalization)
         ours.attention_normalize(scores.transpose(1, 2), dim=1),
         seed.attention_normalize(scores.transpose(1, 2), dim=1),
     )
+    # deliberate (MIGRATION.md): an unknown method is an error, not the raw scores
+    assert torch.equal(seed.attention_normalize(scores, -1, "bogus"), scores)
+    with pytest.raises(ValueError, match="bogus"):
+        ours.attention_normalize(scores, -1, "bogus")
     b4t_form = L.GatedAttentionUnit(8, key_size=4, intermediate_size=6, rotary=True)
     assert b4t_form.key_size == 4 and b4t_form.rotary is not None
 
@@ -322,8 +326,9 @@ def test_mixup_get_perm_and_mix_up_equal_the_seed(b4t_seed):
         ours.mix_up(outs, ours.get_perm(outs)), seed.mix_up(outs, seed.get_perm(outs))
     ):
         assert (got is None and want is None) or torch.equal(got, want)
-    with pytest.raises(TypeError, match="mix_up"):
-        ours.mix_up("text", "text")
+    for m in (seed, ours):  # a ValueError in both
+        with pytest.raises(ValueError):
+            m.mix_up("text", "text")
 
 
 def test_multilabel_losses_pass_keywords_to_the_module_as_the_seed(b4t_seed):

@@ -183,7 +183,9 @@ class MixUp(nn.Module):
         if isinstance(output, torch.Tensor):
             return self.lam * output + (1.0 - self.lam) * output1
         if not isinstance(output, (list, tuple)):
-            raise TypeError(f"mix_up takes a tensor or a list of them, got {type(output).__name__}")
+            raise ValueError(
+                f"mix_up takes a tensor or a list of them, got {type(output).__name__}"
+            )
         mixed = []
         for a, b in zip(output, output1, strict=True):
             if a is None:
