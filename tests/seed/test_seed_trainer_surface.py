@@ -65,6 +65,41 @@ def test_train_step_equals_the_seed(b4t_seed):
     assert all(p.grad is not None for p in ours.parameters())  # no optimizer step, no zeroing
 
 
+def test_fit_runs_an_overridden_train_step_as_the_seed(b4t_seed):
+    """torch4keras's fit calls ``self.train_step``: a subclass's own step (here the loss
+    plus an L1 term, back-propagated) trains the same weights in both."""
+
+    def make(base):
+        class Net(base):
+            def __init__(self):
+                super().__init__()
+                self.fc1, self.fc2 = _layers()
+
+            def forward(self, x):
+                return self.fc2(torch.tanh(self.fc1(x)))
+
+            def train_step(self, train_X, train_y):
+                output = self.forward(train_X)
+                loss = nn.functional.cross_entropy(output, train_y)
+                loss = loss + 0.05 * sum(p.abs().sum() for p in self.parameters())
+                loss.backward()
+                return output, loss, {}
+
+        return Net()
+
+    seed, ours = make(b4t_seed["t4k_model"].BaseModel), make(bt.BaseModel)
+    data = TensorDataset(torch.randn(8, 6), torch.randint(0, 3, (8,)))
+    for net in (seed, ours):
+        net.compile(nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1))
+        net.fit(DataLoader(data, batch_size=4), epochs=2, verbose=1)
+    for (name, p), q in zip(ours.named_parameters(), seed.parameters()):
+        torch.testing.assert_close(p, q, msg=name)
+    plain = _pair(b4t_seed)[1]
+    plain.compile(nn.CrossEntropyLoss(), torch.optim.SGD(plain.parameters(), lr=0.1))
+    plain.fit(DataLoader(data, batch_size=4), epochs=2, verbose=0)
+    assert not torch.allclose(plain.fc1.weight, ours.fc1.weight)  # the override did count
+
+
 def test_args_segmentate_equals_the_seed(b4t_seed):
     for two_args in (False, True):
         seed, ours = _pair(b4t_seed, two_args)

@@ -181,7 +181,9 @@ class BaseModel(nn.Module):
         ``grad_accumulation_steps`` and back-propagates it (through the AMP scaler).
         Returns ``(output, loss, loss_detail)``: the model's output, the divided scalar
         loss, and the loss's other parts (``{'loss1': ...}`` for a tuple loss, the other
-        keys for a dict loss).
+        keys for a dict loss). A subclass that overrides it changes what ``fit`` runs for
+        each batch, as in torch4keras (the optimizer step, metrics and callbacks stay
+        ``fit``'s).
         """
         trainer = self.trainer
         trainer._require_compiled("train_step")
@@ -190,6 +192,8 @@ class BaseModel(nn.Module):
             loss = loss / trainer.grad_accumulation_steps
         trainer.precision.backward(loss)
         return output, loss, extras
+
+    train_step._b4t_builtin = True  # type: ignore[attr-defined]  # fit runs it inline
 
     def fit(
         self,
