@@ -193,8 +193,10 @@ def test_save_weights_writes_one_file_in_the_seed_s_module_names(tmp_path) -> No
     third.load_weights(tmp_path / "own.pt")
     for key, value in model.state_dict().items():
         assert torch.equal(third.state_dict()[key], value), key
-    with pytest.raises(TypeError, match="path twice"):
+    with pytest.raises(TypeError, match="save_path"):
         model.save_weights(tmp_path / "a.pt", save_path=tmp_path / "b.pt")
+    with pytest.raises(TypeError, match="path twice"):  # b4t's keyword beside 0.2.5's place
+        model.save_weights(tmp_path / "a.pt", path=tmp_path / "b.pt")
 
 
 def test_a_model_without_seed_names_saves_its_own_names_and_says_so(tmp_path) -> None:
