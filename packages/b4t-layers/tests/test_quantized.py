@@ -17,6 +17,7 @@ from b4t.layers.quantized import (
     choose_kernel,
     kernel_available,
     pack_int4,
+    quantize_linears,
     unpack_int4,
 )
 
@@ -230,3 +231,45 @@ def test_real_smollm2_tensors(smollm2_reader, tensor_name):
     assert float((layer(x) - want).abs().max()) <= _bf16_tolerance(x, expected)
     resident = sum(b.numel() * b.element_size() for b in layer._int4[0]) if layer._int4 else 0
     assert resident <= 1.5 * raw.numel()  # packed, not float
+
+
+# ----- swapping a model's linears ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("bits", "asym", "logit_tol"), [(8, False, 0.05), (4, True, 0.5)])
+def test_quantize_linears_on_a_tiny_llama(bits, asym, logit_tol):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(config).eval()
+    ids = torch.randint(0, 96, (1, 12))
+    with torch.inference_mode():
+        expected = model(ids).logits
+    swapped = quantize_linears(model, bits=bits, group_size=32, asymmetric=asym)
+    assert len(swapped) == 2 * 7 + 1  # q k v o gate up down per layer, and the LM head
+    assert all(isinstance(model.get_submodule(name), QuantizedLinear) for name in swapped)
+    with torch.inference_mode():
+        got = model(ids).logits
+    error = float((got - expected).abs().max())
+    assert 0 < error <= logit_tol * float(expected.abs().max())
+    # greedy next tokens: the same for nearly every position at 8 bits
+    agree = (got.argmax(-1) == expected.argmax(-1)).float().mean()
+    assert agree >= (0.9 if bits == 8 else 0.5)
+
+
+def test_quantize_linears_skips_by_name_and_group():
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 48))
+    model.add_module("head", torch.nn.Linear(48, 16))
+    assert quantize_linears(model, bits=8, group_size=64) == ["0"]
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 48))
+    assert quantize_linears(model, bits=8, group_size=32, skip=("1",)) == ["0"]
+    assert isinstance(model[1], torch.nn.Linear)

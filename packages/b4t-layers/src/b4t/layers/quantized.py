@@ -55,6 +55,7 @@ __all__ = [
     "choose_kernel",
     "kernel_available",
     "pack_int4",
+    "quantize_linears",
     "unpack_int4",
 ]
 
@@ -484,3 +485,33 @@ def _int4pack_parts(
         part((wide >> 4) + 8, 16 * scales, torch.zeros_like(scales)),
         part(wide & 0x0F, scales, 8 * scales),
     ]
+
+
+def quantize_linears(
+    model: nn.Module,
+    bits: int = 8,
+    group_size: int | None = 32,
+    asymmetric: bool = False,
+    kernel: str = "auto",
+    skip: tuple[str, ...] = (),
+) -> list[str]:
+    """Swap every ``nn.Linear`` of ``model`` (b4t's ``Linear`` included) for a
+    :class:`QuantizedLinear` of its weight, in place; return the names swapped.
+
+    A layer whose name contains one of ``skip``, or whose ``in_features`` the group size
+    does not divide, stays float. A weight shared with another module (a tied LM head)
+    gets its own packed copy; the other module keeps the float tensor.
+    """
+    swapped = []
+    for name, module in list(model.named_modules()):
+        if not isinstance(module, nn.Linear) or any(part in name for part in skip):
+            continue
+        if group_size is not None and module.in_features % group_size:
+            continue
+        layer = QuantizedLinear.from_linear(
+            module, bits, group_size, asymmetric=asymmetric, kernel=kernel
+        )
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)
+        swapped.append(name)
+    return swapped
