@@ -241,6 +241,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--rows", type=int, nargs="+", default=[1, 8, 64])
+    parser.add_argument(
+        "--shapes", nargs="+", default=[f"{i}x{o}" for i, o in SHAPES], help="IN x OUT"
+    )
     parser.add_argument("--llama", action="store_true", help="also the decoders on the GGUF")
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -251,7 +254,8 @@ def main() -> None:
     torch.set_num_threads(1)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     if not args.no_micro:
-        for in_f, out_f in SHAPES:
+        for shape in args.shapes:
+            in_f, out_f = (int(n) for n in shape.split("x"))
             for rows in args.rows:
                 calls = max(2, args.calls * 576 * 576 // (in_f * out_f))
                 bench_shape(in_f, out_f, rows, args.repeats, calls)

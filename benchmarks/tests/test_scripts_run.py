@@ -44,3 +44,12 @@ def test_generation_benchmark_on_tiny_models() -> None:
     assert len(rows) == 5, out
     assert all(line.endswith("yes") for line in rows), out  # same tokens as generate()
     assert "batch-1 limit" in out, out
+
+
+def test_quantized_benchmark_runs_every_kernel() -> None:
+    out = run(
+        str(BENCHMARKS / "bench_quantized.py"),
+        *("--shapes", "576x192", "--rows", "1", "--repeats", "1", "--calls", "1"),
+    )
+    for name in ["fp32 F.linear", "int8/row int8pack", "int4/32 asym int4pack", "dequant"]:
+        assert name in out, out

@@ -28,9 +28,9 @@ Kernels (``kernel=``; ``'auto'`` picks from :func:`choose_kernel`):
   (scale ``scale``, zero ``8 * scale``): the same bytes as int8 codes. Needs
   ``out % 16 == 0`` and ``group_size`` in 32, 64, 128, 256.
 
-torch's two packed kernels are fast on CPU only for bfloat16 activations (for float32
-and float16 they fall back to scalar code, 10-100x slower than an fp32 matmul; see
-``benchmarks/bench_quantized.py``), so both compute in bfloat16: the input, the scales and
+torch's two packed kernels are fast on CPU only for bfloat16 activations (with float32
+or float16 activations they measured 10-100x slower than an fp32 matmul, torch 2.13 on
+AVX-512; see ``benchmarks/bench_quantized.py``), so both compute in bfloat16: the input, the scales and
 zeros are rounded to bfloat16 (8 significant bits) and the output comes back as bfloat16,
 then is cast to the input's dtype. That is the one place where the packed kernels do not
 reproduce the dequantized values exactly (relative error about 2**-8 per value); use
