@@ -30,12 +30,12 @@ Kernels (``kernel=``; ``'auto'`` picks from :func:`choose_kernel`):
 
 torch's two packed kernels are fast on CPU only for bfloat16 activations (with float32
 or float16 activations they measured 10-100x slower than an fp32 matmul, torch 2.13 on
-AVX-512; see ``benchmarks/bench_quantized.py``), so both compute in bfloat16: the input, the scales and
-zeros are rounded to bfloat16 (8 significant bits) and the output comes back as bfloat16,
-then is cast to the input's dtype. That is the one place where the packed kernels do not
-reproduce the dequantized values exactly (relative error about 2**-8 per value); use
-``kernel='dequant'`` for exact float32 products. Rows above :data:`MAX_KERNEL_ROWS`
-(prefill) are fed to the kernels in chunks of that many rows.
+AVX-512; see ``benchmarks/bench_quantized.py``), so both compute in bfloat16: the input,
+the scales and zeros are rounded to bfloat16 (8 significant bits) and the output comes
+back as bfloat16, then is cast to the input's dtype. That is the one place where the
+packed kernels do not reproduce the dequantized values exactly (relative error about
+2**-8 per value); use ``kernel='dequant'`` for exact float32 products. Rows above
+:data:`MAX_KERNEL_ROWS` (prefill) are fed to the kernels in chunks of that many rows.
 
 A kernel that the installed torch lacks (or that rejects the shape) is never chosen by
 ``'auto'``; asking for it explicitly raises a ``ValueError`` naming the reason.
