@@ -132,7 +132,8 @@ class _SeedWeights:
     ) -> Any:
         """bert4torch's ``save_weights(save_path, prefix=None)``: one state-dict file.
 
-        ``prefix=None``: 0.2.5's module names; ``prefix=''``: the checkpoint names of
+        ``prefix=None``: the model's own state dict (``seed_names=True``: in 0.2.5's module
+        names, a file 0.2.5 loads); ``prefix=''``: the checkpoint names of
         ``variable_mapping()``; another prefix: a submodule's checkpoint names.
         ``path=`` is b4t's keyword for ``save_path``. b4t's ``mapping=`` (also as the
         second positional argument, b4t's order) writes a checkpoint layout (see
@@ -153,9 +154,14 @@ class _SeedWeights:
             if prefix is not None:
                 raise ValueError("save_weights: pass prefix= or mapping=, not both")
             return super().save_weights(path, **kwargs)  # type: ignore[misc]
+        seed_names = bool(kwargs.pop("seed_names", False))
+        if kwargs:
+            raise TypeError(f"save_weights() got unexpected keyword(s): {sorted(kwargs)}")
         base = trainer_base()
         assert base is not None
-        return base.save_weights(self, path, prefix=prefix)  # type: ignore[arg-type]
+        return base.save_weights(  # type: ignore[arg-type]
+            self, path, prefix=prefix, seed_names=seed_names
+        )
 
     def predict(
         self,

@@ -228,11 +228,13 @@ class BaseModel(nn.Module):
         mapping: Mapping[str, Any] | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
+        seed_names: bool = False,
     ) -> None:
-        """:meth:`Trainer.save_weights`: one state-dict file at ``save_path`` in bert4torch
-        0.2.5's module names (``prefix=`` as in bert4torch; ``path=`` b4t's name)."""
+        """:meth:`Trainer.save_weights`: the state dict in one file at ``save_path``
+        (``prefix=`` as in bert4torch; ``seed_names=True``: in bert4torch 0.2.5's module
+        names, a file 0.2.5 loads; ``path=`` b4t's name)."""
         target = _either(save_path, path, "save_path", "path", missing=None)
-        self.trainer.save_weights(target, prefix=prefix, mapping=mapping)
+        self.trainer.save_weights(target, prefix=prefix, mapping=mapping, seed_names=seed_names)
 
     def load_weights(
         self,

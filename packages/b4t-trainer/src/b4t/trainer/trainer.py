@@ -726,20 +726,23 @@ class Trainer:
         path: str | os.PathLike[str],
         prefix: str | None = None,
         mapping: Mapping[str, Any] | None = None,
+        *,
+        seed_names: bool = False,
     ) -> None:
         """Save ``module.state_dict()`` to the file ``path`` (master rank only), atomically.
 
-        By default in bert4torch 0.2.5's module names where a submodule knows them (b4t's
-        built models: see :mod:`b4t.trainer.weights`), the module's own names elsewhere, as
-        0.2.5's ``save_weights(save_path)`` writes; ``prefix`` / ``mapping`` write checkpoint
-        names instead.
+        As 0.2.5's ``save_weights(save_path)``, the file is the module's own state dict, so
+        ``module.load_state_dict(torch.load(path))`` reads it back. ``seed_names=True``
+        writes bert4torch 0.2.5's module names instead where a submodule knows them (b4t's
+        built models: see :mod:`b4t.trainer.weights`), a file 0.2.5 loads;
+        ``prefix`` / ``mapping`` write checkpoint names.
         """
         if not self.is_master:
             return
         state = self.module.state_dict()
         if prefix is not None or mapping is not None:
             state = weight_files.to_file(state, weight_files.targets(self.module, prefix, mapping))
-        else:
+        elif seed_names:
             unnamed: list[str] = []
             state = weight_files.to_file(state, weight_files.seed_targets(self.module, unnamed))
             state.update(weight_files.seed_extras(self.module))
