@@ -66,3 +66,12 @@ def test_contention_benchmark_tiny() -> None:
     for setting in ("after ", "late  "):
         assert any(f" {setting} quiet " in r and "slowdown x" in r for r in rows), out
     assert "batching ratio busy x" in out, out
+
+
+def test_quantized_benchmark_runs_every_kernel() -> None:
+    out = run(
+        str(BENCHMARKS / "bench_quantized.py"),
+        *("--shapes", "576x192", "--rows", "1", "--repeats", "1", "--calls", "1"),
+    )
+    for name in ["fp32 F.linear", "int8/row int8pack", "int4/32 asym int4pack", "dequant"]:
+        assert name in out, out

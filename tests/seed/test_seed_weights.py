@@ -121,7 +121,7 @@ def test_built_model_weights_files_load_both_ways(b4t_seed, tmp_path, variant):
     ours.load_weights(str(tmp_path / "seed.pt"))
     _assert_same(_outputs(ours, one), _outputs(seed, one))
 
-    _perturbed(ours, 1).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 1).save_weights(tmp_path / "b4t.pt", seed_names=True)
     assert (tmp_path / "b4t.pt").is_file()
     written = torch.load(tmp_path / "b4t.pt", weights_only=True)
     assert set(written) == set(seed.state_dict())  # 0.2.5's module names, no more, no less
@@ -175,7 +175,7 @@ def test_other_variants_inside_the_user_s_module(b4t_seed, tmp_path, variant):
     ours = B4tModel()
     ours.load_weights(str(tmp_path / "best_model.pt"))
     _assert_same(_outputs(ours), _outputs(seed))
-    _perturbed(ours, 22).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 22).save_weights(tmp_path / "b4t.pt", seed_names=True)
     assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
     again = SeedModel()
     again.load_weights(str(tmp_path / "b4t.pt"))
@@ -191,7 +191,7 @@ def test_the_built_model_inside_the_user_s_module(b4t_seed, config_path, tmp_pat
     ours.load_weights(str(tmp_path / "best_model.pt"))
     _assert_same(_outputs(ours), _outputs(seed))
 
-    _perturbed(ours, 3).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 3).save_weights(tmp_path / "b4t.pt", seed_names=True)
     assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
     again = SeedModel()
     again.load_weights(str(tmp_path / "b4t.pt"))
@@ -304,7 +304,7 @@ def test_t5_weights_files_load_both_ways(b4t_seed, tmp_path, version):
     theirs, mine = logits(seed, ours)
     torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
 
-    _perturbed(ours, 8).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 8).save_weights(tmp_path / "b4t.pt", seed_names=True)
     written = torch.load(tmp_path / "b4t.pt", weights_only=True)
     assert set(written) == set(seed.state_dict())
     torch.manual_seed(1)
@@ -339,7 +339,7 @@ def test_bart_weights_files_load_both_ways(b4t_seed, tmp_path):
 
     _assert_same(*outputs(seed, ours))
 
-    _perturbed(ours, 13).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 13).save_weights(tmp_path / "b4t.pt", seed_names=True)
     written = torch.load(tmp_path / "b4t.pt", weights_only=True)
     assert set(written) == set(seed.state_dict())
     torch.manual_seed(2)
@@ -370,7 +370,7 @@ def test_generic_transformer_weights_files_load_both_ways(b4t_seed, tmp_path):
 
     _assert_same(*outputs(seed, ours))
 
-    _perturbed(ours, 20).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 20).save_weights(tmp_path / "b4t.pt", seed_names=True)
     assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
     torch.manual_seed(2)
     again = build_seed(str(config), model="transformer").eval()
@@ -402,7 +402,7 @@ def test_decoder_weights_files_load_both_ways(b4t_seed, tmp_path):
 
     _assert_same(outputs(ours), outputs(seed))
 
-    _perturbed(ours, 16).save_weights(tmp_path / "b4t.pt")
+    _perturbed(ours, 16).save_weights(tmp_path / "b4t.pt", seed_names=True)
     assert set(torch.load(tmp_path / "b4t.pt", weights_only=True)) == set(seed.state_dict())
     torch.manual_seed(2)
     again = build_seed(str(config), model="decoder").eval()

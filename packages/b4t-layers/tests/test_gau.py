@@ -46,7 +46,9 @@ def _reference(gau: GatedAttentionUnit, x: torch.Tensor, valid: int, method: str
 @pytest.mark.parametrize("method", ["softmax_plus", "squared_relu"])
 def test_matches_written_out_formula_on_padded_batch(method: str):
     torch.manual_seed(0)
-    gau = GatedAttentionUnit(12, key_size=6, intermediate_size=10, normalization=method).eval()
+    gau = GatedAttentionUnit(
+        12, key_size=6, intermediate_size=10, normalization=method, rotary=True
+    ).eval()
     with torch.no_grad():
         gau.offsetscale.beta.normal_()
         gau.offsetscale.gamma.normal_()
@@ -62,7 +64,7 @@ def test_matches_written_out_formula_on_padded_batch(method: str):
 
 def test_padding_does_not_change_real_tokens():
     torch.manual_seed(1)
-    gau = GatedAttentionUnit(8, 4, 6, bias=False).eval()
+    gau = GatedAttentionUnit(8, 4, 6, bias=False, p_bias="rotary").eval()
     assert gau.offsetscale.beta is None and gau.i_dense.bias is None
     x = torch.randn(1, 5, 8)
     padded = torch.cat([x, torch.randn(1, 3, 8)], dim=1)

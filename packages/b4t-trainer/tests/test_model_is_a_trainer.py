@@ -174,27 +174,36 @@ def test_model_side_weights_take_the_seed_s_arguments(tmp_path) -> None:
 
 
 def test_save_weights_writes_one_file_in_the_seed_s_module_names(tmp_path) -> None:
-    """0.2.5's ``save_weights('best_model.pt')``: one state-dict file at the path, keys in
-    0.2.5's module names (q, k, v apart); it loads back, by path or by keyword."""
+    """0.2.5's ``save_weights('best_model.pt')``: one state-dict file at the path, the
+    model's own ``state_dict()`` (``load_state_dict(torch.load(path))`` reads it);
+    ``seed_names=True`` writes 0.2.5's module names (q, k, v apart). Both load back, by path
+    or by keyword."""
     model = _built()
     model.save_weights(save_path=tmp_path / "best_model.pt")
     assert (tmp_path / "best_model.pt").is_file()
     saved = torch.load(tmp_path / "best_model.pt", weights_only=True)
+    assert list(saved) == list(model.state_dict())
+    _built(seed=4).load_state_dict(saved)
+    model.save_weights(tmp_path / "seed.pt", seed_names=True)
+    saved = torch.load(tmp_path / "seed.pt", weights_only=True)
     assert "encoderLayer.1.multiHeadAttention.q.weight" in saved
     assert "embeddings.layerNorm.weight" in saved and "pooler.weight" in saved
     assert not any(key.startswith("layers.") for key in saved)
-    other = _built(seed=5)
-    other.load_weights(load_path=tmp_path / "best_model.pt")
-    for key, value in model.state_dict().items():
-        assert torch.equal(other.state_dict()[key], value), key
+    for name in ("best_model.pt", "seed.pt"):
+        other = _built(seed=5)
+        other.load_weights(load_path=tmp_path / name)
+        for key, value in model.state_dict().items():
+            assert torch.equal(other.state_dict()[key], value), (name, key)
     # a file in b4t's own names (b4t 0.2's trainer files) still loads
     torch.save(model.state_dict(), tmp_path / "own.pt")
     third = _built(seed=6)
     third.load_weights(tmp_path / "own.pt")
     for key, value in model.state_dict().items():
         assert torch.equal(third.state_dict()[key], value), key
-    with pytest.raises(TypeError, match="path twice"):
+    with pytest.raises(TypeError, match="save_path"):
         model.save_weights(tmp_path / "a.pt", save_path=tmp_path / "b.pt")
+    with pytest.raises(TypeError, match="path twice"):  # b4t's keyword beside 0.2.5's place
+        model.save_weights(tmp_path / "a.pt", path=tmp_path / "b.pt")
 
 
 def test_a_model_without_seed_names_saves_its_own_names_and_says_so(tmp_path) -> None:
@@ -202,7 +211,7 @@ def test_a_model_without_seed_names_saves_its_own_names_and_says_so(tmp_path) ->
     model = build_transformer_model(CONFIG, model="deberta_v2")
     assert model.seed_state_names() is None
     with pytest.warns(UserWarning, match="0.2.5's parameter names of the model are not known"):
-        model.save_weights(tmp_path / "deberta.pt")
+        model.save_weights(tmp_path / "deberta.pt", seed_names=True)
     assert set(torch.load(tmp_path / "deberta.pt", weights_only=True)) == set(model.state_dict())
     torch.manual_seed(1)
     other = build_transformer_model(CONFIG, model="deberta_v2")

@@ -472,11 +472,13 @@ def test_checkpoint_with_the_seed_s_path_templates(tiny_net, loader, tmp_path) -
     )
     step_files = sorted(p.name.split("_")[1] for p in (tmp_path / "s").iterdir())
     assert step_files == ["3", "6"]
-    assert type(Checkpoint(tmp_path / "dir")).__name__ == "Checkpoint"  # b4t's resume form
+    resume = Checkpoint(tmp_path / "dir")  # b4t's resume form
+    assert type(resume) is not Checkpoint and isinstance(resume, Checkpoint)
+    assert resume.last_path == tmp_path / "dir" / "last.pt"
     # torch4keras's Checkpoint('model.pt'): the weights file, rewritten after each epoch
     net, opt = _net(tiny_net)
     ckpt = Checkpoint(tmp_path / "model.pt")
-    assert type(ckpt).__name__ == "_PathCheckpoint"
+    assert type(ckpt) is Checkpoint
     net.fit(loader(n=8), epochs=2, callbacks=[ckpt], verbose=0)
     assert (tmp_path / "model.pt").is_file()
     saved = torch.load(tmp_path / "model.pt", weights_only=True)

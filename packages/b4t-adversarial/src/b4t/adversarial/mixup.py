@@ -165,12 +165,36 @@ class MixUp(nn.Module):
             return torch.max(value, self._perm(value))
         return self.lam * value + (1.0 - self.lam) * self._perm(value)
 
-    def _permuted(self, value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return self._perm(value)
-        if isinstance(value, (list, tuple)):
-            return [self._perm(v) if isinstance(v, torch.Tensor) else v for v in value]
-        return value
+    def get_perm(self, inputs: Any) -> Any:
+        """``inputs`` [batch, ...] in the drawn order ``inputs[perm]``; a list/tuple item by
+        item (non-tensors as they are), as bert4torch's ``get_perm``."""
+        if isinstance(inputs, torch.Tensor):
+            return self._perm(inputs)
+        if isinstance(inputs, (list, tuple)):
+            return [self._perm(v) if isinstance(v, torch.Tensor) else v for v in inputs]
+        return inputs
+
+    _permuted = get_perm
+
+    def mix_up(self, output: Any, output1: Any) -> Any:
+        """bert4torch's ``mix_up``: ``lam * output + (1 - lam) * output1`` for a tensor; for a
+        list/tuple item by item, where ``None`` stays and integer ids without gradient keep
+        the larger id (``torch.max``)."""
+        if isinstance(output, torch.Tensor):
+            return self.lam * output + (1.0 - self.lam) * output1
+        if not isinstance(output, (list, tuple)):
+            raise ValueError(
+                f"mix_up takes a tensor or a list of them, got {type(output).__name__}"
+            )
+        mixed = []
+        for a, b in zip(output, output1, strict=True):
+            if a is None:
+                mixed.append(a)
+            elif not a.requires_grad and a.dtype in (torch.long, torch.int):
+                mixed.append(torch.max(a, b))
+            else:
+                mixed.append(self.lam * a + (1.0 - self.lam) * b)
+        return mixed
 
     def encode(self, model: nn.Module, inputs: Any) -> Any:
         """Draw ``lam`` / the permutation for this batch and run ``model`` with mixup.

@@ -51,10 +51,24 @@ class PGD:
                 param.data.add_((alpha * param.grad.float() / norm).to(param.dtype))
                 param.data.copy_(self.project(name, param.data, epsilon))
 
-    def project(self, name: str, data: torch.Tensor, epsilon: float) -> torch.Tensor:
-        """Clip the perturbation ``data - E_0`` [vocab, hidden] to L2 norm ``epsilon``."""
-        base = self.emb_backup[name]
-        r = data - base
+    def project(
+        self,
+        param_name: str | None = None,
+        param_data: torch.Tensor | None = None,
+        epsilon: float | None = None,
+        *,
+        name: str | None = None,
+        data: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Clip the perturbation ``param_data - E_0`` [vocab, hidden] of the backed-up
+        parameter ``param_name`` to L2 norm ``epsilon`` (``name=`` / ``data=`` are b4t
+        0.1's keywords)."""
+        param_name = _one("param_name", param_name, "name", name)
+        param_data = _one("param_data", param_data, "data", data)
+        if epsilon is None:
+            raise TypeError("project() missing the argument epsilon")
+        base = self.emb_backup[param_name]
+        r = param_data - base
         norm = torch.linalg.vector_norm(r.float())
         if norm > epsilon:
             r = (r.float() * (epsilon / norm)).to(r.dtype)
@@ -87,3 +101,10 @@ class PGD:
             if p.requires_grad and name in self.grad_backup:
                 p.grad = self.grad_backup[name]
         self.grad_backup = {}
+
+
+def _one(seed_name: str, seed_value: Any, b4t_name: str, b4t_value: Any) -> Any:
+    """The one of bert4torch's and b4t's spellings of an argument that was given."""
+    if (seed_value is None) == (b4t_value is None):
+        raise TypeError(f"project() takes {seed_name} (or {b4t_name}=) exactly once")
+    return b4t_value if seed_value is None else seed_value

@@ -132,13 +132,55 @@ class VAT:
         self.output_index: int | str = next((i for i in (output_index, rank) if i is not None), 0)
         self.emb_module_name, self.emb_module = find_embedding_module(model, emb_name)
         self._last_shape: torch.Size | None = None
+        self.embed: torch.Tensor | None = None
         self._handle: Any = None
         if track:
-            self._handle = self.emb_module.register_forward_hook(self._track)
+            self._handle = self.emb_module.register_forward_hook(self.hook)
 
-    def _track(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            self._last_shape = output.shape
+    def hook(self, module: nn.Module, fea_in: Any, fea_out: Any) -> None:
+        """bert4torch's forward hook on the embedding module: keeps its output (detached) as
+        ``self.embed`` [batch, seq, hidden] and its shape for the next VAT loss."""
+        if isinstance(fea_out, torch.Tensor):
+            self.embed = fea_out.detach()
+            self._last_shape = fea_out.shape
+
+    _track = hook
+
+    def forward_(self, train_X: Any, new_embed: torch.Tensor) -> Any:
+        """The model's output on ``train_X`` with ``new_embed`` [batch, seq, hidden] in place
+        of the embedding module's output (bert4torch feeds it as the first input; here a
+        forward hook puts it there, so any model works). A list ``train_X`` is spread over
+        ``forward`` as in :meth:`virtual_adversarial_training`."""
+
+        def replace(module: nn.Module, inputs: Any, output: Any) -> torch.Tensor:
+            if not isinstance(output, torch.Tensor) or output.shape != new_embed.shape:
+                raise RuntimeError(
+                    f"new_embed of shape {tuple(new_embed.shape)} does not fit the output of "
+                    f"{self.emb_module_name!r} ({getattr(output, 'shape', type(output).__name__)})"
+                )
+            return new_embed.to(output.dtype)
+
+        handle = self.emb_module.register_forward_hook(replace)
+        try:
+            return self._model_forward(train_X)
+        finally:
+            handle.remove()
+
+    def _model_forward(self, train_X: Any) -> Any:
+        if isinstance(train_X, (list, tuple)) and _takes_several(self.model):
+            return self.model(*train_X)
+        return self.model(train_X)
+
+    @staticmethod
+    def kl(inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+        """``KL(softmax(targets) || softmax(inputs))`` over the last axis (float32)."""
+        return kl_logits(inputs, targets, reduction)
+
+    @staticmethod
+    def adv_project(grad: torch.Tensor, norm_type: str = "inf", eps: float = 1e-6) -> torch.Tensor:
+        """bert4torch's ``VAT.adv_project`` (its default ``norm_type='inf'``); see
+        :func:`adv_project`."""
+        return adv_project(grad, norm_type, eps)
 
     def remove(self) -> None:
         """Remove the tracking forward hook (idempotent)."""
@@ -202,7 +244,7 @@ class VAT:
             shape = self._last_shape
         else:
             shape = self._embedding_shape(forward)
-        self._last_shape = None
+        self._last_shape = self.embed = None
         noise = torch.randn(shape, device=logits.device, dtype=torch.float32) * self.noise_var
         noise.requires_grad_()
         adv_logits = self._perturbed(forward, noise)
@@ -223,12 +265,7 @@ class VAT:
     ) -> torch.Tensor | None:
         """bert4torch's entry point: re-run ``model(*train_X)`` (or ``model(train_X)``)."""
 
-        def forward() -> Any:
-            if isinstance(train_X, (list, tuple)) and _takes_several(self.model):
-                return self.model(*train_X)
-            return self.model(train_X)
-
-        return self.adversarial_loss(forward, logits)
+        return self.adversarial_loss(lambda: self._model_forward(train_X), logits)
 
 
 def _takes_several(model: nn.Module) -> bool:

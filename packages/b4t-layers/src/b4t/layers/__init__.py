@@ -51,6 +51,7 @@ from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_addit
 from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.ops import take_along_dim, torch_div
 from b4t.layers.pooling import get_pool_emb
+from b4t.layers.quantized import QuantizedLinear, quantize_linears
 from b4t.layers.relative_positions import (
     NezhaAttention,
     NezhaRelativePositions,
@@ -96,6 +97,7 @@ __all__ = [
     "NezhaAttention",
     "NezhaRelativePositions",
     "PositionWiseFeedForward",
+    "QuantizedLinear",
     "RMSNorm",
     "RelativeMultiHeadAttention",
     "RelativePositionsEncoding",
@@ -125,6 +127,7 @@ __all__ = [
     "linear_act",
     "mish",
     "padding_mask",
+    "quantize_linears",
     "quick_gelu",
     "rel_shift_xl",
     "rel_shift_xlnet",

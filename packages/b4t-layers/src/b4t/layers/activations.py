@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -80,9 +81,17 @@ def sigmoid(x: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(x)
 
 
-def softmax(x: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last axis (bert4torch's ``'softmax'``, e.g. ``with_mlm='softmax'``)."""
-    return torch.softmax(x, dim=-1)
+def softmax(x: Any, axis: int = -1) -> Any:
+    """Softmax over ``axis`` (the last by default; bert4torch's ``'softmax'``, e.g.
+    ``with_mlm='softmax'``). A tensor gives a tensor; a numpy array (or a list) a numpy
+    array, as bert4torch's ``snippets.softmax`` does. Any shape."""
+    if isinstance(x, torch.Tensor):
+        return torch.softmax(x, dim=axis)
+    import numpy as np
+
+    x = np.asarray(x)
+    shifted = np.exp(x - x.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
 def _gelu_python(x: torch.Tensor) -> torch.Tensor:
@@ -118,12 +127,24 @@ class UnknownActivationError(KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
-def get_activation(name: str | Callable[[torch.Tensor], torch.Tensor]) -> Callable:
-    """Return the activation function called ``name`` (a callable passes through).
+_UNSET: Any = object()
+
+
+def get_activation(
+    activation_string: str | Callable[[torch.Tensor], torch.Tensor] = _UNSET,
+    *,
+    name: str | Callable[[torch.Tensor], torch.Tensor] = _UNSET,
+) -> Callable:
+    """Return the activation function called ``activation_string`` (a callable passes
+    through); ``name=`` is b4t 0.1's keyword for it.
 
     Names are case-insensitive. Raises :class:`UnknownActivationError` (a ``KeyError``
     and a ``ValueError``) naming the unknown activation and the known ones.
     """
+    if (activation_string is _UNSET) == (name is _UNSET):
+        raise TypeError("get_activation() takes the name once: activation_string (or name=)")
+    if activation_string is not _UNSET:
+        name = activation_string
     if callable(name):
         return name
     key = str(name).lower()

@@ -45,8 +45,24 @@ class RelativePositionsEncodingT5(nn.Module):
     ``RelativePositionsEncodingT5(qlen, klen, relative_attention_num_buckets,
     is_decoder=False)``; ``forward(qlen, klen)`` slices it to ``(qlen, klen)``."""
 
-    def __init__(self, qlen: int, klen: int, num_buckets: int, is_decoder: bool = False) -> None:
+    def __init__(
+        self,
+        qlen: int,
+        klen: int,
+        relative_attention_num_buckets: int | None = None,
+        is_decoder: bool = False,
+        *,
+        num_buckets: int | None = None,
+    ) -> None:
+        """``num_buckets=`` is b4t 0.1's keyword for ``relative_attention_num_buckets``."""
         super().__init__()
+        if (relative_attention_num_buckets is None) == (num_buckets is None):
+            raise TypeError(
+                "RelativePositionsEncodingT5 takes relative_attention_num_buckets "
+                "(or num_buckets=) once"
+            )
+        if num_buckets is None:
+            num_buckets = relative_attention_num_buckets
         rel = relative_distance(qlen, klen)
         buckets = t5_relative_position_bucket(rel, not is_decoder, num_buckets)
         self.register_buffer("relative_position", buckets)
@@ -155,27 +171,69 @@ class MultiHeadAttentionLayer(nn.Module):
         """Content-content plus c2p / p2c scores ``[B, N, Q, K]``, each over
         ``sqrt(D * (1 + number of position terms))``."""
         kinds = [t for t in ("c2p", "p2c") if t in self.pos_att_type]
-        denom = math.sqrt(self.attention_head_size * (1 + len(kinds)))
-        scores = q @ k.transpose(-1, -2) / denom
+        scale_factor = 1 + len(kinds)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.attention_head_size * scale_factor)
         if not kinds:
             return scores
-        span = self.pos_ebd_size
         rel = self.relative_positions_encoding.weight
         if hasattr(self, "layernorm"):
             rel = self.layernorm(rel)
-        rel = self.pos_dropout(rel)[: 2 * span][None]  # [1, 2S, H]
-        b, n, q_len, k_len = scores.shape
-        if "c2p" in kinds:  # query content x key position: index by i - j
+        rel = self.pos_dropout(rel)
+        return scores + self.disentangled_attention_bias(q, k, None, rel, scale_factor)
+
+    def disentangled_attention_bias(
+        self,
+        query_layer: Tensor,
+        key_layer: Tensor,
+        relative_pos: Tensor | None,
+        rel_embeddings: Tensor,
+        scale_factor: float,
+    ) -> Tensor:
+        """DeBERTa-v2's position terms (bert4torch's method): c2p (query content x key
+        position, indexed by ``i - j``) plus p2c (key content x query position, indexed by
+        ``j - i``), each over ``sqrt(D * scale_factor)``.
+
+        Args:
+            query_layer, key_layer: ``[B, N, Q, D]`` / ``[B, N, K, D]``.
+            relative_pos: ``i - j`` ids ``(Q, K)``, ``(B, Q, K)`` or ``(B, 1, Q, K)``;
+                ``None``: this layer's ``relative_positions``.
+            rel_embeddings: the relative-position table ``[>= 2S, H]`` (its first ``2S``
+                rows are used, ``S = pos_ebd_size``).
+            scale_factor: ``1 +`` the number of position terms.
+
+        Returns:
+            ``[B, N, Q, K]`` (0 when ``pos_att_type`` names neither term).
+        """
+        b, n, q_len, d = query_layer.shape
+        k_len = key_layer.shape[-2]
+        if relative_pos is None:
+            relative_pos = self.relative_positions(q_len, k_len)
+        if relative_pos.dim() == 2:
+            relative_pos = relative_pos[None, None]
+        elif relative_pos.dim() == 3:
+            relative_pos = relative_pos[:, None]
+        elif relative_pos.dim() != 4:
+            raise ValueError(f"relative_pos must be 2-, 3- or 4-D, got {relative_pos.dim()}-D")
+        relative_pos = relative_pos.long().to(query_layer.device)
+        span = self.pos_ebd_size
+        rel = rel_embeddings[: 2 * span][None]  # [1, 2S, H]
+        denom = math.sqrt(d * scale_factor)
+        score: Tensor | float = 0.0
+        if "c2p" in self.pos_att_type:
             pos_k = self.transpose_for_scores(self.k(rel))  # [1, N, 2S, D]
-            index = (self.relative_positions(q_len, k_len)[:, None] + span).clamp(0, 2 * span - 1)
-            c2p = (q @ pos_k.transpose(-1, -2)).gather(-1, index.expand(b, n, q_len, k_len))
-            scores = scores + c2p / denom
-        if "p2c" in kinds:  # key content x query position: index by -(i - j)
+            index = (relative_pos + span).clamp(0, 2 * span - 1).expand(b, n, q_len, k_len)
+            score = score + (query_layer @ pos_k.transpose(-1, -2)).gather(-1, index) / denom
+        if "p2c" in self.pos_att_type:
             pos_q = self.transpose_for_scores(self.q(rel))
-            index = (span - self.relative_positions(k_len, k_len)[:, None]).clamp(0, 2 * span - 1)
-            p2c = (k @ pos_q.transpose(-1, -2)).gather(-1, index.expand(b, n, k_len, k_len))
-            scores = scores + p2c.transpose(-1, -2)[..., :q_len, :] / denom
-        return scores
+            r_pos = relative_pos
+            if k_len != q_len:
+                r_pos = self.relative_positions(k_len, k_len)[:, None]
+            index = (span - r_pos).clamp(0, 2 * span - 1).expand(b, n, k_len, k_len)
+            p2c = (key_layer @ pos_q.transpose(-1, -2)).gather(-1, index).transpose(-1, -2)
+            score = score + p2c[..., :q_len, :] / denom
+        if isinstance(score, float):
+            return query_layer.new_zeros(b, n, q_len, k_len)
+        return score
 
     def transpose_for_scores(self, x: Tensor) -> Tensor:
         """``[B, L, N * D]`` -> ``[B, N, L, D]``."""

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from b4t.layers.activations import get_activation
 from b4t.layers.rotary import RoPEPositionEncoding
 
 __all__ = ["GatedAttentionUnit", "OffsetScale", "attention_normalize"]
@@ -77,40 +79,66 @@ class OffsetScale(nn.Module):
 class GatedAttentionUnit(nn.Module):
     """A GAU layer (no residual or norm: the block around it adds those).
 
+    bert4torch 0.2.5's arguments, in its order:
+
     Args:
         hidden_size: model width.
-        key_size: size of the shared query/key projection ``z`` (128 in GAU-alpha).
+        attention_key_size: size of the shared query/key projection ``z`` (128 in
+            GAU-alpha); ``key_size=`` is b4t's keyword for it.
         intermediate_size: size of ``u`` and ``v``.
-        activation: applied to the input projection (``swish`` in GAU-alpha).
+        attention_probs_dropout_prob: dropout on the attention probabilities, applied
+            when ``is_dropout`` (as in bert4torch).
+        hidden_act: name of the activation on the input projection (``swish`` in
+            GAU-alpha); b4t's ``activation=`` takes a callable instead.
+        is_dropout: apply ``attention_probs_dropout_prob``.
+        attention_scale: divide scores by ``sqrt(key_size)``.
         bias: biases in the projections and the offset.
         normalization: see :func:`attention_normalize`.
-        attention_scale: divide scores by ``sqrt(key_size)``.
-        rotary: apply RoPE to queries and keys (True in GAU-alpha).
-        max_position: rotary length limit (None: unlimited).
-        dropout: dropout on the attention probabilities.
+        **kwargs: bert4torch's ``p_bias='rotary'`` applies RoPE to queries and keys
+            (``max_position`` its length limit); other keys of a bert4torch config are
+            ignored, as there.
+
+    b4t's keywords: ``key_size``, ``activation`` (a callable), ``rotary`` (a bool, over
+    ``p_bias``), ``max_position``, ``dropout`` (a rate applied always, over
+    ``attention_probs_dropout_prob`` / ``is_dropout``).
     """
 
     def __init__(
         self,
         hidden_size: int,
-        key_size: int,
-        intermediate_size: int,
-        activation: Callable[[Tensor], Tensor] = F.silu,
+        attention_key_size: int | None = None,
+        intermediate_size: int | None = None,
+        attention_probs_dropout_prob: float = 0.0,
+        hidden_act: str | Callable[[Tensor], Tensor] = "swish",
+        is_dropout: bool = False,
+        attention_scale: bool = True,
         bias: bool = True,
         normalization: str = "softmax_plus",
-        attention_scale: bool = True,
-        rotary: bool = True,
+        *,
+        key_size: int | None = None,
+        activation: Callable[[Tensor], Tensor] | None = None,
+        rotary: bool | None = None,
         max_position: int | None = None,
-        dropout: float = 0.0,
+        dropout: float | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__()
         if normalization not in _NORMALIZATIONS:
             raise ValueError(
                 f"unknown attention normalization {normalization!r}; use one of {_NORMALIZATIONS}"
             )
+        if (attention_key_size is None) == (key_size is None):
+            raise TypeError("GatedAttentionUnit needs attention_key_size (or key_size=), once")
+        if intermediate_size is None:
+            raise TypeError("GatedAttentionUnit needs intermediate_size")
+        key_size = attention_key_size if key_size is None else key_size
+        if dropout is None:
+            dropout = attention_probs_dropout_prob if is_dropout else 0.0
+        if rotary is None:
+            rotary = kwargs.get("p_bias") == "rotary"
         self.key_size = key_size
         self.intermediate_size = intermediate_size
-        self.activation = activation
+        self.activation = get_activation(hidden_act) if activation is None else activation
         self.normalization = normalization
         self.attention_scale = attention_scale
         self.i_dense = nn.Linear(hidden_size, 2 * intermediate_size + key_size, bias=bias)
@@ -118,6 +146,14 @@ class GatedAttentionUnit(nn.Module):
         self.o_dense = nn.Linear(intermediate_size, hidden_size, bias=bias)
         self.rotary = RoPEPositionEncoding(max_position, key_size) if rotary else None
         self.dropout = nn.Dropout(dropout)
+
+    def attention_normalize(self, a: Tensor, dim: int = -1, method: str = "softmax") -> Tensor:
+        """bert4torch's method: normalise scores ``a`` over ``dim`` (see
+        :func:`attention_normalize`); entries at or below ``-1e11`` (0.2.5's additive
+        mask) count as masked."""
+        scores = a.movedim(dim, -1)
+        out = attention_normalize(scores, scores > -1e11, method)
+        return out.movedim(-1, dim)
 
     def forward(self, hidden_states: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """Args:

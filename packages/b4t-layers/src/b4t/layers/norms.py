@@ -49,7 +49,7 @@ class LayerNorm(nn.Module):
         self,
         hidden_size: int,
         eps: float = 1e-12,
-        conditional_size: int | bool | None = None,
+        conditional_size: int | bool | None = False,
         weight: bool = True,
         bias: bool = True,
         norm_mode: str = "normal",

@@ -306,5 +306,13 @@ class RelativePositionsEncodingDebertaV2(nn.Module):
         rel = deberta_relative_position(qlen, klen, buckets, max_position or -1)
         self.register_buffer("relative_position", rel.unsqueeze(0))
 
+    @staticmethod
+    def make_log_bucket_position(
+        relative_pos: Tensor, bucket_size: int, max_position: int
+    ) -> Tensor:
+        """bert4torch's name for :func:`deberta_log_bucket_position`; float32 ids, as
+        bert4torch returns them (its constructor casts them to long)."""
+        return deberta_log_bucket_position(relative_pos, bucket_size, max_position).float()
+
     def forward(self, qlen: int, klen: int) -> Tensor:
         return self.relative_position[:, :qlen, :klen]

@@ -121,24 +121,34 @@ class RoPEPositionEncoding(nn.Module):
 
     def forward(
         self,
-        x: Tensor,
-        position_ids: Tensor | int | None = None,
-        offset: int = 0,
+        qw: Tensor | None = None,
         seq_dim: int = -2,
+        position_ids: Tensor | None = None,
+        offset: int = 0,
+        *,
+        x: Tensor | None = None,
     ) -> Tensor:
-        """Rotate ``x`` of shape ``(batch, heads, seq, dim)`` (or ``(..., seq, dim)``).
+        """Rotate ``qw`` of shape ``(batch, heads, seq, dim)`` (or ``(..., seq, dim)``).
+
+        bert4torch's ``forward(qw, seq_dim=-2)``, plus b4t's keywords.
 
         Args:
-            x: queries or keys; the last axis is the rotated one.
-            position_ids: optional ``(batch, seq)`` or ``(seq,)`` positions; when
-                given they replace ``offset + arange(seq)``. An int here is bert4torch's
-                second argument, ``seq_dim``.
-            offset: first position (for cached decoding).
+            qw: queries or keys; the last axis is the rotated one (``x=`` is b4t 0.1's
+                keyword for it).
             seq_dim: the sequence axis; it must be the one before the last (bert4torch's
-                default and only working value).
+                default and only working value). A tensor here is b4t 0.1's second
+                argument, ``position_ids``.
+            position_ids: optional ``(batch, seq)`` or ``(seq,)`` positions; when
+                given they replace ``offset + arange(seq)``.
+            offset: first position (for cached decoding).
         """
-        if isinstance(position_ids, int):
-            seq_dim, position_ids = position_ids, None
+        if (qw is None) == (x is None):
+            raise TypeError("RoPEPositionEncoding takes the tensor once: qw (or x=)")
+        x = qw if x is None else x
+        if isinstance(seq_dim, Tensor):  # b4t 0.1's order: (x, position_ids, ...)
+            if position_ids is not None:
+                raise TypeError("position_ids given twice (positionally and by keyword)")
+            seq_dim, position_ids = -2, seq_dim
         if seq_dim not in (-2, x.dim() - 2):
             raise ValueError(
                 f"RoPEPositionEncoding rotates along the axis before the last (seq_dim=-2), "
@@ -190,6 +200,6 @@ class RotaryAttention(MultiHeadAttention):
     ) -> tuple[Tensor, Tensor]:
         offset = cached_length(past_key_value)
         return (
-            self.rotary(q, position_ids, offset),
-            self.rotary(k, position_ids, offset),
+            self.rotary(q, position_ids=position_ids, offset=offset),
+            self.rotary(k, position_ids=position_ids, offset=offset),
         )

@@ -57,19 +57,37 @@ class TplinkerHandshakingKernel(nn.Module):
                 hidden_size, hidden_size, num_layers=1, bidirectional=False, batch_first=True
             )
 
-    def _inner(self, tail: torch.Tensor) -> torch.Tensor:
-        """Span encodings ``c_{i, i..L-1}`` from ``tail = h[:, i:]`` ``[B, L-i, H]``."""
-        kind = self.inner_enc_type
-        if kind == "lstm":
-            return self.inner_context_lstm(tail)[0]
-        steps = torch.arange(1, tail.shape[1] + 1, device=tail.device, dtype=tail.dtype)
-        mean = tail.cumsum(dim=1) / steps[:, None]
-        if kind == "mean_pooling":
+    def enc_inner_hiddens(
+        self, seq_hiddens: torch.Tensor, inner_enc_type: str = "lstm"
+    ) -> torch.Tensor:
+        """Prefix encodings ``c_j`` of ``h_0..h_j`` for every ``j`` (bert4torch's method):
+        ``[B, L, H] -> [B, L, H]``; ``inner_enc_type`` is ``'lstm'`` (this kernel's LSTM),
+        ``'mean_pooling'``, ``'max_pooling'`` or ``'mix_pooling'`` (``lamtha`` mixes the
+        two)."""
+        if inner_enc_type not in _INNER:
+            raise ValueError(f"inner_enc_type must be one of {_INNER}, got {inner_enc_type!r}")
+        needs = {"lstm": "inner_context_lstm", "mix_pooling": "lamtha"}.get(inner_enc_type)
+        if needs is not None and not hasattr(self, needs):
+            raise ValueError(
+                f"inner_enc_type={inner_enc_type!r} needs the kernel built with it "
+                f"(this one has inner_enc_type={self.inner_enc_type!r})"
+            )
+        if inner_enc_type == "lstm":
+            return self.inner_context_lstm(seq_hiddens)[0]
+        steps = torch.arange(
+            1, seq_hiddens.shape[1] + 1, device=seq_hiddens.device, dtype=seq_hiddens.dtype
+        )
+        mean = seq_hiddens.cumsum(dim=1) / steps[:, None]
+        if inner_enc_type == "mean_pooling":
             return mean
-        running_max = tail.cummax(dim=1).values
-        if kind == "max_pooling":
+        running_max = seq_hiddens.cummax(dim=1).values
+        if inner_enc_type == "max_pooling":
             return running_max
         return self.lamtha * mean + (1 - self.lamtha) * running_max
+
+    def _inner(self, tail: torch.Tensor) -> torch.Tensor:
+        """Span encodings ``c_{i, i..L-1}`` from ``tail = h[:, i:]`` ``[B, L-i, H]``."""
+        return self.enc_inner_hiddens(tail, self.inner_enc_type)
 
     def forward(self, seq_hiddens: torch.Tensor) -> torch.Tensor:
         if seq_hiddens.dim() != 3:

@@ -38,6 +38,7 @@ TRAINER_MISSING = (
 )
 
 _MIXED: dict[type, type] = {}
+_UNSET: Any = object()
 
 
 def trainer_base() -> type | None:
@@ -83,36 +84,42 @@ class _SeedWeights:
 
     def load_weights(
         self,
-        path: Any = None,
-        *args: Any,
+        load_path: Any = None,
+        strict: Any = True,
         prefix: str | None = None,
+        *args: Any,
         **kwargs: Any,
     ) -> Any:
         """bert4torch's ``load_weights(load_path, strict=True, prefix=None)``, plus b4t's forms.
 
         A state-dict file (what 0.2.5's or b4t's ``save_weights`` writes, in 0.2.5's or
         b4t's module names) loads as a state dict; a checkpoint (folder, safetensors,
-        index, a file in checkpoint names) through the weight map. A bool second argument
-        is ``strict`` (0.2.5's order), anything else b4t's ``mapping``; ``load_path=`` is
-        0.2.5's keyword. ``prefix=''`` reads checkpoint names; another prefix names a
-        submodule.
+        index, a file in checkpoint names) through the weight map. A second positional
+        argument that is not a bool is b4t's ``mapping`` (b4t's order ``(path, mapping,
+        strict)``); ``path=`` is b4t's keyword for ``load_path``. ``prefix=''`` reads
+        checkpoint names; another prefix names a submodule.
         """
-        if "load_path" in kwargs:
-            path = _one_path(path, kwargs.pop("load_path"), "load_path")
+        path = load_path
+        if "path" in kwargs:
+            path = _one_path(path, kwargs.pop("path"), "path")
         if path is None:
             raise TypeError("load_weights() needs a path (load_path)")
-        if args and isinstance(args[0], bool):
-            kwargs.setdefault("strict", args[0])
-            args = args[1:]
+        if not isinstance(strict, bool):  # b4t's positional order: (path, mapping, strict)
+            kwargs["mapping"] = strict
+            strict = True
+            if isinstance(prefix, bool):
+                strict, prefix, args = prefix, (args[0] if args else None), args[1:]
+        if args:
+            raise TypeError(f"load_weights() got {len(args)} positional arguments too many")
+        kwargs["strict"] = strict
         base = trainer_base()
         assert base is not None
-        strict = kwargs.get("strict", True)
         if prefix:
             return base.load_weights(self, path, strict, prefix=prefix)  # type: ignore[arg-type]
         if prefix == "":
             kwargs.setdefault("mapping", None)
-        if args or "mapping" in kwargs or not _is_state_file(path):
-            return super().load_weights(path, *args, **kwargs)  # type: ignore[misc]
+        if "mapping" in kwargs or not _is_state_file(path):
+            return super().load_weights(path, **kwargs)  # type: ignore[misc]
         from b4t.trainer.state import load_file
 
         state = load_file(path)
@@ -121,29 +128,61 @@ class _SeedWeights:
         return super().load_weights(state, **kwargs)  # type: ignore[misc]
 
     def save_weights(
-        self, path: Any = None, *args: Any, prefix: str | None = None, **kwargs: Any
+        self, save_path: Any = None, prefix: Any = None, *args: Any, **kwargs: Any
     ) -> Any:
         """bert4torch's ``save_weights(save_path, prefix=None)``: one state-dict file.
 
-        ``prefix=None``: 0.2.5's module names; ``prefix=''``: the checkpoint names of
+        ``prefix=None``: the model's own state dict (``seed_names=True``: in 0.2.5's module
+        names, a file 0.2.5 loads); ``prefix=''``: the checkpoint names of
         ``variable_mapping()``; another prefix: a submodule's checkpoint names.
-        ``save_path=`` is 0.2.5's keyword. b4t's ``mapping=`` writes a checkpoint layout
-        (see :meth:`save_pretrained`).
+        ``path=`` is b4t's keyword for ``save_path``. b4t's ``mapping=`` (also as the
+        second positional argument, b4t's order) writes a checkpoint layout (see
+        :meth:`save_pretrained`).
         """
-        if "save_path" in kwargs:
-            path = _one_path(path, kwargs.pop("save_path"), "save_path")
+        path = save_path
+        if "path" in kwargs:
+            path = _one_path(path, kwargs.pop("path"), "path")
         if path is None:
             raise TypeError("save_weights() needs a path (save_path)")
-        if args and isinstance(args[0], str):
-            prefix, args = args[0], args[1:]
+        if prefix is not None and not isinstance(prefix, str):  # b4t's (path, mapping)
+            kwargs["mapping"] = prefix
+            prefix, args = (args[0] if args else None), args[1:]
+        if args:
+            raise TypeError(f"save_weights() got {len(args)} positional arguments too many")
         is_safetensors = Path(os.fspath(path)).suffix == ".safetensors"
-        if args or "mapping" in kwargs or (prefix is None and is_safetensors):
+        if "mapping" in kwargs or (prefix is None and is_safetensors):
             if prefix is not None:
                 raise ValueError("save_weights: pass prefix= or mapping=, not both")
-            return super().save_weights(path, *args, **kwargs)  # type: ignore[misc]
+            return super().save_weights(path, **kwargs)  # type: ignore[misc]
+        seed_names = bool(kwargs.pop("seed_names", False))
+        if kwargs:
+            raise TypeError(f"save_weights() got unexpected keyword(s): {sorted(kwargs)}")
         base = trainer_base()
         assert base is not None
-        return base.save_weights(self, path, prefix=prefix)  # type: ignore[arg-type]
+        return base.save_weights(  # type: ignore[arg-type]
+            self, path, prefix=prefix, seed_names=seed_names
+        )
+
+    def predict(
+        self,
+        inputs: Any = _UNSET,
+        return_all: int | None = None,
+        *,
+        train_X: Any = _UNSET,
+        X: Any = _UNSET,
+    ) -> Any:
+        """bert4torch's ``Transformer.predict(inputs)``: ``forward(inputs)`` in eval mode
+        without gradients (``train_X=`` / ``X=`` and ``return_all`` as the trainer's
+        ``predict``; a model class's own ``predict`` runs when it has one)."""
+        given = [v for v in (inputs, train_X, X) if v is not _UNSET]
+        if len(given) != 1:
+            raise TypeError("predict() takes the inputs once (inputs, train_X= or X=)")
+        own = getattr(self._b4t_model_cls, "predict", None)
+        if own is not None and return_all is None:
+            return own(self, given[0])
+        base = trainer_base()
+        assert base is not None
+        return base.predict(self, given[0], return_all)  # type: ignore[arg-type]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Pickle by the model class (importable by name); unpickling re-mixes it.

@@ -428,7 +428,11 @@ class Transformer(nn.Module):
     def _model_name(self) -> str:
         return f"model={getattr(self.variant, 'name', type(self).__name__)!r}"
 
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, inputs: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """bert4torch's ``forward(inputs)``: the list ``[token_ids, segment_ids, ...]``, or
+        the tensors positionally, or keywords (see the class docstring)."""
+        if inputs is not None:
+            args = (inputs, *args)
         state = self.parse_inputs(args, kwargs)
         if not self.reuses_prefixes(state):
             return self.run_from(state, None, 0)

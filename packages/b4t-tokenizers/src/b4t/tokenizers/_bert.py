@@ -200,6 +200,13 @@ class Tokenizer(TokenizerBase):
         self._hooks = self._pre_tokenize is not None or bool(self._token_translate)
         self._fast_encode = self._build_fast_encode()
 
+    def id_to_token(self, id: int | None = None, *, i: int | None = None) -> str:
+        """Token of id ``id`` (bert4torch's name; ``i=`` is b4t 0.1's keyword); an
+        ``IndexError`` naming the id when it is outside the vocabulary."""
+        if (id is None) == (i is None):
+            raise TypeError("id_to_token() takes the id once: id (or i=)")
+        return super().id_to_token(id if i is None else i)
+
     def _build_fast_encode(self) -> Callable[[str], list[int] | None] | None:
         """The hot path of ``encode(text)``: ``[CLS] ids [SEP]``, or ``None`` when the text
         holds a protected token (the general path handles it). Everything it needs is bound

@@ -99,9 +99,13 @@ class SpTokenizer(TokenizerBase):
         self._setup_specials([*required, self._token_mask, *self._extra_specials])
         self.tokens_trie = Trie(t for t in self.never_split if t)  # bert4torch's attribute
 
-    def preprocess_text(self, text: str) -> str:
-        """The text handed to sentencepiece after the configured clean-up."""
-        _check_text(text, "text")
+    def preprocess_text(self, inputs: str | None = None, *, text: str | None = None) -> str:
+        """The text handed to sentencepiece after the configured clean-up (``text=`` is b4t
+        0.1's keyword for ``inputs``)."""
+        if inputs is not None and text is not None:
+            raise TypeError("preprocess_text() takes inputs or text=, not both")
+        text = inputs if text is None else text
+        _check_text(text, "inputs")
         if self.remove_space:
             text = " ".join(text.split())
         text = text.replace("``", '"').replace("''", '"')

@@ -23,8 +23,11 @@ class Trie:
         for token in tokens:
             self.add(token)
 
-    def add(self, token: str) -> None:
-        """Protect ``token`` (the empty string is ignored)."""
+    def add(self, word: str | None = None, *, token: str | None = None) -> None:
+        """Protect ``word`` (the empty string is ignored); ``token=`` is b4t 0.1's keyword."""
+        if word is not None and token is not None:
+            raise TypeError("Trie.add() takes word or token=, not both")
+        token = word if token is None else token
         if not token:
             return
         self.tokens.add(token)
@@ -44,6 +47,20 @@ class Trie:
             if _END in node:
                 best = pos + 1
         return best
+
+    @staticmethod
+    def cut_text(text: str, offsets: list[int]) -> list[str]:
+        """``text`` cut at ``offsets`` (ascending character positions; the end is added):
+        the non-empty pieces in order. ``offsets`` gets ``len(text)`` appended, as in
+        bert4torch (and transformers); an offset before the previous one is skipped."""
+        offsets.append(len(text))
+        pieces: list[str] = []
+        start = 0
+        for end in offsets:
+            if end > start:
+                pieces.append(text[start:end])
+                start = end
+        return pieces
 
     def split(self, text: str) -> list[str]:
         """Cut ``text`` into protected tokens and the (non-empty) pieces between them."""

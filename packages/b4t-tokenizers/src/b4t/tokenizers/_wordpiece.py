@@ -25,7 +25,8 @@ class BasicTokenizer:
         do_lower_case: lower-case the text (and, unless ``strip_accents`` says
             otherwise, strip accents).
         never_split: words kept as they are when they appear whole between
-            whitespace (no lower-casing, no punctuation split).
+            whitespace (no lower-casing, no punctuation split); bert4torch's default,
+            BERT's five special tokens (``None``: none).
         tokenize_chinese_chars: make every CJK ideograph a word of its own.
         strip_accents: ``None`` follows ``do_lower_case``.
         do_split_on_punc: make every punctuation character a word of its own.
@@ -34,7 +35,7 @@ class BasicTokenizer:
     def __init__(
         self,
         do_lower_case: bool = True,
-        never_split: Iterable[str] | None = None,
+        never_split: Iterable[str] | None = ("[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]"),
         tokenize_chinese_chars: bool = True,
         strip_accents: bool | None = None,
         do_split_on_punc: bool = True,

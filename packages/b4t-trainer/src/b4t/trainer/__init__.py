@@ -6,7 +6,7 @@ a keras-like compile/fit trainer with callbacks, resume and torch.distributed su
 # cpu first: it sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (see cpu.py)
 from b4t.trainer import cpu as cpu
 from b4t.trainer._version import __version__
-from b4t.trainer.base_model import BaseModel, BaseModelDDP, BaseModelDP
+from b4t.trainer.base_model import BM, BaseModel, BaseModelDDP, BaseModelDP
 from b4t.trainer.callback import HOOK_NAMES, Callback
 from b4t.trainer.callbacks import (
     EMA,
@@ -40,6 +40,7 @@ from b4t.trainer.state import atomic_save
 from b4t.trainer.trainer import Trainer
 
 __all__ = [
+    "BM",
     "EMA",
     "HOOK_NAMES",
     "METRICS",

@@ -136,9 +136,64 @@ class BaseModel(nn.Module):
         state.pop("_b4t_trainer", None)
         return state
 
-    def compile(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        """:meth:`Trainer.compile`: loss, optimizer, scheduler, metrics, AMP, ..."""
-        self.trainer.compile(*args, **kwargs)
+    def compile(  # type: ignore[override]
+        self,
+        loss: Any,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any = None,
+        clip_grad_norm: float | None = None,
+        use_amp: bool = False,
+        metrics: Any = None,
+        stateful_metrics: str | Sequence[str] | None = None,
+        grad_accumulation_steps: int = 1,
+        mixed_precision: str | None = None,
+    ) -> None:
+        """:meth:`Trainer.compile` (torch4keras's order): loss, optimizer, scheduler(s),
+        gradient clipping, AMP, metrics, accumulation; ``mixed_precision`` is b4t's."""
+        self.trainer.compile(
+            loss,
+            optimizer,
+            scheduler,
+            clip_grad_norm,
+            use_amp,
+            metrics,
+            stateful_metrics,
+            grad_accumulation_steps,
+            mixed_precision=mixed_precision,
+        )
+
+    def args_segmentate(self, train_X: Any) -> bool:
+        """Whether ``train_X`` is spread over ``forward``'s arguments (``forward(*train_X)``):
+        torch4keras's rule, never for a tensor, else when the forward (the wrapped
+        module's, for ``BaseModel(module)``) takes two or more positional arguments."""
+        if isinstance(train_X, torch.Tensor):
+            return False
+        inner = self._modules.get("module")
+        if inner is not None and type(self).forward is BaseModel.forward:
+            return _unpacks_lists(inner)
+        return _unpacks_lists(self)
+
+    def train_step(self, train_X: Any, train_y: Any) -> tuple[Any, torch.Tensor, dict[str, Any]]:
+        """torch4keras's one forward + backward, without the optimizer step.
+
+        Runs the forward (under the compiled autocast) and the loss on ``train_X`` /
+        ``train_y`` (already on the device), divides the loss by
+        ``grad_accumulation_steps`` and back-propagates it (through the AMP scaler).
+        Returns ``(output, loss, loss_detail)``: the model's output, the divided scalar
+        loss, and the loss's other parts (``{'loss1': ...}`` for a tuple loss, the other
+        keys for a dict loss). A subclass that overrides it changes what ``fit`` runs for
+        each batch, as in torch4keras (the optimizer step, metrics and callbacks stay
+        ``fit``'s).
+        """
+        trainer = self.trainer
+        trainer._require_compiled("train_step")
+        loss, extras, output = trainer._compute(train_X, train_y)
+        if trainer.grad_accumulation_steps > 1:
+            loss = loss / trainer.grad_accumulation_steps
+        trainer.precision.backward(loss)
+        return output, loss, extras
+
+    train_step._b4t_builtin = True  # type: ignore[attr-defined]  # fit runs it inline
 
     def fit(
         self,
@@ -173,11 +228,13 @@ class BaseModel(nn.Module):
         mapping: Mapping[str, Any] | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
+        seed_names: bool = False,
     ) -> None:
-        """:meth:`Trainer.save_weights`: one state-dict file at ``save_path`` in bert4torch
-        0.2.5's module names (``prefix=`` as in bert4torch; ``path=`` b4t's name)."""
+        """:meth:`Trainer.save_weights`: the state dict in one file at ``save_path``
+        (``prefix=`` as in bert4torch; ``seed_names=True``: in bert4torch 0.2.5's module
+        names, a file 0.2.5 loads; ``path=`` b4t's name)."""
         target = _either(save_path, path, "save_path", "path", missing=None)
-        self.trainer.save_weights(target, prefix=prefix, mapping=mapping)
+        self.trainer.save_weights(target, prefix=prefix, mapping=mapping, seed_names=seed_names)
 
     def load_weights(
         self,
@@ -192,13 +249,23 @@ class BaseModel(nn.Module):
         source = _either(load_path, path, "load_path", "path", missing=None)
         self.trainer.load_weights(source, strict=strict, prefix=prefix, mapping=mapping)
 
-    def save_steps_params(self, path: str | os.PathLike[str]) -> None:
-        """:meth:`Trainer.save_steps_params`."""
-        self.trainer.save_steps_params(path)
+    def save_steps_params(
+        self,
+        save_path: str | os.PathLike[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """:meth:`Trainer.save_steps_params` (``path=`` is b4t's name for ``save_path``)."""
+        self.trainer.save_steps_params(_either(save_path, path, "save_path", "path", None))
 
-    def load_steps_params(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """:meth:`Trainer.load_steps_params`."""
-        return self.trainer.load_steps_params(path)
+    def load_steps_params(
+        self,
+        save_path: str | os.PathLike[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+    ) -> dict[str, Any]:
+        """:meth:`Trainer.load_steps_params` (``path=`` is b4t's name for ``save_path``)."""
+        return self.trainer.load_steps_params(_either(save_path, path, "save_path", "path", None))
 
     def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
         """:meth:`Trainer.save_checkpoint`: a full resume checkpoint."""
@@ -250,17 +317,12 @@ class _WrapperModel(BaseModel):
 
 
 class BaseModelDP(_WrapperModel):
-    """``nn.DataParallel(module, device_ids, output_device, dim)`` with the trainer surface."""
+    """``nn.DataParallel(module, device_ids=None, output_device=None, dim=0)`` with the trainer
+    surface: the arguments are ``nn.DataParallel``'s (as in torch4keras)."""
 
-    def __init__(
-        self,
-        module: nn.Module,
-        device_ids: Sequence[int] | None = None,
-        output_device: int | None = None,
-        dim: int = 0,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        self.wrapper = nn.DataParallel(module, device_ids, output_device, dim)
+        self.wrapper = nn.DataParallel(*args, **kwargs)
 
     def _make_trainer(self) -> Trainer:
         trainer = Trainer(self.module, forward_module=self.wrapper)
@@ -272,33 +334,25 @@ class BaseModelDDP(_WrapperModel):
     """``DistributedDataParallel`` with the trainer surface; only ``master_rank`` prints/saves.
 
     Call ``torch.distributed.init_process_group`` first (torchrun sets the
-    environment). Extra keyword arguments go to ``DistributedDataParallel``.
+    environment). The arguments are ``DistributedDataParallel``'s (``module``,
+    ``device_ids=``, ``output_device=``, ``find_unused_parameters=``, ...) plus
+    ``master_rank``, as in torch4keras.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        master_rank: int = 0,
-        device_ids: Sequence[int] | None = None,
-        output_device: int | None = None,
-        find_unused_parameters: bool = False,
-        **ddp_kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, master_rank: int = 0, **kwargs: Any) -> None:
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             raise RuntimeError(
                 "BaseModelDDP needs torch.distributed.init_process_group(...) to be called first"
             )
         super().__init__()
         self.master_rank = master_rank
-        self.wrapper = nn.parallel.DistributedDataParallel(
-            module,
-            device_ids=device_ids,
-            output_device=output_device,
-            find_unused_parameters=find_unused_parameters,
-            **ddp_kwargs,
-        )
+        self.wrapper = nn.parallel.DistributedDataParallel(*args, **kwargs)
 
     def _make_trainer(self) -> Trainer:
         trainer = Trainer(self.module, forward_module=self.wrapper, master_rank=self.master_rank)
         trainer.owner = self
         return trainer
+
+
+BM = BaseModel
+"""torch4keras's short name for :class:`BaseModel`."""

@@ -66,6 +66,21 @@ class Callback:
 
     trainer: Any = None
     model: Any = None
+    params: dict[str, Any] | None = None
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        """torch4keras's run parameters (``epochs``, ``steps``, ``verbose``, ``metrics``);
+        ``fit`` sets them before ``on_train_begin``."""
+        self.params = params
+
+    def set_model(self, model: Any) -> None:
+        """torch4keras's way to attach the model: ``self.model`` becomes ``model`` and, for a
+        ``BaseModel``, ``self.trainer`` its trainer (``fit`` calls :meth:`set_trainer`,
+        which sets both)."""
+        self.model = model
+        trainer = getattr(type(model), "trainer", None)
+        if isinstance(trainer, property):
+            self.trainer = model.trainer
 
     def set_trainer(self, trainer: Any) -> None:
         """Attach the trainer running this callback (called before ``on_train_begin``).

@@ -247,6 +247,10 @@ class Tensorboard(Callback):
         self.writer = SummaryWriter(log_dir=self.log_dir)
         self._owns_writer = True
 
+    def process(self, iteration: int, logs: Mapping[str, Any] | None) -> None:
+        """Write ``logs`` as scalars at step ``iteration`` (torch4keras's name)."""
+        self._write(logs, iteration)
+
     def _write(self, logs: Mapping[str, Any] | None, step: int) -> None:
         if self.writer is None:
             return
@@ -363,14 +367,21 @@ class EarlyStopping(Callback):
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         if self.method == "step":
-            self._process(global_step, logs)
+            self.process(global_step, logs)
 
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
         if self.method == "epoch":
-            self._process(epoch, logs)
+            self.process(epoch, logs)
 
-    def _process(self, iteration: int, logs: Logs | None) -> None:
-        value = self._monitor.value(logs, "EarlyStopping")
+    def get_monitor_value(self, logs: Mapping[str, Any] | None) -> float:
+        """The monitored value in ``logs``; a ``KeyError`` naming the keys there are when it
+        is missing (torch4keras warns and returns ``None``: see MIGRATION.md)."""
+        return self._monitor.value(logs, "EarlyStopping")
+
+    def process(self, iteration: int, logs: Logs | None = None) -> None:
+        """One check at ``iteration`` (an epoch, or a step with ``method='step'``): keep the
+        best, count the wait, stop (and restore the best weights) after ``patience``."""
+        value = self.get_monitor_value(logs)
         if self._monitor.improved(value):
             self._monitor.best, self.best_epoch, self.wait = value, iteration, 0
             if self.restore_best_weights:
@@ -413,8 +424,107 @@ def _state_is_finite(trainer: Any, logs: Mapping[str, Any] | None) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in trainer.module.parameters())
 
 
+_SEED_CHECKPOINT_KEYS = frozenset(
+    {"optimizer_path", "steps_params_path", "method", "step_interval"}
+)
+
+
+def _is_template(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike)) and "{" in os.fspath(value)
+
+
+_WEIGHTS_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
+
+
+def _is_weights_file(value: Any) -> bool:
+    """A path naming a weights file (``'model.pt'``): torch4keras's ``Checkpoint(path)``."""
+    return (
+        isinstance(value, (str, os.PathLike))
+        and Path(os.fspath(value)).suffix.lower() in _WEIGHTS_SUFFIXES
+    )
+
+
 class Checkpoint(Callback):
-    """Save full resume checkpoints in ``directory`` (master rank only).
+    """torch4keras 0.0.4's ``Checkpoint``: weights / optimizer / steps params to path templates.
+
+    ``Checkpoint(checkpoint_path, optimizer_path=None, steps_params_path=None,
+    method='epoch', step_interval=100)``: after each epoch (``method='epoch'``, paths
+    formatted with ``{epoch}`` from 1 and the logs) or every ``step_interval`` steps
+    (``'step'``, with ``{step}``) it saves ``module.state_dict()``, the optimizer's state
+    and :meth:`Trainer.save_steps_params` where the templates say (master rank only).
+
+    b4t's form, ``Checkpoint(directory, monitor='loss', mode='auto', top_k=1,
+    save_last=True, every_n_steps=None)``, saves full resume checkpoints instead:
+    ``last.pt`` after each epoch (``save_last``) and every ``every_n_steps`` steps,
+    ``best.pt`` and the ``top_k`` best epochs by ``monitor`` (``epoch{N}.pt``); a state
+    with a non-finite logged value or weight is never saved. Load with
+    ``fit(..., resume_from=directory / 'last.pt')``. ``Checkpoint(...)`` builds that one
+    when its first argument is a directory (not a weights file such as ``'model.pt'``,
+    nor a template holding ``{``) and no torch4keras keyword is given.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Checkpoint:
+        if cls is Checkpoint and not (
+            _SEED_CHECKPOINT_KEYS & kwargs.keys()
+            or any(_is_template(a) for a in args[:3])
+            or (args and _is_weights_file(args[0]))
+            or any(_is_template(kwargs.get(k)) for k in ("checkpoint_path", "directory"))
+            or "checkpoint_path" in kwargs
+            or (args and args[0] is None)
+        ):
+            return super().__new__(_DirectoryCheckpoint)
+        return super().__new__(cls)
+
+    def __init__(
+        self,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        optimizer_path: str | os.PathLike[str] | None = None,
+        steps_params_path: str | os.PathLike[str] | None = None,
+        method: str = "epoch",
+        step_interval: int = 100,
+    ) -> None:
+        if method not in ("epoch", "step"):
+            raise ValueError(f"method must be 'epoch' or 'step', got {method!r}")
+        if step_interval < 1:
+            raise ValueError(f"step_interval must be >= 1, got {step_interval}")
+        self.checkpoint_path, self.optimizer_path = checkpoint_path, optimizer_path
+        self.steps_params_path = steps_params_path
+        self.method, self.step_interval = method, step_interval
+
+    def process(self, suffix: int, logs: Logs | None) -> None:
+        """Save what the templates name, formatted with ``{epoch}`` / ``{step}`` (per
+        ``method``) = ``suffix`` and the logs."""
+        key = "epoch" if self.method == "epoch" else "step"
+        trainer = self.trainer
+        fields = {k: v for k, v in (logs or {}).items() if k.isidentifier() and k != key}
+        for template, write in (
+            (self.checkpoint_path, trainer.save_weights),
+            (self.optimizer_path, lambda p: atomic_save(trainer.optimizer.state_dict(), p)),
+            (self.steps_params_path, trainer.save_steps_params),
+        ):
+            if template is not None and trainer.is_master:
+                path = Path(os.fspath(template).format(**{key: suffix}, **fields))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write(path)
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if self.method == "step" and (global_step + 1) % self.step_interval == 0:
+            self.process(global_step + 1, logs)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        if self.method == "epoch":
+            self.process(epoch + 1, logs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        pass
+
+
+class _DirectoryCheckpoint(Checkpoint):
+    """b4t's ``Checkpoint(directory, ...)``: full resume checkpoints in ``directory`` (master
+    rank only).
 
     - ``last.pt`` after each epoch (``save_last``) and every ``every_n_steps`` steps;
     - ``best.pt`` and the ``top_k`` best epochs by ``monitor``
@@ -424,21 +534,6 @@ class Checkpoint(Callback):
     a NaN the files hold the last good state. Load with
     ``fit(..., resume_from=directory / 'last.pt')``.
     """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Checkpoint:
-        """torch4keras's form (a weights file ``'model.pt'`` (.pt/.pth/.bin/.ckpt), path
-        templates, ``optimizer_path=``, ...) builds the seed's path checkpoint; b4t's form
-        (a directory) the resume checkpoint below."""
-        if cls is Checkpoint and (
-            _SEED_CHECKPOINT_KEYS & kwargs.keys()
-            or any(_is_template(a) for a in args[:3])
-            or (args and _is_weights_file(args[0]))
-            or any(_is_template(kwargs.get(k)) for k in ("checkpoint_path", "directory"))
-            or "checkpoint_path" in kwargs
-            or (args and args[0] is None)
-        ):
-            return super().__new__(_PathCheckpoint)
-        return super().__new__(cls)
 
     def __init__(
         self,
@@ -472,6 +567,11 @@ class Checkpoint(Callback):
             self.trainer.save_checkpoint(self.last_path)
 
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self.process(epoch + 1, logs)
+
+    def process(self, suffix: int, logs: Logs | None) -> None:
+        """The end-of-epoch save for epoch ``suffix`` (counted from 1): ``last.pt``, and
+        ``epoch{suffix}.pt`` / ``best.pt`` when ``monitor`` ranks among the ``top_k``."""
         if not _state_is_finite(self.trainer, logs):
             return
         if self.save_last:
@@ -484,7 +584,7 @@ class Checkpoint(Callback):
             worst = self.kept[-1][0]
             if (value <= worst) if reverse else (value >= worst):
                 return
-        name = f"epoch{epoch + 1}.pt"
+        name = f"epoch{suffix}.pt"
         if not self.kept or self._monitor.improved(value):
             self._monitor.best = value
             self.trainer.save_checkpoint(self.best_path)
@@ -502,80 +602,6 @@ class Checkpoint(Callback):
     def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
         self._monitor.best = state["best"]
         self.kept = [(float(v), str(n)) for v, n in state["kept"]]
-
-
-_SEED_CHECKPOINT_KEYS = frozenset(
-    {"optimizer_path", "steps_params_path", "method", "step_interval"}
-)
-
-
-def _is_template(value: Any) -> bool:
-    return isinstance(value, (str, os.PathLike)) and "{" in os.fspath(value)
-
-
-_WEIGHTS_SUFFIXES = frozenset({".pt", ".pth", ".bin", ".ckpt"})
-
-
-def _is_weights_file(value: Any) -> bool:
-    """A path naming a weights file (``'model.pt'``): torch4keras's ``Checkpoint(path)``."""
-    return (
-        isinstance(value, (str, os.PathLike))
-        and Path(os.fspath(value)).suffix.lower() in _WEIGHTS_SUFFIXES
-    )
-
-
-class _PathCheckpoint(Checkpoint):
-    """torch4keras 0.0.4's ``Checkpoint``: weights / optimizer / steps params to path templates.
-
-    ``Checkpoint(checkpoint_path, optimizer_path=None, steps_params_path=None,
-    method='epoch', step_interval=100)``: after each epoch (``method='epoch'``, paths
-    formatted with ``{epoch}`` from 1 and the logs) or every ``step_interval`` steps
-    (``'step'``, with ``{step}``) it saves ``module.state_dict()``, the optimizer's state
-    and :meth:`Trainer.save_steps_params` where the templates say (master rank only).
-    ``Checkpoint(...)`` builds this one when called with those arguments or a path
-    template holding ``{``.
-    """
-
-    def __init__(
-        self,
-        checkpoint_path: str | os.PathLike[str] | None = None,
-        optimizer_path: str | os.PathLike[str] | None = None,
-        steps_params_path: str | os.PathLike[str] | None = None,
-        method: str = "epoch",
-        step_interval: int = 100,
-    ) -> None:
-        if method not in ("epoch", "step"):
-            raise ValueError(f"method must be 'epoch' or 'step', got {method!r}")
-        if step_interval < 1:
-            raise ValueError(f"step_interval must be >= 1, got {step_interval}")
-        self.checkpoint_path, self.optimizer_path = checkpoint_path, optimizer_path
-        self.steps_params_path = steps_params_path
-        self.method, self.step_interval = method, step_interval
-
-    def _process(self, key: str, suffix: int, logs: Logs | None) -> None:
-        trainer = self.trainer
-        fields = {k: v for k, v in (logs or {}).items() if k.isidentifier() and k != key}
-        for template, write in (
-            (self.checkpoint_path, trainer.save_weights),
-            (self.optimizer_path, lambda p: atomic_save(trainer.optimizer.state_dict(), p)),
-            (self.steps_params_path, trainer.save_steps_params),
-        ):
-            if template is not None and trainer.is_master:
-                write(Path(os.fspath(template).format(**{key: suffix}, **fields)))
-
-    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
-        if self.method == "step" and (global_step + 1) % self.step_interval == 0:
-            self._process("step", global_step + 1, logs)
-
-    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
-        if self.method == "epoch":
-            self._process("epoch", epoch + 1, logs)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
-        pass
 
 
 class Evaluator(Callback):
@@ -681,6 +707,11 @@ class Evaluator(Callback):
             )
             print(f"{shown}. best_{self._monitor.monitor}: {self._monitor.best:.5f}")
 
+    def process(self, suffix: int, logs: Logs | None) -> None:
+        """Evaluate, add the results to ``logs``, and save when ``monitor`` is at least as
+        good as the best so far (``suffix`` fills ``{epoch}`` / ``{step}``)."""
+        self._run(logs, "step" if self.interval else "epoch", suffix)
+
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         if self.interval and (global_step + 1) % self.interval == 0:
             self._run(logs, "step", global_step + 1)
@@ -712,16 +743,44 @@ class TerminateOnNaN(Callback):
 
 
 class LambdaCallback(Callback):
-    """A callback from plain functions: ``LambdaCallback(on_epoch_end=fn, ...)``."""
+    """A callback from plain functions: ``LambdaCallback(on_epoch_end=fn, ...)``.
 
-    def __init__(self, **hooks: Callable[..., None]) -> None:
-        unknown = set(hooks) - set(HOOK_NAMES)
+    torch4keras 0.0.4's named hooks, plus any other hook of :data:`HOOK_NAMES`
+    (``on_train_step_end``, ``on_after_backward``) as a keyword; other keywords become
+    attributes of the callback, as in torch4keras. A keyword starting with ``on_`` that
+    names no hook is an error (a typo would silently never run).
+    """
+
+    def __init__(
+        self,
+        on_epoch_begin: Callable[..., None] | None = None,
+        on_epoch_end: Callable[..., None] | None = None,
+        on_batch_begin: Callable[..., None] | None = None,
+        on_batch_end: Callable[..., None] | None = None,
+        on_train_begin: Callable[..., None] | None = None,
+        on_train_end: Callable[..., None] | None = None,
+        on_dataloader_end: Callable[..., None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        named = {
+            "on_epoch_begin": on_epoch_begin,
+            "on_epoch_end": on_epoch_end,
+            "on_batch_begin": on_batch_begin,
+            "on_batch_end": on_batch_end,
+            "on_train_begin": on_train_begin,
+            "on_train_end": on_train_end,
+            "on_dataloader_end": on_dataloader_end,
+        }
+        hooks = {k: v for k, v in named.items() if v is not None}
+        unknown = sorted(k for k in kwargs if k.startswith("on_") and k not in HOOK_NAMES)
         if unknown:
-            raise ValueError(f"unknown hook(s) {sorted(unknown)}; hooks are {HOOK_NAMES}")
+            raise ValueError(f"unknown hook(s) {unknown}; hooks are {HOOK_NAMES}")
+        hooks.update({k: kwargs.pop(k) for k in list(kwargs) if k in HOOK_NAMES})
         for name, fn in hooks.items():
             if not callable(fn):
                 raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
             setattr(self, name, fn)
+        self.__dict__.update(kwargs)
         self._defined = frozenset(hooks)
 
     def defines(self, hook: str) -> bool:

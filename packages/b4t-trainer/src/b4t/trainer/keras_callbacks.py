@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
+from b4t.trainer.callback import Callback, Logs
 from b4t.trainer.callbacks import _Monitor
 
 __all__ = [
@@ -138,8 +138,11 @@ class ProgbarLogger(Callback):
             names = [stateful_metrics] if isinstance(stateful_metrics, str) else stateful_metrics
             self.stateful_metrics.update(names)
 
-    def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+    def on_epoch_begin(
+        self, global_step: int | None = None, epoch: int | None = None, logs: Logs | None = None
+    ) -> None:
         trainer = self.trainer
+        epoch = trainer.epoch if epoch is None else epoch
         if trainer.is_master:
             print(f"Epoch {epoch + 1}/{trainer.epochs}", file=self.file or sys.stdout)
         self.progbar = Progbar(
@@ -150,11 +153,29 @@ class ProgbarLogger(Callback):
         )
         self.seen = 0
 
-    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+    def on_batch_begin(
+        self,
+        global_step: int | None = None,
+        local_step: int | None = None,
+        logs: Logs | None = None,
+    ) -> None:
+        """Nothing to do before a batch (torch4keras's hook, its optional arguments)."""
+
+    def on_batch_end(
+        self,
+        global_step: int | None = None,
+        local_step: int | None = None,
+        logs: Logs | None = None,
+    ) -> None:
         self.seen += 1
         if self.progbar is not None:
             values = [(k, v) for k, v in (logs or {}).items() if k != "size" and _number(v)]
             self.progbar.update(self.seen, values)
+
+    def on_epoch_end(
+        self, global_step: int | None = None, epoch: int | None = None, logs: Logs | None = None
+    ) -> None:
+        """The bar is complete after the epoch's last batch (torch4keras's optional arguments)."""
 
 
 class BaseLogger(Callback):
@@ -222,8 +243,54 @@ class CallbackList(Callback):
         for cb in self.callbacks:
             cb.set_trainer(trainer)
 
+    def set_params(self, params: dict[str, Any]) -> None:
+        super().set_params(params)
+        for cb in self.callbacks:
+            cb.set_params(params)
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+        for cb in self.callbacks:
+            cb.set_model(model)
+
     def defines(self, hook: str) -> bool:
         return any(cb.defines(hook) for cb in self.callbacks)
+
+    def _run(self, hook: str, *args: Any) -> None:
+        """``hook`` on every callback that defines it, in order."""
+        for cb in self.callbacks:
+            if cb.defines(hook):
+                getattr(cb, hook)(*args)
+
+    # torch4keras's hooks, with its parameter names; each runs on every callback in order
+    def on_train_begin(self, logs: Logs | None = None) -> None:
+        self._run("on_train_begin", logs)
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        self._run("on_train_end", logs)
+
+    def on_epoch_begin(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self._run("on_epoch_begin", global_step, epoch, logs)
+
+    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
+        self._run("on_epoch_end", global_step, epoch, logs)
+
+    def on_batch_begin(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        self._run("on_batch_begin", global_step, local_step, logs)
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        self._run("on_batch_end", global_step, local_step, logs)
+
+    def on_train_step_end(self, logs: Logs | None = None) -> None:
+        self._run("on_train_step_end", logs)
+
+    def on_after_backward(
+        self, global_step: int, local_step: int, logs: Logs | None = None
+    ) -> None:
+        self._run("on_after_backward", global_step, local_step, logs)
+
+    def on_dataloader_end(self, logs: Logs | None = None) -> None:
+        self._run("on_dataloader_end", logs)
 
     def state_dict(self) -> dict[str, Any]:
         return {"callbacks": [cb.state_dict() for cb in self.callbacks]}
@@ -231,21 +298,6 @@ class CallbackList(Callback):
     def load_state_dict(self, state: Any) -> None:
         for cb, cb_state in zip(self.callbacks, state.get("callbacks", ())):
             cb.load_state_dict(cb_state)
-
-
-def _dispatch(hook: str) -> Any:
-    def run(self: CallbackList, *args: Any) -> None:
-        for cb in self.callbacks:
-            if cb.defines(hook):
-                getattr(cb, hook)(*args)
-
-    run.__name__ = hook
-    run.__doc__ = f"``{hook}`` on every callback that defines it."
-    return run
-
-
-for _hook in HOOK_NAMES:
-    setattr(CallbackList, _hook, _dispatch(_hook))
 
 
 def _number(value: Any) -> bool:
@@ -306,13 +358,15 @@ class ReduceLROnPlateau(Callback):
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         if self.method == "step":
-            self._check(global_step, logs)
+            self.process(global_step, logs)
 
     def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
         if self.method == "epoch":
-            self._check(epoch, logs)
+            self.process(epoch, logs)
 
-    def _check(self, iteration: int, logs: Logs | None) -> None:
+    def process(self, iteration: int, logs: Logs | None = None) -> None:
+        """One check at ``iteration``: log each group's lr, then reduce it after ``patience``
+        checks without an improvement (outside the cooldown)."""
         groups = self.trainer.optimizer.param_groups
         if logs is not None:
             for i, group in enumerate(groups):

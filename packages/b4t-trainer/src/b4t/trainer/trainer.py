@@ -374,10 +374,14 @@ class Trainer:
         if not boundary and hasattr(self.forward_module, "no_sync"):
             sync = self.forward_module.no_sync()
         with sync:
-            loss, extras, y_pred = self._compute(X, y)
-            if self.grad_accumulation_steps > 1:
-                loss = loss / self.grad_accumulation_steps
-            self.precision.backward(loss)
+            custom = self._custom_train_step()
+            if custom is not None:  # a BaseModel subclass's own train_step, as torch4keras
+                y_pred, loss, extras = custom(X, y)
+            else:
+                loss, extras, y_pred = self._compute(X, y)
+                if self.grad_accumulation_steps > 1:
+                    loss = loss / self.grad_accumulation_steps
+                self.precision.backward(loss)
         if self._hooks["on_train_step_end"]:
             self._call("on_train_step_end", {})
         # the logged loss is the one back-propagated (divided by the accumulation steps),
@@ -393,6 +397,19 @@ class Trainer:
         if boundary:
             self._optimizer_step()
         return logs
+
+    def _custom_train_step(self) -> Callable[[Any, Any], tuple[Any, Any, Logs]] | None:
+        """The owning model's ``train_step(X, y)`` when a subclass overrides torch4keras's
+        (it then does the forward, loss and backward and returns ``(output, loss,
+        loss_detail)``), else ``None``."""
+        owner = getattr(self, "owner", None)
+        mro = type(owner).__mro__
+        step = getattr(type(owner), "train_step", None)
+        if step is None or getattr(step, "_b4t_builtin", False):
+            return None
+        if not any(getattr(vars(k).get("train_step"), "_b4t_builtin", False) for k in mro):
+            return None  # not a BaseModel: a train_step of its own is not torch4keras's
+        return owner.train_step  # type: ignore[union-attr]
 
     def _add_metrics(self, logs: Logs, y_pred: Any, y: Any) -> None:
         """Each metric's value under its name; a metric returning a dict adds its items.
@@ -424,8 +441,15 @@ class Trainer:
         has_bar = any(isinstance(cb, ProgressBar) for cb in callbacks)
         builtins: list[Callback] = [ProgressBar()] if verbose and not has_bar else []
         self.callbacks = [*builtins, *callbacks, self.history]
+        params = {
+            "epochs": self.epochs,
+            "steps": self.steps_per_epoch,
+            "verbose": verbose,
+            "metrics": ["loss", *(k for k in (self.metrics or {}) if isinstance(k, str))],
+        }
         for cb in self.callbacks:
             cb.set_trainer(self)
+            cb.set_params(params)
         self._hooks = {
             name: [getattr(cb, name) for cb in self.callbacks if cb.defines(name)]
             for name in HOOK_NAMES
@@ -702,20 +726,23 @@ class Trainer:
         path: str | os.PathLike[str],
         prefix: str | None = None,
         mapping: Mapping[str, Any] | None = None,
+        *,
+        seed_names: bool = False,
     ) -> None:
         """Save ``module.state_dict()`` to the file ``path`` (master rank only), atomically.
 
-        By default in bert4torch 0.2.5's module names where a submodule knows them (b4t's
-        built models: see :mod:`b4t.trainer.weights`), the module's own names elsewhere, as
-        0.2.5's ``save_weights(save_path)`` writes; ``prefix`` / ``mapping`` write checkpoint
-        names instead.
+        As 0.2.5's ``save_weights(save_path)``, the file is the module's own state dict, so
+        ``module.load_state_dict(torch.load(path))`` reads it back. ``seed_names=True``
+        writes bert4torch 0.2.5's module names instead where a submodule knows them (b4t's
+        built models: see :mod:`b4t.trainer.weights`), a file 0.2.5 loads;
+        ``prefix`` / ``mapping`` write checkpoint names.
         """
         if not self.is_master:
             return
         state = self.module.state_dict()
         if prefix is not None or mapping is not None:
             state = weight_files.to_file(state, weight_files.targets(self.module, prefix, mapping))
-        else:
+        elif seed_names:
             unnamed: list[str] = []
             state = weight_files.to_file(state, weight_files.seed_targets(self.module, unnamed))
             state.update(weight_files.seed_extras(self.module))

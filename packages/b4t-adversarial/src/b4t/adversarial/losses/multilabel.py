@@ -12,6 +12,8 @@ With ``mask_zero`` the id 0 pads ``y`` and class 0 is never a positive or negati
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -23,8 +25,8 @@ _BIG = 1e12
 class MultilabelCategoricalCrossentropy(nn.Module):
     """Dense multi-label CE; returns the mean over ``[...]`` (``reduction`` may change it)."""
 
-    def __init__(self, reduction: str = "mean") -> None:
-        super().__init__()
+    def __init__(self, reduction: str = "mean", **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # bert4torch passes its keywords on to nn.Module
         check_reduction(reduction)
         self.reduction = reduction
 
@@ -58,8 +60,10 @@ class SparseMultilabelCategoricalCrossentropy(nn.Module):
         reduction: ``'none'`` (default, as bert4torch), ``'mean'`` or ``'sum'``.
     """
 
-    def __init__(self, mask_zero: bool = False, epsilon: float = 1e-7, reduction: str = "none"):
-        super().__init__()
+    def __init__(
+        self, mask_zero: bool = False, epsilon: float = 1e-7, reduction: str = "none", **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)  # bert4torch passes its keywords on to nn.Module
         check_reduction(reduction)
         self.mask_zero = mask_zero
         self.epsilon = epsilon

@@ -54,6 +54,7 @@ class TemporalEnsemblingLoss(nn.Module):
         self.hist_sup: dict[int, torch.Tensor] = {}
         self.hist_unsup: dict[int, torch.Tensor] = {}
         self.hist_input_y: dict[int, torch.Tensor] = {}
+        self._epoch = 0  # the epoch of the current forward (temporal_loss's target correction)
 
     def weight_schedule(self, epoch: int, sup_ratio: float) -> float:
         """The unsupervised weight ``w(epoch)``."""
@@ -64,9 +65,19 @@ class TemporalEnsemblingLoss(nn.Module):
             return max_val
         return max_val * math.exp(self.ramp_up_mult * (1.0 - epoch / self.max_epochs) ** 2)
 
-    def _same_batch_check(self, y_true_sup: torch.Tensor, bti: int) -> None:
+    def same_batch_check(
+        self,
+        y_pred_sup: torch.Tensor,
+        y_pred_unsup: torch.Tensor,
+        y_true_sup: torch.Tensor,
+        bti: int,
+    ) -> None:
         """As bert4torch: the labels of the first ``SAME_BATCH_CHECKS`` batches must repeat
-        every epoch (the ensemble is kept per batch index, so the data must not be shuffled)."""
+        every epoch (the ensemble is kept per batch index, so the data must not be shuffled);
+        a ``ValueError`` naming the batch when they do not. The predictions are not used."""
+        self._same_batch_check(y_true_sup, bti)
+
+    def _same_batch_check(self, y_true_sup: torch.Tensor, bti: int) -> None:
         if bti >= SAME_BATCH_CHECKS:
             return
         seen = self.hist_input_y.get(bti)
@@ -82,6 +93,47 @@ class TemporalEnsemblingLoss(nn.Module):
 
     def _target(self, hist: torch.Tensor, epoch: int, like: torch.Tensor) -> torch.Tensor:
         return hist.to(like) / (1.0 - self.alpha**epoch) if epoch > 0 else hist.to(like)
+
+    def init_hist(self, bti: int, y_pred_sup: torch.Tensor, y_pred_unsup: torch.Tensor) -> None:
+        """Start batch ``bti``'s ensembles at zeros shaped like the predictions [S, C] / [U, C]
+        (on ``hist_device``); a ``ValueError`` when a kept ensemble has another shape."""
+        for hist, z, name in (
+            (self.hist_sup, y_pred_sup, "y_pred_sup"),
+            (self.hist_unsup, y_pred_unsup, "y_pred_unsup"),
+        ):
+            if bti not in hist:
+                hist[bti] = torch.zeros(z.shape, dtype=torch.float32, device=self.hist_device)
+            elif hist[bti].shape != z.shape:
+                raise ValueError(
+                    f"batch {bti}: {name} shape {tuple(z.shape)} differs from the earlier epoch's "
+                    f"{tuple(hist[bti].shape)}; temporal ensembling needs the same batches "
+                    "every epoch"
+                )
+
+    def update(self, hist: torch.Tensor, y_pred: torch.Tensor, epoch: int) -> torch.Tensor:
+        """The ensemble after this epoch's prediction: ``alpha * hist + (1 - alpha) * y_pred``
+        on ``hist_device``. ``epoch`` is bert4torch's argument: b4t keeps the raw ensemble
+        and corrects only the target (see MIGRATION.md), so it is not used here."""
+        a = self.alpha
+        return (a * hist.to(y_pred) + (1 - a) * y_pred.detach()).to(self.hist_device)
+
+    def temporal_loss(
+        self,
+        y_pred_sup: torch.Tensor,
+        y_pred_unsup: torch.Tensor,
+        y_true_sup: torch.Tensor,
+        bti: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sup_loss, unsup_loss)`` for batch ``bti`` (its ensembles must exist, see
+        :meth:`init_hist`): cross-entropy on the supervised rows, and the two softmax MSEs
+        against the bias-corrected ensembles of the current epoch (the last ``forward``'s)."""
+        zs, zu = y_pred_sup.float(), y_pred_unsup.float()
+        sup_loss = F.cross_entropy(zs, y_true_sup)
+        epoch = self._epoch
+        unsup_loss = self._mse(zu, self._target(self.hist_unsup[bti], epoch, zu)) + self._mse(
+            zs, self._target(self.hist_sup[bti], epoch, zs)
+        )
+        return sup_loss, unsup_loss
 
     @staticmethod
     def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -99,30 +151,16 @@ class TemporalEnsemblingLoss(nn.Module):
         check_float("y_pred_sup", y_pred_sup, min_dim=2)
         check_float("y_pred_unsup", y_pred_unsup, min_dim=2)
         y_true_sup = check_class_targets(y_pred_sup, y_true_sup, name="y_true_sup")
-        self._same_batch_check(y_true_sup, bti)
-        sup_loss = F.cross_entropy(y_pred_sup.float(), y_true_sup)
+        self.same_batch_check(y_pred_sup, y_pred_unsup, y_true_sup, bti)
         if self.max_batch_num is not None and bti >= self.max_batch_num:
-            return sup_loss.to(y_pred_sup.dtype)
+            return F.cross_entropy(y_pred_sup.float(), y_true_sup).to(y_pred_sup.dtype)
+        self.init_hist(bti, y_pred_sup, y_pred_unsup)
+        self._epoch = epoch
         zs, zu = y_pred_sup.float(), y_pred_unsup.float()
-        for hist, z, name in (
-            (self.hist_sup, zs, "y_pred_sup"),
-            (self.hist_unsup, zu, "y_pred_unsup"),
-        ):
-            if bti not in hist:
-                hist[bti] = torch.zeros_like(z, device=self.hist_device)
-            elif hist[bti].shape != z.shape:
-                raise ValueError(
-                    f"batch {bti}: {name} shape {tuple(z.shape)} differs from the earlier epoch's "
-                    f"{tuple(hist[bti].shape)}; temporal ensembling needs the same batches "
-                    "every epoch"
-                )
         sup_ratio = len(zs) / (len(zs) + len(zu))
         w = self.weight_schedule(epoch, sup_ratio)
-        unsup_loss = self._mse(zu, self._target(self.hist_unsup[bti], epoch, zu)) + self._mse(
-            zs, self._target(self.hist_sup[bti], epoch, zs)
-        )
-        a = self.alpha
-        self.hist_unsup[bti] = a * self.hist_unsup[bti] + (1 - a) * zu.detach().to(self.hist_device)
-        self.hist_sup[bti] = a * self.hist_sup[bti] + (1 - a) * zs.detach().to(self.hist_device)
+        sup_loss, unsup_loss = self.temporal_loss(zs, zu, y_true_sup, bti)
+        self.hist_unsup[bti] = self.update(self.hist_unsup[bti], zu, epoch)
+        self.hist_sup[bti] = self.update(self.hist_sup[bti], zs, epoch)
         dtype = y_pred_sup.dtype
         return (sup_loss + w * unsup_loss).to(dtype), sup_loss.to(dtype), (w * unsup_loss).to(dtype)

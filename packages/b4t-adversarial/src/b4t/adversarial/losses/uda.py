@@ -73,6 +73,13 @@ class UDALoss(nn.Module):
         self.end = end_p
         self.return_all_loss = return_all_loss
 
+    @staticmethod
+    def get_tsa_threshold(
+        schedule: str, global_step: int, num_train_steps: int, start: float, end: float
+    ) -> float:
+        """bert4torch's name for :func:`tsa_threshold` (same arguments, same value)."""
+        return tsa_threshold(schedule, global_step, num_train_steps, start, end)
+
     def forward(
         self,
         y_pred: torch.Tensor,
@@ -98,7 +105,9 @@ class UDALoss(nn.Module):
             steps = self.total_steps if total_steps is None else total_steps
             if steps is None:
                 raise ValueError("TSA needs total_steps (in forward or in UDALoss(...))")
-            threshold = tsa_threshold(self.tsa_schedule, global_step, steps, self.start, self.end)
+            threshold = self.get_tsa_threshold(
+                self.tsa_schedule, global_step, steps, self.start, self.end
+            )
             true_prob = F.softmax(z_sup, dim=-1).gather(1, y_true_sup[:, None]).squeeze(1)
             keep = true_prob < threshold
             loss_sup = (

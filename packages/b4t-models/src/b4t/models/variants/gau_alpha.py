@@ -47,6 +47,7 @@ class GAULayer(nn.Module):
             activation=get_activation(config.hidden_act),
             bias=False,
             normalization=str(config.extra.get("normalization", "softmax_plus")),
+            rotary=True,
             max_position=config.max_position_embeddings,
             dropout=config.attention_probs_dropout_prob,
         )
