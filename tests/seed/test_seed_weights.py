@@ -231,9 +231,11 @@ def test_prefix_empty_checkpoint_names_both_ways(b4t_seed, config_path, tmp_path
     _assert_same(_outputs(again), _outputs(ours))
 
 
-def test_checkpoint_and_evaluator_files_load_in_the_seed(b4t_seed, config_path, tmp_path):
+def test_checkpoint_and_evaluator_files_are_the_state_dict(b4t_seed, config_path, tmp_path):
     """torch4keras's ``Checkpoint('model.pt')`` and ``Evaluator(checkpoint_path=...)``: b4t
-    writes the same single file, in 0.2.5's names."""
+    writes the same single file, the model's ``state_dict()`` (as torch4keras does, so
+    ``load_state_dict(torch.load(path))`` reads it), and a 0.2.5 model reads the same
+    weights once they are written in its names (``save_weights(..., seed_names=True)``)."""
     SeedModel, B4tModel = _user_models(b4t_seed, config_path)
     torch.manual_seed(0)
     ours = B4tModel()
@@ -255,9 +257,16 @@ def test_checkpoint_and_evaluator_files_load_in_the_seed(b4t_seed, config_path, 
         verbose=0,
     )
     for name in ("model.pt", "best_model.pt"):
-        seed = SeedModel()
-        seed.load_weights(str(tmp_path / name))
-        _assert_same(_outputs(seed), _outputs(ours))
+        saved = torch.load(tmp_path / name, weights_only=True)
+        assert list(saved) == list(ours.state_dict())
+        assert all(torch.equal(saved[k], v) for k, v in ours.state_dict().items())
+        again = B4tModel()
+        again.load_weights(str(tmp_path / name))
+        _assert_same(_outputs(again), _outputs(ours))
+    ours.save_weights(str(tmp_path / "seed.pt"), seed_names=True)
+    seed = SeedModel()
+    seed.load_weights(str(tmp_path / "seed.pt"))
+    _assert_same(_outputs(seed), _outputs(ours))
 
 
 @pytest.mark.parametrize("version", ["t5.1.0", "t5.1.1", "mt5.1.1"])
