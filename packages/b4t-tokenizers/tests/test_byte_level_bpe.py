@@ -44,10 +44,9 @@ def _mismatches(ours: ByteLevelBPETokenizer, rust: Tokenizer, lines: list[str]) 
     ]
 
 
-@pytest.mark.heavy
-def test_corpus_is_large_and_varied(bpe_corpus: list[str]) -> None:
-    assert len(bpe_corpus) >= 10_000
-    text = "".join(bpe_corpus)
+def test_corpus_is_large_and_varied(bpe_corpus_full: list[str]) -> None:
+    assert len(bpe_corpus_full) >= 10_000
+    text = "".join(bpe_corpus_full)
     for sample in ("的", "the", "def ", "😀", "\x00", "\u2028", " " * 200, "<|im_end|>", "'ll"):
         assert sample in text
 
@@ -71,7 +70,7 @@ def test_smollm2_decode_round_trips_and_equals_rust(smollm2, smollm2_rust, bpe_c
         line for line in bpe_corpus if smollm2.decode(smollm2.encode(line)) != encodable(line)
     ]
     assert broken == []
-    assert sum(encodable(line) == line for line in bpe_corpus) > 9_000
+    assert sum(encodable(line) == line for line in bpe_corpus) > 0.85 * len(bpe_corpus)
     for line in bpe_corpus[::7]:
         ids = smollm2.encode(line)
         assert smollm2.decode(ids) == smollm2_rust.decode(ids, skip_special_tokens=False)
@@ -261,7 +260,7 @@ def test_split_behaviours_equal_rust(small_bpe, bpe_corpus, tmp_path, behavior, 
 
 
 @pytest.fixture(scope="session")
-def small_bpe(bpe_corpus: list[str]) -> Tokenizer:
+def small_bpe(bpe_corpus_full: list[str]) -> Tokenizer:
     """A byte-level BPE trained on part of the corpus, its alphabet cut to 120 chars."""
     from tokenizers import trainers
 
@@ -269,7 +268,7 @@ def small_bpe(bpe_corpus: list[str]) -> Tokenizer:
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     rust.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=1500, limit_alphabet=120, show_progress=False)
-    rust.train_from_iterator(bpe_corpus[:4000], trainer)
+    rust.train_from_iterator(bpe_corpus_full[:4000], trainer)
     return rust
 
 
