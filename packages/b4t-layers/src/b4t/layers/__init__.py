@@ -50,6 +50,7 @@ from b4t.layers.linear import Linear
 from b4t.layers.masks import attention_mask, causal_mask, padding_mask, to_additive_mask, unilm_mask
 from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.ops import take_along_dim, torch_div
+from b4t.layers.packed import PackedLinear, pack_linears, packing_available, unpack_linears
 from b4t.layers.pooling import get_pool_emb
 from b4t.layers.quantized import QuantizedLinear, quantize_linears
 from b4t.layers.relative_positions import (
@@ -96,6 +97,7 @@ __all__ = [
     "MultiHeadAttentionLayer",
     "NezhaAttention",
     "NezhaRelativePositions",
+    "PackedLinear",
     "PositionWiseFeedForward",
     "QuantizedLinear",
     "RMSNorm",
@@ -126,6 +128,8 @@ __all__ = [
     "get_sinusoid_encoding_table",
     "linear_act",
     "mish",
+    "pack_linears",
+    "packing_available",
     "padding_mask",
     "quantize_linears",
     "quick_gelu",
@@ -142,4 +146,5 @@ __all__ = [
     "to_additive_mask",
     "torch_div",
     "unilm_mask",
+    "unpack_linears",
 ]

@@ -30,6 +30,7 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 from b4t.layers import LayerNorm, get_activation
 from b4t.layers.attention import causal_bias
 from b4t.layers.linear import Linear, linear
+from b4t.layers.packed import PackedLinear, pack_linears
 from b4t.models.config import ModelConfig
 from b4t.models.kv_cache import KVCache
 from b4t.models.prefix_reuse import extend_outputs
@@ -115,6 +116,7 @@ class CausalLM(Transformer):
             if tie_word_embeddings
             else Linear(config.hidden_size, config.vocab_size, bias=False)
         )
+        self.packed_head: PackedLinear | None = None  # set by pack_for_decoding
 
     # ---- construction --------------------------------------------------------------
     def normalise_config(self, config: ModelConfig, name: str) -> None:
@@ -196,10 +198,28 @@ class CausalLM(Transformer):
             for name in ("apply_embeddings", "apply_main_layers", "run_from", "parse_inputs")
         )
 
+    def pack_for_decoding(self, rows: int = 8) -> list[str]:
+        """Pack the model's linear layers for oneDNN's CPU matmul, in place, for decoding
+        several rows per step (a batch, beams, a serving scheduler); return the names.
+
+        :func:`b4t.layers.pack_linears` on the layers, and a packed copy of a tied LM
+        head's table (``packed_head``, not part of the state dict). Same weights, same
+        state dict; inference only. Pack once the weights are final:
+        :func:`b4t.layers.unpack_linears` undoes it (drops the head copy) before training.
+        """
+        names = pack_linears(self, rows)
+        if self.lm_head is None:
+            table = self.embeddings.word_embeddings.weight
+            self.packed_head = PackedLinear(table, None, rows, persistent=False)
+            names.append("packed_head")
+        return names
+
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and LM head: ``[B, L, H]`` -> ``[B, L, V]`` logits."""
         if self.norm is not None:
             hidden = self.norm(hidden)
+        if self.packed_head is not None and not (torch.is_grad_enabled() and hidden.requires_grad):
+            return self.packed_head(hidden)
         weight = self.embeddings.word_embeddings.weight if self.lm_head is None else None
         return linear(hidden, weight) if weight is not None else self.lm_head(hidden)
 
