@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from b4t.generation.filters import top_k_filter, top_p_filter
-from b4t.generation.protocol import split_model_output
+from b4t.generation.protocol import decoder_step
 from b4t.generation.states import select_states
 
 __all__ = ["BatchScheduler", "GenerationRequest", "SamplingParams", "stream_from_scheduler"]
@@ -486,15 +486,14 @@ class BatchScheduler:
                 ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
                 mask[i, length - len(row) :] = 1
             ids, mask = ids.to(self.device), mask.to(self.device)
-            output = self.model(ids, past_key_values=None, attention_mask=mask)
+            logits, cache = decoder_step(self.model, ids, None, mask)
             self.rebuilds += 1
         else:
             assert cohort.last_ids is not None
             ids = cohort.last_ids.reshape(-1, 1)
             ones = torch.ones((ids.shape[0], 1), dtype=torch.long, device=self.device)
             mask = torch.cat([cohort.mask, ones], 1)
-            output = self.model(ids, past_key_values=cohort.cache, attention_mask=mask)
-        logits, cache = split_model_output(output)
+            logits, cache = decoder_step(self.model, ids, cohort.cache, mask)
         logits = logits[:, -1].float()
         if logits.shape[0] < self.min_rows:  # filler rows for the one-token steps to come
             fill = list(range(logits.shape[0])) + [0] * (self.min_rows - logits.shape[0])
