@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import bottle
@@ -79,8 +78,7 @@ def add_seed_routes(
         try:
             texts = []
             for i in range(n):
-                one = request if seed is None else replace(request, seed=seed + i)
-                texts.append(complete_while_connected(service, one, gone=gone)[0])
+                texts.append(complete_while_connected(service, request.choice(i), gone=gone)[0])
             return texts
         finally:
             service.release()
