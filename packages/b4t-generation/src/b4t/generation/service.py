@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
+from b4t.generation.arguments import ClientGone, RequestError
 from b4t.generation.protocol import TextDeltas, encode_text
 from b4t.generation.request import GenerationRequest, InvalidParameter
-from b4t.generation.serving import ClientGone, RequestError
 
 __all__ = [
     "CompletionStream",
