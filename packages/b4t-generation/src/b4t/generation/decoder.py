@@ -44,7 +44,7 @@ import torch
 
 from b4t.generation.beams import Beams
 from b4t.generation.filters import apply_repetition_penalty, top_k_filter, top_p_filter
-from b4t.generation.states import select_states
+from b4t.generation.samples import Samples
 
 __all__ = ["AutoRegressiveDecoder"]
 
@@ -437,48 +437,42 @@ class AutoRegressiveDecoder:
         """
         self._check_predict()
         _check_sample_options(n, topk, topp)
-        output_ids = self.first_output_ids.repeat(batch_size, 1)
-        slots = torch.arange(batch_size, device=self.device)  # which sample each row is
-        finished: list[list[int]] = [[] for _ in range(batch_size)]
-        latest: dict[int, torch.Tensor] = {}
+        rows = Samples(
+            problems=batch_size,
+            n=n,
+            output_ids=self.first_output_ids.repeat(batch_size, 1),
+            slots=torch.arange(batch_size, device=self.device),
+            inputs=inputs,
+            states=states,
+        )
         store = _prefix_store(self.reuse_prefixes, self.maxlen)
         for step in range(self.maxlen):
             with store or contextlib.nullcontext():
-                probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+                probas, rows.states = self.predict(
+                    rows.inputs, rows.output_ids, rows.states, temperature, "probas"
+                )
             probas = probas / probas.sum(dim=-1, keepdim=True)
             if step == 0:  # each problem's row becomes its n samples' rows
                 index = torch.arange(batch_size, device=self.device).repeat_interleave(n)
-                probas, output_ids = probas[index], output_ids[index]
-                inputs, states = [i[index] for i in inputs], select_states(states, index)
-                slots = torch.arange(batch_size * n, device=self.device)
-            probas = self._filter(probas, output_ids, step, topk, topp, repetition_penalty)
+                probas = probas[index]
+                rows.select(index)
+                rows.slots = torch.arange(batch_size * n, device=self.device)
+            probas = self._filter(probas, rows.output_ids, step, topk, topp, repetition_penalty)
             sample_ids = torch.multinomial(probas, 1, generator=generator)
             del probas  # (rows, vocab): not alive during the next predict
-            output_ids = torch.cat([output_ids, sample_ids], 1)
+            rows.output_ids = torch.cat([rows.output_ids, sample_ids], 1)
             if stream:
-                latest.update(zip(slots.tolist(), output_ids))
+                rows.remember()
             if self.end_id is not None:
-                done = output_ids[:, -1] == self.end_id
-                done &= (output_ids == self.end_id).sum(1) >= min_ends
+                done = rows.output_ids[:, -1] == self.end_id
+                done &= (rows.output_ids == self.end_id).sum(1) >= min_ends
                 if done.any():
-                    for slot, ids in zip(slots[done].tolist(), output_ids[done]):
-                        finished[slot // n].append(slot)
-                        latest[slot] = ids
-                    alive = ~done
-                    inputs, output_ids, slots = (
-                        [i[alive] for i in inputs],
-                        output_ids[alive],
-                        slots[alive],
-                    )
-                    states = select_states(states, alive.nonzero().flatten())
+                    rows.retire(done)
             if stream:
-                yield [[latest[b * n + j] for j in range(n)] for b in range(batch_size)]
-            if output_ids.shape[0] == 0:
+                yield rows.current()
+            if rows.output_ids.shape[0] == 0:
                 break
-        for slot, ids in zip(slots.tolist(), output_ids):
-            latest[slot] = ids
-            finished[slot // n].append(slot)
-        return [[latest[slot] for slot in finished[b]] for b in range(batch_size)]
+        return rows.final()
 
     def _filter(
         self,
