@@ -66,6 +66,7 @@ from b4t.trainer import Evaluator, Trainer, get_cosine_schedule_with_warmup, see
 REPO = Path(__file__).resolve().parents[1]
 
 
+# long: the command line as one table of options, read top to bottom
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--text", type=Path, help="train on this UTF-8 file (default: Shakespeare)")

@@ -41,15 +41,10 @@ from typing import Any
 
 import bottle
 
+from b4t.generation.arguments import ClientGone, RequestError, client_disconnected
 from b4t.generation.request import GenerationRequest
 from b4t.generation.service import GenerationService, HeldStream
-from b4t.generation.serving import (
-    INTERNAL_ERROR,
-    ClientGone,
-    RequestError,
-    WebServing,
-    client_disconnected,
-)
+from b4t.generation.serving import INTERNAL_ERROR, WebServing
 from b4t.generation.sse import SSE_HEADERS, format_event
 
 __all__ = ["add_openai_routes", "complete_while_connected", "openai_error"]

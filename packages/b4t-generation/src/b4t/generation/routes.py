@@ -26,16 +26,11 @@ from typing import Any
 
 import bottle
 
+from b4t.generation.arguments import RequestError, bounded, client_disconnected
 from b4t.generation.openai_api import add_openai_routes, complete_while_connected
 from b4t.generation.page import add_page_route
 from b4t.generation.service import GenerationService, HeldStream
-from b4t.generation.serving import (
-    INTERNAL_ERROR,
-    RequestError,
-    WebServing,
-    bounded,
-    client_disconnected,
-)
+from b4t.generation.serving import INTERNAL_ERROR, WebServing
 from b4t.generation.sse import SSE_HEADERS, format_event
 
 __all__ = ["add_generation_routes", "add_health_route", "add_seed_routes"]

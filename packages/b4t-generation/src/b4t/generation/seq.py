@@ -95,8 +95,22 @@ class _TextGeneration(AutoRegressiveDecoder):
             return self.tokenizer.decode(out)
         return out
 
+    def _encode_batch(self, texts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts (strings or id lists) as padded ``(batch, longest)`` ids and mask."""
+        return self._pad([encode_text(self.tokenizer, t) for t in texts])
+
     def _model_inputs(self, texts: Sequence[Any]) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def _step_output(
+        self, logits: torch.Tensor, cache: Any, states: Any, length: int
+    ) -> tuple[torch.Tensor, Any]:
+        """``predict``'s answer: the last position's ``(rows, vocab)`` logits and the cache
+        to keep (none without ``use_states``). At the first step a cache that can be told
+        is limited to the run: ``length`` positions read now, ``maxlen - 1`` to come."""
+        if states is None and self.use_states:
+            _limit_cache(cache, length + self.maxlen - 1)
+        return logits[:, -1], (cache if self.use_states else None)
 
     # ------------------------------------------------------------ public calls
 
@@ -198,8 +212,7 @@ class SeqGeneration(_TextGeneration):
     left_pad = True
 
     def _model_inputs(self, texts: Sequence[Any]) -> list[torch.Tensor]:
-        ids, mask = self._pad([encode_text(self.tokenizer, t) for t in texts])
-        return [ids, mask]
+        return list(self._encode_batch(texts))
 
     @AutoRegressiveDecoder.wraps(default_rtype="logits", use_states=True)
     def predict(
@@ -216,9 +229,7 @@ class SeqGeneration(_TextGeneration):
         else:
             ids = torch.cat([prompt, output_ids], 1)
             logits, cache = decoder_step(self.model, ids, None, mask, keep)
-        if states is None and self.use_states:
-            _limit_cache(cache, mask.shape[1] + self.maxlen - 1)
-        return logits[:, -1], (cache if self.use_states else None)
+        return self._step_output(logits, cache, states, mask.shape[1])
 
 
 class Seq2SeqGeneration(_TextGeneration):
@@ -246,7 +257,7 @@ class Seq2SeqGeneration(_TextGeneration):
         super().__init__(model, tokenizer, start_id, **kwargs)
 
     def _model_inputs(self, texts: Sequence[Any]) -> list[torch.Tensor]:
-        ids, mask = self._pad([encode_text(self.tokenizer, t) for t in texts])
+        ids, mask = self._encode_batch(texts)
         with torch.no_grad():
             memory = self.model.encode(ids, mask)
         return [memory, mask]
@@ -261,6 +272,4 @@ class Seq2SeqGeneration(_TextGeneration):
         else:
             output = self.model.decode(output_ids, memory, memory_mask, None)
         logits, cache = split_model_output(output)
-        if states is None and self.use_states:
-            _limit_cache(cache, output_ids.shape[1] + self.maxlen - 1)
-        return logits[:, -1], (cache if self.use_states else None)
+        return self._step_output(logits, cache, states, output_ids.shape[1])
