@@ -134,6 +134,7 @@ class ScheduledRequest:
 
     @property
     def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
         return self._cancelled
 
     # ------------------------------------------------------------ scheduler side

@@ -84,7 +84,9 @@ class Seq2SeqModel(Protocol):
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor: ...
+    ) -> torch.Tensor:
+        """``(batch, src)`` ids and mask -> ``(batch, src, hidden)`` encoder states."""
+        ...
 
     def decode(
         self,
@@ -92,16 +94,22 @@ class Seq2SeqModel(Protocol):
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: Any = None,
-    ) -> Any: ...
+    ) -> Any:
+        """``(batch, new)`` decoder ids -> ``(logits (batch, new, vocab), cache)``."""
+        ...
 
 
 @runtime_checkable
 class TokenizerLike(Protocol):
     """Anything with ``encode(text)`` and ``decode(ids)``."""
 
-    def encode(self, text: str) -> Any: ...
+    def encode(self, text: str) -> Any:
+        """The ids of ``text`` (a list, a pair, an object with ``.ids`` or a mapping)."""
+        ...
 
-    def decode(self, ids: list[int]) -> str: ...
+    def decode(self, ids: list[int]) -> str:
+        """The text of ``ids``."""
+        ...
 
 
 def _is_id_list(value: Any) -> bool:

@@ -218,6 +218,8 @@ class SeqGeneration(_TextGeneration):
     def predict(
         self, inputs: list[torch.Tensor], output_ids: torch.Tensor, states: Any
     ) -> tuple[torch.Tensor, Any]:
+        """Next-token logits ``(rows, vocab)`` and the cache: the prompt and the ids so far
+        at the first step (or every step without ``use_states``), then the last id."""
         prompt, prompt_mask = inputs
         generated_mask = torch.ones_like(output_ids)
         mask = torch.cat([prompt_mask, generated_mask], 1)
@@ -266,6 +268,8 @@ class Seq2SeqGeneration(_TextGeneration):
     def predict(
         self, inputs: list[torch.Tensor], output_ids: torch.Tensor, states: Any
     ) -> tuple[torch.Tensor, Any]:
+        """Next-token logits ``(rows, vocab)`` and the decoder cache over the encoder
+        ``memory``: the ids so far at the first step, then the last id."""
         memory, memory_mask = inputs
         if self.use_states and states is not None:
             output = self.model.decode(output_ids[:, -1:], memory, memory_mask, states)

@@ -80,6 +80,7 @@ class StopScanner:
         self.stopped = False
 
     def feed(self, delta: str) -> tuple[str, bool]:
+        """``(safe text, stopped)`` after adding ``delta`` to the text seen so far."""
         if self.stopped:
             return "", True
         text = self.pending + delta
@@ -437,6 +438,7 @@ class HeldStream:
             raise
 
     def close(self) -> None:
+        """Close the chunks (the decoder stops) and give the slot back, once."""
         if not self._held:
             return
         self._held = False

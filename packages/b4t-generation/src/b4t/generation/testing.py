@@ -153,6 +153,7 @@ class TinyCausalLM(_TinyLM):
         past_key_values: tuple[KV, ...] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[KV, ...]]:
+        """The decoder protocol call (see the class docstring)."""
         batch, new = input_ids.shape
         past = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         if attention_mask is None:
@@ -202,6 +203,7 @@ class TinySeq2SeqLM(_TinyLM):
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """``(B, S)`` ids -> ``(B, S, hidden)`` encoder states (counted in ``encode_calls``)."""
         self.encode_calls += 1
         batch, length = input_ids.shape
         if attention_mask is None:
@@ -221,6 +223,7 @@ class TinySeq2SeqLM(_TinyLM):
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: tuple[KV, ...] | None = None,
     ) -> tuple[torch.Tensor, tuple[KV, ...]]:
+        """``(B, new)`` decoder ids over the encoder states -> ``(logits, past_key_values)``."""
         batch, new = input_ids.shape
         past = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         pos = torch.arange(past, past + new, device=input_ids.device)
