@@ -59,11 +59,14 @@ from generate_model import CharGPT, gpt2_config, load_model, save_model
 
 from b4t.generation import AutoRegressiveDecoder, WebServing
 from b4t.generation.batching import BatchScheduler, stream_from_scheduler
+from b4t.generation.routes import add_generation_routes
+from b4t.generation.service import GenerationService
 from b4t.trainer import Evaluator, Trainer, get_cosine_schedule_with_warmup, seed_everything
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+# long: the command line as one table of options, read top to bottom
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--text", type=Path, help="train on this UTF-8 file (default: Shakespeare)")
@@ -271,12 +274,6 @@ def make_server(
         threads=max(args.max_batch, 1) * 2 + 4,
         cors_origins=getattr(args, "cors", None),
     )
-    try:
-        from b4t.generation.routes import add_generation_routes
-        from b4t.generation.service import GenerationService
-    except ImportError:  # an older b4t-generation: the seed route only
-        add_simple_route(server, stream, args.max_tokens)
-        return server, scheduler
     sliding = getattr(args, "sliding_window", False)
     service = GenerationService(
         stream,
@@ -291,30 +288,6 @@ def make_server(
     )
     add_generation_routes(server, service)
     return server, scheduler
-
-
-def add_simple_route(server: WebServing, stream: Any, max_tokens: int) -> None:
-    """``GET /generate?text=...&max_tokens=...&temperature=...`` answering the text."""
-
-    class _Request:
-        def __init__(self, **kw: Any) -> None:
-            self.__dict__.update(kw)
-
-    def generate(text: str, max_tokens: int = 64, temperature: float = 1.0) -> str:
-        if not 1 <= max_tokens <= max_tokens_cap:
-            raise ValueError(f"max_tokens must be in [1, {max_tokens_cap}]")
-        request = _Request(
-            prompt=text, prompt_ids=None, max_tokens=max_tokens, temperature=temperature,
-            topk=None, topp=None, seed=None,
-        )  # fmt: skip
-        return "".join(stream(request))
-
-    max_tokens_cap = max_tokens
-    server.route(
-        "/generate",
-        generate,
-        {"text": (None, True), "max_tokens": (int, False), "temperature": (float, False)},
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -299,3 +299,22 @@ def test_stream_function_stops_at_any_of_its_stop_ids(model: TinyCausalLM) -> No
         assert result.finish_reason == "length" and len(result.text) == 16
     with pytest.raises(TypeError, match="stop_ids"):
         stream_from_scheduler(scheduler, _Digits(), stop_ids=2)  # type: ignore[arg-type]
+
+
+def test_a_model_with_decode_step_is_scheduled_through_it(model: TinyCausalLM) -> None:
+    calls: list[int] = []
+
+    class StepOnly(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            raise AssertionError("the decoder protocol goes through decode_step")
+
+        def decode_step(self, input_ids, past_key_values=None, attention_mask=None):
+            calls.append(input_ids.shape[1])
+            return model(input_ids, past_key_values, attention_mask)
+
+    scheduler = BatchScheduler(StepOnly(), max_batch=4)
+    requests = [scheduler.submit(p, 5, temperature=0) for p in PROMPTS[:2]]
+    while scheduler.step():
+        pass
+    assert [r.result() for r in requests] == [greedy_reference(model, p, 5) for p in PROMPTS[:2]]
+    assert calls[0] > 1 and set(calls[1:]) == {1}

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from b4t.generation import AutoRegressiveDecoder
+from b4t.generation.beams import select_beams
 from b4t.generation.testing import TinyCausalLM
 
 END = 1
@@ -262,12 +263,11 @@ def test_bad_input_is_named() -> None:
 def test_beam_selection_batched_path_equals_per_problem_topk() -> None:
     gen = torch.Generator().manual_seed(0)
     candidates = torch.randn(9, 7, generator=gen)
-    decoder = AutoRegressiveDecoder(0, END, 4)
     for groups, width in (
         ([(0, 3), (1, 3), (2, 3)], [2, 2, 2]),
         ([(0, 2), (2, 4), (5, 3)], [2, 0, 3, 0, 0, 1]),
     ):
-        parent, token, scores, new_groups = decoder._select_beams(candidates, groups, width)
+        parent, token, scores, new_groups = select_beams(candidates, groups, width)
         row, expected = 0, []
         for problem, rows in groups:
             block = candidates[row : row + rows].reshape(-1)

@@ -148,3 +148,37 @@ def test_constructor_errors_name_the_problem() -> None:
 
     with pytest.raises(TypeError, match="past_key_values"):
         SeqGeneration(bad_model, end_id=END, maxlen=2).generate([3])
+
+
+class StepOnly(torch.nn.Module):
+    """A model whose decoder-protocol call is ``decode_step`` (b4t's decoder models): its
+    ``forward`` is another call (the seed-style one) and must not be used to decode."""
+
+    def __init__(self, lm: TinyCausalLM) -> None:
+        super().__init__()
+        self.lm = lm
+        self.steps: list[dict[str, Any]] = []
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the decoder protocol goes through decode_step")
+
+    def decode_step(self, input_ids, past_key_values=None, attention_mask=None, logits_to_keep=0):
+        self.steps.append({"new": input_ids.shape[1], "keep": logits_to_keep})
+        logits, cache = self.lm(input_ids, past_key_values, attention_mask)
+        return (logits[:, -logits_to_keep:] if logits_to_keep else logits), cache
+
+
+@pytest.mark.parametrize("use_states", [True, False])
+def test_a_model_with_decode_step_is_decoded_through_it(use_states: bool) -> None:
+    prompts = [[5, 6, 7], [9, 4]]
+    expected = SeqGeneration(LM, end_id=END, maxlen=6, mode="beam_search").batch_generate(
+        prompts, topk=2
+    )
+    model = StepOnly(LM)
+    gen = SeqGeneration(model, end_id=END, maxlen=6, mode="beam_search", use_states=use_states)
+    assert gen.batch_generate(prompts, topk=2) == expected
+    # the first read feeds the prompts, then one token a step through the cache; a model
+    # with decode_step is asked for the last position's logits only
+    assert model.steps[0] == {"new": 3, "keep": 1}
+    assert {s["new"] for s in model.steps[1:]} == ({1} if use_states else set(range(4, 9)))
+    assert all(s["keep"] == 1 for s in model.steps)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import string
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from b4t.generation import SeqGeneration, WebServing
+from b4t.generation import GenerationRequest, SeqGeneration, WebServing
 from b4t.generation.routes import add_generation_routes
 from b4t.generation.testing import TinyCausalLM
 
@@ -22,6 +24,32 @@ PAD, END, VOCAB, CONTEXT = 0, 1, 64, 96
 
 # Never route 127.0.0.1 through an http_proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Ticker:
+    """A stream function yielding "x" every ``delay`` s; records how each stream ended."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.produced: list[int] = []
+        self.closed = threading.Event()
+
+    def __call__(self, request: GenerationRequest) -> Iterator[str]:
+        count = 0
+        try:
+            for _ in range(request.max_tokens):
+                time.sleep(self.delay)
+                count += 1
+                yield "x"
+        finally:
+            self.produced.append(count)
+            self.closed.set()
+
+
+@pytest.fixture()
+def make_ticker() -> type[Ticker]:
+    """:class:`Ticker`, the slow stream function (call it for one; ``delay=`` optional)."""
+    return Ticker
 
 
 class CharTokenizer:

@@ -20,26 +20,6 @@ import pytest
 from b4t.generation import GenerationRequest
 
 
-class Ticker:
-    """A stream function yielding "x" every ``delay`` s; records how each stream ended."""
-
-    def __init__(self, delay: float = 0.02) -> None:
-        self.delay = delay
-        self.produced: list[int] = []
-        self.closed = threading.Event()
-
-    def __call__(self, request: GenerationRequest) -> Iterator[str]:
-        count = 0
-        try:
-            for _ in range(request.max_tokens):
-                time.sleep(self.delay)
-                count += 1
-                yield "x"
-        finally:
-            self.produced.append(count)
-            self.closed.set()
-
-
 def open_stream(url: str, path: str, body: dict | None = None) -> socket.socket:
     """Send a request on a raw socket and read until the first SSE data line arrives."""
     host, port = url.removeprefix("http://").split(":")
@@ -62,8 +42,10 @@ def open_stream(url: str, path: str, body: dict | None = None) -> socket.socket:
     return sock
 
 
-def test_a_client_that_disconnects_mid_stream_frees_its_slot(make_server, tokenizer, fetch):
-    ticker = Ticker()
+def test_a_client_that_disconnects_mid_stream_frees_its_slot(
+    make_server, tokenizer, fetch, make_ticker
+):
+    ticker = make_ticker()
     serving, service = make_server(
         ticker, tokenizer=tokenizer, max_tokens=1000, max_concurrency=1, queue_timeout=5
     )
@@ -80,9 +62,9 @@ def test_a_client_that_disconnects_mid_stream_frees_its_slot(make_server, tokeni
     assert (status, json.loads(raw)["data"]) == (200, ["xxx"])
 
 
-def test_openai_stream_closed_by_the_client_frees_its_slot(make_server, tokenizer):
+def test_openai_stream_closed_by_the_client_frees_its_slot(make_server, tokenizer, make_ticker):
     openai = pytest.importorskip("openai")
-    ticker = Ticker()
+    ticker = make_ticker()
     serving, _ = make_server(ticker, tokenizer=tokenizer, max_tokens=1000, max_concurrency=1)
     client = openai.OpenAI(base_url=serving.url + "/v1", api_key="-", max_retries=0)
     stream = client.completions.create(model="b4t-lm", prompt="hi", max_tokens=1000, stream=True)
@@ -93,8 +75,8 @@ def test_openai_stream_closed_by_the_client_frees_its_slot(make_server, tokenize
     assert answer.choices[0].text == "xx" and answer.choices[0].finish_reason == "length"
 
 
-def test_busy_server_answers_503_json_then_recovers(make_server, tokenizer, fetch):
-    ticker = Ticker(delay=0.05)
+def test_busy_server_answers_503_json_then_recovers(make_server, tokenizer, fetch, make_ticker):
+    ticker = make_ticker(delay=0.05)
     serving, _ = make_server(
         ticker, tokenizer=tokenizer, max_tokens=1000, max_concurrency=1, queue_timeout=0.3
     )

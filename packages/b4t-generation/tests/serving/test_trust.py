@@ -9,36 +9,14 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from b4t.generation import GenerationRequest, WebServing
+from b4t.generation import WebServing
 from b4t.generation.routes import add_generation_routes
 
 openai = pytest.importorskip("openai")
-
-
-class Ticker:
-    """A stream function yielding "x" every ``delay`` s; records how each stream ended."""
-
-    def __init__(self, delay: float = 0.02) -> None:
-        self.delay = delay
-        self.produced: list[int] = []
-        self.closed = threading.Event()
-
-    def __call__(self, request: GenerationRequest) -> Iterator[str]:
-        count = 0
-        try:
-            for _ in range(request.max_tokens):
-                time.sleep(self.delay)
-                count += 1
-                yield "x"
-        finally:
-            self.produced.append(count)
-            self.closed.set()
 
 
 @pytest.fixture()
@@ -181,9 +159,9 @@ def test_unsupported_and_unknown_fields_are_400s_naming_them(served) -> None:
     ],
 )
 def test_a_non_streaming_request_stops_generating_when_its_client_leaves(
-    make_server, tokenizer, fetch, request_head
+    make_server, tokenizer, fetch, request_head, make_ticker
 ) -> None:
-    ticker = Ticker()
+    ticker = make_ticker()
     serving, service = make_server(ticker, tokenizer=tokenizer, max_tokens=1000)
     method, path = request_head.split(" ")
     body = b""

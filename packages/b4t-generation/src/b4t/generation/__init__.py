@@ -15,9 +15,10 @@ from b4t.generation._version import __version__
 from b4t.generation.decoder import AutoRegressiveDecoder
 from b4t.generation.filters import apply_repetition_penalty, top_k_filter, top_p_filter
 from b4t.generation.protocol import DecoderModel, Seq2SeqModel, TokenizerLike
+from b4t.generation.request import GenerationRequest
 from b4t.generation.routes import add_generation_routes
 from b4t.generation.seq import Seq2SeqGeneration, SeqGeneration
-from b4t.generation.service import GenerationRequest, GenerationService, stream_from_generation
+from b4t.generation.service import GenerationService, stream_from_generation
 from b4t.generation.serving import RequestError, WebServing, bounded
 from b4t.generation.states import select_states
 

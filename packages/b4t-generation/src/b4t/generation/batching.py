@@ -2,7 +2,8 @@
 
 A :class:`BatchScheduler` owns one decoder model (the protocol of
 :mod:`b4t.generation.protocol`) and a worker thread. :meth:`BatchScheduler.submit`
-queues a prompt and returns a :class:`GenerationRequest` at once; the worker decodes
+queues a prompt (a :class:`~b4t.generation.request.GenerationRequest`) and returns its
+:class:`ScheduledRequest` at once; the worker decodes
 every active request together, one token per step, and a request that arrives while
 others are decoding joins them instead of waiting for them to finish. Finished or
 cancelled requests leave the batch at once, freeing their slot.
@@ -42,7 +43,6 @@ leave.
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import threading
 import time
@@ -53,10 +53,17 @@ from typing import Any
 import torch
 
 from b4t.generation.filters import top_k_filter, top_p_filter
-from b4t.generation.protocol import split_model_output
+from b4t.generation.protocol import TextDeltas, decoder_step, encode_text
+from b4t.generation.request import GenerationRequest
 from b4t.generation.states import select_states
 
-__all__ = ["BatchScheduler", "GenerationRequest", "SamplingParams", "stream_from_scheduler"]
+__all__ = [
+    "BatchScheduler",
+    "GenerationRequest",
+    "SamplingParams",
+    "ScheduledRequest",
+    "stream_from_scheduler",
+]
 
 logger = logging.getLogger("b4t.generation.batching")
 
@@ -64,48 +71,20 @@ _DONE = object()
 _BUCKET = 16  # without a context, reads are left-padded to a multiple of this
 
 
-@dataclass(frozen=True)
-class SamplingParams:
-    """How one request is decoded.
-
-    Args:
-        max_tokens: the most tokens to generate (>= 1).
-        temperature: softmax temperature; ``0`` picks the most probable token (greedy).
-        topk: sample among the ``topk`` most probable tokens only.
-        topp: sample among the most probable tokens whose mass reaches ``topp``.
-        seed: seeds this request's own ``torch.Generator`` (reproducible output).
-        stop_ids: ids that end the request (the stop id is not part of the output).
-    """
-
-    max_tokens: int = 64
-    temperature: float = 1.0
-    topk: int | None = None
-    topp: float | None = None
-    seed: int | None = None
-    stop_ids: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if int(self.max_tokens) < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
-        if self.topk is not None and int(self.topk) < 1:
-            raise ValueError(f"topk must be >= 1, got {self.topk}")
-        if self.topp is not None and not 0 < self.topp <= 1:
-            raise ValueError(f"topp must be in (0, 1], got {self.topp}")
+SamplingParams = GenerationRequest  # the old name of a scheduled request's settings
 
 
 @dataclass(eq=False)
-class GenerationRequest:
-    """A submitted prompt: iterate it for the new token ids, or wait with :meth:`result`.
+class ScheduledRequest:
+    """A queued :class:`~b4t.generation.request.GenerationRequest`: iterate it for the new
+    token ids, or wait with :meth:`result` (what :meth:`BatchScheduler.submit` returns).
 
     ``finish_reason`` is ``'length'`` (``max_tokens`` reached), ``'stop'`` (a stop id),
     ``'cancelled'`` or ``'error'`` (then ``error`` holds the exception) once
     :attr:`done` is set.
     """
 
-    prompt_ids: list[int]
-    params: SamplingParams
+    request: GenerationRequest
     output_ids: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     error: BaseException | None = None
@@ -114,12 +93,20 @@ class GenerationRequest:
     finished_at: float | None = None
 
     def __post_init__(self) -> None:
+        if not self.request.prompt_ids:
+            raise ValueError("the prompt is empty; give at least one token id")
+        self.prompt_ids = list(self.request.prompt_ids)
         self.done = threading.Event()
         self._tokens: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._cancelled = False
         self.generator: torch.Generator | None = None
-        if self.params.seed is not None:
-            self.generator = torch.Generator().manual_seed(int(self.params.seed))
+        if self.request.seed is not None:
+            self.generator = torch.Generator().manual_seed(int(self.request.seed))
+
+    @property
+    def params(self) -> GenerationRequest:
+        """How it is decoded (``max_tokens``, ``temperature``, ``stop_ids``, ...): the request."""
+        return self.request
 
     # ------------------------------------------------------------ consumer side
 
@@ -147,6 +134,7 @@ class GenerationRequest:
 
     @property
     def cancelled(self) -> bool:
+        """Whether :meth:`cancel` was called."""
         return self._cancelled
 
     # ------------------------------------------------------------ scheduler side
@@ -175,7 +163,7 @@ class _Cohort:
     ``mask`` is ``(rows, cached length)``, ``last_ids`` ``(rows,)`` the tokens to feed next.
     """
 
-    requests: list[GenerationRequest]
+    requests: list[ScheduledRequest]
     cache: Any = None
     mask: torch.Tensor | None = None
     last_ids: torch.Tensor | None = None
@@ -243,7 +231,7 @@ class BatchScheduler:
         self.banned_ids = [int(i) for i in banned_ids]
         self.min_rows = int(min_rows)
         self.gather = float(gather)
-        self._pending: list[GenerationRequest] = []
+        self._pending: list[ScheduledRequest] = []
         self._cohorts: list[_Cohort] = []
         self._wake = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -265,15 +253,18 @@ class BatchScheduler:
         topp: float | None = None,
         seed: int | None = None,
         stop_ids: Sequence[int] = (),
-    ) -> GenerationRequest:
+    ) -> ScheduledRequest:
         """Queue a prompt (a non-empty list of ids); returns its request at once."""
-        ids = [int(i) for i in prompt_ids]
-        if not ids:
-            raise ValueError("the prompt is empty; give at least one token id")
-        params = SamplingParams(
-            int(max_tokens), float(temperature), topk, topp, seed, tuple(int(s) for s in stop_ids)
+        params = GenerationRequest(
+            max_tokens=int(max_tokens),
+            temperature=float(temperature),
+            topk=topk,
+            topp=topp,
+            seed=seed,
+            prompt_ids=tuple(int(i) for i in prompt_ids),
+            stop_ids=tuple(int(s) for s in stop_ids),
         )
-        request = GenerationRequest(ids, params)
+        request = ScheduledRequest(params)
         with self._wake:
             if len(self._pending) >= self.max_queue:
                 raise queue.Full(f"{len(self._pending)} requests are already waiting")
@@ -380,7 +371,7 @@ class BatchScheduler:
         self.largest_batch = max(self.largest_batch, self.active)
         count = 0
         for cohort, next_ids in picks:
-            finished: dict[str, list[GenerationRequest]] = {"stop": [], "length": []}
+            finished: dict[str, list[ScheduledRequest]] = {"stop": [], "length": []}
             tokens = next_ids.tolist()
             for request, token in zip(cohort.requests, tokens, strict=False):
                 count += 1
@@ -403,7 +394,7 @@ class BatchScheduler:
 
     # ------------------------------------------------------------ internals
 
-    def _admit(self, reading_now: bool) -> list[GenerationRequest]:
+    def _admit(self, reading_now: bool) -> list[ScheduledRequest]:
         """Waiting requests that start now.
 
         With a ``context`` they start only when nothing decodes or when the running rows
@@ -423,7 +414,7 @@ class BatchScheduler:
             joining, self._pending = pending[:room], pending[room:]
         return joining
 
-    def _read_length(self, request: GenerationRequest) -> int:
+    def _read_length(self, request: ScheduledRequest) -> int:
         """Positions a (re)read of ``request`` occupies: its tokens, left-padded.
 
         A function of the request alone: ``keep`` with a context, else its length
@@ -434,19 +425,19 @@ class BatchScheduler:
         size = len(request.prompt_ids) + len(request.output_ids)
         return -(-size // _BUCKET) * _BUCKET
 
-    def _window(self, request: GenerationRequest) -> list[int]:
+    def _window(self, request: ScheduledRequest) -> list[int]:
         """The tokens of ``request`` that a (re)read feeds: at most the read length."""
         ids = request.prompt_ids + request.output_ids
         return ids[-self._read_length(request) :]
 
-    def _new_cohorts(self, requests: list[GenerationRequest]) -> list[_Cohort]:
+    def _new_cohorts(self, requests: list[ScheduledRequest]) -> list[_Cohort]:
         """Cohorts for rows (re)read at this step: one per read length."""
-        by_length: dict[int, list[GenerationRequest]] = {}
+        by_length: dict[int, list[ScheduledRequest]] = {}
         for request in requests:
             by_length.setdefault(self._read_length(request), []).append(request)
         return [_Cohort(rows) for rows in by_length.values()]
 
-    def _drop(self, cohort: _Cohort, requests: list[GenerationRequest], reason: str) -> None:
+    def _drop(self, cohort: _Cohort, requests: list[ScheduledRequest], reason: str) -> None:
         """Remove ``requests`` from ``cohort`` (rows, cache and mask) and finish them."""
         if not requests:
             return
@@ -486,15 +477,14 @@ class BatchScheduler:
                 ids[i, length - len(row) :] = torch.tensor(row, dtype=torch.long)
                 mask[i, length - len(row) :] = 1
             ids, mask = ids.to(self.device), mask.to(self.device)
-            output = self.model(ids, past_key_values=None, attention_mask=mask)
+            logits, cache = decoder_step(self.model, ids, None, mask)
             self.rebuilds += 1
         else:
             assert cohort.last_ids is not None
             ids = cohort.last_ids.reshape(-1, 1)
             ones = torch.ones((ids.shape[0], 1), dtype=torch.long, device=self.device)
             mask = torch.cat([cohort.mask, ones], 1)
-            output = self.model(ids, past_key_values=cohort.cache, attention_mask=mask)
-        logits, cache = split_model_output(output)
+            logits, cache = decoder_step(self.model, ids, cohort.cache, mask)
         logits = logits[:, -1].float()
         if logits.shape[0] < self.min_rows:  # filler rows for the one-token steps to come
             fill = list(range(logits.shape[0])) + [0] * (self.min_rows - logits.shape[0])
@@ -506,7 +496,7 @@ class BatchScheduler:
             logits[:, self.banned_ids] = -torch.inf
         return logits
 
-    def _sample(self, logits: torch.Tensor, requests: list[GenerationRequest]) -> torch.Tensor:
+    def _sample(self, logits: torch.Tensor, requests: list[ScheduledRequest]) -> torch.Tensor:
         """One token per row (filler rows included, which copy row 0's choice) with that
         row's temperature / top-k / top-p / generator."""
         choices = []
@@ -555,8 +545,6 @@ def stream_from_scheduler(
     def stream(request: Any) -> Iterator[str]:
         prompt_ids = getattr(request, "prompt_ids", None)
         if prompt_ids is None:
-            from b4t.generation.protocol import encode_text
-
             prompt_ids = encode_text(tokenizer, request.prompt)
         handle = scheduler.submit(
             list(prompt_ids),
@@ -568,16 +556,11 @@ def stream_from_scheduler(
             stop_ids=end_ids,
         )
         ids: list[int] = []
-        sent = ""
+        deltas = TextDeltas()
         try:
             for token_id in handle:
                 ids.append(token_id)
-                text = tokenizer.decode(ids)
-                delta = text[len(sent) :] if text.startswith(sent) else ""
-                if delta.endswith("\ufffd"):
-                    delta = ""
-                sent += delta
-                yield delta
+                yield deltas(tokenizer.decode(ids))
         finally:
             if not handle.done.is_set():
                 handle.cancel()

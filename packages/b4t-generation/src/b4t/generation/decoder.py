@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from b4t.generation.beams import Beams
 from b4t.generation.filters import apply_repetition_penalty, top_k_filter, top_p_filter
-from b4t.generation.states import select_states
+from b4t.generation.samples import Samples
 
 __all__ = ["AutoRegressiveDecoder"]
 
@@ -59,11 +60,46 @@ def _run(gen: Generator[Any, None, Any]) -> Any:
             return stop.value
 
 
-def _is_identity(index: torch.Tensor, rows: int) -> bool:
-    """Whether selecting rows ``index`` (1-D) of ``rows`` rows keeps them all in place."""
-    return index.numel() == rows and bool(
-        torch.equal(index, torch.arange(rows, device=index.device))
-    )
+def _split_prediction(result: Any, use_states: bool) -> tuple[Any, Any]:
+    """``(scores, states)`` from what a raw ``predict`` returned."""
+    if not use_states:
+        return result, None
+    if not (isinstance(result, tuple | list) and len(result) == 2):
+        raise TypeError(
+            "predict wrapped with use_states=True must return (scores, states), "
+            f"got {type(result).__name__}"
+        )
+    return result[0], result[1]
+
+
+def _convert_scores(
+    scores: torch.Tensor, default_rtype: str, rtype: str, temperature: float
+) -> torch.Tensor:
+    """``(rows, vocab)`` scores of kind ``default_rtype`` at ``temperature`` as ``rtype``:
+    probabilities (``'probas'``) or log-probabilities (``'logits'``)."""
+    if scores.dim() != 2:
+        raise ValueError(
+            f"predict must return scores of shape (rows, vocab), got {tuple(scores.shape)}"
+        )
+    if default_rtype == "logits":
+        if temperature != 1:
+            scores = scores / temperature
+        log_probas = torch.log_softmax(scores, dim=-1)
+        return log_probas if rtype == "logits" else log_probas.exp()
+    probas = scores
+    if temperature != 1:
+        probas = probas.pow(1.0 / temperature)
+        probas = probas / probas.sum(dim=-1, keepdim=True)
+    return probas if rtype == "probas" else torch.log(probas + 1e-12)
+
+
+def _check_sample_options(n: int, topk: int | None, topp: float | None) -> None:
+    if int(n) < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if topk is not None and int(topk) < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
+    if topp is not None and not 0 < topp <= 1:
+        raise ValueError(f"topp must be in (0, 1], got {topp}")
 
 
 def _prefix_store(enabled: bool, max_steps: int) -> Any:
@@ -148,35 +184,9 @@ class AutoRegressiveDecoder:
                 if temperature <= 0:
                     raise ValueError(f"temperature must be > 0, got {temperature}")
                 result = predict(self, inputs, output_ids, states)
-                if use_states:
-                    if not (isinstance(result, tuple | list) and len(result) == 2):
-                        raise TypeError(
-                            "predict wrapped with use_states=True must return (scores, states), "
-                            f"got {type(result).__name__}"
-                        )
-                    scores, new_states = result
-                else:
-                    scores, new_states = result, None
+                scores, new_states = _split_prediction(result, use_states)
                 scores = torch.as_tensor(scores, device=self.device).float()
-                if scores.dim() != 2:
-                    raise ValueError(
-                        "predict must return scores of shape (rows, vocab), "
-                        f"got {tuple(scores.shape)}"
-                    )
-                if default_rtype == "logits":
-                    if temperature != 1:
-                        scores = scores / temperature
-                    log_probas = torch.log_softmax(scores, dim=-1)
-                    if rtype == "logits":
-                        return log_probas, new_states
-                    return log_probas.exp(), new_states
-                probas = scores
-                if temperature != 1:
-                    probas = probas.pow(1.0 / temperature)
-                    probas = probas / probas.sum(dim=-1, keepdim=True)
-                if rtype == "probas":
-                    return probas, new_states
-                return torch.log(probas + 1e-12), new_states
+                return _convert_scores(scores, default_rtype, rtype, temperature), new_states
 
             new_predict.use_states = use_states  # type: ignore[attr-defined]
             new_predict.default_rtype = default_rtype  # type: ignore[attr-defined]
@@ -242,139 +252,93 @@ class AutoRegressiveDecoder:
     def _generated(self, output_ids: torch.Tensor) -> torch.Tensor:
         return output_ids[:, self.first_output_ids.shape[1] :]
 
+    # ------------------------------------------------------------------ the search core
+
+    def _search(
+        self,
+        search: str,
+        inputs: Sequence[Any],
+        batched: bool,
+        add_btz_dim: bool,
+        stream: bool,
+        **options: Any,
+    ) -> Any:
+        """The one search core behind the six public entry points.
+
+        Args:
+            search: ``'beam'`` (:meth:`_beam_steps`) or ``'sample'`` (:meth:`_sample_steps`).
+            inputs: the model inputs as given to the entry point.
+            batched: the inputs hold a batch of independent problems (``batch_*``); else
+                one problem, whose single result is returned.
+            add_btz_dim: give lists, tuples and arrays a batch dim of 1.
+            stream: return an iterator of the current results after every step.
+            **options: the search's own arguments (``topk``, ``states``, ...).
+
+        Returns:
+            The results (per problem when ``batched``), or an iterator of them.
+        """
+        tensors = self._batch_inputs(inputs, add_btz_dim)
+        if search == "beam" and not batched:
+            self._check_single(tensors)
+        problems = (tensors[0].shape[0] if tensors else 1) if batched else 1
+        run_steps = self._beam_steps if search == "beam" else self._sample_steps
+        steps = run_steps(tensors, problems, stream, **options)
+        if stream:
+            return (current if batched else current[0] for current in steps)
+        results = _run(steps)
+        return results if batched else results[0]
+
+    @staticmethod
+    def _check_single(inputs: list[torch.Tensor]) -> None:
+        if inputs and inputs[0].shape[0] != 1:
+            raise ValueError(
+                f"beam_search decodes one input but got a batch of {inputs[0].shape[0]}; "
+                "use batch_beam_search"
+            )
+
     # ------------------------------------------------------------------ beam search
 
     def _beam_steps(
         self,
         inputs: list[torch.Tensor],
         batch_size: int,
+        stream: bool,
         topk: int,
         states: Any,
         temperature: float,
         min_ends: int,
         repetition_penalty: float,
     ) -> Generator[list[torch.Tensor], None, list[torch.Tensor]]:
-        """Beam search over ``batch_size`` independent problems.
+        """Beam search over ``batch_size`` independent problems (see :class:`Beams`).
 
-        Rows are kept grouped by problem. Each step yields the current best
-        sequence of every problem; the return value holds the final ones.
+        Each step yields (only when ``stream``) the current best sequence of every
+        problem; the last item yielded and the return value hold the final ones.
         """
         self._check_predict()
         if int(topk) < 1:
             raise ValueError(f"topk must be >= 1, got {topk}")
-        output_ids = self.first_output_ids.repeat(batch_size, 1)
-        output_scores = torch.zeros(batch_size, device=self.device)
-        groups: list[tuple[int, int]] = [(b, 1) for b in range(batch_size)]  # (problem, rows)
-        width = [int(topk)] * batch_size
-        results: list[torch.Tensor | None] = [None] * batch_size
+        beams = Beams.start(self.first_output_ids, batch_size, topk, inputs, states)
         store = _prefix_store(self.reuse_prefixes, self.maxlen)
         for step in range(self.maxlen):
             with store or contextlib.nullcontext():
-                scores, states = self.predict(inputs, output_ids, states, temperature, "logits")
+                scores, beams.states = self.predict(
+                    beams.inputs, beams.output_ids, beams.states, temperature, "logits"
+                )
             if repetition_penalty != 1:
                 scores = apply_repetition_penalty(
-                    scores, self._generated(output_ids), repetition_penalty
+                    scores, self._generated(beams.output_ids), repetition_penalty
                 )
-            scores = self._mask_end(scores, step, -float("inf"))
-            candidates = output_scores.reshape(-1, 1) + scores  # (rows, vocab)
-            parent, token, output_scores, groups = self._select_beams(candidates, groups, width)
-            del scores, candidates  # (rows, vocab) each: not alive during the next predict
-            same_rows = _is_identity(parent, output_ids.shape[0])
-            output_ids = torch.cat([output_ids[parent], token.reshape(-1, 1)], 1)
-            if not same_rows:  # greedy keeps every row where it is: nothing to copy
-                inputs = [i[parent] for i in inputs]
-                states = select_states(states, parent)
-
+            beams.extend(self._mask_end(scores, step, -float("inf")))
+            del scores  # (rows, vocab): not alive during the next predict
             if self.end_id is not None:
-                is_end = output_ids[:, -1] == self.end_id
-                finished = (is_end & ((output_ids == self.end_id).sum(1) >= min_ends)).tolist()
-                score_list = output_scores.tolist()
-                keep: list[int] = []
-                kept_groups: list[tuple[int, int]] = []
-                row = 0
-                for problem, rows in groups:
-                    best = max(range(row, row + rows), key=score_list.__getitem__)
-                    if finished[best]:
-                        results[problem] = output_ids[best]
-                    else:
-                        alive = [r for r in range(row, row + rows) if not finished[r]]
-                        keep.extend(alive)
-                        kept_groups.append((problem, len(alive)))
-                        width[problem] = len(alive)
-                    row += rows
-                if len(keep) < output_ids.shape[0]:
-                    index = torch.tensor(keep, dtype=torch.long, device=self.device)
-                    output_ids = output_ids[index]
-                    output_scores = output_scores[index]
-                    inputs = [i[index] for i in inputs]
-                    states = select_states(states, index)
-                    groups = kept_groups
-            if not groups:
+                beams.retire_finished(self.end_id, min_ends)
+            if not beams.groups:
                 break
-            if step + 1 < self.maxlen:
-                yield self._best_per_problem(results, groups, output_ids, output_scores)
-        row = 0
-        for problem, rows in groups:
-            results[problem] = output_ids[row + int(output_scores[row : row + rows].argmax())]
-            row += rows
-        final = [r for r in results if r is not None]
+            if stream and step + 1 < self.maxlen:
+                yield beams.best()
+        final = beams.final()
         yield final
         return final
-
-    def _select_beams(
-        self, candidates: torch.Tensor, groups: list[tuple[int, int]], width: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[tuple[int, int]]]:
-        """Keep each problem's best ``width`` candidates.
-
-        Args:
-            candidates: ``(rows, vocab)`` accumulated scores, rows grouped by problem.
-
-        Returns:
-            parent rows ``(new_rows,)``, next tokens ``(new_rows,)``, their
-            scores ``(new_rows,)`` and the new ``(problem, rows)`` groups.
-        """
-        vocab = candidates.shape[1]
-        sizes = {rows for _, rows in groups}
-        widths = {width[problem] for problem, _ in groups}
-        if len(sizes) == 1 and len(widths) == 1:  # every problem alike: one batched topk
-            rows = sizes.pop()
-            k = min(widths.pop(), rows * vocab)
-            top_scores, top_index = candidates.reshape(len(groups), rows * vocab).topk(k, dim=1)
-            base = torch.arange(len(groups), device=candidates.device).reshape(-1, 1) * rows
-            parent = base + torch.div(top_index, vocab, rounding_mode="floor")
-            return (
-                parent.reshape(-1),
-                (top_index % vocab).reshape(-1),
-                top_scores.reshape(-1),
-                [(problem, k) for problem, _ in groups],
-            )
-        parents, tokens, scores, new_groups = [], [], [], []
-        row = 0
-        for problem, rows in groups:
-            block = candidates[row : row + rows].reshape(-1)
-            k = min(width[problem], block.numel())
-            top_scores, top_index = block.topk(k)
-            parents.append(row + torch.div(top_index, vocab, rounding_mode="floor"))
-            tokens.append(top_index % vocab)
-            scores.append(top_scores)
-            new_groups.append((problem, k))
-            row += rows
-        return torch.cat(parents), torch.cat(tokens), torch.cat(scores), new_groups
-
-    @staticmethod
-    def _best_per_problem(
-        results: list[torch.Tensor | None],
-        groups: list[tuple[int, int]],
-        output_ids: torch.Tensor,
-        output_scores: torch.Tensor,
-    ) -> list[torch.Tensor]:
-        current = list(results)
-        score_list = output_scores.tolist()
-        row = 0
-        for problem, rows in groups:
-            current[problem] = output_ids[max(range(row, row + rows), key=score_list.__getitem__)]
-            row += rows
-        return [c for c in current if c is not None]
 
     def beam_search(
         self,
@@ -398,10 +362,10 @@ class AutoRegressiveDecoder:
             min_ends: how many ``end_id`` a sequence needs to count as finished.
             repetition_penalty: see :func:`b4t.generation.apply_repetition_penalty`.
         """
-        inputs = self._batch_inputs(inputs_raw, add_btz_dim)
-        self._check_single(inputs)
-        steps = self._beam_steps(inputs, 1, topk, states, temperature, min_ends, repetition_penalty)
-        return _run(steps)[0]
+        return self._search(
+            "beam", inputs_raw, False, add_btz_dim, False, topk=topk, states=states,
+            temperature=temperature, min_ends=min_ends, repetition_penalty=repetition_penalty,
+        )  # fmt: skip
 
     def stream_beam_search(
         self,
@@ -418,11 +382,10 @@ class AutoRegressiveDecoder:
 
         The last item yielded is what :meth:`beam_search` returns.
         """
-        inputs = self._batch_inputs(inputs_raw, add_btz_dim)
-        self._check_single(inputs)
-        steps = self._beam_steps(inputs, 1, topk, states, temperature, min_ends, repetition_penalty)
-        for best in steps:
-            yield best[0]
+        yield from self._search(
+            "beam", inputs_raw, False, add_btz_dim, True, topk=topk, states=states,
+            temperature=temperature, min_ends=min_ends, repetition_penalty=repetition_penalty,
+        )  # fmt: skip
 
     def batch_beam_search(
         self,
@@ -445,20 +408,10 @@ class AutoRegressiveDecoder:
             ``batch`` id sequences, each what :meth:`beam_search` would return
             for that input alone.
         """
-        tensors = self._batch_inputs(inputs, add_btz_dim=False)
-        batch = tensors[0].shape[0] if tensors else 1
-        steps = self._beam_steps(
-            tensors, batch, topk, states, temperature, min_ends, repetition_penalty
-        )
-        return _run(steps)
-
-    @staticmethod
-    def _check_single(inputs: list[torch.Tensor]) -> None:
-        if inputs and inputs[0].shape[0] != 1:
-            raise ValueError(
-                f"beam_search decodes one input but got a batch of {inputs[0].shape[0]}; "
-                "use batch_beam_search"
-            )
+        return self._search(
+            "beam", inputs, True, False, False, topk=topk, states=states,
+            temperature=temperature, min_ends=min_ends, repetition_penalty=repetition_penalty,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ sampling
 
@@ -466,6 +419,7 @@ class AutoRegressiveDecoder:
         self,
         inputs: list[torch.Tensor],
         batch_size: int,
+        stream: bool,
         n: int,
         topk: int | None,
         topp: float | None,
@@ -474,7 +428,6 @@ class AutoRegressiveDecoder:
         min_ends: int,
         repetition_penalty: float,
         generator: torch.Generator | None,
-        stream: bool,
     ) -> Generator[list[list[torch.Tensor]], None, list[list[torch.Tensor]]]:
         """Draw ``n`` samples for each of ``batch_size`` problems.
 
@@ -483,68 +436,70 @@ class AutoRegressiveDecoder:
         order they finished followed by the unfinished ones.
         """
         self._check_predict()
-        if int(n) < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        if topk is not None and int(topk) < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
-        if topp is not None and not 0 < topp <= 1:
-            raise ValueError(f"topp must be in (0, 1], got {topp}")
-        output_ids = self.first_output_ids.repeat(batch_size, 1)
-        slots = torch.arange(batch_size, device=self.device)  # which sample each row is
-        finished: list[list[int]] = [[] for _ in range(batch_size)]
-        latest: dict[int, torch.Tensor] = {}
+        _check_sample_options(n, topk, topp)
+        rows = Samples(
+            problems=batch_size,
+            n=n,
+            output_ids=self.first_output_ids.repeat(batch_size, 1),
+            slots=torch.arange(batch_size, device=self.device),
+            inputs=inputs,
+            states=states,
+        )
         store = _prefix_store(self.reuse_prefixes, self.maxlen)
         for step in range(self.maxlen):
             with store or contextlib.nullcontext():
-                probas, states = self.predict(inputs, output_ids, states, temperature, "probas")
+                probas, rows.states = self.predict(
+                    rows.inputs, rows.output_ids, rows.states, temperature, "probas"
+                )
             probas = probas / probas.sum(dim=-1, keepdim=True)
-            if step == 0:
+            if step == 0:  # each problem's row becomes its n samples' rows
                 index = torch.arange(batch_size, device=self.device).repeat_interleave(n)
                 probas = probas[index]
-                inputs = [i[index] for i in inputs]
-                output_ids = output_ids[index]
-                states = select_states(states, index)
-                slots = torch.arange(batch_size * n, device=self.device)
-            if repetition_penalty != 1:
-                log_probas = apply_repetition_penalty(
-                    torch.log(probas + 1e-12), self._generated(output_ids), repetition_penalty
-                )
-                probas = log_probas.exp()
-            probas = self._mask_end(probas, step, 0.0)
-            if topk is not None:
-                probas = top_k_filter(probas, int(topk))
-            if topp is not None:
-                probas = top_p_filter(probas, float(topp))
-            if not torch.isfinite(probas).all() or (probas.sum(-1) <= 0).any():
-                raise ValueError(
-                    f"step {step}: no token left to sample (all probabilities are zero or NaN)"
-                )
+                rows.select(index)
+                rows.slots = torch.arange(batch_size * n, device=self.device)
+            probas = self._filter(probas, rows.output_ids, step, topk, topp, repetition_penalty)
             sample_ids = torch.multinomial(probas, 1, generator=generator)
             del probas  # (rows, vocab): not alive during the next predict
-            output_ids = torch.cat([output_ids, sample_ids], 1)
+            rows.output_ids = torch.cat([rows.output_ids, sample_ids], 1)
             if stream:
-                for slot, ids in zip(slots.tolist(), output_ids):
-                    latest[slot] = ids
+                rows.remember()
             if self.end_id is not None:
-                is_end = output_ids[:, -1] == self.end_id
-                done = is_end & ((output_ids == self.end_id).sum(1) >= min_ends)
+                done = rows.output_ids[:, -1] == self.end_id
+                done &= (rows.output_ids == self.end_id).sum(1) >= min_ends
                 if done.any():
-                    for slot, ids in zip(slots[done].tolist(), output_ids[done]):
-                        finished[slot // n].append(slot)
-                        latest[slot] = ids
-                    alive = ~done
-                    inputs = [i[alive] for i in inputs]
-                    output_ids = output_ids[alive]
-                    slots = slots[alive]
-                    states = select_states(states, alive.nonzero().flatten())
+                    rows.retire(done)
             if stream:
-                yield [[latest[b * n + j] for j in range(n)] for b in range(batch_size)]
-            if output_ids.shape[0] == 0:
+                yield rows.current()
+            if rows.output_ids.shape[0] == 0:
                 break
-        for slot, ids in zip(slots.tolist(), output_ids):
-            latest[slot] = ids
-            finished[slot // n].append(slot)
-        return [[latest[slot] for slot in finished[b]] for b in range(batch_size)]
+        return rows.final()
+
+    def _filter(
+        self,
+        probas: torch.Tensor,
+        output_ids: torch.Tensor,
+        step: int,
+        topk: int | None,
+        topp: float | None,
+        repetition_penalty: float,
+    ) -> torch.Tensor:
+        """``(rows, vocab)`` probabilities after the repetition penalty, ``minlen``, top-k
+        and top-p; raises when a row has no token left to sample."""
+        if repetition_penalty != 1:
+            log_probas = apply_repetition_penalty(
+                torch.log(probas + 1e-12), self._generated(output_ids), repetition_penalty
+            )
+            probas = log_probas.exp()
+        probas = self._mask_end(probas, step, 0.0)
+        if topk is not None:
+            probas = top_k_filter(probas, int(topk))
+        if topp is not None:
+            probas = top_p_filter(probas, float(topp))
+        if not torch.isfinite(probas).all() or (probas.sum(-1) <= 0).any():
+            raise ValueError(
+                f"step {step}: no token left to sample (all probabilities are zero or NaN)"
+            )
+        return probas
 
     def random_sample(
         self,
@@ -572,12 +527,11 @@ class AutoRegressiveDecoder:
             ``n`` id sequences: finished ones in the order they finished, then
             those cut at ``maxlen``.
         """
-        tensors = self._batch_inputs(inputs, add_btz_dim=True)
-        steps = self._sample_steps(
-            tensors, 1, n, topk, topp, states, temperature, min_ends,
-            repetition_penalty, generator, stream=False,
+        return self._search(
+            "sample", inputs, False, True, False, n=n, topk=topk, topp=topp, states=states,
+            temperature=temperature, min_ends=min_ends,
+            repetition_penalty=repetition_penalty, generator=generator,
         )  # fmt: skip
-        return _run(steps)[0]
 
     def stream_random_sample(
         self,
@@ -593,13 +547,11 @@ class AutoRegressiveDecoder:
         generator: torch.Generator | None = None,
     ) -> Iterator[list[torch.Tensor]]:
         """Like :meth:`random_sample`, yielding the ``n`` samples' current ids after each step."""
-        tensors = self._batch_inputs(inputs, add_btz_dim=True)
-        steps = self._sample_steps(
-            tensors, 1, n, topk, topp, states, temperature, min_ends,
-            repetition_penalty, generator, stream=True,
+        yield from self._search(
+            "sample", inputs, False, True, True, n=n, topk=topk, topp=topp, states=states,
+            temperature=temperature, min_ends=min_ends,
+            repetition_penalty=repetition_penalty, generator=generator,
         )  # fmt: skip
-        for current in steps:
-            yield current[0]
 
     def batch_random_sample(
         self,
@@ -622,10 +574,8 @@ class AutoRegressiveDecoder:
         Returns:
             ``batch`` lists of ``n`` id sequences.
         """
-        tensors = self._batch_inputs(inputs, add_btz_dim=False)
-        batch = tensors[0].shape[0] if tensors else 1
-        steps = self._sample_steps(
-            tensors, batch, n, topk, topp, states, temperature, min_ends,
-            repetition_penalty, generator, stream=False,
+        return self._search(
+            "sample", inputs, True, False, False, n=n, topk=topk, topp=topp, states=states,
+            temperature=temperature, min_ends=min_ends,
+            repetition_penalty=repetition_penalty, generator=generator,
         )  # fmt: skip
-        return _run(steps)

@@ -32,6 +32,7 @@ class DrainingChannel(HTTPChannel):
     _drain_until = 0.0
 
     def handle_write(self) -> None:
+        """Send what is buffered; once draining, wait for the client to close instead."""
         if self._draining:
             return
         self._writing = True  # a close from here is the server's, after its answer
@@ -41,6 +42,8 @@ class DrainingChannel(HTTPChannel):
             self._writing = False
 
     def handle_close(self) -> None:
+        """After the server's own answer (a refusal): half-close and drain what the client
+        still sends; any other close closes."""
         if self._draining or not self._writing or self.total_outbufs_len:
             super().handle_close()
             return
@@ -55,6 +58,7 @@ class DrainingChannel(HTTPChannel):
         self.will_close = False  # stay in the event loop, reading
 
     def readable(self) -> bool:
+        """Read while serving; while draining, until ``DRAIN_SECONDS`` have passed."""
         if not self._draining:
             return super().readable()
         if time.monotonic() > self._drain_until:
@@ -63,9 +67,11 @@ class DrainingChannel(HTTPChannel):
         return True
 
     def writable(self) -> bool:
+        """Nothing more is written once draining."""
         return False if self._draining else super().writable()
 
     def handle_read(self) -> None:
+        """Read a request, or read and drop the rest of a refused body."""
         if not self._draining:
             super().handle_read()
             return

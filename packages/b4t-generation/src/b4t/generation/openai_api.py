@@ -37,20 +37,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
-from dataclasses import replace
 from typing import Any
 
 import bottle
 
-from b4t.generation.service import GenerationRequest, GenerationService, HeldStream
-from b4t.generation.serving import (
-    INTERNAL_ERROR,
-    ClientGone,
-    RequestError,
-    WebServing,
-    client_disconnected,
-)
+from b4t.generation.arguments import ClientGone, RequestError, client_disconnected
+from b4t.generation.request import GenerationRequest
+from b4t.generation.service import GenerationService, HeldStream
+from b4t.generation.serving import INTERNAL_ERROR, WebServing
 from b4t.generation.sse import SSE_HEADERS, format_event
 
 __all__ = ["add_openai_routes", "complete_while_connected", "openai_error"]
@@ -220,7 +214,7 @@ class _Call:
                 n=self.n,
             )
             for i in range(self.n):
-                self.requests.append(base if seed is None else replace(base, seed=seed + i))
+                self.requests.append(base.choice(i))
         self.prompt_tokens = sum(
             len(r.prompt_ids or ()) for r in self.requests[:: self.n]
         )  # each prompt counted once
@@ -282,17 +276,8 @@ def complete_while_connected(
     and :class:`ClientGone` raised, so nobody's answer keeps the model busy.
     """
     gone = client_disconnected() if gone is None else gone
-    completion = service.stream(request, stop)
-    parts: list[str] = []
-    reason = "stop"
-    with closing(completion):
-        for text, finish in completion:
-            parts.append(text)
-            if finish is not None:
-                reason = finish
-            elif gone():
-                raise ClientGone
-    return "".join(parts), reason, completion.completion_tokens
+    result = service.complete(request, stop, gone)
+    return result.text, result.finish_reason, result.completion_tokens
 
 
 def _run_all(service: GenerationService, call: _Call) -> list[tuple[str, str, int]]:

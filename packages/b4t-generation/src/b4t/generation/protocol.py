@@ -18,8 +18,14 @@ A **decoder model** is any callable
   new tokens. A return value with ``.logits`` and ``.past_key_values``
   attributes (a Hugging Face ``ModelOutput``) is accepted too.
 - optionally ``logits_to_keep``: a model that declares
-  ``accepts_logits_to_keep = True`` (or has the keyword in ``forward``) is
-  asked for the last position's logits only.
+  ``accepts_logits_to_keep = True`` (or has the keyword in ``forward``, or a
+  ``decode_step``) is asked for the last position's logits only.
+
+A model with a ``decode_step`` method (b4t's decoder models: the decoder-protocol call
+beside their seed-style ``forward``) is called through it with the same arguments,
+``model.decode_step(input_ids, past_key_values=..., attention_mask=...)``; any other
+model (a user's, a transformers one) is called as above. :func:`decoder_step` is that
+one call, and every decoding loop of this package goes through it.
 
 b4t's own decoders (``build_transformer_model(..., model='gpt2' | 'llama' |
 ...)``) follow this protocol with ``b4t.models``' ``KVCache`` (it has
@@ -42,12 +48,22 @@ with ``"input_ids"`` (Hugging Face).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["DecoderModel", "Seq2SeqModel", "TokenizerLike", "encode_text", "split_model_output"]
+__all__ = [
+    "DecoderModel",
+    "Seq2SeqModel",
+    "TextDeltas",
+    "TokenizerLike",
+    "decoder_step",
+    "encode_text",
+    "split_model_output",
+    "takes_logits_to_keep",
+]
 
 
 @runtime_checkable
@@ -68,7 +84,9 @@ class Seq2SeqModel(Protocol):
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
-    ) -> torch.Tensor: ...
+    ) -> torch.Tensor:
+        """``(batch, src)`` ids and mask -> ``(batch, src, hidden)`` encoder states."""
+        ...
 
     def decode(
         self,
@@ -76,16 +94,22 @@ class Seq2SeqModel(Protocol):
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: Any = None,
-    ) -> Any: ...
+    ) -> Any:
+        """``(batch, new)`` decoder ids -> ``(logits (batch, new, vocab), cache)``."""
+        ...
 
 
 @runtime_checkable
 class TokenizerLike(Protocol):
     """Anything with ``encode(text)`` and ``decode(ids)``."""
 
-    def encode(self, text: str) -> Any: ...
+    def encode(self, text: str) -> Any:
+        """The ids of ``text`` (a list, a pair, an object with ``.ids`` or a mapping)."""
+        ...
 
-    def decode(self, ids: list[int]) -> str: ...
+    def decode(self, ids: list[int]) -> str:
+        """The text of ``ids``."""
+        ...
 
 
 def _is_id_list(value: Any) -> bool:
@@ -137,3 +161,64 @@ def split_model_output(output: Any) -> tuple[torch.Tensor, Any]:
         "a decoder model must return (logits, past_key_values) or an object with .logits, "
         f"got {type(output).__name__}"
     )
+
+
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether ``model`` computes the LM head for the last ``logits_to_keep`` positions
+    only (b4t's decoder LMs and transformers' LMs do)."""
+    if getattr(model, "accepts_logits_to_keep", False) or callable(
+        getattr(model, "decode_step", None)
+    ):
+        return True
+    try:
+        return "logits_to_keep" in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def decoder_step(
+    model: Any,
+    input_ids: torch.Tensor,
+    past_key_values: Any = None,
+    attention_mask: torch.Tensor | None = None,
+    logits_to_keep: int = 0,
+) -> tuple[torch.Tensor, Any]:
+    """One decoder-protocol call: ``(logits (batch, new | logits_to_keep, vocab), cache)``.
+
+    ``model.decode_step(...)`` when the model has one (b4t's decoder models), else
+    ``model(input_ids, past_key_values=..., attention_mask=...)``. ``logits_to_keep``
+    (``0``: every position) is passed only when it is not 0.
+
+    Args:
+        input_ids: ``(batch, new)`` the tokens not yet in ``past_key_values``.
+        past_key_values: ``None`` (a first read) or the cache a previous call returned.
+        attention_mask: ``(batch, past + new)``, 1 for real tokens, 0 for left padding.
+        logits_to_keep: compute the logits of the last ``logits_to_keep`` positions only.
+    """
+    extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}
+    step = getattr(model, "decode_step", None)
+    call = step if callable(step) else model
+    output = call(
+        input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **extra
+    )
+    return split_model_output(output)
+
+
+class TextDeltas:
+    """The text each new token adds to a growing decoded output.
+
+    Call it with the whole text decoded so far after every token; it returns what is
+    new since the last call. An incomplete multi-byte character (decoded as U+FFFD)
+    adds nothing until the next token completes it, and a text that no longer starts
+    with what was sent (a tokenizer that rewrites earlier text) adds nothing.
+    """
+
+    def __init__(self) -> None:
+        self.sent = ""
+
+    def __call__(self, text: str) -> str:
+        delta = text[len(self.sent) :] if text.startswith(self.sent) else ""
+        if delta.endswith("\ufffd"):
+            delta = ""  # half a character: wait for the rest
+        self.sent += delta
+        return delta

@@ -22,21 +22,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import bottle
 
+from b4t.generation.arguments import RequestError, bounded, client_disconnected
 from b4t.generation.openai_api import add_openai_routes, complete_while_connected
 from b4t.generation.page import add_page_route
 from b4t.generation.service import GenerationService, HeldStream
-from b4t.generation.serving import (
-    INTERNAL_ERROR,
-    RequestError,
-    WebServing,
-    bounded,
-    client_disconnected,
-)
+from b4t.generation.serving import INTERNAL_ERROR, WebServing
 from b4t.generation.sse import SSE_HEADERS, format_event
 
 __all__ = ["add_generation_routes", "add_health_route", "add_seed_routes"]
@@ -79,8 +73,7 @@ def add_seed_routes(
         try:
             texts = []
             for i in range(n):
-                one = request if seed is None else replace(request, seed=seed + i)
-                texts.append(complete_while_connected(service, one, gone=gone)[0])
+                texts.append(complete_while_connected(service, request.choice(i), gone=gone)[0])
             return texts
         finally:
             service.release()

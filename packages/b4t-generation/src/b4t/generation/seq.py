@@ -11,29 +11,22 @@ sequence (slower, kept for checking and comparison).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from b4t.generation.decoder import AutoRegressiveDecoder
-from b4t.generation.protocol import encode_text, split_model_output
+from b4t.generation.protocol import (
+    decoder_step,
+    encode_text,
+    split_model_output,
+    takes_logits_to_keep,
+)
 
 __all__ = ["Seq2SeqGeneration", "SeqGeneration"]
 
 _MODES = ("random_sample", "beam_search")
-
-
-def _takes_logits_to_keep(model: Any) -> bool:
-    """Whether ``model`` computes the LM head for the last ``logits_to_keep`` positions
-    only (b4t's decoder LMs and transformers' LMs do)."""
-    if getattr(model, "accepts_logits_to_keep", False):
-        return True
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
 
 
 def _limit_cache(cache: Any, total: int) -> None:
@@ -102,8 +95,22 @@ class _TextGeneration(AutoRegressiveDecoder):
             return self.tokenizer.decode(out)
         return out
 
+    def _encode_batch(self, texts: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompts (strings or id lists) as padded ``(batch, longest)`` ids and mask."""
+        return self._pad([encode_text(self.tokenizer, t) for t in texts])
+
     def _model_inputs(self, texts: Sequence[Any]) -> list[torch.Tensor]:
         raise NotImplementedError
+
+    def _step_output(
+        self, logits: torch.Tensor, cache: Any, states: Any, length: int
+    ) -> tuple[torch.Tensor, Any]:
+        """``predict``'s answer: the last position's ``(rows, vocab)`` logits and the cache
+        to keep (none without ``use_states``). At the first step a cache that can be told
+        is limited to the run: ``length`` positions read now, ``maxlen - 1`` to come."""
+        if states is None and self.use_states:
+            _limit_cache(cache, length + self.maxlen - 1)
+        return logits[:, -1], (cache if self.use_states else None)
 
     # ------------------------------------------------------------ public calls
 
@@ -176,31 +183,14 @@ class _TextGeneration(AutoRegressiveDecoder):
                     inputs, topk or 1, None, temperature, add_btz_dim=False,
                     repetition_penalty=repetition_penalty,
                 )  # fmt: skip
-            else:
-                steps = (
-                    current[0]
-                    for current in self._stream_sample_batched(
-                        inputs, topk, topp, temperature, repetition_penalty, generator
-                    )
-                )
+            else:  # one sample: the first of n=1
+                samples = self.stream_random_sample(
+                    inputs, 1, topk, topp, None, temperature, 1,
+                    repetition_penalty=repetition_penalty, generator=generator,
+                )  # fmt: skip
+                steps = (current[0] for current in samples)
             for ids in steps:
                 yield self._finish(ids)
-
-    def _stream_sample_batched(
-        self,
-        inputs: list[torch.Tensor],
-        topk: int | None,
-        topp: float | None,
-        temperature: float,
-        repetition_penalty: float,
-        generator: torch.Generator | None,
-    ) -> Iterator[list[torch.Tensor]]:
-        steps = self._sample_steps(
-            inputs, 1, 1, topk, topp, None, temperature, 1,
-            repetition_penalty, generator, stream=True,
-        )  # fmt: skip
-        for current in steps:
-            yield current[0]
 
 
 class SeqGeneration(_TextGeneration):
@@ -222,30 +212,26 @@ class SeqGeneration(_TextGeneration):
     left_pad = True
 
     def _model_inputs(self, texts: Sequence[Any]) -> list[torch.Tensor]:
-        ids, mask = self._pad([encode_text(self.tokenizer, t) for t in texts])
-        return [ids, mask]
+        return list(self._encode_batch(texts))
 
     @AutoRegressiveDecoder.wraps(default_rtype="logits", use_states=True)
     def predict(
         self, inputs: list[torch.Tensor], output_ids: torch.Tensor, states: Any
     ) -> tuple[torch.Tensor, Any]:
+        """Next-token logits ``(rows, vocab)`` and the cache: the prompt and the ids so far
+        at the first step (or every step without ``use_states``), then the last id."""
         prompt, prompt_mask = inputs
         generated_mask = torch.ones_like(output_ids)
         mask = torch.cat([prompt_mask, generated_mask], 1)
         if self._keep_last is None:
-            self._keep_last = _takes_logits_to_keep(self.model)
-        extra = {"logits_to_keep": 1} if self._keep_last else {}
+            self._keep_last = takes_logits_to_keep(self.model)
+        keep = 1 if self._keep_last else 0
         if self.use_states and states is not None:
-            output = self.model(
-                output_ids[:, -1:], past_key_values=states, attention_mask=mask, **extra
-            )
+            logits, cache = decoder_step(self.model, output_ids[:, -1:], states, mask, keep)
         else:
             ids = torch.cat([prompt, output_ids], 1)
-            output = self.model(ids, past_key_values=None, attention_mask=mask, **extra)
-        logits, cache = split_model_output(output)
-        if states is None and self.use_states:
-            _limit_cache(cache, mask.shape[1] + self.maxlen - 1)
-        return logits[:, -1], (cache if self.use_states else None)
+            logits, cache = decoder_step(self.model, ids, None, mask, keep)
+        return self._step_output(logits, cache, states, mask.shape[1])
 
 
 class Seq2SeqGeneration(_TextGeneration):
@@ -273,7 +259,7 @@ class Seq2SeqGeneration(_TextGeneration):
         super().__init__(model, tokenizer, start_id, **kwargs)
 
     def _model_inputs(self, texts: Sequence[Any]) -> list[torch.Tensor]:
-        ids, mask = self._pad([encode_text(self.tokenizer, t) for t in texts])
+        ids, mask = self._encode_batch(texts)
         with torch.no_grad():
             memory = self.model.encode(ids, mask)
         return [memory, mask]
@@ -282,12 +268,12 @@ class Seq2SeqGeneration(_TextGeneration):
     def predict(
         self, inputs: list[torch.Tensor], output_ids: torch.Tensor, states: Any
     ) -> tuple[torch.Tensor, Any]:
+        """Next-token logits ``(rows, vocab)`` and the decoder cache over the encoder
+        ``memory``: the ids so far at the first step, then the last id."""
         memory, memory_mask = inputs
         if self.use_states and states is not None:
             output = self.model.decode(output_ids[:, -1:], memory, memory_mask, states)
         else:
             output = self.model.decode(output_ids, memory, memory_mask, None)
         logits, cache = split_model_output(output)
-        if states is None and self.use_states:
-            _limit_cache(cache, output_ids.shape[1] + self.maxlen - 1)
-        return logits[:, -1], (cache if self.use_states else None)
+        return self._step_output(logits, cache, states, output_ids.shape[1])

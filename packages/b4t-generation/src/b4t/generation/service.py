@@ -26,13 +26,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
-from b4t.generation.protocol import encode_text
-from b4t.generation.serving import RequestError
+from b4t.generation.arguments import ClientGone, RequestError
+from b4t.generation.protocol import TextDeltas, encode_text
+from b4t.generation.request import GenerationRequest, InvalidParameter
 
 __all__ = [
     "CompletionStream",
@@ -45,29 +46,6 @@ __all__ = [
     "default_chat_prompt",
     "stream_from_generation",
 ]
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One completion to generate.
-
-    Attributes:
-        prompt: the text to continue.
-        max_tokens: the most tokens to generate (already capped by the service).
-        temperature: ``0`` means greedy; otherwise the sampling temperature.
-        topk: sample among the ``topk`` most probable tokens (``None``: all).
-        topp: nucleus sampling mass in ``(0, 1]`` (``None``: off).
-        seed: seeds the sampling of this request (``None``: not reproducible).
-        prompt_ids: the prompt's token ids, when the service has a tokenizer.
-    """
-
-    prompt: str
-    max_tokens: int
-    temperature: float = 1.0
-    topk: int | None = None
-    topp: float | None = None
-    seed: int | None = None
-    prompt_ids: tuple[int, ...] | None = None
 
 
 StreamFn = Callable[[GenerationRequest], Iterable[str]]
@@ -102,6 +80,7 @@ class StopScanner:
         self.stopped = False
 
     def feed(self, delta: str) -> tuple[str, bool]:
+        """``(safe text, stopped)`` after adding ``delta`` to the text seen so far."""
         if self.stopped:
             return "", True
         text = self.pending + delta
@@ -167,16 +146,12 @@ def stream_from_generation(generation: Any, tokenizer: Any = None) -> StreamFn:
             temperature=1.0 if greedy else request.temperature,
             generator=rng,
         )
-        sent, count = "", 0
+        deltas, count = TextDeltas(), 0
         try:
             for output in steps:  # one item per decoding step (the end token's adds no text)
                 text = output if isinstance(output, str) else tokenizer.decode(list(output))
                 count += 1
-                delta = text[len(sent) :] if text.startswith(sent) else ""
-                if delta.endswith("\ufffd"):
-                    delta = ""  # half a character: wait for the rest
-                sent += delta
-                yield delta
+                yield deltas(text)
                 if count >= request.max_tokens:
                     return
         finally:
@@ -194,6 +169,9 @@ class _Limits:
     max_n: int
     max_context: int | None
     min_prompt_tokens: int
+
+
+_API_NAMES = {"topk": "top_k", "topp": "top_p"}  # a request field -> the HTTP parameter
 
 
 class GenerationService:
@@ -299,40 +277,43 @@ class GenerationService:
             )
         if not 1 <= n <= limits.max_n:
             raise RequestError(f"n must be in [1, {limits.max_n}], got {n}", 400, "n")
-        if not temperature >= 0 or temperature == float("inf"):
-            raise RequestError(f"temperature must be >= 0, got {temperature}", 400, "temperature")
-        if topk is not None and topk < 1:
-            raise RequestError(f"top_k must be >= 1, got {topk}", 400, "top_k")
-        if topp is not None and not 0 < topp <= 1:
-            raise RequestError(f"top_p must be in (0, 1], got {topp}", 400, "top_p")
-        if seed is not None and not -(2**63) <= seed < 2**63:
-            raise RequestError(f"seed must be a 64-bit signed integer, got {seed}", 400, "seed")
-        prompt_ids = None
-        if self.tokenizer is not None:
-            try:
-                prompt_ids = tuple(encode_text(self.tokenizer, prompt))
-            except (TypeError, ValueError) as exc:
-                raise RequestError(f"the prompt cannot be encoded: {exc}", 400, "prompt") from exc
-            if len(prompt_ids) < limits.min_prompt_tokens:
-                raise RequestError(
-                    f"the prompt must hold at least {limits.min_prompt_tokens} token(s)",
-                    400,
-                    "prompt",
-                )
-            context = limits.max_context
-            if context is not None and len(prompt_ids) + max_tokens > context:
-                raise RequestError(  # OpenAI's wording and code; nothing is truncated
-                    f"This model's maximum context length is {context} tokens. However, you "
-                    f"requested {len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in "
-                    f"the prompt; {max_tokens} for the completion). Please reduce your prompt; "
-                    "or completion length.",
-                    400,
-                    "prompt",
-                    "context_length_exceeded",
-                )
-        elif len(prompt) < limits.min_prompt_tokens:
-            raise RequestError("the prompt is empty", 400, "prompt")
-        return GenerationRequest(prompt, max_tokens, temperature, topk, topp, seed, prompt_ids)
+        try:
+            request = GenerationRequest(prompt, max_tokens, temperature, topk, topp, seed)
+        except InvalidParameter as exc:
+            raise RequestError(str(exc), 400, _API_NAMES.get(exc.param, exc.param)) from exc
+        prompt_ids = self._prompt_ids(prompt, max_tokens)
+        return request if prompt_ids is None else replace(request, prompt_ids=prompt_ids)
+
+    def _prompt_ids(self, prompt: str, max_tokens: int) -> tuple[int, ...] | None:
+        """The prompt's ids (``None`` without a tokenizer), checked against the prompt
+        length limits and the context (a 400 :class:`RequestError` naming ``prompt``)."""
+        limits = self.limits
+        if self.tokenizer is None:
+            if len(prompt) < limits.min_prompt_tokens:
+                raise RequestError("the prompt is empty", 400, "prompt")
+            return None
+        try:
+            prompt_ids = tuple(encode_text(self.tokenizer, prompt))
+        except (TypeError, ValueError) as exc:
+            raise RequestError(f"the prompt cannot be encoded: {exc}", 400, "prompt") from exc
+        if len(prompt_ids) < limits.min_prompt_tokens:
+            raise RequestError(
+                f"the prompt must hold at least {limits.min_prompt_tokens} token(s)",
+                400,
+                "prompt",
+            )
+        context = limits.max_context
+        if context is not None and len(prompt_ids) + max_tokens > context:
+            raise RequestError(  # OpenAI's wording and code; nothing is truncated
+                f"This model's maximum context length is {context} tokens. However, you "
+                f"requested {len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in "
+                f"the prompt; {max_tokens} for the completion). Please reduce your prompt; "
+                "or completion length.",
+                400,
+                "prompt",
+                "context_length_exceeded",
+            )
+        return prompt_ids
 
     # ------------------------------------------------------------ slots
 
@@ -363,8 +344,17 @@ class GenerationService:
         """
         return CompletionStream(self.stream_fn(request), request.max_tokens, stop)
 
-    def complete(self, request: GenerationRequest, stop: Sequence[str] = ()) -> GenerationResult:
-        """Generate a whole completion (the caller holds a slot)."""
+    def complete(
+        self,
+        request: GenerationRequest,
+        stop: Sequence[str] = (),
+        gone: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        """Generate a whole completion (the caller holds a slot).
+
+        ``gone``, when given, is asked after every token; once it answers ``True`` (the
+        client has left) the decoder is closed and :class:`ClientGone` raised.
+        """
         stream = self.stream(request, stop)
         parts: list[str] = []
         reason = "stop"
@@ -373,6 +363,8 @@ class GenerationService:
                 parts.append(text)
                 if finish is not None:
                     reason = finish
+                elif gone is not None and gone():
+                    raise ClientGone
         return GenerationResult(
             "".join(parts), reason, len(request.prompt_ids or ()), stream.completion_tokens
         )
@@ -446,6 +438,7 @@ class HeldStream:
             raise
 
     def close(self) -> None:
+        """Close the chunks (the decoder stops) and give the slot back, once."""
         if not self._held:
             return
         self._held = False

@@ -10,6 +10,8 @@ production use.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -93,19 +95,10 @@ def _causal_mask(attention_mask: torch.Tensor, new: int) -> torch.Tensor:
     return visible[:, None]
 
 
-class TinyCausalLM(nn.Module):
-    """A small GPT-style decoder with learned positions and a KV cache.
-
-    ``forward(input_ids, past_key_values=None, attention_mask=None)``:
-
-    - ``input_ids``: ``(B, new)`` the new tokens only when a cache is given;
-    - ``past_key_values``: ``None`` or a tuple per layer of ``(k, v)``, each
-      ``(B, heads, past, head_dim)``;
-    - ``attention_mask``: ``(B, past + new)`` 1 for real tokens, 0 for (left)
-      padding; positions count real tokens only.
-
-    Returns ``(logits (B, new, vocab), past_key_values)``.
-    """
+class _TinyLM(nn.Module):
+    """Token and position embeddings, the model's blocks, a final norm and an LM head,
+    created in that order after ``torch.manual_seed(seed)`` (so the weights depend on the
+    arguments alone). Subclasses build their blocks in :meth:`build_blocks`."""
 
     def __init__(
         self,
@@ -123,13 +116,36 @@ class TinyCausalLM(nn.Module):
         self.max_positions = max_positions
         self.embed = nn.Embedding(vocab_size, hidden_size)
         self.positions = nn.Embedding(max_positions, hidden_size)
-        self.blocks = nn.ModuleList(
-            _Block(hidden_size, num_heads, cross=False) for _ in range(num_layers)
-        )
+        self.build_blocks(hidden_size, num_heads, num_layers)
         self.norm = nn.LayerNorm(hidden_size)
         self.head = nn.Linear(hidden_size, vocab_size)
         with torch.no_grad():  # sharper random logits, so decoding choices are clear-cut
             self.head.weight.mul_(8.0)
+
+    def build_blocks(self, hidden_size: int, num_heads: int, num_layers: int) -> None:
+        """Create the model's transformer blocks (between the embeddings and the head)."""
+        raise NotImplementedError
+
+
+class TinyCausalLM(_TinyLM):
+    """A small GPT-style decoder with learned positions and a KV cache.
+
+    ``forward(input_ids, past_key_values=None, attention_mask=None)``:
+
+    - ``input_ids``: ``(B, new)`` the new tokens only when a cache is given;
+    - ``past_key_values``: ``None`` or a tuple per layer of ``(k, v)``, each
+      ``(B, heads, past, head_dim)``;
+    - ``attention_mask``: ``(B, past + new)`` 1 for real tokens, 0 for (left)
+      padding; positions count real tokens only.
+
+    Returns ``(logits (B, new, vocab), past_key_values)``.
+    """
+
+    def build_blocks(self, hidden_size: int, num_heads: int, num_layers: int) -> None:
+        """``blocks``: ``num_layers`` causal self-attention blocks."""
+        self.blocks = nn.ModuleList(
+            _Block(hidden_size, num_heads, cross=False) for _ in range(num_layers)
+        )
 
     def forward(
         self,
@@ -137,6 +153,7 @@ class TinyCausalLM(nn.Module):
         past_key_values: tuple[KV, ...] | None = None,
         attention_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[KV, ...]]:
+        """The decoder protocol call (see the class docstring)."""
         batch, new = input_ids.shape
         past = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         if attention_mask is None:
@@ -159,7 +176,7 @@ class TinyCausalLM(nn.Module):
         return self.head(self.norm(x)), tuple(caches)
 
 
-class TinySeq2SeqLM(nn.Module):
+class TinySeq2SeqLM(_TinyLM):
     """A small encoder-decoder (T5/BART shape) with a decoder KV cache.
 
     - ``encode(input_ids (B, S), attention_mask (B, S) | None) -> (B, S, hidden)``
@@ -169,35 +186,24 @@ class TinySeq2SeqLM(nn.Module):
     ``encode_calls`` counts encoder runs (tests check the encoder runs once).
     """
 
-    def __init__(
-        self,
-        vocab_size: int = 64,
-        hidden_size: int = 32,
-        num_heads: int = 2,
-        num_layers: int = 2,
-        max_positions: int = 256,
-        seed: int | None = 0,
-    ) -> None:
-        super().__init__()
-        if seed is not None:
-            torch.manual_seed(seed)
-        self.embed = nn.Embedding(vocab_size, hidden_size)
-        self.positions = nn.Embedding(max_positions, hidden_size)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encode_calls = 0
+
+    def build_blocks(self, hidden_size: int, num_heads: int, num_layers: int) -> None:
+        """``encoder`` and ``decoder``: ``num_layers`` blocks each (with cross-attention in
+        the decoder)."""
         self.encoder = nn.ModuleList(
             _Block(hidden_size, num_heads, cross=False) for _ in range(num_layers)
         )
         self.decoder = nn.ModuleList(
             _Block(hidden_size, num_heads, cross=True) for _ in range(num_layers)
         )
-        self.norm = nn.LayerNorm(hidden_size)
-        self.head = nn.Linear(hidden_size, vocab_size)
-        with torch.no_grad():
-            self.head.weight.mul_(8.0)
-        self.encode_calls = 0
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """``(B, S)`` ids -> ``(B, S, hidden)`` encoder states (counted in ``encode_calls``)."""
         self.encode_calls += 1
         batch, length = input_ids.shape
         if attention_mask is None:
@@ -217,6 +223,7 @@ class TinySeq2SeqLM(nn.Module):
         encoder_attention_mask: torch.Tensor | None = None,
         past_key_values: tuple[KV, ...] | None = None,
     ) -> tuple[torch.Tensor, tuple[KV, ...]]:
+        """``(B, new)`` decoder ids over the encoder states -> ``(logits, past_key_values)``."""
         batch, new = input_ids.shape
         past = 0 if past_key_values is None else past_key_values[0][0].shape[2]
         pos = torch.arange(past, past + new, device=input_ids.device)
