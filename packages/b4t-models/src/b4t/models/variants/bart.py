@@ -12,8 +12,9 @@ import dataclasses
 from typing import Any
 
 from b4t.models.config import ModelConfig
+from b4t.models.encoder_decoder import EncoderDecoder, Seq2SeqStack
 from b4t.models.registry import Variant, register_variant
-from b4t.models.seq2seq import BART, BartStack, GenericStack, bart_settings
+from b4t.models.seq2seq import BART, BART_STACK, bart_settings
 from b4t.models.sources import Flattened
 from b4t.models.weight_map import Concat, WeightSource
 
@@ -73,19 +74,23 @@ def _bart_model_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]
     return mapping
 
 
-class SeedBartStack(BartStack):
+# 0.2.5's converted BART: a position table of max_position rows, position p at row p (no
+# offset of 2), and the decoder masks padded keys, as 0.2.5's decoder does
+SEED_BART_STACK = dataclasses.replace(BART_STACK, position_offset=0, mask_decoder_padding=True)
+
+
+class SeedBartStack(Seq2SeqStack):
     """A stack of BART converted for bert4torch 0.2.5: the position table holds
     ``max_position`` rows, position ``p`` is row ``p`` (no offset of 2), and the decoder
     masks padded keys, as 0.2.5's decoder does."""
 
-    position_offset = 0
-    decode = GenericStack.decode
+    spec = SEED_BART_STACK
 
 
-class SeedBART(BART):
+class SeedBART(EncoderDecoder):
     """BART in bert4torch 0.2.5's converted layout (see :class:`SeedBartStack`)."""
 
-    stack_cls = SeedBartStack
+    spec = dataclasses.replace(BART.spec, stack=SeedBartStack)
 
 
 # the pad id is the config's pad_token_id (1 in transformers' BART configs); a config
