@@ -67,6 +67,7 @@ class RelativePositionsEncodingT5(nn.Module):
         self.register_buffer("relative_position", buckets)
 
     def forward(self, qlen: int, klen: int) -> Tensor:
+        """The bucket ids ``(qlen, klen)``."""
         return self.relative_position[:qlen, :klen]
 
 
@@ -248,6 +249,7 @@ class MultiHeadAttentionLayer(nn.Module):
         encoder_attention_mask: Tensor | None = None,
         query_states: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
+        """See the class docstring: ``[B, Q, H]`` (or ``(out, scores)``)."""
         source = hidden_states
         if encoder_hidden_states is not None:
             source, attention_mask = encoder_hidden_states, encoder_attention_mask
@@ -382,6 +384,9 @@ class BertLayer(nn.Module):
         encoder_hidden_states: Tensor | None = None,
         encoder_attention_mask: Tensor | None = None,
     ) -> Tensor:
+        """Self-attention, cross-attention (a decoder given ``encoder_hidden_states``) and
+        feed-forward, each with its residual in the layer's order: ``[B, L, H]`` ->
+        ``[B, L, H]``."""
         x, cond = hidden_states, conditional_emb
         attn = self.multiHeadAttention(self._input(x, self.layerNorm1, cond), attention_mask)
         x = self._add(x, attn, self.dropout1, self.layerNorm1, cond)
@@ -482,6 +487,7 @@ class BertEmbeddings(nn.Module):
         additional_embs: Sequence[Tensor] | None = None,
         attention_mask: Tensor | None = None,
     ) -> Tensor:
+        """See the class docstring: ``[B, L]`` ids -> ``[B, L, hidden_size]``."""
         if token_ids.dtype in (torch.long, torch.int) and not token_ids.requires_grad:
             x = self.word_embeddings(token_ids)
         else:  # ready-made word embeddings (bert4torch's VAT passes these)
@@ -516,6 +522,7 @@ class Identity(nn.Module):
         super().__init__()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The first positional input, unchanged."""
         if not args:
             raise TypeError("Identity needs at least one positional input")
         return args[0]

@@ -75,6 +75,7 @@ class CrossAttention(nn.Module):
         bias: torch.Tensor | None = None,
         kv: KV | None = None,
     ) -> tuple[torch.Tensor, KV]:
+        """``x [B, Q, H]`` over ``memory [B, K, H]`` (or its cached ``kv``) -> ``(out, (k, v))``."""
         b, length, _ = x.shape
         if kv is None:
             if memory is None:
@@ -131,6 +132,7 @@ class _ResidualCrossBlock(nn.Module):
         memory_bias: torch.Tensor | None = None,
         cross_kv: KV | None = None,
     ) -> tuple[torch.Tensor, KV | None]:
+        """The sublayers in order (see the class docstring) -> ``(x [B, T, H], cross_kv)``."""
         attn = self.attention(
             self._input(x, self.norm1), attention_bias, past_key_value=past_key_value
         )[0]

@@ -147,26 +147,21 @@ def post_norm_block(config: ModelConfig, settings: dict[str, Any], is_decoder: b
     """BART's and the seed's generic layer: the post-norm BERT block in the encoder, the
     post-norm :class:`~b4t.layers.DecoderBlock` (with cross-attention) in the decoder."""
     c, s = config, settings
+    common = {
+        "hidden_size": c.hidden_size,
+        "num_attention_heads": c.num_attention_heads,
+        "hidden_act": c.hidden_act,
+        "layer_norm_eps": c.layer_norm_eps,
+        "dropout_rate": c.hidden_dropout_prob,
+        "attention_dropout": c.attention_probs_dropout_prob,
+    }
     if is_decoder:
         return DecoderBlock(
-            c.hidden_size,
-            c.num_attention_heads,
-            s["decoder_ffn"],
-            hidden_act=c.hidden_act,
-            layer_norm_eps=c.layer_norm_eps,
-            dropout_rate=c.hidden_dropout_prob,
-            attention_dropout=c.attention_probs_dropout_prob,
+            intermediate_size=s["decoder_ffn"],
             activation_dropout=s["activation_dropout"],
+            **common,
         )
-    return TransformerBlock(
-        hidden_size=c.hidden_size,
-        num_attention_heads=c.num_attention_heads,
-        intermediate_size=c.intermediate_size,
-        hidden_act=c.hidden_act,
-        dropout_rate=c.hidden_dropout_prob,
-        attention_dropout=c.attention_probs_dropout_prob,
-        layer_norm_eps=c.layer_norm_eps,
-    )
+    return TransformerBlock(intermediate_size=c.intermediate_size, **common)
 
 
 # ---- word tables -----------------------------------------------------------------------
@@ -187,9 +182,11 @@ def seed_word_tables(config: ModelConfig, tie: bool) -> tuple[nn.Embedding, nn.E
 
 # ---- the stacks ------------------------------------------------------------------------
 T5_STACK = StackSpec(block=t5_block, positions="t5_relative", head="t5")
+"""T5's stacks: relative position buckets, RMS pre-norm layers, a final RMS norm."""
 BART_STACK = StackSpec(
     block=post_norm_block, positions="learned", head="tied_bias", position_offset=2
 )
+"""BART's stacks: learned positions from row 2, post-norm layers, ``final_logits_bias``."""
 GENERIC_STACK = StackSpec(
     block=post_norm_block,
     positions="learned",
@@ -198,6 +195,7 @@ GENERIC_STACK = StackSpec(
     segment_row=True,
     mask_decoder_padding=True,
 )
+"""The seed's generic stacks: BERT embeddings, post-norm layers, an untied ``final_dense``."""
 
 
 class T5Stack(Seq2SeqStack):

@@ -36,6 +36,7 @@ class Gpt2MlBlock(TransformerBlock):
         cond: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """``x [B, L, H]`` -> ``(x, probs or None, (k, v) or None)``, as TransformerBlock."""
         attn, probs, present = self.attention(x, attention_mask, **kwargs)
         h = x + self._drop(attn)
         h = h + self._drop(self.ffn(self.norm1(h, cond)))
