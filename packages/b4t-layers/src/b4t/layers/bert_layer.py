@@ -339,9 +339,16 @@ class BertLayer(nn.Module):
         def norm() -> LayerNorm:
             return LayerNorm(hidden_size, 1e-12, conditional_size, **kwargs)
 
-        self.multiHeadAttention = MultiHeadAttentionLayer(
-            hidden_size, num_attention_heads, attention_probs_dropout_prob, dropout_rate, **kwargs
-        )
+        def attention() -> MultiHeadAttentionLayer:
+            return MultiHeadAttentionLayer(
+                hidden_size,
+                num_attention_heads,
+                attention_probs_dropout_prob,
+                dropout_rate,
+                **kwargs,
+            )
+
+        self.multiHeadAttention = attention()
         self.dropout1 = nn.Dropout(dropout_rate)
         self.layerNorm1 = norm()
         self.feedForward = PositionWiseFeedForward(
@@ -355,13 +362,7 @@ class BertLayer(nn.Module):
         self.layerNorm2 = norm()
         self.is_decoder = bool(kwargs.get("is_decoder"))
         if self.is_decoder:
-            self.crossAttention = MultiHeadAttentionLayer(
-                hidden_size,
-                num_attention_heads,
-                attention_probs_dropout_prob,
-                dropout_rate,
-                **kwargs,
-            )
+            self.crossAttention = attention()
             self.dropout3 = nn.Dropout(dropout_rate)
             self.layerNorm3 = norm()
 
