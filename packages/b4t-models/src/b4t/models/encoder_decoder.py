@@ -271,7 +271,10 @@ class Seq2SeqStack(nn.Module):
                 f"{rows} rows ({self.spec.position_rows_key})"
             )
         pos = torch.arange(past, past + length, device=token_ids.device) + offset
-        x = self.word_embeddings(token_ids) * self.embed_scale + self.position_embeddings(pos)
+        x = self.word_embeddings(token_ids)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        x = x + self.position_embeddings(pos)
         if self.spec.segment_row and self.segment_embeddings is not None:
             x = x + self.segment_embeddings.weight[0]
         return self.dropout(self.embedding_norm(x))
