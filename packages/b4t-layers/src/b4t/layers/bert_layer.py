@@ -13,7 +13,6 @@ elsewhere, broadcastable to ``[B, heads, Q, K]`` (usually ``[B, 1, 1, K]`` or
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -68,6 +67,7 @@ class RelativePositionsEncodingT5(nn.Module):
         self.register_buffer("relative_position", buckets)
 
     def forward(self, qlen: int, klen: int) -> Tensor:
+        """The bucket ids ``(qlen, klen)``."""
         return self.relative_position[:qlen, :klen]
 
 
@@ -249,6 +249,7 @@ class MultiHeadAttentionLayer(nn.Module):
         encoder_attention_mask: Tensor | None = None,
         query_states: Tensor | None = None,
     ) -> Tensor | tuple[Tensor, Tensor]:
+        """See the class docstring: ``[B, Q, H]`` (or ``(out, scores)``)."""
         source = hidden_states
         if encoder_hidden_states is not None:
             source, attention_mask = encoder_hidden_states, encoder_attention_mask
@@ -308,11 +309,15 @@ class BertLayer(nn.Module):
     attention_probs_dropout_prob, intermediate_size, hidden_act, is_dropout=False,
     conditional_size=False, **kwargs``; kwargs reach the attention (``p_bias``, ...),
     the feed-forward and the norms (``bias``, ``norm_mode``, ``weight``), and
-    ``is_decoder=True`` adds the cross-attention. The norms use eps 1e-12, as bert4torch.
+    ``is_decoder=True`` adds the cross-attention. ``feed_forward_kwargs`` (b4t's) override
+    kwargs for the feed-forward alone (T5.1.1: ``{'is_gated': True, 'bias': False}``). The
+    norms use eps 1e-12, as bert4torch.
 
     ``forward(hidden_states [B, L, H], attention_mask, conditional_emb=None,
     encoder_hidden_states=None, encoder_attention_mask=None)`` -> ``[B, L, H]``.
     """
+
+    pre_norm = False  # the sublayers' residual order (T5Layer: pre-norm)
 
     def __init__(
         self,
@@ -324,6 +329,8 @@ class BertLayer(nn.Module):
         hidden_act: str | Callable,
         is_dropout: bool = False,
         conditional_size: int | bool = False,
+        *,
+        feed_forward_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__()
@@ -332,9 +339,16 @@ class BertLayer(nn.Module):
         def norm() -> LayerNorm:
             return LayerNorm(hidden_size, 1e-12, conditional_size, **kwargs)
 
-        self.multiHeadAttention = MultiHeadAttentionLayer(
-            hidden_size, num_attention_heads, attention_probs_dropout_prob, dropout_rate, **kwargs
-        )
+        def attention() -> MultiHeadAttentionLayer:
+            return MultiHeadAttentionLayer(
+                hidden_size,
+                num_attention_heads,
+                attention_probs_dropout_prob,
+                dropout_rate,
+                **kwargs,
+            )
+
+        self.multiHeadAttention = attention()
         self.dropout1 = nn.Dropout(dropout_rate)
         self.layerNorm1 = norm()
         self.feedForward = PositionWiseFeedForward(
@@ -342,22 +356,26 @@ class BertLayer(nn.Module):
             intermediate_size,
             dropout_rate,
             hidden_act,
-            is_dropout=is_dropout,
-            **kwargs,
+            **{"is_dropout": is_dropout, **kwargs, **(feed_forward_kwargs or {})},
         )
         self.dropout2 = nn.Dropout(dropout_rate)
         self.layerNorm2 = norm()
         self.is_decoder = bool(kwargs.get("is_decoder"))
         if self.is_decoder:
-            self.crossAttention = MultiHeadAttentionLayer(
-                hidden_size,
-                num_attention_heads,
-                attention_probs_dropout_prob,
-                dropout_rate,
-                **kwargs,
-            )
+            self.crossAttention = attention()
             self.dropout3 = nn.Dropout(dropout_rate)
             self.layerNorm3 = norm()
+
+    def _input(self, x: Tensor, norm: nn.Module, cond: Tensor | None) -> Tensor:
+        """What a sublayer reads: the normed ``x`` (pre-norm) or ``x`` itself."""
+        return norm((x, cond)) if self.pre_norm else x
+
+    def _add(
+        self, x: Tensor, out: Tensor, dropout: nn.Module, norm: nn.Module, cond: Tensor | None
+    ) -> Tensor:
+        """The residual sum of ``x`` and a sublayer's ``out``, normed after (post-norm)."""
+        x = x + dropout(out)
+        return x if self.pre_norm else norm((x, cond))
 
     def forward(
         self,
@@ -367,13 +385,18 @@ class BertLayer(nn.Module):
         encoder_hidden_states: Tensor | None = None,
         encoder_attention_mask: Tensor | None = None,
     ) -> Tensor:
-        attn = self.multiHeadAttention(hidden_states, attention_mask)
-        x = self.layerNorm1((hidden_states + self.dropout1(attn), conditional_emb))
+        """Self-attention, cross-attention (a decoder given ``encoder_hidden_states``) and
+        feed-forward, each with its residual in the layer's order: ``[B, L, H]`` ->
+        ``[B, L, H]``."""
+        x, cond = hidden_states, conditional_emb
+        attn = self.multiHeadAttention(self._input(x, self.layerNorm1, cond), attention_mask)
+        x = self._add(x, attn, self.dropout1, self.layerNorm1, cond)
         if self.is_decoder and encoder_hidden_states is not None:
-            cross = self.crossAttention(x, None, encoder_hidden_states, encoder_attention_mask)
-            x = self.layerNorm3((x + self.dropout3(cross), conditional_emb))
-        ffn = self.feedForward(x)
-        return self.layerNorm2((x + self.dropout2(ffn), conditional_emb))
+            query = self._input(x, self.layerNorm3, cond)
+            cross = self.crossAttention(query, None, encoder_hidden_states, encoder_attention_mask)
+            x = self._add(x, cross, self.dropout3, self.layerNorm3, cond)
+        ffn = self.feedForward(self._input(x, self.layerNorm2, cond))
+        return self._add(x, ffn, self.dropout2, self.layerNorm2, cond)
 
 
 class T5Layer(BertLayer):
@@ -391,40 +414,16 @@ class T5Layer(BertLayer):
     encoder_hidden_states=None, encoder_attention_mask=None)`` -> ``[B, L, H]``.
     """
 
+    pre_norm = True
+
     def __init__(self, *args: Any, version: str = "t5.1.0", **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         if version.endswith("t5.1.1"):
-            bound = inspect.signature(BertLayer.__init__).bind(self, *args, **kwargs).arguments
-            extra = {k: v for k, v in bound.get("kwargs", {}).items() if k not in ("bias",)}
-            extra["is_dropout"] = bound.get("is_dropout", False)
-            self.feedForward = PositionWiseFeedForward(
-                bound["hidden_size"],
-                bound["intermediate_size"],
-                bound["dropout_rate"],
-                bound["hidden_act"],
-                **{**extra, "bias": False, "is_gated": True},
-            )
+            kwargs["feed_forward_kwargs"] = {"is_gated": True, "bias": False}
+        super().__init__(*args, **kwargs)
         if self.is_decoder and hasattr(self.crossAttention, "relative_positions_encoding"):
             del self.crossAttention.relative_positions_encoding
             del self.crossAttention.relative_positions
             self.crossAttention.p_bias = None
-
-    def forward(
-        self,
-        hidden_states: Tensor,
-        attention_mask: Tensor | None,
-        conditional_emb: Tensor | None = None,
-        encoder_hidden_states: Tensor | None = None,
-        encoder_attention_mask: Tensor | None = None,
-    ) -> Tensor:
-        x = self.layerNorm1((hidden_states, conditional_emb))
-        hidden_states = hidden_states + self.dropout1(self.multiHeadAttention(x, attention_mask))
-        if self.is_decoder and encoder_hidden_states is not None:
-            x = self.layerNorm3((hidden_states, conditional_emb))
-            cross = self.crossAttention(x, None, encoder_hidden_states, encoder_attention_mask)
-            hidden_states = hidden_states + self.dropout3(cross)
-        x = self.layerNorm2((hidden_states, conditional_emb))
-        return hidden_states + self.dropout2(self.feedForward(x))
 
 
 class BertEmbeddings(nn.Module):
@@ -489,6 +488,7 @@ class BertEmbeddings(nn.Module):
         additional_embs: Sequence[Tensor] | None = None,
         attention_mask: Tensor | None = None,
     ) -> Tensor:
+        """See the class docstring: ``[B, L]`` ids -> ``[B, L, hidden_size]``."""
         if token_ids.dtype in (torch.long, torch.int) and not token_ids.requires_grad:
             x = self.word_embeddings(token_ids)
         else:  # ready-made word embeddings (bert4torch's VAT passes these)
@@ -523,6 +523,7 @@ class Identity(nn.Module):
         super().__init__()
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The first positional input, unchanged."""
         if not args:
             raise TypeError("Identity needs at least one positional input")
         return args[0]

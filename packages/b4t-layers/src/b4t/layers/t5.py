@@ -75,6 +75,7 @@ class CrossAttention(nn.Module):
         bias: torch.Tensor | None = None,
         kv: KV | None = None,
     ) -> tuple[torch.Tensor, KV]:
+        """``x [B, Q, H]`` over ``memory [B, K, H]`` (or its cached ``kv``) -> ``(out, (k, v))``."""
         b, length, _ = x.shape
         if kv is None:
             if memory is None:
@@ -95,7 +96,56 @@ class CrossAttention(nn.Module):
         return self.o(context), kv
 
 
-class T5Block(nn.Module):
+class _ResidualCrossBlock(nn.Module):
+    """The sublayers of :class:`T5Block` and :class:`DecoderBlock` in order: self-attention,
+    cross-attention (where the block has one and a memory or its cached keys/values are
+    given), feed-forward; each one's residual pre-norm (``pre_norm``: ``x + drop(f(norm(x)))``)
+    or post-norm (``norm(x + drop(f(x)))``). Subclasses build ``norm1``, ``attention``,
+    ``norm_cross``, ``cross`` (None: no cross-attention), ``norm2``, ``ffn``.
+
+    ``forward(x [B, T, H], attention_bias, past_key_value=None, memory [B, S, H]=None,
+    memory_bias=None, cross_kv=None)`` -> ``(x [B, T, H], cross_kv)``.
+    """
+
+    pre_norm: bool
+    dropout_rate: float
+    cross: CrossAttention | None
+
+    def _drop(self, x: torch.Tensor) -> torch.Tensor:
+        return F.dropout(x, self.dropout_rate, True) if self.training and self.dropout_rate else x
+
+    def _input(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """What a sublayer reads: the normed ``x`` (pre-norm) or ``x`` itself."""
+        return norm(x) if self.pre_norm else x
+
+    def _add(self, x: torch.Tensor, out: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """The residual sum of ``x`` and a sublayer's ``out``, normed after (post-norm)."""
+        x = x + self._drop(out)
+        return x if self.pre_norm else norm(x)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        attention_bias: torch.Tensor | None = None,
+        past_key_value: Any = None,
+        memory: torch.Tensor | None = None,
+        memory_bias: torch.Tensor | None = None,
+        cross_kv: KV | None = None,
+    ) -> tuple[torch.Tensor, KV | None]:
+        """The sublayers in order (see the class docstring) -> ``(x [B, T, H], cross_kv)``."""
+        attn = self.attention(
+            self._input(x, self.norm1), attention_bias, past_key_value=past_key_value
+        )[0]
+        x = self._add(x, attn, self.norm1)
+        if self.cross is not None and (memory is not None or cross_kv is not None):
+            query = self._input(x, self.norm_cross)
+            out, cross_kv = self.cross(query, memory, memory_bias, cross_kv)
+            x = self._add(x, out, self.norm_cross)
+        x = self._add(x, self.ffn(self._input(x, self.norm2)), self.norm2)
+        return x, cross_kv
+
+
+class T5Block(_ResidualCrossBlock):
     """One T5 layer (encoder, or decoder with ``is_decoder=True``).
 
     ``x += attn(rms1(x)); [x += cross(rms_cross(x), memory)]; x += ffn(rms2(x))``, every
@@ -103,6 +153,8 @@ class T5Block(nn.Module):
     ``attention`` (``qkv``, ``o``), ``norm_cross``, ``cross`` (``q``, ``kv``, ``o``),
     ``norm2``, ``ffn`` (``intermediate``, ``gate`` when gated, ``output``).
     """
+
+    pre_norm = True
 
     def __init__(
         self,
@@ -128,9 +180,9 @@ class T5Block(nn.Module):
             scale=1.0,
         )
         self.is_decoder = is_decoder
-        if is_decoder:
-            self.norm_cross = _rms(hidden_size, layer_norm_eps)
-            self.cross = CrossAttention(
+        self.norm_cross = _rms(hidden_size, layer_norm_eps) if is_decoder else None
+        self.cross = (
+            CrossAttention(
                 hidden_size,
                 num_attention_heads,
                 attention_head_size,
@@ -138,33 +190,16 @@ class T5Block(nn.Module):
                 scale=1.0,
                 dropout_rate=dropout_rate,
             )
+            if is_decoder
+            else None
+        )
         self.norm2 = _rms(hidden_size, layer_norm_eps)
         self.ffn = PositionWiseFeedForward(
             hidden_size, intermediate_size, hidden_act=hidden_act, is_gated=is_gated, bias=False
         )
 
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.dropout_rate, True) if self.training and self.dropout_rate else x
 
-    def forward(
-        self,
-        x: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
-        past_key_value: Any = None,
-        memory: torch.Tensor | None = None,
-        memory_bias: torch.Tensor | None = None,
-        cross_kv: KV | None = None,
-    ) -> tuple[torch.Tensor, KV | None]:
-        attn = self.attention(self.norm1(x), attention_bias, past_key_value=past_key_value)[0]
-        x = x + self._drop(attn)
-        if self.is_decoder and (memory is not None or cross_kv is not None):
-            out, cross_kv = self.cross(self.norm_cross(x), memory, memory_bias, cross_kv)
-            x = x + self._drop(out)
-        x = x + self._drop(self.ffn(self.norm2(x)))
-        return x, cross_kv
-
-
-class DecoderBlock(nn.Module):
+class DecoderBlock(_ResidualCrossBlock):
     """A post-norm decoder layer with cross-attention (BART, the original Transformer).
 
     ``x = norm1(x + attn(x)); x = norm_cross(x + cross(x, memory)); x = norm2(x + ffn(x))``
@@ -172,6 +207,8 @@ class DecoderBlock(nn.Module):
     (``qkv``, ``o``), ``norm1``, ``cross`` (``q``, ``kv``, ``o``), ``norm_cross``, ``ffn``,
     ``norm2``.
     """
+
+    pre_norm = False
 
     def __init__(
         self,
@@ -202,23 +239,3 @@ class DecoderBlock(nn.Module):
             is_dropout=activation_dropout > 0,
         )
         self.norm2 = LayerNorm(hidden_size, layer_norm_eps)
-
-    def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.dropout_rate, True) if self.training and self.dropout_rate else x
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        attention_bias: torch.Tensor | None = None,
-        past_key_value: Any = None,
-        memory: torch.Tensor | None = None,
-        memory_bias: torch.Tensor | None = None,
-        cross_kv: KV | None = None,
-    ) -> tuple[torch.Tensor, KV | None]:
-        attn = self.attention(x, attention_bias, past_key_value=past_key_value)[0]
-        x = self.norm1(x + self._drop(attn))
-        if memory is not None or cross_kv is not None:
-            out, cross_kv = self.cross(x, memory, memory_bias, cross_kv)
-            x = self.norm_cross(x + self._drop(out))
-        x = self.norm2(x + self._drop(self.ffn(x)))
-        return x, cross_kv

@@ -130,6 +130,8 @@ class Transformer(nn.Module):
     and ``sequence_length`` are accepted and, as in 0.2.5, change nothing.
     """
 
+    # the class of the main stack's layers (TransformerBlock's arguments; GPT2-ML's order)
+    block_cls: type[nn.Module] = TransformerBlock
     # keyword inputs of forward() beyond the common ones (token_ids, segment_ids, ...)
     forward_keywords: tuple[str, ...] = ("task_type_ids",)
     # b4t parameter names that are indexed by the vocabulary (keep_tokens, compound_tokens)
@@ -325,7 +327,7 @@ class Transformer(nn.Module):
         if getattr(self, "conditional_size", None):
             kwargs["conditional_size"] = self.conditional_size
         kwargs.update(overrides)
-        return TransformerBlock(**kwargs)
+        return self.block_cls(**kwargs)
 
     def _unscale_attention(self) -> None:
         """``attention_scale=False`` (0.2.5's option): scores are not divided by

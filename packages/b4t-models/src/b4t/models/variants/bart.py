@@ -12,21 +12,19 @@ import dataclasses
 from typing import Any
 
 from b4t.models.config import ModelConfig
+from b4t.models.encoder_decoder import EncoderDecoder, Seq2SeqStack
 from b4t.models.registry import Variant, register_variant
-from b4t.models.seq2seq import BART, BartStack, GenericStack, bart_settings
+from b4t.models.seq2seq import BART, BART_STACK, bart_settings
 from b4t.models.sources import Flattened
-from b4t.models.weight_map import Concat, WeightSource
+from b4t.models.variants.generic import attention_map
+from b4t.models.weight_map import WeightSource
 
 __all__ = ["SeedBART", "SeedBartStack", "bart_weight_map"]
 
 
-def _attention(ours: str, theirs: str) -> dict[str, WeightSource]:
-    return {
-        f"{ours}.qkv.weight": Concat(tuple(f"{theirs}.{p}_proj.weight" for p in "qkv")),
-        f"{ours}.qkv.bias": Concat(tuple(f"{theirs}.{p}_proj.bias" for p in "qkv")),
-        f"{ours}.o.weight": f"{theirs}.out_proj.weight",
-        f"{ours}.o.bias": f"{theirs}.out_proj.bias",
-    }
+def _attention(ours: str, theirs: str, cross: bool = False) -> dict[str, WeightSource]:
+    """transformers' BART attention names (``q_proj``, ..., ``out_proj``)."""
+    return attention_map(ours, theirs, cross, proj="{}_proj", out="out_proj")
 
 
 def bart_weight_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]:
@@ -47,15 +45,7 @@ def bart_weight_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]
             mapping.update(_attention(f"{ours}.attention", f"{theirs}.self_attn"))
             norms = {"norm1": "self_attn_layer_norm", "norm2": "final_layer_norm"}
             if stack == "decoder":
-                cross = f"{theirs}.encoder_attn"
-                mapping[f"{ours}.cross.q.weight"] = f"{cross}.q_proj.weight"
-                mapping[f"{ours}.cross.q.bias"] = f"{cross}.q_proj.bias"
-                for part in ("weight", "bias"):
-                    mapping[f"{ours}.cross.kv.{part}"] = Concat(
-                        (f"{cross}.k_proj.{part}", f"{cross}.v_proj.{part}")
-                    )
-                mapping[f"{ours}.cross.o.weight"] = f"{cross}.out_proj.weight"
-                mapping[f"{ours}.cross.o.bias"] = f"{cross}.out_proj.bias"
+                mapping.update(_attention(f"{ours}.cross", f"{theirs}.encoder_attn", cross=True))
                 norms["norm_cross"] = "encoder_attn_layer_norm"
             for norm, hf_norm in norms.items():
                 mapping[f"{ours}.{norm}.weight"] = f"{theirs}.{hf_norm}.weight"
@@ -73,19 +63,23 @@ def _bart_model_map(config: ModelConfig, model: BART) -> dict[str, WeightSource]
     return mapping
 
 
-class SeedBartStack(BartStack):
+# 0.2.5's converted BART: a position table of max_position rows, position p at row p (no
+# offset of 2), and the decoder masks padded keys, as 0.2.5's decoder does
+SEED_BART_STACK = dataclasses.replace(BART_STACK, position_offset=0, mask_decoder_padding=True)
+
+
+class SeedBartStack(Seq2SeqStack):
     """A stack of BART converted for bert4torch 0.2.5: the position table holds
     ``max_position`` rows, position ``p`` is row ``p`` (no offset of 2), and the decoder
     masks padded keys, as 0.2.5's decoder does."""
 
-    position_offset = 0
-    decode = GenericStack.decode
+    spec = SEED_BART_STACK
 
 
-class SeedBART(BART):
+class SeedBART(EncoderDecoder):
     """BART in bert4torch 0.2.5's converted layout (see :class:`SeedBartStack`)."""
 
-    stack_cls = SeedBartStack
+    spec = dataclasses.replace(BART.spec, stack=SeedBartStack)
 
 
 # the pad id is the config's pad_token_id (1 in transformers' BART configs); a config

@@ -21,7 +21,7 @@ from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_layer_map, bert_weight_map
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["SeedEncoder"]
+__all__ = ["SeedEncoder", "attention_map"]
 
 
 class SeedEncoder(Transformer):
@@ -33,6 +33,7 @@ class SeedEncoder(Transformer):
         super().__init__(config, **kwargs)
 
     def apply_final_layers(self, state: dict[str, Any]) -> Any:
+        """BERT's outputs followed by the padding mask ``[B, 1, 1, L]``."""
         out = super().apply_final_layers(state)
         keep = state["attention_mask"]
         if keep is None:
@@ -41,24 +42,21 @@ class SeedEncoder(Transformer):
         return [*(out if isinstance(out, list) else [out]), mask]
 
 
-def _seed_attention(ours: str, theirs: str) -> dict[str, WeightSource]:
-    return {
-        f"{ours}.qkv.weight": Concat(tuple(f"{theirs}.{p}.weight" for p in "qkv")),
-        f"{ours}.qkv.bias": Concat(tuple(f"{theirs}.{p}.bias" for p in "qkv")),
-        f"{ours}.o.weight": f"{theirs}.o.weight",
-        f"{ours}.o.bias": f"{theirs}.o.bias",
-    }
-
-
-def _cross(ours: str, theirs: str) -> dict[str, WeightSource]:
-    return {
-        f"{ours}.q.weight": f"{theirs}.q.weight",
-        f"{ours}.q.bias": f"{theirs}.q.bias",
-        f"{ours}.kv.weight": Concat((f"{theirs}.k.weight", f"{theirs}.v.weight")),
-        f"{ours}.kv.bias": Concat((f"{theirs}.k.bias", f"{theirs}.v.bias")),
-        f"{ours}.o.weight": f"{theirs}.o.weight",
-        f"{ours}.o.bias": f"{theirs}.o.bias",
-    }
+def attention_map(
+    ours: str, theirs: str, cross: bool = False, proj: str = "{}", out: str = "o"
+) -> dict[str, WeightSource]:
+    """Names of one attention with biases: b4t's fused ``{ours}.qkv`` (cross-attention:
+    ``{ours}.q`` and the fused ``{ours}.kv``) and ``{ours}.o``, from a checkpoint's separate
+    projections ``{theirs}.{proj}`` (``proj`` formatted with ``q``, ``k``, ``v``) and its
+    output ``{theirs}.{out}``."""
+    mapping: dict[str, WeightSource] = {}
+    for group in ("q", "kv") if cross else ("qkv",):
+        for part in ("weight", "bias"):
+            keys = tuple(f"{theirs}.{proj.format(p)}.{part}" for p in group)
+            mapping[f"{ours}.{group}.{part}"] = Concat(keys) if len(keys) > 1 else keys[0]
+    for part in ("weight", "bias"):
+        mapping[f"{ours}.o.{part}"] = f"{theirs}.{out}.{part}"
+    return mapping
 
 
 def _norm(ours: str, theirs: str) -> dict[str, WeightSource]:
@@ -76,13 +74,13 @@ def _seed_embeddings(ours: str, theirs: str) -> dict[str, WeightSource]:
 
 
 def _seed_layer(ours: str, theirs: str, decoder: bool) -> dict[str, WeightSource]:
-    mapping = _seed_attention(f"{ours}.attention", f"{theirs}.multiHeadAttention")
+    mapping = attention_map(f"{ours}.attention", f"{theirs}.multiHeadAttention")
     mapping.update(_norm(f"{ours}.norm1", f"{theirs}.layerNorm1"))
     mapping.update(_norm(f"{ours}.norm2", f"{theirs}.layerNorm2"))
     for ffn, dense in (("intermediate", "intermediateDense"), ("output", "outputDense")):
         mapping.update(_norm(f"{ours}.ffn.{ffn}", f"{theirs}.feedForward.{dense}"))
     if decoder:
-        mapping.update(_cross(f"{ours}.cross", f"{theirs}.crossAttention"))
+        mapping.update(attention_map(f"{ours}.cross", f"{theirs}.crossAttention", cross=True))
         mapping.update(_norm(f"{ours}.norm_cross", f"{theirs}.layerNorm3"))
     return mapping
 
@@ -114,7 +112,8 @@ def decoder_weight_map(config: ModelConfig, model: Any) -> dict[str, WeightSourc
         for name, src in layer.items():
             key = name.format(i=i)
             mapping[key] = src.format(i=i) if src is not None else None  # type: ignore[union-attr]
-        mapping.update(_cross(f"layers.{i}.cross", f"decoderLayer.{i}.crossAttention"))
+        cross = f"decoderLayer.{i}.crossAttention"
+        mapping.update(attention_map(f"layers.{i}.cross", cross, cross=True))
         mapping.update(_norm(f"layers.{i}.norm_cross", f"decoderLayer.{i}.layerNorm3"))
     return mapping
 

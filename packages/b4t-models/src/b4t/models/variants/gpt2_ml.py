@@ -13,14 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from b4t.layers import TransformerBlock
 from b4t.models.config import ModelConfig
 from b4t.models.decoder import CausalLM
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
-from b4t.models.variants.bert import bert_layer_map
+from b4t.models.variants.bert import bert_weight_map
 from b4t.models.variants.gpt2 import SEED_DECODER_OPTIONAL
 from b4t.models.weight_map import WeightSource
 
@@ -37,6 +36,7 @@ class Gpt2MlBlock(TransformerBlock):
         cond: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """``x [B, L, H]`` -> ``(x, probs or None, (k, v) or None)``, as TransformerBlock."""
         attn, probs, present = self.attention(x, attention_mask, **kwargs)
         h = x + self._drop(attn)
         h = h + self._drop(self.ffn(self.norm1(h, cond)))
@@ -47,25 +47,14 @@ class GPT2ML(CausalLM):
     """GPT2-ML: embedding LayerNorm, :class:`Gpt2MlBlock` layers, tied head."""
 
     embedding_norm = True
-
-    def build_layer(self, index: int, **overrides: Any) -> nn.Module:
-        block = super().build_layer(index, **overrides)
-        block.__class__ = Gpt2MlBlock  # same parameters, different order
-        return block
+    block_cls = Gpt2MlBlock  # TransformerBlock's parameters, GPT2-ML's order
 
 
 def gpt2_ml_weight_map(config: ModelConfig, model: Transformer) -> dict[str, WeightSource]:
-    """BERT names under ``gpt2_ml.`` (embeddings and encoder layers only)."""
-    emb = "gpt2_ml.embeddings"
-    mapping: dict[str, WeightSource] = {
-        "embeddings.word_embeddings.weight": f"{emb}.word_embeddings.weight",
-        "embeddings.segment_embeddings.weight": f"{emb}.token_type_embeddings.weight",
-        "embeddings.position_embeddings.weight": f"{emb}.position_embeddings.weight",
-        "embeddings.layer_norm.weight": f"{emb}.LayerNorm.weight",
-        "embeddings.layer_norm.bias": f"{emb}.LayerNorm.bias",
-        "lm_head.weight": "gpt2_ml.lm_head.weight",
-    }
-    mapping.update(bert_layer_map("gpt2_ml.encoder.layer.{i}"))
+    """BERT names under ``gpt2_ml.`` (embeddings and encoder layers only) and the head."""
+    bert = bert_weight_map("gpt2_ml", mlm_head=None)
+    mapping = {k: v for k, v in bert.items() if k.startswith(("embeddings.", "layers."))}
+    mapping["lm_head.weight"] = "gpt2_ml.lm_head.weight"
     return mapping
 
 
