@@ -86,6 +86,7 @@ class AdaptiveEmbedding(nn.Module):
         return nn.Parameter(weight)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Embed ``token_ids [...]`` (long, in ``[0, vocab_size)``) -> ``[..., hidden_size]``."""
         check_token_ids(token_ids, self.vocab_size)
         if self.div_val == 1:
             out = self.emb_layers[0](token_ids)

@@ -148,6 +148,10 @@ class GlobalPointer(_SpanScorer):
         self.dense = nn.Linear(self.hidden_size, self.heads * self.head_size * 2, bias=use_bias)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Score every span: ``inputs [B, N, hidden_size]``, ``mask [B, N]`` (1 = real token)
+        -> logits ``[B, heads, N, N]``; spans over padding (and with ``tril_mask`` those
+        ending before they start) get a large negative score.
+        """
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         q, k = self._split_rotated(self.dense(inputs).view(b, n, self.heads, 2 * self.head_size))
@@ -171,6 +175,10 @@ class EfficientGlobalPointer(_SpanScorer):
         self.q_dense = nn.Linear(self.head_size * 2, self.heads * 2, bias=use_bias)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Score every span: ``inputs [B, N, hidden_size]``, ``mask [B, N]`` (1 = real token)
+        -> logits ``[B, heads, N, N]``; spans over padding (and with ``tril_mask`` those
+        ending before they start) get a large negative score.
+        """
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         proj = self.p_dense(inputs)  # (B, N, 2D)
