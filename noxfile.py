@@ -117,6 +117,7 @@ def tests(session: nox.Session, torch: str) -> None:
             *[f"packages/{p}/tests" for p in PACKAGES],
             "examples/tests",
             "benchmarks/tests",
+            "tests/tools",  # code health: file and function lengths (tools/code_health.py)
             *(session.posargs or XDIST),
             env={**TEST_ENV, "B4T_HEAVY_TESTS": "1" if torch == TORCH_DEFAULT else "0"},
         )

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from b4t.layers.embeddings import check_token_ids
+
 __all__ = ["AdaptiveEmbedding"]
 
 
@@ -84,13 +86,8 @@ class AdaptiveEmbedding(nn.Module):
         return nn.Parameter(weight)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        if token_ids.numel():
-            low, high = int(token_ids.min()), int(token_ids.max())
-            if low < 0 or high >= self.vocab_size:
-                bad = high if high >= self.vocab_size else low
-                raise ValueError(
-                    f"token id {bad} is outside the vocabulary (size {self.vocab_size})"
-                )
+        """Embed ``token_ids [...]`` (long, in ``[0, vocab_size)``) -> ``[..., hidden_size]``."""
+        check_token_ids(token_ids, self.vocab_size)
         if self.div_val == 1:
             out = self.emb_layers[0](token_ids)
             if len(self.emb_projs):

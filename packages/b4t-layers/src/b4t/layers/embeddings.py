@@ -17,6 +17,7 @@ from b4t.layers.norms import LayerNorm
 __all__ = [
     "Embeddings",
     "SinusoidalPositionEncoding",
+    "check_token_ids",
     "create_position_ids_from_input_ids",
     "get_sinusoid_encoding_table",
 ]
@@ -54,6 +55,22 @@ def create_position_ids_from_input_ids(
     mask = input_ids.ne(padding_idx).int()
     incremental = (torch.cumsum(mask, dim=1).type_as(mask) + past_key_values_length) * mask
     return incremental.long() + padding_idx
+
+
+def check_token_ids(token_ids: torch.Tensor, vocab_size: int) -> None:
+    """Raise a ``ValueError`` naming an id of ``token_ids`` (any shape) outside
+    ``[0, vocab_size)``: the largest if it is too large, else the smallest."""
+    if token_ids.numel():
+        low, high = int(token_ids.min()), int(token_ids.max())
+        if low < 0 or high >= vocab_size:
+            bad = high if high >= vocab_size else low
+            raise ValueError(f"token id {bad} is outside the vocabulary (size {vocab_size})")
+
+
+def _type_embedding(table: nn.Embedding, ids: torch.Tensor | None) -> torch.Tensor:
+    """Rows of ``table`` for ``ids`` ``[B, N]`` -> ``[B, N, E]``; without ids, row 0 ``[E]``
+    (every token of type 0, broadcast by the caller's sum)."""
+    return table.weight[0] if ids is None else table(ids)
 
 
 class SinusoidalPositionEncoding(nn.Module):
@@ -173,13 +190,7 @@ class Embeddings(nn.Module):
                     f"sequence length {length} is longer than the position table "
                     f"({self.max_position} positions{reserved})"
                 )
-        if token_ids.numel():
-            low, high = int(token_ids.min()), int(token_ids.max())
-            if low < 0 or high >= self.vocab_size:
-                bad = high if high >= self.vocab_size else low
-                raise ValueError(
-                    f"token id {bad} is outside the vocabulary (size {self.vocab_size})"
-                )
+        check_token_ids(token_ids, self.vocab_size)
 
     def forward(
         self,
@@ -191,10 +202,7 @@ class Embeddings(nn.Module):
     ) -> torch.Tensor:
         x = self.word_embeddings(token_ids)
         if self.segment_embeddings is not None:
-            if segment_ids is None:
-                x = x + self.segment_embeddings.weight[0]
-            else:
-                x = x + self.segment_embeddings(segment_ids)
+            x = x + _type_embedding(self.segment_embeddings, segment_ids)
         if self.position_embeddings is not None:
             if position_ids is not None:
                 x = x + self.position_embeddings(position_ids)
@@ -204,10 +212,7 @@ class Embeddings(nn.Module):
             else:
                 x = x + self.position_embeddings.weight[: token_ids.shape[1]]
         if self.task_type_embeddings is not None:
-            if task_type_ids is None:
-                x = x + self.task_type_embeddings.weight[0]
-            else:
-                x = x + self.task_type_embeddings(task_type_ids)
+            x = x + _type_embedding(self.task_type_embeddings, task_type_ids)
         if self.layer_add_embs is not None:
             if len(extra_ids) != len(self.layer_add_embs):
                 raise ValueError(

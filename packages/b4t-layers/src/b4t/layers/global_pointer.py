@@ -89,7 +89,45 @@ def _check_sizes(name: str, hidden_size: int, heads: int, head_size: int, max_le
         raise ValueError(f"{name} max_len must be positive, got {max_len}")
 
 
-class GlobalPointer(nn.Module):
+class _SpanScorer(nn.Module):
+    """What both span scorers share: the sizes, the projections' bias switch, the RoPE table
+    (``position_embedding``, ``None`` without RoPE) and the rotation of q and k."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        heads: int,
+        head_size: int,
+        RoPE: bool = True,  # bert4torch's keyword name
+        max_len: int = 512,
+        use_bias: bool = True,
+        tril_mask: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_sizes(type(self).__name__, hidden_size, heads, head_size, max_len)
+        self.hidden_size = hidden_size
+        self.heads = heads
+        self.head_size = head_size
+        self.RoPE = RoPE
+        self.tril_mask = tril_mask
+        self._build_projections(use_bias)  # before the RoPE table, as bert4torch orders them
+        self.max_len = max_len
+        self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
+
+    def _build_projections(self, use_bias: bool) -> None:
+        raise NotImplementedError
+
+    def _split_rotated(self, proj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q and k, the two halves of ``proj`` ``(B, N, [H,] 2D)``, rotated by token position
+        when RoPE is on: each ``(B, N, [H,] D)``."""
+        q, k = proj[..., : self.head_size], proj[..., self.head_size :]
+        if self.position_embedding is not None:
+            q = _rope_along_seq(self.position_embedding, q, self.max_len)
+            k = _rope_along_seq(self.position_embedding, k, self.max_len)
+        return q, k
+
+
+class GlobalPointer(_SpanScorer):
     """Span scores per entity type with separate q/k projections per head.
 
     Args:
@@ -106,40 +144,22 @@ class GlobalPointer(nn.Module):
         -> logits ``(batch, heads, seq_len, seq_len)``, ``logits[b, h, m, n]`` scoring span m..n.
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        heads: int,
-        head_size: int,
-        RoPE: bool = True,  # bert4torch's keyword name
-        max_len: int = 512,
-        use_bias: bool = True,
-        tril_mask: bool = True,
-    ) -> None:
-        super().__init__()
-        _check_sizes(type(self).__name__, hidden_size, heads, head_size, max_len)
-        self.hidden_size = hidden_size
-        self.heads = heads
-        self.head_size = head_size
-        self.RoPE = RoPE
-        self.tril_mask = tril_mask
-        self.dense = nn.Linear(hidden_size, heads * head_size * 2, bias=use_bias)
-        self.max_len = max_len
-        self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
+    def _build_projections(self, use_bias: bool) -> None:
+        self.dense = nn.Linear(self.hidden_size, self.heads * self.head_size * 2, bias=use_bias)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Score every span: ``inputs [B, N, hidden_size]``, ``mask [B, N]`` (1 = real token)
+        -> logits ``[B, heads, N, N]``; spans over padding (and with ``tril_mask`` those
+        ending before they start) get a large negative score.
+        """
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
-        proj = self.dense(inputs).view(b, n, self.heads, 2 * self.head_size)
-        q, k = proj[..., : self.head_size], proj[..., self.head_size :]  # (B, N, H, D)
-        if self.position_embedding is not None:
-            q = _rope_along_seq(self.position_embedding, q, self.max_len)
-            k = _rope_along_seq(self.position_embedding, k, self.max_len)
-        logits = torch.einsum("bmhd,bnhd->bhmn", q, k) / self.head_size**0.5
+        q, k = self._split_rotated(self.dense(inputs).view(b, n, self.heads, 2 * self.head_size))
+        logits = torch.einsum("bmhd,bnhd->bhmn", q, k) / self.head_size**0.5  # (B, H, N, N)
         return _apply_masks(logits, mask, self.tril_mask)
 
 
-class EfficientGlobalPointer(nn.Module):
+class EfficientGlobalPointer(_SpanScorer):
     """GlobalPointer with one shared q/k projection and a per-head start/end bias.
 
     ``p_dense`` maps hidden -> ``2 * head_size`` (q, k shared by all heads); ``q_dense``
@@ -147,39 +167,22 @@ class EfficientGlobalPointer(nn.Module):
     of the span start (row m) and ``2h + 1`` that of the span end (column n), added as they
     are (bert4torch 0.2.5; bert4keras halves them).
 
-    Shapes as :class:`GlobalPointer`: ``(B, N, hidden)`` -> ``(B, heads, N, N)``.
+    Args and shapes as :class:`GlobalPointer`: ``(B, N, hidden)`` -> ``(B, heads, N, N)``.
     """
 
-    def __init__(
-        self,
-        hidden_size: int,
-        heads: int,
-        head_size: int,
-        RoPE: bool = True,  # bert4torch's keyword name
-        max_len: int = 512,
-        use_bias: bool = True,
-        tril_mask: bool = True,
-    ) -> None:
-        super().__init__()
-        _check_sizes(type(self).__name__, hidden_size, heads, head_size, max_len)
-        self.hidden_size = hidden_size
-        self.heads = heads
-        self.head_size = head_size
-        self.RoPE = RoPE
-        self.tril_mask = tril_mask
-        self.p_dense = nn.Linear(hidden_size, head_size * 2, bias=use_bias)
-        self.q_dense = nn.Linear(head_size * 2, heads * 2, bias=use_bias)
-        self.max_len = max_len
-        self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
+    def _build_projections(self, use_bias: bool) -> None:
+        self.p_dense = nn.Linear(self.hidden_size, self.head_size * 2, bias=use_bias)
+        self.q_dense = nn.Linear(self.head_size * 2, self.heads * 2, bias=use_bias)
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Score every span: ``inputs [B, N, hidden_size]``, ``mask [B, N]`` (1 = real token)
+        -> logits ``[B, heads, N, N]``; spans over padding (and with ``tril_mask`` those
+        ending before they start) get a large negative score.
+        """
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         proj = self.p_dense(inputs)  # (B, N, 2D)
-        q, k = proj[..., : self.head_size], proj[..., self.head_size :]  # (B, N, D)
-        if self.position_embedding is not None:
-            q = _rope_along_seq(self.position_embedding, q, self.max_len)
-            k = _rope_along_seq(self.position_embedding, k, self.max_len)
+        q, k = self._split_rotated(proj)  # (B, N, D)
         logits = torch.einsum("bmd,bnd->bmn", q, k) / self.head_size**0.5  # (B, N, N)
         bias = self.q_dense(proj).view(b, n, self.heads, 2).permute(0, 2, 1, 3)  # (B, H, N, 2)
         logits = logits[:, None] + bias[..., 0, None] + bias[..., 1][:, :, None, :]

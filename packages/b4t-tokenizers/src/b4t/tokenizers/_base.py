@@ -209,43 +209,16 @@ class TokenizerBase:
             lists for one input, lists of lists for a batch.
         """
         single = isinstance(first_texts, str)
-        if (
-            single
-            and second_texts is None
-            and maxlen is None
-            and not return_offsets
-            and pattern == "S*E*E"
-        ):
+        if single and _plain_options(second_texts, maxlen, pattern, return_offsets):
             ids = self._text_ids(first_texts)
             if self._token_start_id is not None:
                 ids.insert(0, self._token_start_id)
             if self._token_end_id is not None:
                 ids.append(self._token_end_id)
             return ids, [0] * len(ids)
-        if pattern not in PATTERNS:
-            raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
-        if return_offsets not in OFFSET_MODES:
-            raise ValueError(
-                f"return_offsets must be one of {OFFSET_MODES}, got {return_offsets!r}"
-            )
-        mode = OFFSET_MODES[return_offsets]
+        mode = _offset_mode(pattern, return_offsets)
         index = _truncate_index(truncate_from, self._n_start, self._n_end)
-        firsts = [first_texts] if single else _as_text_list(first_texts, "first_texts")
-        if second_texts is None:
-            seconds: list[str | None] = [None] * len(firsts)
-        elif isinstance(second_texts, str):
-            if not single:
-                raise ValueError("second_texts must be a list when first_texts is a list")
-            seconds = [second_texts]
-        else:
-            if single:
-                raise TypeError(
-                    "second_texts must be str when first_texts is str, "
-                    f"got {type(second_texts).__name__}"
-                )
-            seconds = _as_text_list(second_texts, "second_texts")
-            if len(seconds) != len(firsts):
-                raise ValueError(f"{len(firsts)} first texts but {len(seconds)} second texts")
+        firsts, seconds = _text_pairs(first_texts, second_texts, single)
         all_ids, all_segments, all_offsets = [], [], []
         for first, second in zip(firsts, seconds):
             ids, segments, offsets = self._encode_one(first, second, maxlen, pattern, index, mode)
@@ -341,6 +314,46 @@ class TokenizerBase:
     def decode(self, ids: Iterable[int], tokens: Sequence[str] | None = None) -> str:
         """Readable text of ``ids`` (or of ``tokens`` when given)."""
         raise NotImplementedError
+
+
+def _plain_options(
+    second_texts: object, maxlen: int | None, pattern: str, return_offsets: bool | str
+) -> bool:
+    """Whether ``encode`` was called with no option: no second text, no ``maxlen``, the
+    default pattern and no offsets (the case the fast paths serve)."""
+    return second_texts is None and maxlen is None and not return_offsets and pattern == "S*E*E"
+
+
+def _offset_mode(pattern: str, return_offsets: bool | str) -> str | None:
+    """The kind of offsets ``encode`` builds (see ``OFFSET_MODES``), after checking
+    ``pattern`` and ``return_offsets``; a ``ValueError`` names a wrong one."""
+    if pattern not in PATTERNS:
+        raise ValueError(f"pattern must be one of {PATTERNS}, got {pattern!r}")
+    if return_offsets not in OFFSET_MODES:
+        raise ValueError(f"return_offsets must be one of {OFFSET_MODES}, got {return_offsets!r}")
+    return OFFSET_MODES[return_offsets]
+
+
+def _text_pairs(
+    first_texts: str | Sequence[str], second_texts: str | Sequence[str] | None, single: bool
+) -> tuple[list[str], list[str | None]]:
+    """``encode``'s texts as two equally long lists (``None`` seconds without a pair);
+    an error names a second text whose form or count does not match the first."""
+    firsts = [first_texts] if single else _as_text_list(first_texts, "first_texts")
+    if second_texts is None:
+        return firsts, [None] * len(firsts)
+    if isinstance(second_texts, str):
+        if not single:
+            raise ValueError("second_texts must be a list when first_texts is a list")
+        return firsts, [second_texts]
+    if single:
+        raise TypeError(
+            f"second_texts must be str when first_texts is str, got {type(second_texts).__name__}"
+        )
+    seconds = _as_text_list(second_texts, "second_texts")
+    if len(seconds) != len(firsts):
+        raise ValueError(f"{len(firsts)} first texts but {len(seconds)} second texts")
+    return firsts, seconds
 
 
 def _check_text(text: Any, name: str) -> None:

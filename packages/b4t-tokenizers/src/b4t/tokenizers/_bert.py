@@ -13,7 +13,7 @@ import unicodedata
 from itertools import chain, repeat
 from os import PathLike
 
-from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text
+from b4t.tokenizers._base import Offsets, TokenizerBase, _check_text, _plain_options
 from b4t.tokenizers._chars import is_cjk_char, is_punctuation, lower_chars
 from b4t.tokenizers._text import lowercase_and_normalize
 from b4t.tokenizers._trie import Trie
@@ -103,6 +103,24 @@ def _splits_apart(token: str) -> bool:
     )
 
 
+def _read_vocab(token_dict: str | PathLike | Mapping[str, int]) -> dict[str, int]:
+    """``{token: id}`` from a vocab file path or a mapping; an error names an empty one."""
+    if isinstance(token_dict, dict) or hasattr(token_dict, "keys"):
+        vocab = dict(token_dict)
+        if not vocab:
+            raise ValueError("token_dict is empty")
+        return vocab
+    return load_vocab(token_dict)
+
+
+def _id_list(vocab: Mapping[str, int]) -> list[str]:
+    """Each id's token, ``""`` for an id no token has."""
+    inverse = [""] * (max(vocab.values()) + 1)
+    for token, index in vocab.items():
+        inverse[index] = token
+    return inverse
+
+
 class Tokenizer(TokenizerBase):
     """BERT WordPiece tokenizer: ids equal to transformers' ``BertTokenizerFast``.
 
@@ -145,18 +163,9 @@ class Tokenizer(TokenizerBase):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(token_dict, dict) or hasattr(token_dict, "keys"):
-            vocab = dict(token_dict)
-            if not vocab:
-                raise ValueError("token_dict is empty")
-        else:
-            vocab = load_vocab(token_dict)
+        vocab = _read_vocab(token_dict)
         self._token_dict = vocab
-        size = max(vocab.values()) + 1
-        inverse = [""] * size
-        for token, index in vocab.items():
-            inverse[index] = token
-        self._id_to_token = inverse
+        self._id_to_token = _id_list(vocab)
         self._setup_specials([self._token_start, self._token_end, self._token_unk])
         if self._token_unk is None:
             raise ValueError("token_unk cannot be None for a WordPiece tokenizer")
@@ -183,6 +192,13 @@ class Tokenizer(TokenizerBase):
         self._non_space_run = re.compile(r"\S+")
         alternatives = sorted(protected, key=len, reverse=True)
         self._protected_re = re.compile("|".join(map(re.escape, alternatives)))
+        self._setup_caches(vocab, cache_size)
+        self._hooks = self._pre_tokenize is not None or bool(self._token_translate)
+        self._fast_encode = self._build_fast_encode()
+
+    def _setup_caches(self, vocab: dict[str, int], cache_size: int) -> None:
+        """The word caches (ids, tokens, offsets), the vocab tokens a text piece may spell
+        whole, and the per-character normalisers of the offsets path."""
         self._cache = _WordCache(self.wordpiece_tokenizer, vocab, cache_size)
         self._token_cache = _TokenCache(self.wordpiece_tokenizer, vocab, cache_size)
         # A text piece (between protected tokens) that normalises to a vocab token is that
@@ -197,8 +213,6 @@ class Tokenizer(TokenizerBase):
         basic = self.basic_tokenizer
         self._char_norm = _CharNorm(basic.table, basic.do_lower_case, basic.strip_accents)
         self._char_norm_lowered = _CharNorm(basic.table, False, basic.strip_accents)
-        self._hooks = self._pre_tokenize is not None or bool(self._token_translate)
-        self._fast_encode = self._build_fast_encode()
 
     def id_to_token(self, id: int | None = None, *, i: int | None = None) -> str:
         """Token of id ``id`` (bert4torch's name; ``i=`` is b4t 0.1's keyword); an
@@ -261,13 +275,7 @@ class Tokenizer(TokenizerBase):
         """See ``TokenizerBase.encode``; one text or a list of texts without options is
         served by a specialised fast path that gives the same ids."""
         fast = self._fast_encode
-        if (
-            fast is not None
-            and second_texts is None
-            and maxlen is None
-            and not return_offsets
-            and pattern == "S*E*E"
-        ):
+        if fast is not None and _plain_options(second_texts, maxlen, pattern, return_offsets):
             if type(first_texts) is str:
                 ids = fast(first_texts)
                 if ids is not None:

@@ -76,18 +76,7 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
     ``path`` may also be an open ``gguf.GGUFReader`` (parsing the metadata takes seconds,
     so a model loader can share its reader).
     """
-    if hasattr(path, "fields"):
-        reader = path
-        path = Path(getattr(reader.data, "filename", None) or "<GGUFReader>")
-    else:
-        try:
-            import gguf
-        except ImportError as exc:
-            raise ImportError(GGUF_EXTRA) from exc
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no GGUF file at {path}")
-        reader = gguf.GGUFReader(path)
+    reader, path = _open_gguf(path)
     kind = _gguf_value(reader, "tokenizer.ggml.model")
     if kind != "gpt2":
         raise ValueError(
@@ -99,6 +88,48 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
     if tokens is None or merges_text is None:
         raise ValueError(f"{path}: tokenizer.ggml.tokens or tokenizer.ggml.merges is missing")
     types = _gguf_value(reader, "tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)
+    vocab, added, id_tokens = _gguf_vocab(tokens, types)
+    pre = _gguf_value(reader, "tokenizer.ggml.pre")
+    ids = _gguf_token_ids(reader, _GGUF_SPECIAL_TOKENS, len(tokens))
+    turn_ends = _gguf_token_ids(reader, _GGUF_TURN_ENDS, len(tokens))
+    bos, eos = ids["bos_token"], ids["eos_token"]
+    add_bos = bos is not None and _gguf_value(reader, "tokenizer.ggml.add_bos_token")
+    add_eos = eos is not None and _gguf_value(reader, "tokenizer.ggml.add_eos_token")
+    return BPESpec(
+        vocab=vocab,
+        merges=[_merge_pair(text, path) for text in merges_text],
+        added=added,
+        pre_tokenizer=from_gguf_pre(pre),
+        source=str(path),
+        ignore_merges=pre in GGUF_IGNORE_MERGES,
+        byte_fallback=_BYTE in types,
+        prefix_ids=[bos] if add_bos else [],
+        suffix_ids=[eos] if add_eos else [],
+        special_tokens={name: tokens[i] for name, i in ids.items() if i is not None},
+        end_ids={i for i in (eos, *turn_ends.values()) if i is not None},
+        chat_template=_gguf_value(reader, "tokenizer.chat_template"),
+        id_tokens=id_tokens,
+    )
+
+
+def _open_gguf(path: str | os.PathLike[str] | Any) -> tuple[Any, Path]:
+    """``(reader, path)`` of a GGUF file path, or of an open ``gguf.GGUFReader``."""
+    if hasattr(path, "fields"):
+        return path, Path(getattr(path.data, "filename", None) or "<GGUFReader>")
+    try:
+        import gguf
+    except ImportError as exc:
+        raise ImportError(GGUF_EXTRA) from exc
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    return gguf.GGUFReader(path), path
+
+
+def _gguf_vocab(
+    tokens: list[str], types: list[int]
+) -> tuple[dict[str, int], list[AddedToken], list[str]]:
+    """``(vocab, added tokens, every id's token)`` from a GGUF's tokens and token types."""
     vocab: dict[str, int] = {}
     added: list[AddedToken] = []
     id_tokens: list[str] = []
@@ -111,46 +142,78 @@ def read_gguf(path: str | os.PathLike[str] | Any) -> BPESpec:
             token = spell_bytes(token)  # a vocabulary written as text, not in the byte alphabet
         vocab[token] = token_id  # a repeated token: the last id wins, as in transformers
         id_tokens.append(token)
-    merges = [_merge_pair(text, path) for text in merges_text]
-    pre = _gguf_value(reader, "tokenizer.ggml.pre")
+    return vocab, added, id_tokens
 
-    def token_of(key: str) -> int | None:
+
+# BPESpec.special_tokens name -> the GGUF key of its id
+_GGUF_SPECIAL_TOKENS = {
+    "bos_token": "bos_token_id",
+    "eos_token": "eos_token_id",
+    "unk_token": "unknown_token_id",
+    "pad_token": "padding_token_id",
+}
+# ids that end a turn besides eos (BPESpec.end_ids)
+_GGUF_TURN_ENDS = {"eot": "eot_token_id", "eom": "eom_token_id"}
+
+
+def _gguf_token_ids(reader: Any, keys: dict[str, str], n_tokens: int) -> dict[str, int | None]:
+    """``{name: id}`` for each ``tokenizer.ggml.<key>`` in ``keys``; ``None`` where the
+    metadata lacks it or the id is outside the vocabulary."""
+    ids: dict[str, int | None] = {}
+    for name, key in keys.items():
         value = _gguf_value(reader, f"tokenizer.ggml.{key}")
-        return None if value is None or not 0 <= value < len(tokens) else int(value)
+        ids[name] = None if value is None or not 0 <= value < n_tokens else int(value)
+    return ids
 
-    ids = {
-        name: token_of(key)
-        for name, key in (
-            ("bos_token", "bos_token_id"),
-            ("eos_token", "eos_token_id"),
-            ("unk_token", "unknown_token_id"),
-            ("pad_token", "padding_token_id"),
-        )
-    }
-    special_tokens = {name: tokens[i] for name, i in ids.items() if i is not None}
-    bos, eos = ids["bos_token"], ids["eos_token"]
-    end_ids = {
-        i for i in (eos, token_of("eot_token_id"), token_of("eom_token_id")) if i is not None
-    }
-    return BPESpec(
-        vocab=vocab,
-        merges=merges,
-        added=added,
-        pre_tokenizer=from_gguf_pre(pre),
-        source=str(path),
-        ignore_merges=pre in GGUF_IGNORE_MERGES,
-        byte_fallback=_BYTE in types,
-        prefix_ids=[bos]
-        if bos is not None and _gguf_value(reader, "tokenizer.ggml.add_bos_token")
-        else [],
-        suffix_ids=[eos]
-        if eos is not None and _gguf_value(reader, "tokenizer.ggml.add_eos_token")
-        else [],
-        special_tokens=special_tokens,
-        end_ids=end_ids,
-        chat_template=_gguf_value(reader, "tokenizer.chat_template"),
-        id_tokens=id_tokens,
+
+def _bpe_model(data: dict[str, Any], json_path: Path) -> dict[str, Any]:
+    """The ``model`` of a tokenizer.json; a ``ValueError`` unless it is a plain BPE."""
+    model = data.get("model") or {}
+    if model.get("type", "BPE") != "BPE" or "merges" not in model:
+        raise ValueError(f"{json_path}: model type {model.get('type')!r} is not BPE")
+    for option in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
+        if model.get(option):
+            raise ValueError(f"{json_path}: BPE option {option}={model[option]!r} is not supported")
+    return model
+
+
+def _added_token(entry: dict[str, Any]) -> AddedToken:
+    """An ``added_tokens`` entry of a tokenizer.json."""
+    return AddedToken(
+        entry["id"],
+        entry["content"],
+        special=entry.get("special", False),
+        normalized=entry.get("normalized", False),
+        lstrip=entry.get("lstrip", False),
+        rstrip=entry.get("rstrip", False),
+        single_word=entry.get("single_word", False),
     )
+
+
+def _end_ids(folder: Path, eos_token: str | None, all_ids: dict[str, int]) -> set[int]:
+    """Ids that end generation: the eos token's, and the ``eos_token_id`` (one or a list) of
+    ``generation_config.json`` and ``config.json`` in ``folder``."""
+    end_ids = set()
+    if eos_token is not None and eos_token in all_ids:
+        end_ids.add(all_ids[eos_token])
+    for extra in ("generation_config.json", "config.json"):
+        if (folder / extra).is_file():
+            eos_ids = json.loads((folder / extra).read_text("utf-8")).get("eos_token_id")
+            end_ids.update(
+                eos_ids if isinstance(eos_ids, list) else [eos_ids] if eos_ids is not None else []
+            )
+    return end_ids
+
+
+def _chat_template(folder: Path, config: dict[str, Any]) -> str | dict[str, str] | None:
+    """The chat template: ``chat_template.jinja`` in ``folder``, else tokenizer_config's
+    ``chat_template`` (a list of named templates becomes a ``{name: template}`` dict)."""
+    template: Any = config.get("chat_template")
+    if (folder / "chat_template.jinja").is_file():
+        template = (folder / "chat_template.jinja").read_text("utf-8")
+    if isinstance(template, list):
+        template = {entry["name"]: entry["template"] for entry in template}
+    return template
 
 
 def _merge_pair(text: str | list[str], source: Any) -> tuple[str, str]:
@@ -249,26 +312,10 @@ def read_tokenizer_json(path: str | os.PathLike[str]) -> BPESpec:
     if not json_path.is_file():
         raise FileNotFoundError(f"no tokenizer.json at {json_path}")
     data = json.loads(json_path.read_text("utf-8"))
-    model = data.get("model") or {}
-    if model.get("type", "BPE") != "BPE" or "merges" not in model:
-        raise ValueError(f"{json_path}: model type {model.get('type')!r} is not BPE")
-    for option in ("continuing_subword_prefix", "end_of_word_suffix", "dropout"):
-        if model.get(option):
-            raise ValueError(f"{json_path}: BPE option {option}={model[option]!r} is not supported")
+    model = _bpe_model(data, json_path)
     vocab = dict(model["vocab"])
     merges = [_merge_pair(merge, json_path) for merge in model["merges"]]
-    added = [
-        AddedToken(
-            entry["id"],
-            entry["content"],
-            special=entry.get("special", False),
-            normalized=entry.get("normalized", False),
-            lstrip=entry.get("lstrip", False),
-            rstrip=entry.get("rstrip", False),
-            single_word=entry.get("single_word", False),
-        )
-        for entry in data.get("added_tokens") or []
-    ]
+    added = [_added_token(entry) for entry in data.get("added_tokens") or []]
     pre_tokenizer, has_byte_level = from_json_spec(data.get("pre_tokenizer"))
     decoder = json.dumps(data.get("decoder"))
     if not has_byte_level or '"ByteLevel"' not in decoder:
@@ -289,21 +336,9 @@ def read_tokenizer_json(path: str | os.PathLike[str]) -> BPESpec:
         eos = all_ids.get(special_tokens.get("eos_token", ""))
         prefix_ids = [bos] if config.get("add_bos_token") and bos is not None else []
         suffix_ids = [eos] if config.get("add_eos_token") and eos is not None else []
-    end_ids = set()
-    if "eos_token" in special_tokens and special_tokens["eos_token"] in all_ids:
-        end_ids.add(all_ids[special_tokens["eos_token"]])
     folder = json_path.parent
-    for extra in ("generation_config.json", "config.json"):
-        if (folder / extra).is_file():
-            eos_ids = json.loads((folder / extra).read_text("utf-8")).get("eos_token_id")
-            end_ids.update(
-                eos_ids if isinstance(eos_ids, list) else [eos_ids] if eos_ids is not None else []
-            )
-    template: Any = config.get("chat_template")
-    if (folder / "chat_template.jinja").is_file():
-        template = (folder / "chat_template.jinja").read_text("utf-8")
-    if isinstance(template, list):
-        template = {entry["name"]: entry["template"] for entry in template}
+    end_ids = _end_ids(folder, special_tokens.get("eos_token"), all_ids)
+    template = _chat_template(folder, config)
     return BPESpec(
         vocab=vocab,
         merges=merges,

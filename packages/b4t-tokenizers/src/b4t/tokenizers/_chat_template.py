@@ -37,6 +37,26 @@ def _jinja() -> Any:
 def compile_template(source: str) -> Any:
     """The compiled template (cached per source string)."""
     jinja2 = _jinja()
+    generation_tag, safe_namespace, dict_builder = _sandbox_types()
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[generation_tag, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals.update(
+        raise_exception=_raise_exception,
+        strftime_now=_strftime_now,
+        dict=dict_builder(),
+        namespace=safe_namespace,
+    )
+    return env.from_string(source)
+
+
+@lru_cache(maxsize=1)
+def _sandbox_types() -> tuple[type, type, type]:
+    """``(GenerationTag, SafeNamespace, DictBuilder)``: the ``{% generation %}`` extension,
+    the ``namespace`` and the ``dict`` of the environment (made on first use: they subclass
+    jinja2's classes, and jinja2 is imported only then)."""
+    jinja2 = _jinja()
 
     class GenerationTag(jinja2.ext.Extension):
         """``{% generation %}...{% endgeneration %}`` renders its body."""
@@ -83,38 +103,31 @@ def compile_template(source: str) -> Any:
         def fromkeys(self, *args: Any, **kwargs: Any) -> dict:
             return dict.fromkeys(*args, **kwargs)
 
-    def raise_exception(message: str) -> None:
-        raise jinja2.exceptions.TemplateError(message)
+    return GenerationTag, SafeNamespace, DictBuilder
 
-    def tojson(
-        value: Any,
-        ensure_ascii: bool = False,
-        indent: Any = None,
-        separators: Any = None,
-        sort_keys: bool = False,
-    ) -> str:
-        return json.dumps(
-            value,
-            ensure_ascii=ensure_ascii,
-            indent=indent,
-            separators=separators,
-            sort_keys=sort_keys,
-        )
 
-    def strftime_now(fmt: str) -> str:
-        return datetime.now().strftime(fmt)
+def _raise_exception(message: str) -> None:
+    raise _jinja().exceptions.TemplateError(message)
 
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(
-        trim_blocks=True, lstrip_blocks=True, extensions=[GenerationTag, jinja2.ext.loopcontrols]
+
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: Any = None,
+    separators: Any = None,
+    sort_keys: bool = False,
+) -> str:
+    return json.dumps(
+        value,
+        ensure_ascii=ensure_ascii,
+        indent=indent,
+        separators=separators,
+        sort_keys=sort_keys,
     )
-    env.filters["tojson"] = tojson
-    env.globals.update(
-        raise_exception=raise_exception,
-        strftime_now=strftime_now,
-        dict=DictBuilder(),
-        namespace=SafeNamespace,
-    )
-    return env.from_string(source)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
 
 
 def plain(value: Any) -> Any:

@@ -44,14 +44,13 @@ def sequence_padding(
         raise ValueError("sequence_padding needs at least one input")
     pre = _MODES[mode] == "pre"
     torch = sys.modules.get("torch")
-    if torch is not None and isinstance(inputs[0], torch.Tensor):
+    is_torch = torch is not None and isinstance(inputs[0], torch.Tensor)
+    if is_torch:
         arrays = list(inputs)
-        full = torch.full
     else:
         import numpy as np
 
         arrays = [np.asarray(x) for x in inputs]
-        full = None
     shapes = [tuple(a.shape) for a in arrays]
     if any(len(s) < seq_dims for s in shapes):
         raise ValueError(f"every input needs at least seq_dims={seq_dims} axes, got {shapes}")
@@ -59,21 +58,8 @@ def sequence_padding(
     for s in shapes:
         if s[seq_dims:] != rest:
             raise ValueError(f"inputs differ beyond the padded axes: {s} vs {shapes[0]}")
-    if length is None:
-        target = [max(s[d] for s in shapes) for d in range(seq_dims)]
-    elif isinstance(length, int):
-        target = [length] * seq_dims
-    else:
-        target = list(length)
-        if len(target) != seq_dims:
-            raise ValueError(f"length has {len(target)} entries for seq_dims={seq_dims}")
-    shape = (len(arrays), *target, *rest)
-    if full is not None:
-        out = full(shape, value, dtype=arrays[0].dtype, device=arrays[0].device)
-    else:
-        import numpy as np
-
-        out = np.full(shape, value, dtype=np.result_type(*[a.dtype for a in arrays]))
+    target = _target_lengths(shapes, length, seq_dims)
+    out = _filled((len(arrays), *target, *rest), value, arrays, torch if is_torch else None)
     for i, a in enumerate(arrays):
         src = tuple(slice(0, min(a.shape[d], target[d])) for d in range(seq_dims))
         piece = a[src]
@@ -83,3 +69,27 @@ def sequence_padding(
             dst = tuple(slice(0, piece.shape[d]) for d in range(seq_dims))
         out[(i, *dst)] = piece
     return out
+
+
+def _target_lengths(
+    shapes: list[tuple[int, ...]], length: int | Sequence[int] | None, seq_dims: int
+) -> list[int]:
+    """The padded size of each of the first ``seq_dims`` axes (``None``: the largest)."""
+    if length is None:
+        return [max(s[d] for s in shapes) for d in range(seq_dims)]
+    if isinstance(length, int):
+        return [length] * seq_dims
+    target = list(length)
+    if len(target) != seq_dims:
+        raise ValueError(f"length has {len(target)} entries for seq_dims={seq_dims}")
+    return target
+
+
+def _filled(shape: tuple[int, ...], value: Any, arrays: list[Any], torch: Any) -> Any:
+    """An array of ``shape`` filled with ``value``: a tensor like ``arrays[0]`` when
+    ``torch`` is given, else numpy in the type all ``arrays`` fit."""
+    if torch is not None:
+        return torch.full(shape, value, dtype=arrays[0].dtype, device=arrays[0].device)
+    import numpy as np
+
+    return np.full(shape, value, dtype=np.result_type(*[a.dtype for a in arrays]))

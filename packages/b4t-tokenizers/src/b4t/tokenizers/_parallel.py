@@ -42,6 +42,28 @@ def _run(item: tuple[int, Any]) -> tuple[int, Any]:
     return index, _WORKER_FUNC(data)
 
 
+def _make_pool(
+    func: Callable[[Any], Any],
+    workers: int,
+    dummy: bool,
+    random_seeds: bool | Sequence[int | None] | None,
+) -> Any:
+    """A pool of ``workers`` threads (``dummy``) or forked processes (seeded as
+    ``parallel_apply_generator`` says), each running ``_init_worker`` once."""
+    if dummy:
+        from multiprocessing.pool import ThreadPool
+
+        return ThreadPool(workers, _init_worker, (func, None, None))
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    if random_seeds is True:
+        random_seeds = [None] * workers
+    seeds = list(random_seeds or ())
+    return context.Pool(workers, _init_worker, (func, seeds, context.Value("i", 0)))
+
+
 def parallel_apply_generator(
     func: Callable[[Any], Any],
     iterable: Iterable[Any],
@@ -66,56 +88,60 @@ def parallel_apply_generator(
         raise ValueError(
             f"workers and max_queue_size must be >= 1, got {workers}, {max_queue_size}"
         )
-    if dummy:
-        from multiprocessing.pool import ThreadPool
-
-        pool = ThreadPool(workers, _init_worker, (func, None, None))
-    else:
-        import multiprocessing
-
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        if random_seeds is True:
-            random_seeds = [None] * workers
-        seeds = list(random_seeds or ())
-        pool = context.Pool(workers, _init_worker, (func, seeds, context.Value("i", 0)))
-    import queue
-
-    done: queue.Queue = queue.Queue()
-    waiting: dict[int, Any] = {}
-    next_out = 0
-    in_flight = 0
-
-    def take() -> Iterator[tuple[int, Any]]:
-        nonlocal in_flight, next_out
-        ok, payload = done.get()
-        in_flight -= 1
-        if not ok:
-            raise payload
-        if unordered:
-            yield payload
-            return
-        waiting[payload[0]] = payload[1]
-        while next_out in waiting:
-            yield next_out, waiting.pop(next_out)
-            next_out += 1
-
+    pool = _make_pool(func, workers, dummy, random_seeds)
+    arrivals = _Arrivals(unordered)
     try:
         for index, data in enumerate(iterable):
-            while in_flight >= max_queue_size:
-                yield from take()
+            while arrivals.in_flight >= max_queue_size:
+                yield from arrivals.take()
             pool.apply_async(
                 _run,
                 ((index, data),),
-                callback=lambda r: done.put((True, r)),
-                error_callback=lambda e: done.put((False, e)),
+                callback=arrivals.succeeded,
+                error_callback=arrivals.failed,
             )
-            in_flight += 1
-        while in_flight:
-            yield from take()
+            arrivals.in_flight += 1
+        while arrivals.in_flight:
+            yield from arrivals.take()
     finally:
         pool.terminate()
         pool.join()
+
+
+class _Arrivals:
+    """The pool's results as they arrive, handed on as ``(index, result)`` pairs (in input
+    order unless ``unordered``); a worker's exception is raised where it is taken."""
+
+    def __init__(self, unordered: bool) -> None:
+        import queue
+
+        self.unordered = unordered
+        self.done: queue.Queue = queue.Queue()
+        self.waiting: dict[int, Any] = {}
+        self.next_out = 0
+        self.in_flight = 0  # items sent to the pool and not taken yet
+
+    def succeeded(self, result: tuple[int, Any]) -> None:
+        """The pool's callback (runs on its result thread)."""
+        self.done.put((True, result))
+
+    def failed(self, error: BaseException) -> None:
+        """The pool's error callback (runs on its result thread)."""
+        self.done.put((False, error))
+
+    def take(self) -> Iterator[tuple[int, Any]]:
+        """Wait for one result; yield it, or (ordered) every result now due."""
+        ok, payload = self.done.get()
+        self.in_flight -= 1
+        if not ok:
+            raise payload
+        if self.unordered:
+            yield payload
+            return
+        self.waiting[payload[0]] = payload[1]
+        while self.next_out in self.waiting:
+            yield self.next_out, self.waiting.pop(self.next_out)
+            self.next_out += 1
 
 
 def parallel_apply(

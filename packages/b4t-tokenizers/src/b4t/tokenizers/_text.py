@@ -179,6 +179,45 @@ def _skip_positions(word: str, text: str, with_last: bool) -> set[int]:
     return covered
 
 
+def _generators(seed: int | random.Random | None) -> tuple[Any, Any]:
+    """``(choose_positions, rng)`` of ``text_augmentation``: a numpy ``choice`` for the
+    positions and a ``random``-like source for the noise strings and the strategy."""
+    import random
+
+    import numpy as np
+
+    if seed is None:
+        return np.random.choice, random
+    if isinstance(seed, random.Random):
+        return np.random.RandomState(seed.getrandbits(32)).choice, seed
+    return np.random.RandomState(seed).choice, random.Random(seed)
+
+
+def _draw_strategy(rng: Any) -> str:
+    """One of insert/delete/replace, with two draws at most, as bert4torch 0.2.5 makes them."""
+    if rng.random() < 0.333:
+        return "insert"
+    if rng.random() < 0.667:
+        return "delete"
+    return "replace"
+
+
+def _noised(
+    text: str, picks: Iterable[int], how: str, noise_dict: Sequence[str] | None, rng: Any
+) -> str:
+    """``text`` with noise inserted after, or replacing, or deleting the picked characters."""
+    chars = list(text)
+    for i in picks:
+        if how == "delete":
+            chars[i] = ""
+            continue
+        if not noise_dict:
+            raise ValueError(f"text_augmentation needs a noise_dict to {how} characters")
+        noise = rng.choice(noise_dict)
+        chars[i] = chars[i] + noise if how == "insert" else noise
+    return "".join(chars)
+
+
 def text_augmentation(
     texts: str | list[str],
     noise_dict: Sequence[str] | None = None,
@@ -214,27 +253,12 @@ def text_augmentation(
         raise ValueError(f"strategy must be one of {_STRATEGIES}, got {strategy!r}")
     if noise_len == 0 and noise_p == 0:
         return texts if isinstance(texts, str) else list(texts)
-    import random
-
-    import numpy as np
-
-    if seed is None:
-        choose_positions, rng = np.random.choice, random
-    elif isinstance(seed, random.Random):
-        rng = seed
-        choose_positions = np.random.RandomState(seed.getrandbits(32)).choice
-    else:
-        choose_positions, rng = np.random.RandomState(seed).choice, random.Random(seed)
+    choose_positions, rng = _generators(seed)
     single = isinstance(texts, str)
     items = [texts] if single else list(texts)
     if isinstance(skip_words, str):
         skip_words = [skip_words]
     words = list(skip_words or ())
-
-    def noise() -> str:
-        if not noise_dict:
-            raise ValueError(f"text_augmentation needs a noise_dict to {how} characters")
-        return rng.choice(noise_dict)
 
     out = []
     for text in items:
@@ -249,21 +273,6 @@ def text_augmentation(
             out.append(text)
             continue
         picks = choose_positions(free, count, replace=allow_dup)
-        how = strategy
-        if how == "random":  # two draws at most, as 0.2.5 makes them
-            if rng.random() < 0.333:
-                how = "insert"
-            elif rng.random() < 0.667:
-                how = "delete"
-            else:
-                how = "replace"
-        chars = list(text)
-        for i in picks:
-            if how == "insert":
-                chars[i] = chars[i] + noise()
-            elif how == "delete":
-                chars[i] = ""
-            else:
-                chars[i] = noise()
-        out.append("".join(chars))
+        how = _draw_strategy(rng) if strategy == "random" else strategy
+        out.append(_noised(text, picks, how, noise_dict, rng))
     return out[0] if single else out
