@@ -84,6 +84,7 @@ class AdaptiveEmbedding(nn.Module):
         return nn.Parameter(weight)
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        """Embed ``token_ids [...]`` (long, in ``[0, vocab_size)``) -> ``[..., hidden_size]``."""
         if token_ids.numel():
             low, high = int(token_ids.min()), int(token_ids.max())
             if low < 0 or high >= self.vocab_size:

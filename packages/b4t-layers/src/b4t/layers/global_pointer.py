@@ -128,6 +128,10 @@ class GlobalPointer(nn.Module):
         self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Score every span: ``inputs [B, N, hidden_size]``, ``mask [B, N]`` (1 = real token)
+        -> logits ``[B, heads, N, N]``; spans over padding (and with ``tril_mask`` those
+        ending before they start) get a large negative score.
+        """
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         proj = self.dense(inputs).view(b, n, self.heads, 2 * self.head_size)
@@ -173,6 +177,10 @@ class EfficientGlobalPointer(nn.Module):
         self.position_embedding = RoPEPositionEncoding(max_len, head_size) if RoPE else None
 
     def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Score every span: ``inputs [B, N, hidden_size]``, ``mask [B, N]`` (1 = real token)
+        -> logits ``[B, heads, N, N]``; spans over padding (and with ``tril_mask`` those
+        ending before they start) get a large negative score.
+        """
         _check_inputs(self, inputs, mask)
         b, n, _ = inputs.shape
         proj = self.p_dense(inputs)  # (B, N, 2D)
