@@ -13,10 +13,14 @@ the packages need to be installed), the way mkdocstrings reads them for the API 
 ``docs/hooks.py`` runs this check before ``mkdocs build``; alone:
 
     python docs/check_docstrings.py          # exit status 1 and the list when names lack one
+
+It also checks the Sphinx-style references (``:class:`Name```) in those docstrings: each
+must name an object (``docs/griffe_roles.py`` turns them into links on the site).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +32,8 @@ PACKAGES = ["tokenizers", "layers", "models", "trainer", "generation", "adversar
 SEARCH_PATHS = [str(ROOT / "packages" / f"b4t-{name}" / "src") for name in PACKAGES]
 # Names that are documented where they are described, not by a docstring of their own.
 EXEMPT = {"__version__", "extra_repr"}
+# A Sphinx-style reference in a docstring: :class:`Name`, :meth:`~b4t.x.Y.z`, ...
+ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|attr|mod|exc|obj|const):`(~?)([^`]+)`")
 
 
 def load(search_paths: list[str] | None = None) -> dict[str, griffe.Module]:
@@ -70,6 +76,67 @@ def missing_docstrings(modules: dict[str, griffe.Module]) -> list[tuple[str, str
     return sorted(missing)
 
 
+def resolve_role(obj: griffe.Object, target: str) -> str | None:
+    """The full path a reference written in ``obj``'s docstring names, or None.
+
+    As Sphinx reads it: a dotted ``b4t.`` path as it is, any other name looked up from the
+    object outwards (its members, inherited ones included, the names its module
+    imports, then the enclosing scopes).
+    """
+    target = target.strip().removesuffix("()")
+    collection = obj.modules_collection
+    if target.startswith("b4t."):
+        return target if _lookup(collection, target) else None
+    head, _, rest = target.partition(".")
+    scope: griffe.Object | None = obj
+    while scope is not None:
+        members = scope.all_members if scope.is_class else scope.members
+        if head in members:
+            path = f"{members[head].path}{'.' + rest if rest else ''}"
+            return path if _lookup(collection, path) else None
+        try:
+            path = f"{scope.resolve(head)}{'.' + rest if rest else ''}"
+        except griffe.NameResolutionError:
+            scope = scope.parent
+            continue
+        return path if _lookup(collection, path) else None
+    return None
+
+
+def _lookup(collection: griffe.ModulesCollection, path: str) -> bool:
+    try:
+        collection[path]
+    except (KeyError, griffe.AliasResolutionError, griffe.CyclicAliasError):
+        return False
+    return True
+
+
+def broken_references(modules: dict[str, griffe.Module]) -> list[tuple[str, str]]:
+    """``(dotted name, reference)`` for each reference in a public docstring that names
+    nothing (a renamed or removed object), sorted."""
+    broken: set[tuple[str, str]] = set()
+    for obj in _public_objects(modules):
+        for match in ROLE.finditer(obj.docstring.value if obj.docstring else ""):
+            if resolve_role(obj, match.group(2)) is None:
+                broken.add((obj.path, match.group(0)))
+    return sorted(broken)
+
+
+def _public_objects(modules: dict[str, griffe.Module]) -> Iterator[griffe.Object]:
+    seen: set[str] = set()
+    for module in modules.values():
+        yield module
+        for name in module.exports or ():
+            obj = _target(module.members[name]) if name in module.members else None
+            if obj is not None and obj.path not in seen:
+                seen.add(obj.path)
+                yield obj
+                if obj.is_class:
+                    for member_name, member in obj.members.items():
+                        if not member_name.startswith("_") and not member.is_alias:
+                            yield member
+
+
 def _file(obj: griffe.Object) -> str:
     path = Path(obj.filepath) if not isinstance(obj.filepath, list) else Path(obj.filepath[0])
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
@@ -89,25 +156,34 @@ def _check(obj: griffe.Object) -> Iterator[tuple[str, str]]:
             yield from _check(member)
 
 
-def report(missing: list[tuple[str, str]]) -> str:
-    """The missing names grouped by file, one per line, with the count."""
-    lines = [f"{len(missing)} public names have no docstring:"]
+def report(missing: list[tuple[str, str]], broken: list[tuple[str, str]]) -> str:
+    """The missing names grouped by file, then the broken references; empty if none."""
+    lines = [f"{len(missing)} public names have no docstring:"] if missing else []
     current = None
     for file, name in missing:
         if file != current:
             lines.append(f"  {file}")
             current = file
         lines.append(f"    {name}")
+    if broken:
+        lines.append(f"{len(broken)} references in public docstrings name nothing:")
+        lines.extend(f"  {name}: {reference}" for name, reference in broken)
     return "\n".join(lines)
 
 
+def check() -> str:
+    """The report of the six packages' sources (empty when all is well)."""
+    modules = load()
+    return report(missing_docstrings(modules), broken_references(modules))
+
+
 def main() -> int:
-    """Print the missing names; exit status 1 when there are any."""
-    missing = missing_docstrings(load())
-    if missing:
-        print(report(missing), file=sys.stderr)
+    """Print the missing names and broken references; exit status 1 when there are any."""
+    problems = check()
+    if problems:
+        print(problems, file=sys.stderr)
         return 1
-    print("every public name has a docstring")
+    print("every public name has a docstring and every reference in them resolves")
     return 0
 
 

@@ -20,7 +20,7 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import check_docstrings  # noqa: E402  (the docs folder is not a package)
+import check_docstrings  # found through the path above: docs/ is not a package
 
 ROOT = check_docstrings.ROOT
 PACKAGES = check_docstrings.PACKAGES
@@ -76,10 +76,11 @@ def on_config(config: Any) -> Any:
 
 
 def on_pre_build(config: Any) -> None:
-    """Stop the build, naming them, when public names lack a docstring."""
-    missing = check_docstrings.missing_docstrings(check_docstrings.load())
-    if missing and not __import__('os').environ.get('TMPSKIP'):
-        raise PluginError(check_docstrings.report(missing))
+    """Stop the build, naming them, when public names lack a docstring or a reference in
+    one names nothing."""
+    problems = check_docstrings.check()
+    if problems:
+        raise PluginError(problems)
 
 
 def on_files(files: Files, config: Any) -> Files:
