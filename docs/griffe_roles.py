@@ -4,7 +4,8 @@ The docstrings name other objects the Sphinx way (``:class:`MultiHeadAttention``
 ``:meth:`~b4t.generation.SeqGeneration.predict```). Markdown has no such roles, so each
 becomes a code span linked through mkdocs-autorefs to the object it names (resolved as
 ``check_docstrings.resolve_role`` does), or a plain code span where the object is not on
-the site. ``check_docstrings`` fails the build on a reference that names nothing.
+the site. ``check_docstrings`` fails the build on a reference that names nothing. A reST
+``.. code-block::`` line is dropped: the indented block under it is code in Markdown too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import griffe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import check_docstrings  # found through the path above: docs/ is not a package
+
+_DIRECTIVE = re.compile(r"^[ \t]*\.\. (?:code-block|code|sourcecode)::.*\n", re.MULTILINE)
 
 
 def _objects(obj: griffe.Object) -> Iterator[griffe.Object]:
@@ -43,7 +46,9 @@ def link_roles(obj: griffe.Object) -> None:
             return f"`{text}`"
         return f'<autoref identifier="{path}" optional><code>{text}</code></autoref>'
 
-    obj.docstring.value = check_docstrings.ROLE.sub(replace, obj.docstring.value)
+    text = check_docstrings.ROLE.sub(replace, obj.docstring.value)
+    # a reST ``.. code-block:: python`` line: the indented block under it is code in Markdown too
+    obj.docstring.value = _DIRECTIVE.sub("", text)
 
 
 class SphinxRoles(griffe.Extension):
