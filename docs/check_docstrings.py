@@ -158,7 +158,7 @@ def _check(obj: griffe.Object) -> Iterator[tuple[str, str]]:
 
 def report(missing: list[tuple[str, str]], broken: list[tuple[str, str]]) -> str:
     """The missing names grouped by file, then the broken references; empty if none."""
-    lines = [f"{len(missing)} public names have no docstring:"] if missing else []
+    lines = [f"public names without a docstring: {len(missing)}"] if missing else []
     current = None
     for file, name in missing:
         if file != current:
@@ -166,7 +166,7 @@ def report(missing: list[tuple[str, str]], broken: list[tuple[str, str]]) -> str
             current = file
         lines.append(f"    {name}")
     if broken:
-        lines.append(f"{len(broken)} references in public docstrings name nothing:")
+        lines.append(f"references in public docstrings that name nothing: {len(broken)}")
         lines.extend(f"  {name}: {reference}" for name, reference in broken)
     return "\n".join(lines)
 
