@@ -5,6 +5,7 @@ nox -s tests                          # every package's tests, once per torch ve
 nox -s "tests(torch='2.13.0')"        # one torch version
 nox -s "isolated(package='b4t-tokenizers')"
 nox -s seed                           # b4t against bert4torch 0.2.5 itself
+nox -s docs                           # the API reference site into site/ (strict)
 nox -s bench -- tokenizers models     # benchmarks (never part of CI)
 nox -s demo                           # the sentiment demo (runtime dependencies only)
 nox -s generate                       # train + sample a character GPT (-- --serve to serve it)
@@ -23,7 +24,7 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 
-nox.options.sessions = ["lint", "tests", "seed", "isolated", "build"]
+nox.options.sessions = ["lint", "docs", "tests", "seed", "isolated", "build"]
 nox.options.error_on_missing_interpreters = True
 
 # Each distribution and the siblings it depends on (transitively), in install order.
@@ -52,6 +53,17 @@ WHEELHOUSE = Path(os.environ.get("B4T_WHEELHOUSE", Path.home() / ".cache" / "b4t
 LOCAL_TORCH = {TORCH_DEFAULT, "2.14.1"}
 
 TEST_TOOLS = ["pytest>=7", "pytest-xdist>=3"]
+# The API site's tools, pinned: the site reads the sources statically (griffe), so
+# neither torch nor the packages are installed in its env. ruff formats the signatures.
+DOCS_TOOLS = [
+    "mkdocs==1.6.1",
+    "mkdocs-autorefs==1.4.5",
+    "mkdocstrings==1.0.8",
+    "mkdocstrings-python==2.0.11",
+    "griffe==2.4.1",
+    "griffe-inherited-docstrings==1.1.4",
+    "ruff==0.17.6",
+]
 ENV = {"PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_PROGRESS_BAR": "off", "HF_HUB_OFFLINE": "1"}
 # Two pytest workers on the two cores, one torch thread each (tiny tensors run
 # far faster single-threaded than with two workers fighting over threads).
@@ -103,6 +115,14 @@ def lint(session: nox.Session) -> None:
     session.install("ruff")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The API reference site (mkdocs.yml) into site/, in strict mode: a broken link or
+    reference, or a public name without a docstring (docs/check_docstrings.py), fails it."""
+    session.install(*DOCS_TOOLS)
+    session.run("mkdocs", "build", "--strict", "--clean", *session.posargs, env=ENV)
 
 
 @nox.session

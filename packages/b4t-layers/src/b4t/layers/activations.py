@@ -44,6 +44,7 @@ def swish(x: torch.Tensor) -> torch.Tensor:
 
 
 silu = swish
+"""The same function as :func:`swish` (``x * sigmoid(x)``), under transformers' name."""
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
@@ -114,6 +115,7 @@ ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "linear": linear_act,
     "softmax": softmax,
 }
+"""Activation functions by the names configs use (``hidden_act``), as transformers names them."""
 
 
 class UnknownActivationError(KeyError, ValueError):

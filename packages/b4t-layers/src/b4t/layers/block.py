@@ -23,11 +23,18 @@ class TransformerBlock(nn.Module):
     Pre-norm (GPT-2, T5, LLaMA): ``x = x + drop(attn(norm1(x))); x = x + drop(ffn(norm2(x)))``.
 
     Args:
-        hidden_size, num_attention_heads, intermediate_size, hidden_act: sizes / activation.
-        dropout_rate: residual dropout; ``attention_dropout`` on the probabilities.
-        layer_norm_eps, norm_mode ('normal' | 'rmsnorm'), norm_bias: the two norms.
+        hidden_size: model width ``H``.
+        num_attention_heads: number of heads ``N``.
+        intermediate_size: feed-forward inner width.
+        hidden_act: feed-forward activation (a name or a callable).
+        dropout_rate: residual dropout.
+        attention_dropout: dropout on the attention probabilities.
+        layer_norm_eps: epsilon of the two norms.
         pre_norm: pre-norm ordering.
-        is_gated, bias: feed-forward options (``bias`` also for attention).
+        is_gated: gated feed-forward (GLU variants).
+        bias: biases in the feed-forward and the attention projections.
+        norm_mode: ``'normal'`` or ``'rmsnorm'``, for the two norms.
+        norm_bias: a learned bias in the two norms.
         attention_head_size: per-head width if not ``H // N``.
         attention_cls: the attention class (a :class:`MultiHeadAttention` subclass with
             extra hooks, e.g. relative positions); ``attention_kwargs`` go to it.
@@ -89,6 +96,11 @@ class TransformerBlock(nn.Module):
         cond: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None, Any]:
+        """Run the layer: ``x [B, L, H]`` -> ``(x [B, L, H], probs or None, (k, v) or None)``.
+
+        ``attention_mask`` goes to the attention as it is; ``cond`` ``[B, C]`` or ``[B, L, C]``
+        feeds the conditional norms; ``kwargs`` reach the attention's hooks (cache, positions).
+        """
         if self.pre_norm:
             attn, probs, present = self.attention(self.norm1(x, cond), attention_mask, **kwargs)
             x = x + self._drop(attn)

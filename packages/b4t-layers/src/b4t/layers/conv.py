@@ -54,6 +54,9 @@ class ConvLayer(nn.Module):
         residual_states: torch.Tensor,
         input_mask: torch.Tensor | None,
     ) -> torch.Tensor:
+        """Mix neighbouring positions: ``hidden_states [B, L, H]``, ``residual_states [B, L, H]``,
+        ``input_mask [B, L]`` or ``[B, 1, 1, L]`` (1 = real token) or None -> ``[B, L, H]``.
+        """
         out = self.conv(hidden_states.transpose(1, 2)).transpose(1, 2)
         keep = None
         if input_mask is not None:

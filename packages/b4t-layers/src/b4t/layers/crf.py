@@ -40,7 +40,7 @@ class CRF(nn.Module):
     Unlike bert4torch 0.2.5, a mask with gaps (a 0 followed by a 1) is an error rather
     than a silently inconsistent score (``MIGRATION.md``).
 
-    Parameters:
+    Attributes:
         start_transitions: ``(K,)`` score of starting in each tag.
         end_transitions: ``(K,)`` score of ending in each tag.
         transitions: ``(K, K)``; ``transitions[i, j]`` scores the move from tag i to tag j.

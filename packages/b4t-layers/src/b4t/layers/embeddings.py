@@ -87,6 +87,7 @@ class SinusoidalPositionEncoding(nn.Module):
         self.position_embeddings = nn.Embedding.from_pretrained(table, freeze=True)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
+        """Look up ``position_ids [...]`` (long) -> ``[..., embedding_size]``."""
         return self.position_embeddings(position_ids)
 
 
@@ -200,6 +201,12 @@ class Embeddings(nn.Module):
         extra_ids: Sequence[torch.Tensor] = (),
         task_type_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Sum the tables, normalise, drop out, project: ``token_ids [B, L]`` -> ``[B, L, H]``.
+
+        ``segment_ids [B, L]`` (None: segment 0), ``position_ids [B, L]`` (None: ``0 .. L-1``, or
+        RoBERTa's offsets with ``roberta_positions``), ``extra_ids`` one ``[B, L]`` tensor per
+        ``layer_add_embs`` module, ``task_type_ids [B, L]`` (None: task 0).
+        """
         x = self.word_embeddings(token_ids)
         if self.segment_embeddings is not None:
             x = x + _type_embedding(self.segment_embeddings, segment_ids)

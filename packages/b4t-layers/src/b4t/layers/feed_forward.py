@@ -80,6 +80,7 @@ class PositionWiseFeedForward(nn.Module):
         self.register_load_state_dict_pre_hook(_rename_seed_keys)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the feed-forward to each position: ``x [..., H]`` -> ``[..., H]``."""
         h = self.act(self.intermediate(x))
         if self.gate is not None:
             h = h * self.gate(x)

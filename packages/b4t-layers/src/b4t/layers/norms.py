@@ -21,6 +21,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x [..., hidden_size]`` by its root mean square -> same shape."""
         variance = x.float().pow(2).mean(-1, keepdim=True)
         out = x.float() * torch.rsqrt(variance + self.eps)
         return self.weight * out.to(x.dtype)
@@ -76,6 +77,11 @@ class LayerNorm(nn.Module):
     def forward(
         self, x: torch.Tensor | tuple | list, cond: torch.Tensor | None = None
     ) -> torch.Tensor:
+        """Normalise ``x [..., hidden_size]`` -> same shape.
+
+        ``cond`` ``[B, conditional_size]`` or ``[B, L, conditional_size]`` (or bert4torch's
+        ``x = (x, cond)``) shifts the gain and bias of a conditional norm.
+        """
         if isinstance(x, (tuple, list)):  # bert4torch passes (x, cond) as one argument
             if not 1 <= len(x) <= 2:
                 raise ValueError(f"LayerNorm takes (x, cond) as a pair, got {len(x)} items")

@@ -244,6 +244,10 @@ class T5RelativePositionBias(nn.Module):
         self.relative_attention_bias = nn.Embedding(num_buckets, num_heads)
 
     def forward(self, q_len: int, k_len: int, offset: int = 0) -> Tensor:
+        """The bias for ``q_len`` queries and ``k_len`` keys -> ``[1, heads, q_len, k_len]``.
+
+        ``offset`` is the position of the first query (cached decoding: the past length).
+        """
         device = self.relative_attention_bias.weight.device
         rel = relative_distance(q_len, k_len, device) - offset
         buckets = t5_relative_position_bucket(
@@ -315,4 +319,5 @@ class RelativePositionsEncodingDebertaV2(nn.Module):
         return deberta_log_bucket_position(relative_pos, bucket_size, max_position).float()
 
     def forward(self, qlen: int, klen: int) -> Tensor:
+        """The (bucketed) distances ``i - j``, ``qlen`` x ``klen`` -> ``[1, qlen, klen]`` long."""
         return self.relative_position[:, :qlen, :klen]

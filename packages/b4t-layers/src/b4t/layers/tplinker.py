@@ -90,6 +90,7 @@ class TplinkerHandshakingKernel(nn.Module):
         return self.enc_inner_hiddens(tail, self.inner_enc_type)
 
     def forward(self, seq_hiddens: torch.Tensor) -> torch.Tensor:
+        """Encode each pair ``i <= j``: ``seq_hiddens [B, L, H]`` -> ``[B, L * (L + 1) / 2, H]``."""
         if seq_hiddens.dim() != 3:
             raise ValueError(
                 f"TplinkerHandshakingKernel expects [batch, seq_len, hidden], "

@@ -26,6 +26,11 @@ class BERT_WHITENING:
         self.bias: torch.Tensor | None = None
 
     def compute_kernel_bias(self, sentence_vec: Sequence[torch.Tensor]) -> None:
+        """Fit ``bias [1, H]`` and ``kernel [H, H]`` on a list of ``[n_i, H]`` sentence vectors.
+
+        Raises:
+            ValueError: fewer than two vectors, or vectors that are not rows of ``[n, H]``.
+        """
         vecs = torch.cat(list(sentence_vec), dim=0)
         if vecs.dim() != 2 or vecs.shape[0] < 2:
             raise ValueError(
@@ -37,9 +42,15 @@ class BERT_WHITENING:
         self.kernel = torch.linalg.inv((u * s.sqrt()).T)
 
     def save_whiten(self, path: str | os.PathLike) -> None:
+        """Write ``{'kernel', 'bias'}`` to ``path`` with ``torch.save``."""
         torch.save({"kernel": self.kernel, "bias": self.bias}, path)
 
     def load_whiten(self, path: str | os.PathLike) -> None:
+        """Read ``{'kernel', 'bias'}`` from ``path`` (``weights_only=True``).
+
+        Raises:
+            KeyError: the file lacks one of the two tensors.
+        """
         whiten = torch.load(path, weights_only=True)
         missing = {"kernel", "bias"} - set(whiten)
         if missing:
@@ -47,6 +58,7 @@ class BERT_WHITENING:
         self.kernel, self.bias = whiten["kernel"], whiten["bias"]
 
     def transform_and_normalize(self, vecs: torch.Tensor) -> torch.Tensor:
+        """Whiten ``vecs [n, H]`` (when fitted) and scale each row to unit L2 norm -> ``[n, H]``."""
         if self.kernel is not None and self.bias is not None:
             vecs = (vecs + self.bias) @ self.kernel
         return vecs / vecs.pow(2).sum(dim=1, keepdim=True).sqrt()

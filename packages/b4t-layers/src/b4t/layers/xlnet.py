@@ -49,6 +49,7 @@ class XlnetPositionsEncoding(nn.Module):
         self.embedding_size = embedding_size
 
     def forward(self, pos_seq: torch.Tensor) -> torch.Tensor:
+        """Embed the distances ``pos_seq [R]`` -> ``[R, embedding_size]`` float32."""
         steps = torch.arange(0, self.embedding_size, 2, device=pos_seq.device, dtype=torch.float)
         inv_freq = 1.0 / (10000 ** (steps / self.embedding_size))
         angles = pos_seq.float()[:, None] * inv_freq[None, :]
@@ -81,7 +82,8 @@ class RelativeMultiHeadAttention(nn.Module):
     table and ``s_ij`` 1 where query ``i`` and key ``j`` are in different segments.
 
     Args:
-        hidden_size, num_attention_heads: sizes (``d = hidden_size / heads``).
+        hidden_size: model width ``H``.
+        num_attention_heads: number of heads ``N`` (``d = H / N``).
         attention_probs_dropout_prob: dropout on the attention weights.
         segment_vocab_size: > 0 adds XLNet's segment term (``seg_embed``, ``r_s_bias``).
         own_biases: hold ``r_w_bias`` / ``r_r_bias`` / ``r_s_bias`` here (XLNet's
@@ -143,6 +145,12 @@ class RelativeMultiHeadAttention(nn.Module):
         r_r_bias: torch.Tensor | None = None,
         r_s_bias: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Attend the last ``qlen`` rows of ``context [B, K, H]`` to all ``K`` -> ``[B, Q, H]``.
+
+        ``pos_emb [R, H]`` embeds the distances, ``keep [B|1, 1, Q, K]`` (False hides a key),
+        ``seg_mat [B, Q, K]`` marks keys of the other segment; the three biases ``[N, d]`` are
+        the model's shared ones when the layer holds none (``own_biases=False``).
+        """
         klen = context.shape[1]
         qlen = klen if qlen is None else qlen
         q = self._heads(self.q(context[:, klen - qlen :]))  # [B, N, Q, d]
@@ -272,6 +280,14 @@ class XlnetLayer(nn.Module):
         conditional_emb: torch.Tensor | None = None,
         **shared_biases: torch.Tensor | None,
     ) -> torch.Tensor:
+        """Run the block: ``hidden_states [B, Q, H]``, memory ``mems_i [B, M, H]`` -> ``[B, Q, H]``.
+
+        Arguments as in the class docstring; ``shared_biases`` (``r_w_bias``, ``r_r_bias``,
+        ``r_s_bias``) go to the attention.
+
+        Raises:
+            ValueError: ``pos_emb`` is missing, or ``conditional_emb`` is given.
+        """
         if pos_emb is None:
             raise ValueError("XlnetLayer needs pos_emb (XlnetPositionsEncoding of the distances)")
         if conditional_emb is not None:

@@ -50,7 +50,8 @@ class UDALoss(nn.Module):
             (bert4torch's ``'linear_schedule'`` etc. also accepted).
         total_steps: bert4torch's second argument; used only when ``forward`` is given
             ``total_steps=None``.
-        start_p, end_p: the threshold range.
+        start_p: the TSA threshold where the schedule ``eta_t`` is 0.
+        end_p: the TSA threshold where ``eta_t`` is 1 (the last step).
         return_all_loss: also return the two parts.
     """
 
