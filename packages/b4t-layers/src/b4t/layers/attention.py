@@ -165,6 +165,11 @@ class MultiHeadAttention(nn.Module):
         output_attentions: bool = False,
         **kwargs: Any,
     ) -> AttentionOutput:
+        """``hidden_states [B, L, H]`` -> ``(out [B, L, H], probs [B, N, L, K] or None,
+        (k, v) [B, N, K, D] or None)``; ``attention_mask`` additive ``[B|1, 1|N, L, K]``,
+        ``position_bias`` added to the scores, ``past_key_value`` the cached ``(k, v)``
+        of earlier positions (``K`` = past + ``L``); other keywords go to
+        :meth:`transform_qk`."""
         b, length, _ = hidden_states.shape
         q, k, v = self.split_heads(hidden_states)
         q, k = self.transform_qk(q, k, past_key_value=past_key_value, **kwargs)

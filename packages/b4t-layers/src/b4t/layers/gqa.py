@@ -118,6 +118,10 @@ class GroupedQueryAttention(nn.Module):
         rotary_cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs: Any,
     ) -> AttentionOutput:
+        """``hidden_states [B, L, H]`` -> ``(out [B, L, H], probs [B, N, L, K] or None,
+        (k, v) [B, N_kv, K, D] or None)``; ``rotary_cos_sin`` the ``[B, L, D]`` tables of
+        :func:`rope_cos_sin`, ``past_key_value`` the cached ``(k, v)`` (``K`` = past +
+        ``L``), ``attention_mask`` additive ``[B|1, 1, L, K]`` or None (causal)."""
         b, length, _ = hidden_states.shape
         q, k, v = self.qkv(hidden_states).split([self.q_size, self.kv_size, self.kv_size], -1)
         q = q.view(b, length, self.num_heads, self.head_size).transpose(1, 2)
