@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from b4t.trainer.batches import unpacks_lists
 from b4t.trainer.callback import Callback
 from b4t.trainer.callbacks import History
-from b4t.trainer.trainer import Trainer, _unpacks_lists
+from b4t.trainer.trainer import Trainer
 
 _MISSING: Any = object()
 
@@ -68,7 +69,7 @@ class BaseModel(nn.Module):
         trainer.owner = self
         inner = self._modules.get("module")
         if inner is not None and type(self).forward is BaseModel.forward:
-            trainer._unpack = _unpacks_lists(inner)  # list inputs as the wrapped module takes them
+            trainer._unpack = unpacks_lists(inner)  # list inputs as the wrapped module takes them
         return trainer
 
     # torch4keras's BaseModel keeps the run's state on the model (``model.optimizer``,
@@ -170,8 +171,8 @@ class BaseModel(nn.Module):
             return False
         inner = self._modules.get("module")
         if inner is not None and type(self).forward is BaseModel.forward:
-            return _unpacks_lists(inner)
-        return _unpacks_lists(self)
+            return unpacks_lists(inner)
+        return unpacks_lists(self)
 
     def train_step(self, train_X: Any, train_y: Any) -> tuple[Any, torch.Tensor, dict[str, Any]]:
         """torch4keras's one forward + backward, without the optimizer step.

@@ -61,9 +61,7 @@ class ProgressBar(Callback):
         self._last = time.monotonic()
 
     def _running_means(self) -> dict[str, str]:
-        trainer = self.trainer
-        count = max(1, trainer._epoch_count)
-        return _format_logs({k: v / count for k, v in trainer._epoch_sums.items()})
+        return _format_logs(self.trainer.epoch_totals.running_means())
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         if self.trainer.local_step:  # resumed mid-epoch: no on_epoch_begin for this one
