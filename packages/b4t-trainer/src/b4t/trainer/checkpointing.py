@@ -18,17 +18,14 @@ from b4t.trainer.state import atomic_save
 
 
 def save_to_templates(
-    trainer: Any,
-    position: Mapping[str, int],
-    logs: Mapping[str, Any] | None,
-    *,
-    weights: str | os.PathLike[str] | None,
-    optimizer: str | os.PathLike[str] | None,
-    steps_params: str | os.PathLike[str] | None,
+    callback: Checkpoint | Any, position: Mapping[str, int], logs: Mapping[str, Any] | None
 ) -> None:
-    """Save the weights, the optimizer state and the steps params (master rank only) to
-    the paths the templates name (``None`` skips one), formatted with ``position``
-    (``{'epoch': 3}`` or ``{'step': 300}``) and the logs' values (``{loss:.3f}``)."""
+    """Save what torch4keras's ``callback.checkpoint_path`` / ``optimizer_path`` /
+    ``steps_params_path`` templates name (the weights, the optimizer state, the steps
+    params; ``None`` skips one), formatted with ``position`` (``{'epoch': 3}`` or
+    ``{'step': 300}``) and the logs' values (``{loss:.3f}``); master rank only.
+    ``callback`` is a :class:`Checkpoint` or an :class:`~b4t.trainer.evaluator.Evaluator`."""
+    trainer = callback.trainer
     if not trainer.is_master:
         return
     fields = {
@@ -37,9 +34,9 @@ def save_to_templates(
         if isinstance(k, str) and k.isidentifier() and k not in position
     }
     for template, write in (
-        (weights, trainer.save_weights),
-        (optimizer, lambda p: atomic_save(trainer.optimizer.state_dict(), p)),
-        (steps_params, trainer.save_steps_params),
+        (callback.checkpoint_path, trainer.save_weights),
+        (callback.optimizer_path, lambda p: atomic_save(trainer.optimizer.state_dict(), p)),
+        (callback.steps_params_path, trainer.save_steps_params),
     ):
         if template is not None:
             path = Path(os.fspath(template).format(**position, **fields))
@@ -114,15 +111,7 @@ class Checkpoint(Callback):
     def process(self, suffix: int, logs: Logs | None) -> None:
         """Save what the templates name, formatted with ``{epoch}`` / ``{step}`` (per
         ``method``) = ``suffix`` and the logs."""
-        key = "epoch" if self.method == "epoch" else "step"
-        save_to_templates(
-            self.trainer,
-            {key: suffix},
-            logs,
-            weights=self.checkpoint_path,
-            optimizer=self.optimizer_path,
-            steps_params=self.steps_params_path,
-        )
+        save_to_templates(self, {"epoch" if self.method == "epoch" else "step": suffix}, logs)
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
         if self.method == "step" and (global_step + 1) % self.step_interval == 0:
@@ -175,10 +164,12 @@ class ResumeCheckpoint(Callback):
 
     @property
     def last_path(self) -> Path:
+        """``directory / 'last.pt'``: the latest state."""
         return self.directory / "last.pt"
 
     @property
     def best_path(self) -> Path:
+        """``directory / 'best.pt'``: the state with the best ``monitor`` value."""
         return self.directory / "best.pt"
 
     def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:

@@ -58,7 +58,8 @@ class Evaluator(MonitorCallback):
         self.results: dict[str, float] = {}
 
     @property
-    def best_perf(self) -> float:  # torch4keras's name
+    def best_perf(self) -> float:
+        """torch4keras's name for :attr:`best`."""
         return self._monitor.best
 
     def evaluate(self) -> Mapping[str, float] | float:
@@ -72,14 +73,7 @@ class Evaluator(MonitorCallback):
         return value >= best if self._monitor.mode == "max" else value <= best
 
     def _save(self, key: str, suffix: int, logs: Mapping[str, Any]) -> None:
-        save_to_templates(
-            self.trainer,
-            {key: suffix},
-            logs,
-            weights=self.checkpoint_path,
-            optimizer=self.optimizer_path,
-            steps_params=self.steps_params_path,
-        )
+        save_to_templates(self, {key: suffix}, logs)
         if self.save_path is not None:
             self.trainer.save_weights(self.save_path)
 

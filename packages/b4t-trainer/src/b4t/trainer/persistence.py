@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from b4t.trainer.cursor import LoaderCursor
     from b4t.trainer.trainer import Trainer
 
+PathLike = str | os.PathLike[str]
+
 CHECKPOINT_FORMAT = 1
 """The ``format`` value of a :meth:`Persistence.state_dict` checkpoint."""
 
@@ -129,11 +131,10 @@ class Persistence:
     # ---------------------------------------------------------------- weights
     def save_weights(
         self,
-        path: str | os.PathLike[str],
-        prefix: str | None = None,
-        *,
-        mapping: Mapping[str, Any] | None = None,
-        seed_names: bool = False,
+        path: PathLike,
+        prefix: str | None,
+        mapping: Mapping[str, Any] | None,
+        seed_names: bool,
     ) -> None:
         """See :meth:`Trainer.save_weights <b4t.trainer.trainer.Trainer.save_weights>`."""
         trainer = self.trainer
@@ -160,11 +161,10 @@ class Persistence:
 
     def load_weights(
         self,
-        path: str | os.PathLike[str] | Mapping[str, Any],
-        strict: bool = True,
-        prefix: str | None = None,
-        *,
-        mapping: Mapping[str, Any] | None = None,
+        path: PathLike | Mapping[str, Any],
+        strict: bool,
+        prefix: str | None,
+        mapping: Mapping[str, Any] | None,
     ) -> None:
         """See :meth:`Trainer.load_weights <b4t.trainer.trainer.Trainer.load_weights>`."""
         module = self.trainer.module

@@ -49,7 +49,8 @@ class EarlyStopping(PeriodicCheck):
         self._reset()
 
     @property
-    def restore_best(self) -> bool:  # b4t 0.1's name
+    def restore_best(self) -> bool:
+        """b4t 0.1's name for ``restore_best_weights``."""
         return self.restore_best_weights
 
     def _reset(self) -> None:

@@ -539,7 +539,7 @@ class Trainer:
         0.2.5 loads; ``prefix`` (0.2.5's) or ``mapping`` (b4t's, keyword only) write
         checkpoint names.
         """
-        self.persistence.save_weights(path, prefix, mapping=mapping, seed_names=seed_names)
+        self.persistence.save_weights(path, prefix, mapping, seed_names)
 
     def load_weights(
         self,
@@ -553,7 +553,7 @@ class Trainer:
         0.2.5 wrote, in 0.2.5's module names or the module's own; with ``prefix`` (0.2.5's
         order: ``(path, strict, prefix)``) or ``mapping`` (keyword only) the file's
         checkpoint names are mapped back first."""
-        self.persistence.load_weights(path, strict, prefix, mapping=mapping)
+        self.persistence.load_weights(path, strict, prefix, mapping)
 
     def save_steps_params(self, path: str | os.PathLike[str]) -> None:
         """bert4torch's resume recipe: save where the next batch starts (pair it with
