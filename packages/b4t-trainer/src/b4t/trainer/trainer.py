@@ -10,6 +10,12 @@ records the loader position (the RNG states in force when the current
 iterator was created plus how many batches it yielded), so a resumed run
 recreates the same iterator, skips the batches already seen and goes on
 bit-identically.
+
+Where the rest lives: saving and loading (weights, steps params, checkpoints,
+resume) in :mod:`b4t.trainer.persistence`, which ``trainer.persistence`` runs;
+reading a batch and the loss's output in :mod:`b4t.trainer.batches`; the
+running epoch's log totals in :mod:`b4t.trainer.epoch_logs`; argument checks
+in :mod:`b4t.trainer.arguments`.
 """
 
 from __future__ import annotations
@@ -33,12 +39,12 @@ from b4t.trainer.batches import (
     unpacks_lists,
 )
 from b4t.trainer.callback import HOOK_NAMES, Callback, Logs
-from b4t.trainer.callbacks import History, ProgressBar
 from b4t.trainer.cursor import LoaderCursor
 from b4t.trainer.epoch_logs import EpochTotals
 from b4t.trainer.metrics import MetricFn, add_metrics, resolve_metrics
 from b4t.trainer.persistence import CHECKPOINT_FORMAT, Persistence
 from b4t.trainer.precision import Precision
+from b4t.trainer.progress import History, ProgressBar
 
 __all__ = ["CHECKPOINT_FORMAT", "Trainer"]
 
