@@ -13,7 +13,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from b4t.trainer import BaseModelDDP, Checkpoint, Logger, seed_everything
+from b4t.trainer import BaseModelDDP, Logger, ResumeCheckpoint, seed_everything
 
 GLOBAL_BATCH = 8  # samples per optimizer step, over all ranks and micro-batches
 ACCUMULATION = 2  # each rank: micro-batches of GLOBAL_BATCH / (world * ACCUMULATION)
@@ -70,7 +70,7 @@ def main(out: Path) -> None:
     model.fit(
         loader,
         epochs=2,
-        callbacks=[Logger(out / f"log_rank{rank}.txt"), Checkpoint(out / f"ckpt_rank{rank}")],
+        callbacks=[Logger(out / f"log_rank{rank}.txt"), ResumeCheckpoint(out / f"ckpt_rank{rank}")],
         verbose=1,
     )
     model.save_weights(out / "weights.pt")  # rank 0 only

@@ -14,7 +14,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from b4t.trainer import Callback, Checkpoint, TerminateOnNaN, get_cosine_schedule_with_warmup
+from b4t.trainer import (
+    Callback,
+    ResumeCheckpoint,
+    TerminateOnNaN,
+    get_cosine_schedule_with_warmup,
+)
 
 EPOCHS, STEPS = 3, 5
 
@@ -51,7 +56,7 @@ class SigKill(Callback):
 def main(directory: Path, kill_at: int) -> None:
     torch.set_num_threads(1)
     trainer, loader = build(seed=0)
-    callbacks = [TerminateOnNaN(), Checkpoint(directory, every_n_steps=1), SigKill(kill_at)]
+    callbacks = [TerminateOnNaN(), ResumeCheckpoint(directory, every_n_steps=1), SigKill(kill_at)]
     trainer.fit(loader, epochs=EPOCHS, steps_per_epoch=STEPS, callbacks=callbacks, verbose=0)
 
 

@@ -1,4 +1,5 @@
-"""Built-in callbacks: EarlyStopping, Checkpoint, TerminateOnNaN, Logger, Tensorboard, Evaluator."""
+"""Built-in callbacks: EarlyStopping, Checkpoint, ResumeCheckpoint, TerminateOnNaN, Logger,
+Tensorboard, Evaluator."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from b4t.trainer import (
-    Checkpoint,
     EarlyStopping,
     Evaluator,
     LambdaCallback,
     Logger,
+    ResumeCheckpoint,
     Tensorboard,
     TerminateOnNaN,
 )
@@ -102,7 +103,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_net, data, tmp_p
         )
     )
     nan_stop = TerminateOnNaN()
-    ckpt = Checkpoint(tmp_path, every_n_steps=1)
+    ckpt = ResumeCheckpoint(tmp_path, every_n_steps=1)
     history = net.fit(loader, epochs=3, callbacks=[snap, nan_stop, ckpt], verbose=0)
     assert nan_stop.stopped_step == 4
     assert net.trainer.global_step == 5
@@ -117,7 +118,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_net, data, tmp_p
 def test_checkpoint_keeps_top_k_and_best(tiny_net, loader, tmp_path) -> None:
     net = _compiled(tiny_net)
     values = [0.5, 0.3, 0.4, 0.2, 0.9]
-    ckpt = Checkpoint(tmp_path, monitor="val_loss", mode="min", top_k=2)
+    ckpt = ResumeCheckpoint(tmp_path, monitor="val_loss", mode="min", top_k=2)
     net.fit(loader(n=8), epochs=5, callbacks=[Scripted(values), ckpt], verbose=0)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["best.pt", "epoch2.pt", "epoch4.pt", "last.pt"]
@@ -218,10 +219,10 @@ def test_tensorboard_without_the_package_is_a_clear_import_error(
 
 def test_checkpoint_in_a_hook_waits_for_the_other_callbacks(tiny_net, loader, tmp_path) -> None:
     net = _compiled(tiny_net)
-    # Checkpoint runs before EarlyStopping in the list, yet the saved state must hold
+    # ResumeCheckpoint runs before EarlyStopping in the list, yet the saved state must hold
     # EarlyStopping's update for the same epoch (the write is deferred to the hook's end).
     stopper = EarlyStopping(monitor="val_loss", mode="min", patience=5)
-    ckpt = Checkpoint(tmp_path, top_k=0)
+    ckpt = ResumeCheckpoint(tmp_path, top_k=0)
     net.fit(loader(n=8), epochs=2, callbacks=[Scripted([1.0, 2.0]), ckpt, stopper], verbose=0)
     saved = torch.load(ckpt.last_path, weights_only=True)
     states = {entry["name"]: entry["state"] for entry in saved["callbacks"]}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from b4t.trainer import Checkpoint, TerminateOnNaN
+from b4t.trainer import ResumeCheckpoint, TerminateOnNaN
 
 WORKER = Path(__file__).with_name("kill_worker.py")
 
@@ -36,7 +36,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path) -> None:
 
     def fit(directory, seed, resume):
         trainer, loader = worker.build(seed)
-        callbacks = [TerminateOnNaN(), Checkpoint(directory)]
+        callbacks = [TerminateOnNaN(), ResumeCheckpoint(directory)]
         trainer.fit(
             loader,
             epochs=worker.EPOCHS,

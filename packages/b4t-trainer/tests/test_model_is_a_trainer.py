@@ -7,6 +7,7 @@ session, which installs b4t-trainer alone.
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import pickle
 import sys
@@ -243,3 +244,33 @@ def test_a_safetensors_path_is_the_checkpoint_layout(tmp_path) -> None:
     other.load_weights(tmp_path / "w.safetensors")
     for key, value in model.state_dict().items():
         assert torch.equal(other.state_dict()[key], value), key
+
+
+def test_save_and_load_weights_have_one_argument_order(tmp_path) -> None:
+    """bert4torch's positional order in the models as in the trainer: ``(path, prefix)`` /
+    ``(path, strict, prefix)``; b4t's ``mapping`` is keyword only. A mapping passed where
+    0.2.5 takes ``prefix`` / ``strict`` is a TypeError saying so (it was guessed before)."""
+    model = _built()
+    own = {name: name for name in model.state_dict()}
+    with pytest.raises(TypeError, match=r"prefix must be a str.*mapping=") as err:
+        model.save_weights(tmp_path / "x.safetensors", own)
+    assert "dict" in str(err.value)
+    with pytest.raises(TypeError, match=r"strict must be a bool.*mapping="):
+        model.load_weights(tmp_path / "x.safetensors", own)
+    assert not (tmp_path / "x.safetensors").exists()
+    model.save_weights(tmp_path / "own.safetensors", mapping=own)
+    other = _built(seed=3)
+    other.load_weights(tmp_path / "own.safetensors", True, mapping=own)
+    for key, value in model.state_dict().items():
+        assert torch.equal(other.state_dict()[key], value), key
+    # the model class's own methods (no trainer) take the same order
+    assert list(inspect.signature(Transformer.save_weights).parameters)[:3] == [
+        "self",
+        "path",
+        "prefix",
+    ]
+    load = inspect.signature(Transformer.load_weights).parameters
+    assert list(load)[:4] == ["self", "path", "strict", "prefix"]
+    assert load["mapping"].kind is inspect.Parameter.KEYWORD_ONLY
+    with pytest.raises(ValueError, match="seed_names=True names a state-dict file"):
+        model.save_weights(tmp_path / "y.pt", mapping=own, seed_names=True)

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from b4t.trainer import (
     EMA,
     Callback,
-    Checkpoint,
+    ResumeCheckpoint,
     atomic_save,
     get_linear_schedule_with_warmup,
     seed_everything,
@@ -49,7 +49,7 @@ def _run(tiny_net, data, tmp_path, kill_at=None, resume=False, generator=False):
     )
     # Saving every step (fsync each time) only where a kill is coming keeps the test fast.
     every = 1 if kill_at is not None else None
-    callbacks: list[Callback] = [EMA(0.9), Checkpoint(tmp_path, every_n_steps=every, top_k=2)]
+    callbacks: list[Callback] = [EMA(0.9), ResumeCheckpoint(tmp_path, every_n_steps=every, top_k=2)]
     if kill_at is not None:
         callbacks.append(KillAt(kill_at))
     resume_from = tmp_path / "last.pt" if resume else None

@@ -18,6 +18,7 @@ from b4t.trainer import (
     Evaluator,
     LambdaCallback,
     Logger,
+    ResumeCheckpoint,
     Tensorboard,
     Trainer,
 )
@@ -186,7 +187,7 @@ def test_resume_recipe_trains_every_step_once(
     opt2.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
     again.load_steps_params(tmp_path / "steps.pt")
     second = Recorder()
-    ckpt = Checkpoint(tmp_path / "ckpt")  # monitors 'loss': an empty epoch end would raise
+    ckpt = ResumeCheckpoint(tmp_path / "ckpt")  # monitors 'loss': an empty epoch end would raise
     history = again.fit(loader, epochs=3, callbacks=[second, ckpt], verbose=0)
 
     trained = [b for b in first.batches if b[2] <= stop_at] + second.batches
@@ -472,13 +473,9 @@ def test_checkpoint_with_the_seed_s_path_templates(tiny_net, loader, tmp_path) -
     )
     step_files = sorted(p.name.split("_")[1] for p in (tmp_path / "s").iterdir())
     assert step_files == ["3", "6"]
-    resume = Checkpoint(tmp_path / "dir")  # b4t's resume form
-    assert type(resume) is not Checkpoint and isinstance(resume, Checkpoint)
-    assert resume.last_path == tmp_path / "dir" / "last.pt"
     # torch4keras's Checkpoint('model.pt'): the weights file, rewritten after each epoch
     net, opt = _net(tiny_net)
     ckpt = Checkpoint(tmp_path / "model.pt")
-    assert type(ckpt) is Checkpoint
     net.fit(loader(n=8), epochs=2, callbacks=[ckpt], verbose=0)
     assert (tmp_path / "model.pt").is_file()
     saved = torch.load(tmp_path / "model.pt", weights_only=True)

@@ -14,9 +14,10 @@ install time; the dependency graph stays acyclic) and joins them at build time:
   trainer surface (``fit``, ``evaluate``, ``predict``, ``save_steps_params``, ...).
   ``compile`` is taken from ``BaseModel`` explicitly (the model class's own
   ``compile`` is only the "install b4t-trainer" guard).
-- ``save_weights`` / ``load_weights`` also take bert4torch's arguments:
-  ``load_weights(path, strict)`` positionally and ``prefix=`` (``prefix=''`` is the
-  checkpoint layout of ``variable_mapping()``, i.e. ``mapping=None``).
+- ``save_weights(save_path, prefix=None)`` / ``load_weights(load_path, strict=True,
+  prefix=None)`` take bert4torch's positional order (``prefix=''`` is the checkpoint
+  layout of ``variable_mapping()``, i.e. ``mapping=None``); b4t's ``mapping=`` is keyword
+  only, in the models and the trainer alike.
 - Instances pickle and deep-copy (by the model class, re-mixed on load), so
   ``torch.save(model)`` / ``copy.deepcopy(model)`` work; the copy gets its own trainer.
 """
@@ -85,39 +86,38 @@ class _SeedWeights:
     def load_weights(
         self,
         load_path: Any = None,
-        strict: Any = True,
+        strict: bool = True,
         prefix: str | None = None,
-        *args: Any,
+        *,
+        mapping: Any = _UNSET,
+        path: Any = None,
         **kwargs: Any,
     ) -> Any:
         """bert4torch's ``load_weights(load_path, strict=True, prefix=None)``, plus b4t's forms.
 
         A state-dict file (what 0.2.5's or b4t's ``save_weights`` writes, in 0.2.5's or
         b4t's module names) loads as a state dict; a checkpoint (folder, safetensors,
-        index, a file in checkpoint names) through the weight map. A second positional
-        argument that is not a bool is b4t's ``mapping`` (b4t's order ``(path, mapping,
-        strict)``); ``path=`` is b4t's keyword for ``load_path``. ``prefix=''`` reads
-        checkpoint names; another prefix names a submodule.
+        index, a file in checkpoint names) through the weight map. ``prefix=''`` reads
+        checkpoint names; another prefix names a submodule. b4t's ``mapping=`` and the
+        other options of :func:`~b4t.models.loading.load_into` are keyword only;
+        ``path=`` is b4t's keyword for ``load_path``.
         """
-        path = load_path
-        if "path" in kwargs:
-            path = _one_path(path, kwargs.pop("path"), "path")
-        if path is None:
-            raise TypeError("load_weights() needs a path (load_path)")
-        if not isinstance(strict, bool):  # b4t's positional order: (path, mapping, strict)
-            kwargs["mapping"] = strict
-            strict = True
-            if isinstance(prefix, bool):
-                strict, prefix, args = prefix, (args[0] if args else None), args[1:]
-        if args:
-            raise TypeError(f"load_weights() got {len(args)} positional arguments too many")
-        kwargs["strict"] = strict
+        path = _the_path("load_weights", "load_path", load_path, path)
+        if not isinstance(strict, bool):
+            raise TypeError(
+                f"load_weights(load_path, strict, prefix): strict must be a bool, got "
+                f"{type(strict).__name__} (bert4torch's order); pass b4t's mapping by keyword: "
+                "load_weights(path, mapping=...)"
+            )
         base = trainer_base()
         assert base is not None
         if prefix:
             return base.load_weights(self, path, strict, prefix=prefix)  # type: ignore[arg-type]
-        if prefix == "":
-            kwargs.setdefault("mapping", None)
+        kwargs["strict"] = strict
+        if mapping is not _UNSET:
+            kwargs["mapping"] = mapping
+        elif prefix == "":
+            kwargs["mapping"] = None
         if "mapping" in kwargs or not _is_state_file(path):
             return super().load_weights(path, **kwargs)  # type: ignore[misc]
         from b4t.trainer.state import load_file
@@ -128,35 +128,40 @@ class _SeedWeights:
         return super().load_weights(state, **kwargs)  # type: ignore[misc]
 
     def save_weights(
-        self, save_path: Any = None, prefix: Any = None, *args: Any, **kwargs: Any
+        self,
+        save_path: Any = None,
+        prefix: str | None = None,
+        *,
+        mapping: Any = _UNSET,
+        path: Any = None,
+        seed_names: bool = False,
     ) -> Any:
         """bert4torch's ``save_weights(save_path, prefix=None)``: one state-dict file.
 
         ``prefix=None``: the model's own state dict (``seed_names=True``: in 0.2.5's module
         names, a file 0.2.5 loads); ``prefix=''``: the checkpoint names of
         ``variable_mapping()``; another prefix: a submodule's checkpoint names.
-        ``path=`` is b4t's keyword for ``save_path``. b4t's ``mapping=`` (also as the
-        second positional argument, b4t's order) writes a checkpoint layout (see
-        :meth:`save_pretrained`).
+        ``path=`` is b4t's keyword for ``save_path``. b4t's ``mapping=`` (keyword only)
+        writes a checkpoint layout (see :meth:`save_pretrained`), as does a
+        ``.safetensors`` path.
         """
-        path = save_path
-        if "path" in kwargs:
-            path = _one_path(path, kwargs.pop("path"), "path")
-        if path is None:
-            raise TypeError("save_weights() needs a path (save_path)")
-        if prefix is not None and not isinstance(prefix, str):  # b4t's (path, mapping)
-            kwargs["mapping"] = prefix
-            prefix, args = (args[0] if args else None), args[1:]
-        if args:
-            raise TypeError(f"save_weights() got {len(args)} positional arguments too many")
+        path = _the_path("save_weights", "save_path", save_path, path)
+        if prefix is not None and not isinstance(prefix, str):
+            raise TypeError(
+                f"save_weights(save_path, prefix): prefix must be a str, got "
+                f"{type(prefix).__name__} (bert4torch's order); pass b4t's mapping by "
+                "keyword: save_weights(path, mapping=...)"
+            )
         is_safetensors = Path(os.fspath(path)).suffix == ".safetensors"
-        if "mapping" in kwargs or (prefix is None and is_safetensors):
-            if prefix is not None:
-                raise ValueError("save_weights: pass prefix= or mapping=, not both")
-            return super().save_weights(path, **kwargs)  # type: ignore[misc]
-        seed_names = bool(kwargs.pop("seed_names", False))
-        if kwargs:
-            raise TypeError(f"save_weights() got unexpected keyword(s): {sorted(kwargs)}")
+        if mapping is not _UNSET or (prefix is None and is_safetensors):
+            if prefix is not None or seed_names:
+                what = "prefix=" if prefix is not None else "seed_names=True"
+                raise ValueError(
+                    f"save_weights({os.fspath(path)!r}): {what} names a state-dict file; "
+                    "mapping= and a .safetensors path write the checkpoint layout"
+                )
+            layout = None if mapping is _UNSET else mapping
+            return super().save_weights(path, mapping=layout)  # type: ignore[misc]
         base = trainer_base()
         assert base is not None
         return base.save_weights(  # type: ignore[arg-type]
@@ -190,10 +195,14 @@ class _SeedWeights:
         return (_restore, (self._b4t_model_cls,), state)
 
 
-def _one_path(positional: Any, keyword: Any, name: str) -> Any:
-    if positional is not None:
-        raise TypeError(f"got the path twice: positionally and as {name}=")
-    return keyword
+def _the_path(method: str, seed_name: str, positional: Any, keyword: Any) -> Any:
+    """The path given positionally (bert4torch's ``seed_name``) or as ``path=``, once."""
+    if positional is not None and keyword is not None:
+        raise TypeError(f"{method}() got the path twice: as {seed_name} and as path=")
+    path = keyword if positional is None else positional
+    if path is None:
+        raise TypeError(f"{method}() needs a path ({seed_name})")
+    return path
 
 
 def _is_state_file(path: Any) -> bool:

@@ -733,16 +733,17 @@ class Transformer(nn.Module):
     def load_weights(
         self,
         path: str | Path | Sequence[str | Path] | dict[str, torch.Tensor],
-        mapping: dict[str, WeightSource] | None = None,
         strict: bool = True,
         prefix: str | None = None,
+        *,
+        mapping: dict[str, WeightSource] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Load a checkpoint (file, folder, index or state dict); see :func:`load_into`.
 
-        ``mapping=None``: the checkpoint layout (the weight map); ``mapping={}``: b4t's
-        own parameter names. bert4torch's ``prefix=''`` (the checkpoint layout) is
-        accepted too.
+        bert4torch's order ``(path, strict, prefix)`` (``prefix=''``, the checkpoint
+        layout, is the only prefix); ``mapping=`` is keyword only: ``None`` is the
+        checkpoint layout (the weight map), ``{}`` b4t's own parameter names.
         """
         from b4t.models.loading import load_into
 
@@ -752,11 +753,13 @@ class Transformer(nn.Module):
     def save_weights(
         self,
         path: str | Path,
-        mapping: dict[str, WeightSource] | None = None,
         prefix: str | None = None,
+        *,
+        mapping: dict[str, WeightSource] | None = None,
     ) -> Path:
-        """Write the weights; ``mapping=None``: the checkpoint layout (loads in
-        transformers), ``mapping={}``: b4t's own names. See :func:`save_from`."""
+        """Write the weights (bert4torch's order ``(path, prefix)``; ``mapping=`` is keyword
+        only): ``mapping=None`` the checkpoint layout (loads in transformers),
+        ``mapping={}`` b4t's own names. See :func:`save_from`."""
         from b4t.models.loading import save_from
 
         _check_prefix(prefix)

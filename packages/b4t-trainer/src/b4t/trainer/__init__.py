@@ -17,6 +17,7 @@ from b4t.trainer.callbacks import (
     LambdaCallback,
     Logger,
     ProgressBar,
+    ResumeCheckpoint,
     Tensorboard,
     TerminateOnNaN,
 )
@@ -64,6 +65,7 @@ __all__ = [
     "ProgressBar",
     "ReduceLROnPlateau",
     "RemoteMonitor",
+    "ResumeCheckpoint",
     "Tensorboard",
     "TerminateOnNaN",
     "Trainer",

@@ -14,16 +14,16 @@ Note that ``compile`` here is the trainer's (bert4torch's), not
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from b4t.trainer.callback import Callback
-from b4t.trainer.callbacks import History
-from b4t.trainer.trainer import Trainer, _unpacks_lists
+from b4t.trainer.batches import unpacks_lists
+from b4t.trainer.trainer import Trainer
 
 _MISSING: Any = object()
 
@@ -37,6 +37,19 @@ def _either(
     if seed_value is missing and b4t_value is missing:
         raise TypeError(f"missing the argument {seed_name} ({b4t_name}=)")
     return b4t_value if seed_value is missing else seed_value
+
+
+def _trainer_call(name: str) -> Callable[..., Any]:
+    """A ``BaseModel`` method that runs ``model.trainer.<name>``, with :class:`Trainer`'s
+    signature and docstring (``inspect.signature`` reads them through ``__wrapped__``)."""
+    method = getattr(Trainer, name)
+
+    @functools.wraps(method)
+    def call(self: BaseModel, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.trainer, name)(*args, **kwargs)
+
+    call.__qualname__ = f"BaseModel.{name}"
+    return call
 
 
 class BaseModel(nn.Module):
@@ -68,7 +81,7 @@ class BaseModel(nn.Module):
         trainer.owner = self
         inner = self._modules.get("module")
         if inner is not None and type(self).forward is BaseModel.forward:
-            trainer._unpack = _unpacks_lists(inner)  # list inputs as the wrapped module takes them
+            trainer._unpack = unpacks_lists(inner)  # list inputs as the wrapped module takes them
         return trainer
 
     # torch4keras's BaseModel keeps the run's state on the model (``model.optimizer``,
@@ -136,31 +149,9 @@ class BaseModel(nn.Module):
         state.pop("_b4t_trainer", None)
         return state
 
-    def compile(  # type: ignore[override]
-        self,
-        loss: Any,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any = None,
-        clip_grad_norm: float | None = None,
-        use_amp: bool = False,
-        metrics: Any = None,
-        stateful_metrics: str | Sequence[str] | None = None,
-        grad_accumulation_steps: int = 1,
-        mixed_precision: str | None = None,
-    ) -> None:
-        """:meth:`Trainer.compile` (torch4keras's order): loss, optimizer, scheduler(s),
-        gradient clipping, AMP, metrics, accumulation; ``mixed_precision`` is b4t's."""
-        self.trainer.compile(
-            loss,
-            optimizer,
-            scheduler,
-            clip_grad_norm,
-            use_amp,
-            metrics,
-            stateful_metrics,
-            grad_accumulation_steps,
-            mixed_precision=mixed_precision,
-        )
+    # The trainer's own signature and docstring (one source of truth: Trainer's); note
+    # that this is bert4torch's compile, not nn.Module.compile.
+    compile = _trainer_call("compile")  # type: ignore[assignment]
 
     def args_segmentate(self, train_X: Any) -> bool:
         """Whether ``train_X`` is spread over ``forward``'s arguments (``forward(*train_X)``):
@@ -170,8 +161,8 @@ class BaseModel(nn.Module):
             return False
         inner = self._modules.get("module")
         if inner is not None and type(self).forward is BaseModel.forward:
-            return _unpacks_lists(inner)
-        return _unpacks_lists(self)
+            return unpacks_lists(inner)
+        return unpacks_lists(self)
 
     def train_step(self, train_X: Any, train_y: Any) -> tuple[Any, torch.Tensor, dict[str, Any]]:
         """torch4keras's one forward + backward, without the optimizer step.
@@ -195,23 +186,8 @@ class BaseModel(nn.Module):
 
     train_step._b4t_builtin = True  # type: ignore[attr-defined]  # fit runs it inline
 
-    def fit(
-        self,
-        train_dataloader: Iterable[Any],
-        steps_per_epoch: int | None = None,
-        epochs: int = 1,
-        callbacks: Sequence[Callback] | Callback | None = None,
-        verbose: int = 1,
-        resume_from: str | os.PathLike[str] | None = None,
-    ) -> History:
-        """:meth:`Trainer.fit` (torch4keras's positional order)."""
-        return self.trainer.fit(
-            train_dataloader, steps_per_epoch, epochs, callbacks, verbose, resume_from
-        )
-
-    def evaluate(self, dataloader: Iterable[Any]) -> dict[str, float]:
-        """:meth:`Trainer.evaluate`."""
-        return self.trainer.evaluate(dataloader)
+    fit = _trainer_call("fit")
+    evaluate = _trainer_call("evaluate")
 
     def predict(
         self, train_X: Any = _MISSING, return_all: int | None = None, *, X: Any = _MISSING
@@ -225,14 +201,15 @@ class BaseModel(nn.Module):
         self,
         save_path: str | os.PathLike[str] | None = None,
         prefix: str | None = None,
-        mapping: Mapping[str, Any] | None = None,
         *,
+        mapping: Mapping[str, Any] | None = None,
         path: str | os.PathLike[str] | None = None,
         seed_names: bool = False,
     ) -> None:
         """:meth:`Trainer.save_weights`: the state dict in one file at ``save_path``
-        (``prefix=`` as in bert4torch; ``seed_names=True``: in bert4torch 0.2.5's module
-        names, a file 0.2.5 loads; ``path=`` b4t's name)."""
+        (bert4torch's ``(save_path, prefix)`` order; ``mapping=`` is keyword only;
+        ``seed_names=True``: in bert4torch 0.2.5's module names, a file 0.2.5 loads;
+        ``path=`` b4t's name)."""
         target = _either(save_path, path, "save_path", "path", missing=None)
         self.trainer.save_weights(target, prefix=prefix, mapping=mapping, seed_names=seed_names)
 
@@ -241,11 +218,12 @@ class BaseModel(nn.Module):
         load_path: str | os.PathLike[str] | Mapping[str, Any] | None = None,
         strict: bool = True,
         prefix: str | None = None,
-        mapping: Mapping[str, Any] | None = None,
         *,
+        mapping: Mapping[str, Any] | None = None,
         path: str | os.PathLike[str] | None = None,
     ) -> None:
-        """:meth:`Trainer.load_weights` (``prefix=`` as in bert4torch; ``path=`` b4t's name)."""
+        """:meth:`Trainer.load_weights` (bert4torch's ``(load_path, strict, prefix)`` order;
+        ``mapping=`` is keyword only; ``path=`` b4t's name)."""
         source = _either(load_path, path, "load_path", "path", missing=None)
         self.trainer.load_weights(source, strict=strict, prefix=prefix, mapping=mapping)
 
@@ -267,13 +245,8 @@ class BaseModel(nn.Module):
         """:meth:`Trainer.load_steps_params` (``path=`` is b4t's name for ``save_path``)."""
         return self.trainer.load_steps_params(_either(save_path, path, "save_path", "path", None))
 
-    def save_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """:meth:`Trainer.save_checkpoint`: a full resume checkpoint."""
-        self.trainer.save_checkpoint(path)
-
-    def load_checkpoint(self, path: str | os.PathLike[str]) -> None:
-        """:meth:`Trainer.load_checkpoint`."""
-        self.trainer.load_checkpoint(path)
+    save_checkpoint = _trainer_call("save_checkpoint")
+    load_checkpoint = _trainer_call("load_checkpoint")
 
 
 class _WrapperModel(BaseModel):

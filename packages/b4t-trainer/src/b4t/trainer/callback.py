@@ -26,6 +26,7 @@ optimizer step (and before gradient clipping), so a callback can add gradients
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -139,3 +140,50 @@ class Callback:
 
     def on_dataloader_end(self, logs: Logs | None = None) -> None:
         """Called when the training dataloader is exhausted inside an epoch."""
+
+
+class LambdaCallback(Callback):
+    """A callback from plain functions: ``LambdaCallback(on_epoch_end=fn, ...)``.
+
+    torch4keras 0.0.4's named hooks, plus any other hook of :data:`HOOK_NAMES`
+    (``on_train_step_end``, ``on_after_backward``) as a keyword; other keywords become
+    attributes of the callback, as in torch4keras. A keyword starting with ``on_`` that
+    names no hook is an error (a typo would silently never run).
+    """
+
+    def __init__(
+        self,
+        on_epoch_begin: Callable[..., None] | None = None,
+        on_epoch_end: Callable[..., None] | None = None,
+        on_batch_begin: Callable[..., None] | None = None,
+        on_batch_end: Callable[..., None] | None = None,
+        on_train_begin: Callable[..., None] | None = None,
+        on_train_end: Callable[..., None] | None = None,
+        on_dataloader_end: Callable[..., None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        named = {
+            "on_epoch_begin": on_epoch_begin,
+            "on_epoch_end": on_epoch_end,
+            "on_batch_begin": on_batch_begin,
+            "on_batch_end": on_batch_end,
+            "on_train_begin": on_train_begin,
+            "on_train_end": on_train_end,
+            "on_dataloader_end": on_dataloader_end,
+        }
+        hooks = {k: v for k, v in named.items() if v is not None}
+        unknown = sorted(k for k in kwargs if k.startswith("on_") and k not in HOOK_NAMES)
+        if unknown:
+            raise ValueError(f"unknown hook(s) {unknown}; hooks are {HOOK_NAMES}")
+        hooks.update({k: kwargs.pop(k) for k in list(kwargs) if k in HOOK_NAMES})
+        for name, fn in hooks.items():
+            if not callable(fn):
+                raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+            setattr(self, name, fn)
+        self.__dict__.update(kwargs)
+        self._defined = frozenset(hooks)
+
+    def defines(self, hook: str) -> bool:
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {hook!r}; hooks are {HOOK_NAMES}")
+        return hook in self._defined

@@ -1,11 +1,15 @@
-"""Exponential moving average of a model's trainable weights."""
+"""Exponential moving average of a model's trainable weights, and the :class:`EMA` callback
+that keeps one during ``fit``."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import torch
 from torch import nn
+
+from b4t.trainer.callback import Callback, Logs
 
 
 class ExponentialMovingAverage:
@@ -72,3 +76,38 @@ def extend_with_exponential_moving_average(
 ) -> ExponentialMovingAverage:
     """bert4torch's helper: an :class:`ExponentialMovingAverage` of ``model``."""
     return ExponentialMovingAverage(model, decay)
+
+
+class EMA(Callback):
+    """Keep an :class:`ExponentialMovingAverage` of the weights, stepped after each optimizer step.
+
+    ``self.ema.apply_ema_weights()`` / ``restore_raw_weights()`` swap the
+    averages in and out (e.g. inside an Evaluator); ``apply_at_end=True``
+    leaves the averaged weights in the model when training ends.
+    """
+
+    def __init__(self, decay: float = 0.999, apply_at_end: bool = False) -> None:
+        self.decay = decay
+        self.apply_at_end = apply_at_end
+        self.ema: ExponentialMovingAverage | None = None
+
+    def set_trainer(self, trainer: Any) -> None:
+        super().set_trainer(trainer)
+        if self.ema is None or self.ema.model is not trainer.module:
+            self.ema = ExponentialMovingAverage(trainer.module, self.decay)
+
+    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
+        if (global_step + 1) % self.trainer.grad_accumulation_steps == 0:
+            assert self.ema is not None
+            self.ema.step()
+
+    def on_train_end(self, logs: Logs | None = None) -> None:
+        if self.apply_at_end and self.ema is not None:
+            self.ema.apply_ema_weights()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.ema.state_dict() if self.ema is not None else {}
+
+    def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        if state and self.ema is not None:
+            self.ema.load_state_dict(state)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from b4t.trainer.callback import Callback, Logs
-from b4t.trainer.callbacks import _Monitor
+from b4t.trainer.monitor import Monitor, PeriodicCheck
 
 __all__ = [
     "BaseLogger",
@@ -304,7 +304,7 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class ReduceLROnPlateau(Callback):
+class ReduceLROnPlateau(PeriodicCheck):
     """Multiply the learning rate by ``factor`` when ``monitor`` stops improving.
 
     torch4keras 0.0.4's arguments: after ``patience`` checks without an improvement by
@@ -336,33 +336,22 @@ class ReduceLROnPlateau(Callback):
             min_delta = kwargs.pop("epsilon")
         if kwargs:
             raise TypeError(f"ReduceLROnPlateau got unknown arguments {sorted(kwargs)}")
-        self.monitor, self.factor, self.patience, self.method = monitor, factor, patience, method
+        self.factor, self.patience, self.method = factor, patience, method
         self.verbose, self.mode, self.min_delta = verbose, mode, min_delta
         self.cooldown, self.min_lr = cooldown, min_lr
+        self._monitor = Monitor(monitor, mode, min_delta)
         self._reset()
 
     def _reset(self) -> None:
-        self._monitor = _Monitor(self.monitor, self.mode, self.min_delta)
+        self._monitor.reset()
         self.cooldown_counter = 0
         self.wait = 0
-
-    @property
-    def best(self) -> float:
-        return self._monitor.best
 
     def in_cooldown(self) -> bool:
         return self.cooldown_counter > 0
 
     def on_train_begin(self, logs: Logs | None = None) -> None:
         self._reset()
-
-    def on_batch_end(self, global_step: int, local_step: int, logs: Logs | None = None) -> None:
-        if self.method == "step":
-            self.process(global_step, logs)
-
-    def on_epoch_end(self, global_step: int, epoch: int, logs: Logs | None = None) -> None:
-        if self.method == "epoch":
-            self.process(epoch, logs)
 
     def process(self, iteration: int, logs: Logs | None = None) -> None:
         """One check at ``iteration``: log each group's lr, then reduce it after ``patience``

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from b4t.trainer.batches import log_value
+
 MetricFn = Callable[[Any, Any], Any]
 
 
@@ -174,3 +176,27 @@ def resolve_metrics(metrics: Any) -> dict[str, MetricFn]:
     if "loss" in resolved:
         raise ValueError("a metric may not be named 'loss' (the loss is logged under that name)")
     return resolved
+
+
+def add_metrics(
+    metrics: Mapping[str, MetricFn], logs: dict[str, Any], y_pred: Any, y_true: Any
+) -> None:
+    """Add each metric's value on one batch to ``logs`` under its name; a metric returning
+    a dict adds its items. A :class:`LossKey` metric names a part the loss returned
+    (already in ``logs``): one that is not there is a ``ValueError``."""
+    for name, fn in metrics.items():
+        if isinstance(fn, LossKey) and name not in logs:
+            raise ValueError(
+                f"unknown metric name {name!r}: neither a built-in metric "
+                f"({sorted(METRICS)}) nor a key the loss returned (it returned "
+                f"{sorted(k for k in logs if k != 'size')})"
+            )
+    for name, fn in metrics.items():
+        if isinstance(fn, LossKey):
+            continue
+        value = fn(y_pred, y_true)
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                logs[str(key)] = log_value(str(key), item)
+        else:
+            logs[name] = log_value(name, value)
