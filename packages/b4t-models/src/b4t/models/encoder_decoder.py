@@ -157,8 +157,9 @@ class CheckpointMixin:
     def load_weights(
         self,
         path: str | Path | Sequence[str | Path] | dict[str, torch.Tensor],
-        mapping: dict[str, WeightSource] | None = None,
         strict: bool = True,
+        *,
+        mapping: dict[str, WeightSource] | None = None,
         **kwargs: Any,
     ) -> Any:
         """Load a checkpoint; see :func:`b4t.models.loading.load_into`."""
@@ -167,7 +168,7 @@ class CheckpointMixin:
         return load_into(self, path, mapping=mapping, strict=strict, **kwargs)
 
     def save_weights(
-        self, path: str | Path, mapping: dict[str, WeightSource] | None = None
+        self, path: str | Path, *, mapping: dict[str, WeightSource] | None = None
     ) -> Path:
         """Write the weights in the checkpoint layout; see :func:`save_from`."""
         from b4t.models.loading import save_from
