@@ -45,6 +45,7 @@ HOOK_NAMES: tuple[str, ...] = (
     "on_after_backward",
     "on_dataloader_end",
 )
+"""The hook names a callback may define, in the order a run calls them."""
 
 
 class Callback:

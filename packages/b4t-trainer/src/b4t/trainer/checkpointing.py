@@ -71,8 +71,8 @@ class Checkpoint(Callback):
     method='epoch', step_interval=100)``: after each epoch (``method='epoch'``, paths
     formatted with ``{epoch}`` from 1 and the logs) or every ``step_interval`` steps
     (``'step'``, with ``{step}``) it saves the module's weights (through
-    ``save_weights``), the optimizer's state and :meth:`Trainer.save_steps_params
-    <b4t.trainer.trainer.Trainer.save_steps_params>` where the paths say (master rank
+    ``save_weights``), the optimizer's state and
+    :meth:`b4t.trainer.trainer.Trainer.save_steps_params` where the paths say (master rank
     only). A path without ``{...}`` is one file, rewritten at each save. Each path names a
     file: an existing directory or a path ending in a separator is a ``ValueError`` (b4t's
     directory of full resume checkpoints is :class:`ResumeCheckpoint`).
@@ -132,8 +132,7 @@ class ResumeCheckpoint(Callback):
     """Full resume checkpoints in ``directory`` (master rank only): b4t's own form.
 
     ``ResumeCheckpoint(directory, monitor='loss', mode='auto', top_k=1, save_last=True,
-    every_n_steps=None)`` writes what :meth:`Trainer.save_checkpoint
-    <b4t.trainer.trainer.Trainer.save_checkpoint>` writes:
+    every_n_steps=None)`` writes what :meth:`b4t.trainer.trainer.Trainer.save_checkpoint` writes:
 
     - ``last.pt`` after each epoch (``save_last``) and every ``every_n_steps`` steps;
     - ``best.pt`` and the ``top_k`` best epochs by ``monitor``

@@ -58,9 +58,11 @@ class ExponentialMovingAverage:
         self.backup = {}
 
     def state_dict(self) -> dict[str, Any]:
+        """``{'decay', 'shadow', 'backup'}``: the averages and the weights swapped out."""
         return {"decay": self.decay, "shadow": dict(self.shadow), "backup": dict(self.backup)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (every averaged name must be there)."""
         missing = set(self.shadow) - set(state["shadow"])
         if missing:
             raise KeyError(f"EMA state lacks parameters: {sorted(missing)}")
@@ -106,8 +108,10 @@ class EMA(Callback):
             self.ema.apply_ema_weights()
 
     def state_dict(self) -> dict[str, Any]:
+        """The averager's state (empty before training starts)."""
         return self.ema.state_dict() if self.ema is not None else {}
 
     def load_state_dict(self, state: MutableMapping[str, Any]) -> None:
+        """Restore the averager's state from a resume checkpoint."""
         if state and self.ema is not None:
             self.ema.load_state_dict(state)

@@ -134,6 +134,9 @@ class ProgbarLogger(Callback):
         stateful_metrics: str | Sequence[str] | None = None,
         add_position: int | None = None,
     ) -> None:
+        """torch4keras's hook for extra metric columns: ``stateful_metrics`` are shown as
+        they are, not averaged; ``metrics`` / ``add_position`` are accepted and unused (the
+        bar shows every logged name)."""
         if stateful_metrics:
             names = [stateful_metrics] if isinstance(stateful_metrics, str) else stateful_metrics
             self.stateful_metrics.update(names)
@@ -228,6 +231,7 @@ class CallbackList(Callback):
         self.queue_length, self.master_rank = queue_length, master_rank
 
     def append(self, callback: Callback) -> None:
+        """Add ``callback`` at the end (a :class:`Callback`, else ``TypeError``)."""
         if not isinstance(callback, Callback):
             raise TypeError(f"CallbackList holds Callback instances, got {type(callback)}")
         self.callbacks.append(callback)
@@ -348,6 +352,7 @@ class ReduceLROnPlateau(PeriodicCheck):
         self.wait = 0
 
     def in_cooldown(self) -> bool:
+        """Whether the cooldown after a reduction is still running."""
         return self.cooldown_counter > 0
 
     def on_train_begin(self, logs: Logs | None = None) -> None:

@@ -100,6 +100,7 @@ METRICS: dict[str, MetricFn] = {
     "MAE": mean_absolute_error,
     "MSE": mean_squared_error,
 }
+"""Metric functions by the names ``compile(metrics=...)`` accepts."""
 
 
 def metric_mapping(metric: Any, func: Any, y_pred: Any, y_true: Any) -> Any:
