@@ -24,7 +24,14 @@ from b4t.layers import LayerNorm, RMSNorm, get_sinusoid_encoding_table
 from b4t.models.checkpoint import CheckpointError, read_checkpoint, release_pages, write_checkpoint
 from b4t.models.weight_map import Concat, FirstOf, WeightSource, strip_prefix
 
-__all__ = ["LoadReport", "init_weights", "load_into", "materialize_meta", "save_from"]
+__all__ = [
+    "LoadReport",
+    "check_prefix",
+    "init_weights",
+    "load_into",
+    "materialize_meta",
+    "save_from",
+]
 
 
 # buffers bert4torch 0.2.5's save_weights writes beside the weights: recomputed from
@@ -379,6 +386,16 @@ def _initialise_rest(
         and model.get_parameter(n).requires_grad
         and not getattr(model.get_submodule(n.rpartition(".")[0]), "zero_init", False)
     ]
+
+
+def check_prefix(prefix: str | None) -> None:
+    """bert4torch's ``prefix=`` of ``load_weights`` / ``save_weights``: only ``''`` (the
+    checkpoint layout, b4t's default) or None; a built model has no sub-model to prefix."""
+    if prefix not in (None, ""):
+        raise ValueError(
+            f"prefix={prefix!r}: a built b4t model has no sub-model to prefix; prefix='' "
+            "(the checkpoint layout) is the default here"
+        )
 
 
 def save_from(

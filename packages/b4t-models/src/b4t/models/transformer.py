@@ -47,6 +47,7 @@ from b4t.models.transformer_parts import (
     head_activation,
     hierarchical_positions,
     kept_layers,
+    refuse_unknown_options,
     unscale_attention,
 )
 from b4t.models.weight_map import WeightSource, model_weight_map
@@ -144,7 +145,7 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.attention_scale = attention_scale
-        self._refuse_unknown(kwargs, variant)
+        refuse_unknown_options(kwargs, getattr(variant, "name", type(self).__name__))
         self.config, self.variant = config, variant
         self.application = checked_application(application)
         self._prefix_layers_ok: bool | None = None  # found at the first reusable call
@@ -175,15 +176,6 @@ class Transformer(nn.Module):
         self.pooler, self.nsp, self.mlm = self._heads()
 
     # ---- construction ------------------------------------------------------------------
-    def _refuse_unknown(self, kwargs: dict[str, Any], variant: Any) -> None:
-        """TypeError naming keyword arguments no build option or config field takes."""
-        if kwargs:
-            name = getattr(variant, "name", type(self).__name__)
-            raise TypeError(
-                f"unknown keyword argument(s) for model={name!r}: {', '.join(sorted(kwargs))} "
-                "(neither a build option nor a ModelConfig field)"
-            )
-
     def _embedding_stage(self, layer_add_embs: Any) -> nn.Module:
         """:meth:`build_embeddings` with the build options applied: a conditional norm,
         the padding row without gradient, segment ids read from the word table."""
@@ -571,9 +563,9 @@ class Transformer(nn.Module):
         own parameter names. bert4torch's ``prefix=''`` (the checkpoint layout) is
         accepted too.
         """
-        from b4t.models.loading import load_into
+        from b4t.models.loading import check_prefix, load_into
 
-        _check_prefix(prefix)
+        check_prefix(prefix)
         return load_into(self, path, mapping=mapping, strict=strict, **kwargs)
 
     def save_weights(
@@ -584,9 +576,9 @@ class Transformer(nn.Module):
     ) -> Path:
         """Write the weights; ``mapping=None``: the checkpoint layout (loads in
         transformers), ``mapping={}``: b4t's own names. See :func:`save_from`."""
-        from b4t.models.loading import save_from
+        from b4t.models.loading import check_prefix, save_from
 
-        _check_prefix(prefix)
+        check_prefix(prefix)
         return save_from(self, path, mapping=mapping)
 
     def save_pretrained(
@@ -597,11 +589,3 @@ class Transformer(nn.Module):
         (With b4t-trainer installed, ``save_weights(path)`` writes bert4torch 0.2.5's
         single state-dict file instead.)"""
         return Transformer.save_weights(self, path, mapping=mapping)
-
-
-def _check_prefix(prefix: str | None) -> None:
-    if prefix not in (None, ""):
-        raise ValueError(
-            f"prefix={prefix!r}: a built b4t model has no sub-model to prefix; prefix='' "
-            "(the checkpoint layout) is the default here"
-        )

@@ -22,6 +22,7 @@ __all__ = [
     "head_activation",
     "hierarchical_positions",
     "kept_layers",
+    "refuse_unknown_options",
     "unscale_attention",
 ]
 
@@ -140,3 +141,12 @@ def unscale_attention(layers: Sequence[nn.Module], model_name: str) -> None:
                 f"(its {type(attention).__name__} scales its scores its own way)"
             )
         attention.scale = 1.0
+
+
+def refuse_unknown_options(kwargs: dict[str, Any], model_name: str) -> None:
+    """TypeError naming the keyword arguments no build option or config field takes."""
+    if kwargs:
+        raise TypeError(
+            f"unknown keyword argument(s) for model={model_name!r}: "
+            f"{', '.join(sorted(kwargs))} (neither a build option nor a ModelConfig field)"
+        )
