@@ -170,4 +170,5 @@ class Linear(nn.Linear):
     few_rows_path: bool | None = None
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """:func:`linear` with this layer's ``few_rows_path``: ``[..., in]`` -> ``[..., out]``."""
         return linear(input, self.weight, self.bias, self.few_rows_path)

@@ -84,6 +84,7 @@ class SkippedLayer(nn.Module):
     """
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, None, None]:
+        """``(x, None, None)``: the input passed through."""
         return x, None, None
 
 
@@ -97,6 +98,7 @@ class EmbeddingNorm(LayerNorm):
     pending_cond: torch.Tensor | None = None
 
     def forward(self, x: Any, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The norm of ``x [..., H]`` with ``cond`` or, when None, the model's pending one."""
         return super().forward(x, cond if cond is not None else self.pending_cond)
 
     @classmethod

@@ -62,6 +62,7 @@ class Electra(Transformer):
             )
 
     def apply_final_layers(self, state: ForwardState) -> Any:
+        """The usual outputs, then the discriminator scores ``[B, L]``."""
         outputs = super().apply_final_layers(state)
         if self.discriminator is None:
             return outputs

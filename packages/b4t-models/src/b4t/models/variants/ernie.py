@@ -59,6 +59,7 @@ class UIE(Transformer):
         self.linear_end = nn.Linear(config.hidden_size, 1)
 
     def apply_final_layers(self, state: ForwardState) -> Any:
+        """The usual outputs, then the start and end probabilities ``[B, L]``."""
         outputs = super().apply_final_layers(state)
         hidden = state.hidden_states
         start = torch.sigmoid(self.linear_start(hidden).squeeze(-1))

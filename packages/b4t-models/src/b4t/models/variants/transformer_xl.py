@@ -210,6 +210,7 @@ class TransformerXL(Transformer):
         return keep[None, None]
 
     def apply_embeddings(self, state: XLState) -> XLState:
+        """Stage 1: checks, the memory, the embeddings, relative positions, segments, mask."""
         token_ids: torch.Tensor = state.token_ids
         if token_ids.dim() != 2:
             raise ValueError(f"token_ids must be [batch, seq_len], got {tuple(token_ids.shape)}")
@@ -253,6 +254,7 @@ class TransformerXL(Transformer):
         return state
 
     def apply_main_layers(self, state: XLState) -> XLState:
+        """Stage 2: the layers over the memory (which they update when ``mem_len > 0``)."""
         hidden = state.hidden_states
         mems = state.mems
         layer_inputs: list[torch.Tensor] = []
@@ -294,6 +296,7 @@ class TransformerXL(Transformer):
         return out
 
     def apply_final_layers(self, state: XLState) -> Any:
+        """Stage 3: the hidden states, with ``with_lm`` also the logits."""
         hidden = state.hidden_states
         first = state.encoded_layers if self.output_all_encoded_layers else hidden
         if self.lm_head is None:
