@@ -12,16 +12,8 @@ from b4t.models import build_transformer_model
 from b4t.models.forward_state import DecoderState, ForwardState
 from b4t.models.variants.xlnet import XLNetState
 
-BERT = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    type_vocab_size=2,
-    hidden_act="gelu",
-)
+# a one-layer BERT config (the smallest that runs every stage)
+BERT = {"vocab_size": 99, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2}
 
 
 def test_unknown_names_are_errors_naming_them() -> None:
