@@ -22,6 +22,9 @@ import torch
 
 __all__ = ["DecoderState", "ForwardState"]
 
+# the field names of each state class (dataclasses.fields is slow for a per-call check)
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
 
 @dataclass(slots=True, eq=False)
 class ForwardState:
@@ -54,7 +57,10 @@ class ForwardState:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The names this state holds, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+        return names
 
     def _check_name(self, name: str) -> None:
         if not isinstance(name, str) or name not in self.field_names():

@@ -99,7 +99,7 @@ def parse_inputs(model: Any, args: tuple, kwargs: dict[str, Any]) -> ForwardStat
         raise ValueError("no token_ids given (pass [token_ids, segment_ids] or token_ids=...)")
     extra_ids = rest + list(kwargs.pop("extra_ids", []))
     state_type: type[ForwardState] = model.state_type
-    undeclared = sorted(set(kwargs) - set(state_type.field_names()))
+    undeclared = sorted(set(kwargs) - set(state_type.field_names())) if kwargs else []
     if undeclared:
         raise TypeError(
             f"{_model_name(model)} lists {', '.join(undeclared)} in forward_keywords but its "
