@@ -10,7 +10,7 @@ from torch import nn
 
 import b4t.layers.linear as linear_module
 from b4t.layers import Linear
-from b4t.layers.linear import linear
+from b4t.layers.linear import few_rows_path, linear
 
 
 @pytest.fixture
@@ -85,9 +85,37 @@ def test_small_weights_use_f_linear_by_default(spy, monkeypatch: pytest.MonkeyPa
     assert spy == [(1, 512)]
 
 
-def test_switch_off(monkeypatch: pytest.MonkeyPatch, spy) -> None:
-    monkeypatch.setattr(linear_module, "FEW_ROWS_PATH", False)
+def test_switch_off_for_a_block(spy) -> None:
+    layer = Linear(16, 32)
     with torch.no_grad():
+        with few_rows_path(False):
+            layer(torch.randn(1, 16))
+            with few_rows_path(True):  # nested: the inner setting, then the outer again
+                layer(torch.randn(2, 16))
+            linear(torch.randn(1, 16), layer.weight)
+        layer(torch.randn(3, 16))  # the default again after the block
+    assert spy == [(2, 16), (3, 16)]
+
+
+def test_switch_off_per_layer_and_per_call(spy) -> None:
+    off, on = Linear(16, 32), Linear(16, 32)
+    off.few_rows_path = False
+    with torch.no_grad():
+        off(torch.randn(1, 16))
+        on(torch.randn(2, 16))
+        linear(torch.randn(3, 16), on.weight, few_rows=False)
+        with few_rows_path(False):
+            linear(torch.randn(4, 16), on.weight, few_rows=True)  # the call's setting wins
+    assert spy == [(2, 16), (4, 16)]
+
+
+def test_deprecated_module_switch_still_works(monkeypatch: pytest.MonkeyPatch, spy) -> None:
+    with pytest.warns(DeprecationWarning, match="few_rows_path"):
+        assert linear_module.FEW_ROWS_PATH is True
+    with few_rows_path(False), pytest.warns(DeprecationWarning):
+        assert linear_module.FEW_ROWS_PATH is False
+    monkeypatch.setattr(linear_module, "FEW_ROWS_PATH", False, raising=False)
+    with torch.no_grad(), pytest.warns(DeprecationWarning, match="few_rows_path"):
         Linear(16, 32)(torch.randn(1, 16))
     assert spy == []
 

@@ -103,9 +103,9 @@ def test_autoregressive_decoder_with_the_cache_as_states(tmp_path: Path) -> None
             (token_ids,) = inputs
             if states is None:
                 ids = torch.cat([token_ids, output_ids], 1)
-                logits, cache = ours(ids, past_key_values=None)
+                logits, cache = ours.decode_step(ids, past_key_values=None)
             else:
-                logits, cache = ours(output_ids[:, -1:], past_key_values=states)
+                logits, cache = ours.decode_step(output_ids[:, -1:], past_key_values=states)
             return logits[:, -1], cache
 
     class Plain(generation.AutoRegressiveDecoder):
@@ -127,19 +127,19 @@ def test_cache_reorder_and_prune_follow_the_rows(tmp_path: Path) -> None:
     _, ours = make("gpt2", tmp_path)
     ids = torch.tensor([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
     with torch.no_grad():
-        _, cache = ours(ids, past_key_values=None)
+        _, cache = ours.decode_step(ids, past_key_values=None)
         order = torch.tensor([2, 0, 0])
         beams = cache.index_select(order)
         assert isinstance(beams, KVCache) and beams.batch_size == 3
         nxt = torch.tensor([[3], [4], [5]])
-        step, _ = ours(nxt, past_key_values=beams)
-        full, _ = ours(torch.cat([ids[order], nxt], 1), past_key_values=None)
+        step, _ = ours.decode_step(nxt, past_key_values=beams)
+        full, _ = ours.decode_step(torch.cat([ids[order], nxt], 1), past_key_values=None)
         torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
         # prune in place: keep rows 1 and 2 only
         cache.select(torch.tensor([1, 2]))
         assert cache.batch_size == 2 and cache.seq_len == 3
-        step, _ = ours(nxt[:2], past_key_values=cache)
-        full, _ = ours(torch.cat([ids[1:], nxt[:2]], 1), past_key_values=None)
+        step, _ = ours.decode_step(nxt[:2], past_key_values=cache)
+        full, _ = ours.decode_step(torch.cat([ids[1:], nxt[:2]], 1), past_key_values=None)
         torch.testing.assert_close(step[:, -1], full[:, -1], atol=1e-5, rtol=0)
         assert cache.index_select(torch.arange(2)) is cache  # identity: no copy
         with pytest.raises(IndexError, match="row 5"):
@@ -150,9 +150,11 @@ def test_cache_grows_past_its_first_buffer(tmp_path: Path) -> None:
     _, ours = make("llama", tmp_path)  # rotary: no position table to run out of
     ids = torch.randint(2, 48, (2, 150), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        full, _ = ours(ids, past_key_values=None)
-        _, cache = ours(ids[:, :3], past_key_values=None)
-        steps = [ours(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(3, 150)]
+        full, _ = ours.decode_step(ids, past_key_values=None)
+        _, cache = ours.decode_step(ids[:, :3], past_key_values=None)
+        steps = [
+            ours.decode_step(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(3, 150)
+        ]
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 3:], atol=1e-5, rtol=0)
     assert cache.seq_len == 150
     # it grew by an eighth at a time: at most 150 + 150 / 8 + 16 positions are held
@@ -163,12 +165,16 @@ def test_limit_length_keeps_the_buffers_to_the_run(tmp_path: Path) -> None:
     _, ours = make("gpt2", tmp_path)
     ids = torch.randint(2, 48, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        full, _ = ours(ids, past_key_values=None)
-        _, cache = ours(ids[:, :3], past_key_values=None)
+        full, _ = ours.decode_step(ids, past_key_values=None)
+        _, cache = ours.decode_step(ids[:, :3], past_key_values=None)
         cache.limit_length(20)
-        steps = [ours(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(3, 20)]
+        steps = [
+            ours.decode_step(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(3, 20)
+        ]
         assert all(layer.capacity == 20 for layer in cache)  # grew to the limit, no further
-        steps += [ours(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(20, 24)]
+        steps += [
+            ours.decode_step(ids[:, i : i + 1], past_key_values=cache)[0] for i in range(20, 24)
+        ]
     assert all(layer.capacity >= 24 for layer in cache)  # past the limit it still grows
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 3:], atol=1e-5, rtol=0)
 

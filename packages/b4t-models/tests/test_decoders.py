@@ -94,7 +94,7 @@ def test_logits_equal_transformers(name: str, tmp_path: Path) -> None:
         torch.testing.assert_close(full, hf(ids).logits, atol=ATOL, rtol=0)
         probs = build_transformer_model(checkpoint_path=path, model=name).eval()([ids])
         torch.testing.assert_close(probs, torch.softmax(full, -1), atol=ATOL, rtol=0)
-        logits, cache = model(ids, past_key_values=None, attention_mask=mask)
+        logits, cache = model.decode_step(ids, past_key_values=None, attention_mask=mask)
     keep = mask.bool()
     torch.testing.assert_close(logits[keep], hf_logits(hf, ids, mask)[keep], atol=ATOL, rtol=0)
     assert isinstance(cache, KVCache) and cache.seq_len == 9 and cache.batch_size == 3
@@ -124,10 +124,10 @@ def test_incremental_decoding_equals_full_forward(name: str, tmp_path: Path) -> 
     ).eval()
     ids, mask = batch()
     with torch.no_grad():
-        full, _ = model(ids, past_key_values=None, attention_mask=mask)
+        full, _ = model.decode_step(ids, past_key_values=None, attention_mask=mask)
         parts, cache = [], None
         for start, stop in ((0, 5), (5, 6), (6, 9)):  # a prompt, one token, a chunk
-            logits, cache = model(
+            logits, cache = model.decode_step(
                 ids[:, start:stop], past_key_values=cache, attention_mask=mask[:, :stop]
             )
             parts.append(logits)
@@ -191,9 +191,9 @@ def test_prompt_longer_than_the_position_table(tmp_path: Path) -> None:
     model = build_transformer_model(checkpoint_path=path, model="gpt2").eval()
     with pytest.raises(ValueError, match="position table has 40 rows"):
         model([torch.ones(1, 41, dtype=torch.long)])
-    _, cache = model(torch.ones(1, 39, dtype=torch.long), past_key_values=None)
+    _, cache = model.decode_step(torch.ones(1, 39, dtype=torch.long), past_key_values=None)
     with pytest.raises(ValueError, match="reaches position 41"):
-        model(torch.ones(1, 2, dtype=torch.long), past_key_values=cache)
+        model.decode_step(torch.ones(1, 2, dtype=torch.long), past_key_values=cache)
 
 
 def test_cache_from_another_batch_is_an_error(tmp_path: Path) -> None:
@@ -201,13 +201,13 @@ def test_cache_from_another_batch_is_an_error(tmp_path: Path) -> None:
     model = build_transformer_model(checkpoint_path=path, model="gpt2").eval()
     ids, mask = batch()
     with torch.no_grad():
-        _, cache = model(ids, past_key_values=None, attention_mask=mask)
+        _, cache = model.decode_step(ids, past_key_values=None, attention_mask=mask)
         with pytest.raises(ValueError, match="cache holds 3 rows but the input has 2"):
-            model(ids[:2, :1], past_key_values=cache)
+            model.decode_step(ids[:2, :1], past_key_values=cache)
         with pytest.raises(TypeError, match="b4t KVCache"):
-            model(ids[:, :1], past_key_values=((torch.zeros(1),),))
+            model.decode_step(ids[:, :1], past_key_values=((torch.zeros(1),),))
         with pytest.raises(ValueError, match=r"attention_mask shape \(3, 4\) should be"):
-            model(ids[:, :1], past_key_values=cache, attention_mask=mask[:, :4])
+            model.decode_step(ids[:, :1], past_key_values=cache, attention_mask=mask[:, :4])
 
 
 def test_gpt2_from_a_config_dict_trains() -> None:
@@ -235,3 +235,20 @@ def test_gpt2_from_a_config_dict_trains() -> None:
         opt.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_forward_with_past_key_values_is_a_deprecated_decode_step(tmp_path: Path) -> None:
+    _, path = make_hf("gpt2", tmp_path)
+    model = build_transformer_model(checkpoint_path=path, model="gpt2").eval()
+    ids, mask = batch()
+    with torch.no_grad():
+        logits, cache = model.decode_step(ids, attention_mask=mask)
+        assert isinstance(cache, KVCache) and logits.shape == (*ids.shape, 61)
+        with pytest.warns(DeprecationWarning, match="decode_step"):
+            old, old_cache = model(ids, past_key_values=None, attention_mask=mask)
+        torch.testing.assert_close(old, logits, atol=0, rtol=0)
+        assert old_cache.seq_len == cache.seq_len
+        last, _ = model.decode_step(ids, attention_mask=mask, logits_to_keep=1)
+        torch.testing.assert_close(last, logits[:, -1:], atol=ATOL, rtol=0)
+        probs = model(ids)  # the seed-style call: softmax probabilities
+        torch.testing.assert_close(probs.sum(-1), torch.ones(ids.shape), atol=1e-5, rtol=0)

@@ -201,7 +201,7 @@ def test_tiny_gguf_equals_transformers_gguf_load(tmp_path: Path, tied: bool) -> 
     assert ours.config.extra["rope_theta"] == 50000.0
     ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        logits, _ = ours(ids, past_key_values=None)
+        logits, _ = ours.decode_step(ids, past_key_values=None)
         expected = reference(ids).logits
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-5)
 
@@ -271,7 +271,7 @@ def test_real_model_logits_equal_transformers(real: dict[str, Any]) -> None:
     for text in LOGIT_PROMPTS:
         ids = torch.tensor([real["tokenizer"](text)["input_ids"]])
         with torch.no_grad():
-            logits, _ = real["ours"](ids, past_key_values=None)
+            logits, _ = real["ours"].decode_step(ids, past_key_values=None)
             expected = real["hf"](ids).logits
         torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)
 
@@ -283,7 +283,7 @@ def greedy(model: Any, ids: torch.Tensor, new: int) -> list[int]:
     step = ids
     with torch.no_grad():
         for _ in range(new):
-            logits, cache = model(step, past_key_values=cache, logits_to_keep=1)
+            logits, cache = model.decode_step(step, past_key_values=cache, logits_to_keep=1)
             out.append(int(logits[0, -1].argmax()))
             step = torch.tensor([[out[-1]]])
     return out

@@ -300,3 +300,43 @@ def test_max_steps_caps_the_cache_and_sizes_the_output_buffer_once(tmp_path: Pat
         (_, entry), *_ = store.entries.values()
         assert entry.cache.layers[0].capacity == 35  # no growth past the run's length
     assert bases[0].shape[1] == 35 and all(b is bases[0] for b in bases)  # one buffer
+
+
+def test_reuse_is_a_declared_class_property(tmp_path: Path) -> None:
+    """Each class states ``prefix_reuse``; a subclass that overrides a stage reuse runs
+    without stating it does not reuse (its stages are not known to take the cache), and
+    stating it turns reuse on again for the same graph."""
+    from b4t.models.decoder import CausalLM
+    from b4t.models.transformer import Transformer
+    from b4t.models.variants.electra import Electra
+    from b4t.models.variants.gpt2 import GPT2 as GPT2Model
+    from b4t.models.variants.llama import LLaMA
+
+    assert Transformer.prefix_reuse and CausalLM.prefix_reuse and LLaMA.prefix_reuse
+    assert GPT2Model.prefix_reuse and "prefix_reuse" not in GPT2Model.__dict__  # inherited
+    assert Electra.prefix_reuse is False and "prefix_reuse" in Electra.__dict__
+
+    class Doubled(GPT2Model):
+        def apply_main_layers(self, state):
+            return super().apply_main_layers(state)
+
+    class DoubledDeclared(Doubled):
+        prefix_reuse = True
+
+    assert Doubled.prefix_reuse is False and DoubledDeclared.prefix_reuse is True
+    start = torch.randint(3, 61, (2, 4), generator=torch.Generator().manual_seed(2))
+    for cls, reuses in ((Doubled, False), (DoubledDeclared, True)):
+        m = build(tmp_path, GPT2, model=cls)
+        assert m.prefix_graph_reusable() is reuses
+        seen = play(m, lambda i, _s, _o, m=m: m([i]), start, 61)
+        if reuses:
+            reused(seen, 4)
+        else:
+            assert seen[0::2] == seen[1::2]  # every call a full pass
+
+
+def test_layers_that_do_not_take_the_cache_are_a_stated_premise(tmp_path: Path) -> None:
+    m = build(tmp_path, dict(BERT, max_relative_position=8), model="nezha", application="lm")
+    assert type(m).prefix_reuse is True  # Nezha's stages are Transformer's ...
+    assert m.layers_take_kv_cache() is False  # ... its relative-position layers are not
+    assert m.prefix_graph_reusable() is False

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from b4t.models import CheckpointError, build_transformer_model
+from b4t.models.variants.transformer_xl import XLState
 
 CONFIG = {
     "vocab_size": 45,
@@ -73,7 +74,7 @@ def test_causal_mask_outputs_ignore_the_future() -> None:
 
 def test_same_length_limits_every_query_to_the_same_span() -> None:
     model = build(same_length=True, mem_len=2)
-    keep = model.keep_mask({"token_ids": ids(1, 4)}, 4, 2)[0, 0]
+    keep = model.keep_mask(XLState(token_ids=ids(1, 4)), 4, 2)[0, 0]
     # key j = i + mlen is query i itself; with klen 6 - mem_len 2 = 4 > 0 every query
     # sees mem_len = 2 keys: itself and the one before (Transformer-XL's formula)
     expected = torch.tensor(

@@ -270,23 +270,27 @@ def test_decoding_state_follows_rows_and_bad_calls_are_named(tmp_path: Path) -> 
     _, ours = _generation_fixture(tmp_path)
     prompts = torch.randint(6, 40, (3, 6), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        logits, state = ours(prompts, past_key_values=None)
+        logits, state = ours.decode_step(prompts, past_key_values=None)
         assert logits.shape == (3, 1, 40) and state.seq_len == 6
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         order = torch.tensor([2, 0, 1])
-        stepped, _ = ours(nxt[order], past_key_values=state.index_select(order))
-        rows = [ours(prompts[[r]], past_key_values=None) for r in (2, 0, 1)]
+        stepped, _ = ours.decode_step(nxt[order], past_key_values=state.index_select(order))
+        rows = [ours.decode_step(prompts[[r]], past_key_values=None) for r in (2, 0, 1)]
         alone = torch.cat(
-            [ours(nxt[[r]], past_key_values=s)[0] for r, (_, s) in zip((2, 0, 1), rows)]
+            [ours.decode_step(nxt[[r]], past_key_values=s)[0] for r, (_, s) in zip((2, 0, 1), rows)]
         )
         # row i of the reordered state continues row i of the reordered batch
         torch.testing.assert_close(stepped, alone, atol=ATOL, rtol=0)
+        with pytest.warns(DeprecationWarning, match="decode_step"):  # the old spelling
+            old, old_state = ours(prompts, past_key_values=None, use_cache=True)
+        torch.testing.assert_close(old, logits, atol=0, rtol=0)
+        assert old_state.seq_len == 6
         with pytest.raises(TypeError, match="XLNetDecodingState"):
-            ours(nxt, past_key_values=(torch.zeros(1),))
+            ours.decode_step(nxt, past_key_values=(torch.zeros(1),))
         with pytest.raises(ValueError, match="holds 3 rows but input_ids has 2"):
-            ours(nxt[:2], past_key_values=state)
+            ours.decode_step(nxt[:2], past_key_values=state)
         with pytest.raises(ValueError, match="attention_mask shape"):
-            ours(nxt, past_key_values=state, attention_mask=torch.ones(3, 4))
+            ours.decode_step(nxt, past_key_values=state, attention_mask=torch.ones(3, 4))
     no_head = build_transformer_model(checkpoint_path=tmp_path / "xlnet-gen", model="xlnet")
     with pytest.raises(ValueError, match="with_lm=True"):
-        no_head(prompts, past_key_values=None)
+        no_head.decode_step(prompts, past_key_values=None)

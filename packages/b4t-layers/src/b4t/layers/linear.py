@@ -17,10 +17,20 @@ when it applies and ``F.linear`` otherwise:
 
 Each output is still one dot product of a weight row with the input row, in the input's
 dtype, so results equal ``F.linear``'s up to summation order (about 1e-7 relative in
-float32). Set ``b4t.layers.linear.FEW_ROWS_PATH = False`` to always use ``F.linear``.
+float32). To always use ``F.linear``: ``with few_rows_path(False): ...`` for a block of
+code (a context variable: other threads and tasks keep theirs), ``layer.few_rows_path =
+False`` for one :class:`Linear`, or ``linear(x, w, b, few_rows=False)`` for one call. The
+module-global ``FEW_ROWS_PATH`` of 0.3.0 is deprecated: reading it warns, and setting it
+to False still switches the path off everywhere, with a DeprecationWarning.
 """
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,17 +38,17 @@ from torch import nn
 
 __all__ = [
     "BLOCKS",
-    "FEW_ROWS_PATH",
     "MAX_ROWS",
     "MAX_ROWS_WIDE",
     "MIN_WEIGHT",
     "WIDE",
     "Linear",
+    "few_rows_path",
     "linear",
 ]
 
-FEW_ROWS_PATH = True
-"""Use the batched-matmul path for a few rows on CPU (switch off to compare or debug)."""
+_FEW_ROWS: ContextVar[bool] = ContextVar("b4t_few_rows_path", default=True)
+_LEGACY_NAME = "FEW_ROWS_PATH"
 
 MAX_ROWS = 4
 """The most rows (tokens x batch) that take the batched-matmul path."""
@@ -56,8 +66,48 @@ BLOCKS = 8
 """Output features are split into this many blocks, one matmul of the batch each."""
 
 
-def _takes_few_rows_path(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if not FEW_ROWS_PATH or x.device.type != "cpu" or weight.dim() != 2 or x.dim() == 0:
+@contextmanager
+def few_rows_path(enabled: bool = True) -> Iterator[None]:
+    """``with few_rows_path(False): ...``: :func:`linear` calls in the block (of this thread
+    or task) use ``F.linear`` only (``True``: the batched-matmul path where it applies, the
+    default). A per-call ``few_rows=`` or a layer's ``few_rows_path`` wins over it."""
+    token = _FEW_ROWS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _FEW_ROWS.reset(token)
+
+
+def __getattr__(name: str) -> Any:
+    """``FEW_ROWS_PATH`` (deprecated): the current :func:`few_rows_path` setting."""
+    if name == _LEGACY_NAME:
+        warnings.warn(
+            "b4t.layers.linear.FEW_ROWS_PATH is deprecated: use "
+            "b4t.layers.linear.few_rows_path(False) (a context manager), a Linear's "
+            "few_rows_path attribute or linear(..., few_rows=False)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return _FEW_ROWS.get()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _enabled(few_rows: bool | None) -> bool:
+    """The setting for one call: ``few_rows``, else the context's; a ``FEW_ROWS_PATH =
+    False`` assigned to this module (deprecated) switches the path off."""
+    if globals().get(_LEGACY_NAME, True) is False:
+        warnings.warn(
+            "b4t.layers.linear.FEW_ROWS_PATH = False is deprecated: use "
+            "b4t.layers.linear.few_rows_path(False) (a context manager) instead",
+            DeprecationWarning,
+            stacklevel=4,
+        )
+        return False
+    return _FEW_ROWS.get() if few_rows is None else few_rows
+
+
+def _takes_few_rows_path(x: torch.Tensor, weight: torch.Tensor, few_rows: bool | None) -> bool:
+    if x.device.type != "cpu" or weight.dim() != 2 or x.dim() == 0 or not _enabled(few_rows):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False
@@ -95,16 +145,30 @@ def _few_rows_linear(
     return out.reshape(*x.shape[:-1], out_features)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    few_rows: bool | None = None,
+) -> torch.Tensor:
     """``F.linear(x, weight, bias)``: ``[..., in]`` x ``[out, in]`` -> ``[..., out]``,
-    with the batched-matmul path for a few rows on CPU at inference (see the module doc)."""
-    if _takes_few_rows_path(x, weight):
+    with the batched-matmul path for a few rows on CPU at inference (see the module doc).
+    ``few_rows=False`` keeps this call on ``F.linear`` (None: :func:`few_rows_path`'s
+    setting)."""
+    if _takes_few_rows_path(x, weight, few_rows):
         return _few_rows_linear(x, weight, bias)
     return F.linear(x, weight, bias)
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state-dict keys) whose forward is :func:`linear`."""
+    """``nn.Linear`` (same parameters and state-dict keys) whose forward is :func:`linear`.
+
+    ``few_rows_path``: this layer's setting for the batched-matmul path (None, the
+    default: :func:`few_rows_path`'s; False: always ``F.linear``).
+    """
+
+    few_rows_path: bool | None = None
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return linear(input, self.weight, self.bias)
+        """:func:`linear` with this layer's ``few_rows_path``: ``[..., in]`` -> ``[..., out]``."""
+        return linear(input, self.weight, self.bias, self.few_rows_path)

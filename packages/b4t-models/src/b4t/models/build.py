@@ -80,6 +80,8 @@ def _seed_configs(config: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]
     return configs
 
 
+# the steps of a build are the helpers below this function
+# long: build_transformer_model's public signature and docstring (a 45-line body)
 def _build(
     config_path: str | Path | dict[str, Any] | None = None,
     checkpoint_path: str | Path | Sequence[str | Path] | None = None,
@@ -143,108 +145,161 @@ def _build(
     is that argument, unless it is passed explicitly
     (:mod:`b4t.models.config_arguments`).
     """
-    gguf = read_gguf(gguf_file) if (gguf_file := find_gguf(checkpoint_path)) else None
-    if gguf is not None:  # llama.cpp's file: config, tensors and (by default) model= from it
-        model = gguf.variant if model == "bert" else model
-        config_path = gguf.config if config_path is None else config_path
-    variant, cls = _resolve_model(model)
-    application = str(application).lower()
-    seed_kwargs = dict(kwargs)
-    for key, value in (
-        ("segment_vocab_size", segment_vocab_size),
-        ("with_pool", with_pool),
-        ("with_nsp", with_nsp),
-        ("with_mlm", with_mlm),
-        ("output_all_encoded_layers", output_all_encoded_layers),
-        ("layer_add_embs", layer_add_embs),
-        ("keep_tokens", keep_tokens),
-        ("compound_tokens", compound_tokens),
-        ("gradient_checkpoint", gradient_checkpoint),
-        ("ignore_invalid_weights", ignore_invalid_weights),
-    ):
-        if value not in (None, False):
-            seed_kwargs[key] = value
-    if application in ("lm", "unilm") and not with_mlm and _takes_mlm_for_lm(cls):
-        with_mlm = True
-    files = None
-    state = spans = None
-    if gguf is not None:
-        files, state, spans = [gguf.path], gguf.tensors, {}
-    elif checkpoint_path is not None:
-        files = resolve_checkpoint_files(checkpoint_path)  # a missing file fails here, early
-        spans = {}
-        state = read_checkpoint(files, spans=spans)
-    overrides = {k: v for k, v in kwargs.items() if ALIASES.get(k, k) in _CONFIG_FIELDS}
-    model_kwargs = {k: v for k, v in kwargs.items() if k not in overrides}
-    if config_path is None:
-        if checkpoint_path is None or not Path(str(checkpoint_path)).is_dir():
-            raise ValueError("config_path is required unless checkpoint_path is a folder")
-        config_path = checkpoint_path  # type: ignore[assignment]
-    if variant.resolve is not None:
-        variant = variant.resolve(state, raw_config(config_path))
-        if not isinstance(model, type):
-            cls = variant.model_cls or Transformer
-    if isinstance(config_path, dict):
-        config = config_from_dict(config_path, "<dict>", variant.preset, overrides)
-    else:
-        config = load_config(config_path, variant.preset, overrides)  # type: ignore[arg-type]
-    extra_rows = len(compound_tokens) if compound_tokens else 0
-    if keep_tokens is not None:
-        config.vocab_size = len(keep_tokens) + extra_rows
-    elif extra_rows:
-        config.vocab_size += extra_rows
-    torch_dtype = _dtype(dtype)
-    build_kwargs = dict(
-        application=application,
+    options = dict(  # the build options model.configs records and the class takes
         segment_vocab_size=segment_vocab_size,
         with_pool=with_pool,
         with_nsp=with_nsp,
         with_mlm=with_mlm,
         output_all_encoded_layers=output_all_encoded_layers,
         layer_add_embs=layer_add_embs,
+    )
+    seed_kwargs = _given(
+        kwargs,
+        options,
+        keep_tokens=keep_tokens,
+        compound_tokens=compound_tokens,
+        gradient_checkpoint=gradient_checkpoint,
+        ignore_invalid_weights=ignore_invalid_weights,
+    )
+    source = _read_source(config_path, checkpoint_path, model)
+    variant, cls, config, model_kwargs = _configure(source, kwargs, keep_tokens, compound_tokens)
+    application = str(application).lower()
+    if application in ("lm", "unilm") and not with_mlm and _takes_mlm_for_lm(source.cls):
+        options["with_mlm"] = True
+    build_kwargs = dict(
+        application=application,
+        **options,
         gradient_checkpoint=gradient_checkpoint,
         variant=variant,
         **model_kwargs,
     )
     cls = with_trainer(cls)  # + compile/fit/predict when b4t-trainer is installed
-    user_modules: list[nn.Module] = []
-    for extra in (layer_add_embs, model_kwargs.get("layer_norm_cond")):
-        if isinstance(extra, nn.Module):
-            user_modules.append(extra)
-        elif isinstance(extra, (list, tuple)):
-            user_modules.extend(extra)
-    if files is None:
+    torch_dtype = _dtype(dtype)
+    if source.files is None:
         net = cls(config, **build_kwargs)
-        init_weights(net, config.initializer_range, skip=user_modules)
-        net.to(device=device, dtype=torch_dtype)
+        init_weights(net, config.initializer_range, skip=_user_modules(build_kwargs))
     else:
         with torch.device("meta"):
             net = cls(config, **build_kwargs)
         # user-given modules (layer_add_embs, layer_norm_cond) are real already: kept
-        try:
-            net.load_report = load_into(
-                net,
-                files,
-                strict=strict and not ignore_invalid_weights,
-                keep_tokens=keep_tokens,
-                compound_tokens=compound_tokens,
-                device=device,
-                dtype=torch_dtype,
-                state=state,
-                spans=spans,
-                quiet=ignore_invalid_weights,
-            )
-        except CheckpointError as exc:
-            if segment_vocab_size and "segment_embeddings" in str(exc):
-                raise CheckpointError(
-                    f"{exc}\nsegment_vocab_size={segment_vocab_size} builds a segment table "
-                    "this checkpoint does not hold (leave segment_vocab_size out to use the "
-                    "config's type_vocab_size)"
-                ) from exc
-            raise
-        net.to(device=device, dtype=torch_dtype)
+        net.load_report = _load(
+            net,
+            source,
+            strict=strict and not ignore_invalid_weights,
+            keep_tokens=keep_tokens,
+            compound_tokens=compound_tokens,
+            device=device,
+            dtype=torch_dtype,
+            quiet=ignore_invalid_weights,
+            segment_vocab_size=segment_vocab_size,
+        )
+    net.to(device=device, dtype=torch_dtype)
     net.configs = _seed_configs(config, seed_kwargs)
     return (net, config) if return_model_config else net
+
+
+def _given(kwargs: dict[str, Any], *named: dict[str, Any], **more: Any) -> dict[str, Any]:
+    """bert4torch's build keywords as ``model.configs`` records them: ``kwargs`` and the
+    named arguments that are set (not None or False)."""
+    out = dict(kwargs)
+    for group in (*named, more):
+        out.update((k, v) for k, v in group.items() if v not in (None, False))
+    return out
+
+
+@dataclasses.dataclass
+class _Source:
+    """Where a build reads from: ``model=``, the config (path, folder or dict) and the
+    checkpoint's files and tensors (None without a checkpoint)."""
+
+    model: str | Variant | type
+    variant: Variant
+    cls: type
+    config_path: str | Path | dict[str, Any]
+    files: list[Path] | None = None
+    state: dict[str, torch.Tensor] | None = None
+    spans: dict[str, Any] | None = None
+
+
+def _read_source(
+    config_path: str | Path | dict[str, Any] | None,
+    checkpoint_path: str | Path | Sequence[str | Path] | None,
+    model: str | Variant | type,
+) -> _Source:
+    """``model=`` resolved, the checkpoint's tensors (a llama.cpp ``.gguf`` file brings its
+    config and, for the default ``model='bert'``, its architecture) and the config to read."""
+    gguf = read_gguf(gguf_file) if (gguf_file := find_gguf(checkpoint_path)) else None
+    if gguf is not None:
+        model = gguf.variant if model == "bert" else model
+        config_path = gguf.config if config_path is None else config_path
+    variant, cls = _resolve_model(model)
+    if gguf is not None:
+        return _Source(model, variant, cls, config_path, [gguf.path], gguf.tensors, {})
+    files = state = spans = None
+    if checkpoint_path is not None:
+        files = resolve_checkpoint_files(checkpoint_path)  # a missing file fails here, early
+        spans = {}
+        state = read_checkpoint(files, spans=spans)
+    if config_path is None:
+        if checkpoint_path is None or not Path(str(checkpoint_path)).is_dir():
+            raise ValueError("config_path is required unless checkpoint_path is a folder")
+        config_path = checkpoint_path  # type: ignore[assignment]
+    return _Source(model, variant, cls, config_path, files, state, spans)
+
+
+def _configure(
+    source: _Source,
+    kwargs: dict[str, Any],
+    keep_tokens: Sequence[int] | None,
+    compound_tokens: Sequence[Sequence[int]] | None,
+) -> tuple[Variant, type, ModelConfig, dict[str, Any]]:
+    """The variant (resolved against the checkpoint), the class, the typed config (with
+    ``kwargs``' config fields and the vocabulary ``keep_tokens`` / ``compound_tokens``
+    leave) and the other keywords, for the class."""
+    variant, cls = source.variant, source.cls
+    overrides = {k: v for k, v in kwargs.items() if ALIASES.get(k, k) in _CONFIG_FIELDS}
+    model_kwargs = {k: v for k, v in kwargs.items() if k not in overrides}
+    config_path = source.config_path
+    if variant.resolve is not None:
+        variant = variant.resolve(source.state, raw_config(config_path))
+        if not isinstance(source.model, type):
+            cls = variant.model_cls or Transformer
+    if isinstance(config_path, dict):
+        config = config_from_dict(config_path, "<dict>", variant.preset, overrides)
+    else:
+        config = load_config(config_path, variant.preset, overrides)
+    extra_rows = len(compound_tokens) if compound_tokens else 0
+    if keep_tokens is not None:
+        config.vocab_size = len(keep_tokens) + extra_rows
+    elif extra_rows:
+        config.vocab_size += extra_rows
+    return variant, cls, config, model_kwargs
+
+
+def _user_modules(build_kwargs: dict[str, Any]) -> list[nn.Module]:
+    """Modules the user built (``layer_add_embs``, ``layer_norm_cond``): not initialised."""
+    found: list[nn.Module] = []
+    for extra in (build_kwargs.get("layer_add_embs"), build_kwargs.get("layer_norm_cond")):
+        if isinstance(extra, nn.Module):
+            found.append(extra)
+        elif isinstance(extra, (list, tuple)):
+            found.extend(extra)
+    return found
+
+
+def _load(net: Transformer, source: _Source, segment_vocab_size: Any, **kwargs: Any) -> Any:
+    """:func:`load_into` the source's tensors; a segment table the file lacks because
+    ``segment_vocab_size`` asked for one gets a hint."""
+    try:
+        return load_into(net, source.files, state=source.state, spans=source.spans, **kwargs)
+    except CheckpointError as exc:
+        if segment_vocab_size and "segment_embeddings" in str(exc):
+            raise CheckpointError(
+                f"{exc}\nsegment_vocab_size={segment_vocab_size} builds a segment table "
+                "this checkpoint does not hold (leave segment_vocab_size out to use the "
+                "config's type_vocab_size)"
+            ) from exc
+        raise
 
 
 def _takes_mlm_for_lm(cls: type) -> bool:

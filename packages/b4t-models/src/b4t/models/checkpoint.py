@@ -11,6 +11,7 @@ import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors.torch import save_file
@@ -111,36 +112,7 @@ def read_safetensors(path: str | Path, spans: Spans | None = None) -> dict[str, 
     """
     size = os.path.getsize(path)
     with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) != 8:
-            raise CheckpointError(f"{path} is not a safetensors file (too short: {size} bytes)")
-        (header_len,) = struct.unpack("<Q", raw)
-        if header_len > size - 8:
-            raise CheckpointError(
-                f"{path}: the safetensors header claims {header_len} bytes but the file has "
-                f"{size - 8} after the length field (truncated or not a safetensors file)"
-            )
-        try:
-            header = json.loads(fh.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{path} has an unreadable safetensors header: {exc}") from exc
-        if not isinstance(header, dict):
-            raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
-        data_size = size - 8 - header_len
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            try:
-                begin, end = (int(x) for x in info["data_offsets"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise CheckpointError(
-                    f"{path}: tensor {name} has no valid data_offsets in the header"
-                ) from exc
-            if not 0 <= begin <= end <= data_size:
-                raise CheckpointError(
-                    f"{path}: tensor {name} lies at bytes {begin}..{end} of the data but the "
-                    f"file holds {data_size} data bytes (truncated?)"
-                )
+        header, header_len = _safetensors_header(path, fh, size)
         buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
     start = 8 + header_len
     out: dict[str, torch.Tensor] = {}
@@ -163,6 +135,42 @@ def read_safetensors(path: str | Path, spans: Spans | None = None) -> dict[str, 
         if spans is not None:
             spans[name] = (buf, start + begin, end - begin)
     return out
+
+
+def _safetensors_header(path: str | Path, fh: BinaryIO, size: int) -> tuple[dict, int]:
+    """The JSON header of the safetensors file open in ``fh`` and its length, checked:
+    every tensor's ``data_offsets`` lie inside the ``size``-byte file's data."""
+    raw = fh.read(8)
+    if len(raw) != 8:
+        raise CheckpointError(f"{path} is not a safetensors file (too short: {size} bytes)")
+    (header_len,) = struct.unpack("<Q", raw)
+    if header_len > size - 8:
+        raise CheckpointError(
+            f"{path}: the safetensors header claims {header_len} bytes but the file has "
+            f"{size - 8} after the length field (truncated or not a safetensors file)"
+        )
+    try:
+        header = json.loads(fh.read(header_len))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} has an unreadable safetensors header: {exc}") from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: the safetensors header is not a JSON object")
+    data_size = size - 8 - header_len
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(x) for x in info["data_offsets"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"{path}: tensor {name} has no valid data_offsets in the header"
+            ) from exc
+        if not 0 <= begin <= end <= data_size:
+            raise CheckpointError(
+                f"{path}: tensor {name} lies at bytes {begin}..{end} of the data but the "
+                f"file holds {data_size} data bytes (truncated?)"
+            )
+    return header, header_len
 
 
 def _read_one(

@@ -10,28 +10,30 @@ two ways:
   bert4torch 0.2.5's GPT / GPT2 / GPT2_ML; ``final_activation='linear'`` for logits).
   Keys equal to ``pad_token_id`` are masked, as in the seed;
 * the b4t decoder protocol (what :class:`b4t.generation.SeqGeneration` calls),
-  ``model(input_ids, past_key_values=cache_or_None, attention_mask=mask)``: returns
-  ``(logits [B, new, V], cache)``. ``attention_mask`` is ``[B, past + new]`` (1 = real
-  token, 0 = left padding); positions count real tokens only (``cumsum - 1``). Pass
-  ``logits_to_keep=1`` to compute the LM head for the last position only.
+  ``model.decode_step(input_ids, past_key_values=cache_or_None, attention_mask=mask)``:
+  returns ``(logits [B, new, V], cache)``. ``attention_mask`` is ``[B, past + new]`` (1 =
+  real token, 0 = left padding); positions count real tokens only (``cumsum - 1``). Pass
+  ``logits_to_keep=1`` to compute the LM head for the last position only. (Calling
+  ``model(..., past_key_values=...)`` still runs it, with a DeprecationWarning.)
 
 Without padding the layers take SDPA's causal path (``is_causal``) with no mask tensor.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from b4t.layers import LayerNorm, get_activation
 from b4t.layers.attention import causal_bias
 from b4t.layers.linear import Linear, linear
 from b4t.layers.packed import PackedLinear, pack_linears
 from b4t.models.config import ModelConfig
+from b4t.models.forward_state import DecoderState
 from b4t.models.kv_cache import KVCache
 from b4t.models.prefix_reuse import extend_outputs
 from b4t.models.transformer import Transformer
@@ -70,6 +72,10 @@ class CausalLM(Transformer):
     model_types: tuple[str, ...] = ()
     vocab_params = ("embeddings.word_embeddings.weight", "lm_head.weight")
     accepts_logits_to_keep = True  # b4t.generation computes only the last position's logits
+    state_type = DecoderState
+    # the decoder's own stages run positions past.. over the KV cache (run_from), in any
+    # layers (layers_take_kv_cache): seed-style decoding steps reuse their prefix
+    prefix_reuse = True
 
     def __init__(
         self,
@@ -148,13 +154,56 @@ class CausalLM(Transformer):
 
     # ---- forward -------------------------------------------------------------------
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        protocol = "past_key_values" in kwargs or bool(kwargs.get("use_cache"))
-        cache = kwargs.pop("past_key_values", None)
-        use_cache = kwargs.pop("use_cache", protocol)
+        """The seed-style call: ``model([token_ids, segment_ids])`` or ``model(token_ids)``
+        -> ``final_activation(logits)`` ``[B, L, V]`` (``logits_to_keep=k``: the last ``k``
+        positions only). The decoder protocol is :meth:`decode_step`; called here with
+        ``past_key_values=`` or ``use_cache=True`` (deprecated) it still runs that step,
+        with a DeprecationWarning."""
+        if "past_key_values" in kwargs or kwargs.get("use_cache"):
+            warnings.warn(
+                f"{type(self).__name__}(..., past_key_values=/use_cache=) is deprecated: call "
+                "model.decode_step(input_ids, past_key_values=, attention_mask=, "
+                "logits_to_keep=) for the decoder protocol's (logits, cache)",
+                DeprecationWarning,
+                stacklevel=4,  # forward <- Module._call_impl <- Module.__call__ <- the caller
+            )
+            cache = kwargs.pop("past_key_values", None)
+            use_cache = kwargs.pop("use_cache", True)
+            keep = int(kwargs.pop("logits_to_keep", 0) or 0)
+            return self._protocol_step(self.parse_inputs(args, kwargs), cache, keep, use_cache)
+        kwargs.pop("use_cache", None)
         logits_to_keep = int(kwargs.pop("logits_to_keep", 0) or 0)
         state = self.parse_inputs(args, kwargs)
-        if not (protocol or use_cache or logits_to_keep) and self.reuses_prefixes(state):
+        if not logits_to_keep and self.reuses_prefixes(state):
             return self.reuse_prefix(state, extend_outputs)
+        hidden = self.apply_main_layers(self.apply_embeddings(state)).hidden_states
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        return self.final_activation(self.lm_logits(hidden))
+
+    def decode_step(
+        self,
+        input_ids: torch.Tensor,
+        past_key_values: KVCache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        logits_to_keep: int = 0,
+    ) -> tuple[torch.Tensor, KVCache]:
+        """The b4t decoder protocol (what :mod:`b4t.generation` calls): the new tokens
+        ``input_ids [B, new]`` over the cache of the earlier ones -> ``(logits [B, new, V],
+        cache)`` (raw logits; ``logits_to_keep=k``: the last ``k`` positions only).
+
+        ``past_key_values``: the :class:`~b4t.models.kv_cache.KVCache` a previous step
+        returned (None: a new one). ``attention_mask``: ``[B, past + new]`` (or ``[B,
+        new]`` over a cache that holds its mask) with 1 = real token, 0 = left padding;
+        positions count real tokens only (``cumsum - 1``); None: every token is real.
+        """
+        state = self.parse_inputs((input_ids,), {"attention_mask": attention_mask})
+        return self._protocol_step(state, past_key_values, int(logits_to_keep or 0), True)
+
+    def _protocol_step(
+        self, state: DecoderState, cache: Any, logits_to_keep: int, use_cache: bool
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        """:meth:`decode_step` over parsed inputs (``use_cache=False``: no new cache)."""
         if cache is None and use_cache:
             cache = KVCache(self.config.num_hidden_layers)
         elif cache is not None and not isinstance(cache, KVCache):
@@ -162,41 +211,31 @@ class CausalLM(Transformer):
                 f"past_key_values must be a b4t KVCache (from a previous call), got "
                 f"{type(cache).__name__}"
             )
-        state["cache"] = cache
-        state["protocol"] = protocol
-        state = self.apply_embeddings(state)
-        state = self.apply_main_layers(state)
-        hidden = state["hidden_states"]
+        state.cache = cache
+        state.protocol = True
+        hidden = self.apply_main_layers(self.apply_embeddings(state)).hidden_states
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_logits(hidden)
-        if protocol:
-            return logits, cache
-        return self.final_activation(logits)
+        return self.lm_logits(hidden), cache
 
-    def run_from(self, state: dict[str, Any], cache: KVCache | None, past: int) -> Any:
+    def run_from(self, state: DecoderState, cache: KVCache | None, past: int) -> Any:
         """A seed-style call (``final_activation(logits)``); with ``cache``, over the
         positions ``past..`` only, the earlier ones' keys/values coming from ``cache``."""
         if past:
-            state = dict(state)
+            state = state.copy()
             for key in ("token_ids", "segment_ids", "position_ids"):
                 if state[key] is not None:
                     state[key] = state[key][:, past:]
-            state["extra_ids"] = [ids[:, past:] for ids in state["extra_ids"]]
+            state.extra_ids = [ids[:, past:] for ids in state.extra_ids]
             # attention_mask stays whole: [B, past + new] is what _keep_mask takes
-        state["cache"] = cache
-        state["protocol"] = False
-        state = self.apply_embeddings(state)
-        state = self.apply_main_layers(state)
-        return self.final_activation(self.lm_logits(state["hidden_states"]))
+        state.cache = cache
+        state.protocol = False
+        state = self.apply_main_layers(self.apply_embeddings(state))
+        return self.final_activation(self.lm_logits(state.hidden_states))
 
-    def prefix_graph_reusable(self) -> bool:
-        """CausalLM's own forward stages (any layers: they all take the KV cache)."""
-        cls = type(self)
-        return all(
-            getattr(cls, name) is getattr(CausalLM, name)
-            for name in ("apply_embeddings", "apply_main_layers", "run_from", "parse_inputs")
-        )
+    def layers_take_kv_cache(self) -> bool:
+        """Every layer of a decoder LM takes the KV cache (any block type)."""
+        return True
 
     def pack_for_decoding(self, rows: int = 8) -> list[str]:
         """Pack the model's linear layers for oneDNN's CPU matmul, in place, for decoding
@@ -223,12 +262,12 @@ class CausalLM(Transformer):
         weight = self.embeddings.word_embeddings.weight if self.lm_head is None else None
         return linear(hidden, weight) if weight is not None else self.lm_head(hidden)
 
-    def _keep_mask(self, state: dict[str, Any], past: int) -> torch.Tensor | None:
+    def _keep_mask(self, state: DecoderState, past: int) -> torch.Tensor | None:
         """``[B, past + L]`` bool of real tokens, or None when nothing is padding."""
-        token_ids: torch.Tensor = state["token_ids"]
+        token_ids: torch.Tensor = state.token_ids
         b, length = token_ids.shape
-        cache: KVCache | None = state["cache"]
-        mask = state["attention_mask"]
+        cache: KVCache | None = state.cache
+        mask = state.attention_mask
         if mask is not None:
             mask = mask.bool()
             if mask.shape == (b, length) and past:
@@ -240,12 +279,12 @@ class CausalLM(Transformer):
                     f"attention_mask shape {tuple(mask.shape)} should be {(b, past + length)} "
                     f"(batch, cached {past} + new {length} tokens)"
                 )
-        elif state["protocol"]:
-            new = torch.ones(b, length, dtype=torch.bool, device=token_ids.device)
-            prev = cache.mask if cache is not None and cache.mask is not None else None
-            mask = new if prev is None else torch.cat([prev, new], 1)
-        else:  # the seed's rule: pad_token_id keys are masked
-            new = token_ids.ne(self.config.pad_token_id)
+        else:  # protocol: every new token is real; the seed's rule: pad_token_id is masked
+            new = (
+                torch.ones(b, length, dtype=torch.bool, device=token_ids.device)
+                if state.protocol
+                else token_ids.ne(self.config.pad_token_id)
+            )
             prev = cache.mask if cache is not None and cache.mask is not None else None
             mask = new if prev is None else torch.cat([prev, new], 1)
         return mask
@@ -257,12 +296,12 @@ class CausalLM(Transformer):
         pos = torch.arange(past, past + length, device=keep.device)
         return pos.unsqueeze(0).expand(keep.shape[0], length)
 
-    def embed(self, state: dict[str, Any], position_ids: torch.Tensor) -> torch.Tensor:
+    def embed(self, state: DecoderState, position_ids: torch.Tensor) -> torch.Tensor:
         """Word + segment + position embeddings (+ norm), dropout: ``[B, L, H]``."""
         emb = self.embeddings
-        token_ids = state["token_ids"]
+        token_ids = state.token_ids
         x = emb.word_embeddings(token_ids)
-        segment_ids = state["segment_ids"]
+        segment_ids = state.segment_ids
         if emb.segment_embeddings is not None:  # the word table itself when shared
             if segment_ids is None:
                 x = x + emb.segment_embeddings.weight[0]
@@ -271,7 +310,7 @@ class CausalLM(Transformer):
         if emb.position_embeddings is not None:
             x = x + emb.position_embeddings(position_ids)
         if emb.layer_add_embs is not None:
-            for module, ids in zip(emb.layer_add_embs, state["extra_ids"], strict=True):
+            for module, ids in zip(emb.layer_add_embs, state.extra_ids, strict=True):
                 x = x + module(ids)
         if emb.layer_norm is not None:
             x = emb.layer_norm(x)
@@ -288,12 +327,14 @@ class CausalLM(Transformer):
                 "tokens are too long"
             )
 
-    def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
-        token_ids: torch.Tensor = state["token_ids"]
+    def apply_embeddings(self, state: DecoderState) -> DecoderState:
+        """Stage 1 of a decoder: checks, the keep mask over cache and new tokens, position
+        ids, the embeddings of the new tokens and the causal (+ padding) mask."""
+        token_ids: torch.Tensor = state.token_ids
         if token_ids.dim() != 2:
             raise ValueError(f"token_ids must be [batch, seq_len], got {tuple(token_ids.shape)}")
         b, length = token_ids.shape
-        cache: KVCache | None = state["cache"]
+        cache: KVCache | None = state.cache
         past = 0
         if cache is not None:
             cache.check(b, self.config.num_hidden_layers)
@@ -306,43 +347,19 @@ class CausalLM(Transformer):
                 f"token id {bad} is outside the vocabulary (size {self.config.vocab_size})"
             )
         keep = self._keep_mask(state, past)
-        position_ids = state["position_ids"]
+        position_ids = state.position_ids
         if position_ids is None:
-            position_ids = self.positions(keep, past, length, state["protocol"])
+            position_ids = self.positions(keep, past, length, state.protocol)
         self.check_positions(position_ids)
-        state["position_ids"] = position_ids
-        state["hidden_states"] = self.embed(state, position_ids)
+        state.position_ids = position_ids
+        state.hidden_states = self.embed(state, position_ids)
         if cache is not None:
             cache.mask = keep
         if bool(keep.all()):
-            state["mask"] = None  # SDPA's causal path (or nothing to mask for one new token)
+            state.mask = None  # SDPA's causal path (or nothing to mask for one new token)
         else:
             causal = causal_bias(length, past + length, torch.float32, keep.device) == 0
             allowed = causal[None, None] & keep[:, None, None, :]
-            bias = torch.zeros(
-                allowed.shape, dtype=state["hidden_states"].dtype, device=keep.device
-            )
-            state["mask"] = bias.masked_fill_(~allowed, torch.finfo(bias.dtype).min)
-        return state
-
-    def apply_main_layers(self, state: dict[str, Any]) -> dict[str, Any]:
-        hidden = state["hidden_states"]
-        mask = state["mask"]
-        cache: KVCache | None = state["cache"]
-        extra = self.layer_kwargs(state)
-        use_ckpt = (
-            cache is None and self.gradient_checkpoint and self.training and torch.is_grad_enabled()
-        )
-        all_layers = [hidden] if self.output_all_encoded_layers else None
-        for i, layer in enumerate(self.layer_sequence()):
-            if use_ckpt:
-                hidden = activation_checkpoint(layer, hidden, mask, use_reentrant=False, **extra)[0]
-            elif cache is not None:
-                hidden = layer(hidden, mask, past_key_value=cache.layers[i], **extra)[0]
-            else:
-                hidden = layer(hidden, mask, **extra)[0]
-            if all_layers is not None:
-                all_layers.append(hidden)
-        state["hidden_states"] = hidden
-        state["encoded_layers"] = all_layers
+            bias = torch.zeros(allowed.shape, dtype=state.hidden_states.dtype, device=keep.device)
+            state.mask = bias.masked_fill_(~allowed, torch.finfo(bias.dtype).min)
         return state

@@ -24,7 +24,14 @@ from b4t.layers import LayerNorm, RMSNorm, get_sinusoid_encoding_table
 from b4t.models.checkpoint import CheckpointError, read_checkpoint, release_pages, write_checkpoint
 from b4t.models.weight_map import Concat, FirstOf, WeightSource, strip_prefix
 
-__all__ = ["LoadReport", "init_weights", "load_into", "materialize_meta", "save_from"]
+__all__ = [
+    "LoadReport",
+    "check_prefix",
+    "init_weights",
+    "load_into",
+    "materialize_meta",
+    "save_from",
+]
 
 
 # buffers bert4torch 0.2.5's save_weights writes beside the weights: recomputed from
@@ -174,19 +181,67 @@ def load_into(
     ``quiet``) and returns it. A load that matches no tensor at all is always an error.
     ``state`` / ``spans``: the checkpoint already read from ``path`` (by the builder).
     """
-    if isinstance(path, dict):
-        source = "state dict"
-    elif isinstance(path, (list, tuple)):
-        source = ", ".join(str(p) for p in path)
-    else:
-        source = str(path)
+    source = _source_name(path)
     if spans is None:
         spans = {}
     if state is None:
         state = dict(path) if isinstance(path, dict) else read_checkpoint(path, spans=spans)
     params = model.state_dict(keep_vars=True)
-    dropped: set[str] = set()  # checkpoint keys of parts this model leaves out on purpose
-    tied: dict[str, str] = {}  # checkpoint key -> the b4t parameter it must equal
+    mapping, dropped, tied = _checkpoint_names(model, params, mapping, state)
+    loader = _Loader(state, spans, params, keep_tokens, compound_tokens, device, dtype, model)
+    for name, src in mapping.items():
+        if src is not None:
+            loader.load(name, src)
+    loader.check_tied(tied)
+    variant = getattr(model, "variant", None)
+    loader.sort_unused(dropped, variant.optional_keys if variant is not None else ())
+    report = loader.report
+    if not loader.new_state and params:
+        raise CheckpointError(
+            f"{source}: no tensor matched the model ({len(state)} checkpoint keys, e.g. "
+            f"{', '.join(list(state)[:3]) or 'none'}; model names e.g. "
+            f"{', '.join(list(mapping.values())[:3]) if mapping else 'none'}). "
+            "Wrong model=, or a file saved under other names (mapping={} loads b4t's own)"
+        )
+    if not report.ok:
+        if strict:
+            raise CheckpointError(
+                report.describe(source) + "\n(pass strict=False to load what matches)"
+            )
+        if not quiet:
+            warnings.warn(report.describe(source), stacklevel=2)
+    model.load_state_dict(loader.new_state, strict=False, assign=True)
+    report.initialised = _initialise_rest(model, mapping, device, dtype)
+    if report.initialised and not quiet:
+        warnings.warn(
+            "initialised randomly (no checkpoint tensor is mapped to them): "
+            + ", ".join(report.initialised),
+            stacklevel=2,
+        )
+    return report
+
+
+def _source_name(path: Any) -> str:
+    """How errors name the checkpoint: its file(s), or ``state dict``."""
+    if isinstance(path, dict):
+        return "state dict"
+    if isinstance(path, (list, tuple)):
+        return ", ".join(str(p) for p in path)
+    return str(path)
+
+
+def _checkpoint_names(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    mapping: dict[str, WeightSource] | None,
+    state: dict[str, torch.Tensor],
+) -> tuple[dict[str, WeightSource], set[str], dict[str, str]]:
+    """``(mapping, dropped, tied)``: b4t name -> checkpoint source for the model's own
+    parameters; checkpoint keys of parts the model leaves out on purpose; checkpoint key
+    -> the b4t parameter it must equal (a tied weight). Without the variant's prefix
+    (``bert.``) when the checkpoint's keys have none."""
+    dropped: set[str] = set()
+    tied: dict[str, str] = {}
     tied_names = getattr(model, "tied_parameters", dict)()
     if mapping is not None and not mapping:
         mapping = {name: name for name in params}
@@ -207,112 +262,140 @@ def load_into(
         mapping = {k: strip_prefix(v, prefix) for k, v in mapping.items()}
         dropped = {str(strip_prefix(k, prefix)) for k in dropped}
         tied = {str(strip_prefix(k, prefix)): v for k, v in tied.items()}
-    vocab_params = set(getattr(model, "vocab_params", ()))
-    transform = getattr(model, "transform_loaded", None)
-    report = LoadReport()
-    used: set[str] = set()
-    new_state: dict[str, torch.Tensor] = {}
-    starts: set[int] = set()
-    for name, src in mapping.items():
-        if src is None:
-            continue
-        if name not in params:
-            report.missing.append(f"{name} (no such parameter in the model)")
-            continue
+    return mapping, dropped, tied
+
+
+@dataclass
+class _Loader:
+    """One load: checkpoint tensors in, the model's new state and the report out."""
+
+    state: dict[str, torch.Tensor]
+    spans: dict
+    params: dict[str, torch.Tensor]
+    keep_tokens: Sequence[int] | None
+    compound_tokens: Sequence[Sequence[int]] | None
+    device: torch.device | str | None
+    dtype: torch.dtype | None
+    model: nn.Module
+    report: LoadReport = field(default_factory=LoadReport)
+    used: set[str] = field(default_factory=set)
+    new_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    starts: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.vocab_params = set(getattr(self.model, "vocab_params", ()))
+        self.transform = getattr(self.model, "transform_loaded", None)
+
+    def _vocab(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """``keep_tokens`` / ``compound_tokens`` applied to a vocabulary-indexed tensor."""
+        if name in self.vocab_params and (self.keep_tokens is not None or self.compound_tokens):
+            return _vocab_transform(tensor, self.keep_tokens, self.compound_tokens)
+        return tensor
+
+    def _read(self, name: str, src: WeightSource) -> tuple[list[str], torch.Tensor] | None:
+        """The checkpoint keys and tensor feeding parameter ``name`` (None: missing)."""
+        if name not in self.params:
+            self.report.missing.append(f"{name} (no such parameter in the model)")
+            return None
         if isinstance(src, FirstOf):
-            present = [k for k in src.keys if k in state]
-            used.update(present)
-            src = src.pick(state) or src.keys[0]
+            self.used.update(k for k in src.keys if k in self.state)
+            src = src.pick(self.state) or src.keys[0]
         keys = list(src.keys) if isinstance(src, Concat) else [src]
-        absent = [k for k in keys if k not in state]
+        absent = [k for k in keys if k not in self.state]
         if absent:
-            report.missing.append(f"{', '.join(absent)} (for {name})")
-            continue
-        used.update(keys)
-        tensors = [state[k] for k in keys]
-        if isinstance(src, Concat):
-            tensor = src.load(tensors)
-            for key in keys:  # the sources were copied: give their file pages back
-                if key in spans:
-                    release_pages(spans[key])
-        else:
-            tensor = tensors[0]
-        if name in vocab_params and (keep_tokens is not None or compound_tokens):
-            tensor = _vocab_transform(tensor, keep_tokens, compound_tokens)
-        if transform is not None:
-            tensor = transform(name, tensor)
-        target = params[name]
+            self.report.missing.append(f"{', '.join(absent)} (for {name})")
+            return None
+        self.used.update(keys)
+        tensors = [self.state[k] for k in keys]
+        if not isinstance(src, Concat):
+            return keys, tensors[0]
+        for key in keys:  # the sources were copied: give their file pages back
+            if key in self.spans:
+                release_pages(self.spans[key])
+        return keys, src.load(tensors)
+
+    def load(self, name: str, src: WeightSource) -> None:
+        """Parameter ``name`` from ``src``: read, transformed, checked, placed."""
+        found = self._read(name, src)
+        if found is None:
+            return
+        keys, tensor = found
+        tensor = self._vocab(name, tensor)
+        if self.transform is not None:
+            tensor = self.transform(name, tensor)
+        target = self.params[name]
         if tuple(tensor.shape) != tuple(target.shape):
-            report.mismatched.append(
+            self.report.mismatched.append(
                 f"{'+'.join(keys)}: checkpoint {tuple(tensor.shape)} vs model "
                 f"{tuple(target.shape)} ({name})"
             )
-            continue
+            return
         if target.is_meta:
-            tensor = tensor.to(device=device or tensor.device, dtype=dtype or tensor.dtype)
+            device, dtype = self.device or tensor.device, self.dtype or tensor.dtype
+            tensor = tensor.to(device=device, dtype=dtype)
         else:
             tensor = tensor.to(device=target.device, dtype=target.dtype)
-        if tensor.numel() and tensor.data_ptr() in starts:
+        if tensor.numel() and tensor.data_ptr() in self.starts:
             # two names of one stored tensor (a tied .bin): the model keeps them apart
             tensor = tensor.clone()
-        starts.add(tensor.data_ptr())
-        new_state[name] = tensor
-    for key, name in tied.items():
-        loaded = new_state.get(name)
-        if key not in state or key in used or loaded is None:
-            continue
-        used.add(key)
-        tensor = state[key]
-        if name in vocab_params and (keep_tokens is not None or compound_tokens):
-            tensor = _vocab_transform(tensor, keep_tokens, compound_tokens)
-        if tuple(tensor.shape) != tuple(loaded.shape) or not torch.equal(
-            tensor.to(loaded.device, loaded.dtype), loaded
-        ):
-            report.mismatched.append(
-                f"{key} differs from the tensor loaded into {name}, but this model ties them "
-                "(an untied checkpoint: build without tie_emb_prj_weight=True)"
-            )
-    own = variant.optional_keys if variant is not None else ()
-    optional = [re.compile(p) for p in (*own, *SEED_BUFFER_KEYS)]
-    for key in state:
-        if key in used:
-            continue
-        if key in dropped or any(p.search(key) for p in optional):
-            report.unused_optional.append(key)
-        else:
-            report.unexpected.append(key)
-    if not new_state and params:
-        raise CheckpointError(
-            f"{source}: no tensor matched the model ({len(state)} checkpoint keys, e.g. "
-            f"{', '.join(list(state)[:3]) or 'none'}; model names e.g. "
-            f"{', '.join(list(mapping.values())[:3]) if mapping else 'none'}). "
-            "Wrong model=, or a file saved under other names (mapping={} loads b4t's own)"
-        )
-    if not report.ok:
-        if strict:
-            raise CheckpointError(
-                report.describe(source) + "\n(pass strict=False to load what matches)"
-            )
-        if not quiet:
-            warnings.warn(report.describe(source), stacklevel=2)
-    model.load_state_dict(new_state, strict=False, assign=True)
+        self.starts.add(tensor.data_ptr())
+        self.new_state[name] = tensor
+
+    def check_tied(self, tied: dict[str, str]) -> None:
+        """A checkpoint tensor of a tied weight must equal the loaded one it is tied to."""
+        for key, name in tied.items():
+            loaded = self.new_state.get(name)
+            if key not in self.state or key in self.used or loaded is None:
+                continue
+            self.used.add(key)
+            tensor = self._vocab(name, self.state[key])
+            if tuple(tensor.shape) != tuple(loaded.shape) or not torch.equal(
+                tensor.to(loaded.device, loaded.dtype), loaded
+            ):
+                self.report.mismatched.append(
+                    f"{key} differs from the tensor loaded into {name}, but this model ties "
+                    "them (an untied checkpoint: build without tie_emb_prj_weight=True)"
+                )
+
+    def sort_unused(self, dropped: set[str], optional_keys: Sequence[str]) -> None:
+        """Checkpoint keys nothing read: optional (left out on purpose) or unexpected."""
+        optional = [re.compile(p) for p in (*optional_keys, *SEED_BUFFER_KEYS)]
+        for key in self.state:
+            if key in self.used:
+                continue
+            if key in dropped or any(p.search(key) for p in optional):
+                self.report.unused_optional.append(key)
+            else:
+                self.report.unexpected.append(key)
+
+
+def _initialise_rest(
+    model: nn.Module,
+    mapping: dict[str, WeightSource],
+    device: torch.device | str | None,
+    dtype: torch.dtype | None,
+) -> list[str]:
+    """Materialise what is still on the meta device; the trainable parameters nothing
+    was mapped to (frozen ones, fixed tables and weightless norms, have a fixed init)."""
     std = getattr(getattr(model, "config", None), "initializer_range", 0.02)
     fresh = materialize_meta(model, device, dtype, std)
-    # frozen parameters (fixed tables, weightless norms) have a fixed init: not worth a warning
-    report.initialised = [
+    return [
         n
         for n in fresh
         if n not in mapping
         and model.get_parameter(n).requires_grad
         and not getattr(model.get_submodule(n.rpartition(".")[0]), "zero_init", False)
     ]
-    if report.initialised and not quiet:
-        warnings.warn(
-            "initialised randomly (no checkpoint tensor is mapped to them): "
-            + ", ".join(report.initialised),
-            stacklevel=2,
+
+
+def check_prefix(prefix: str | None) -> None:
+    """bert4torch's ``prefix=`` of ``load_weights`` / ``save_weights``: only ``''`` (the
+    checkpoint layout, b4t's default) or None; a built model has no sub-model to prefix."""
+    if prefix not in (None, ""):
+        raise ValueError(
+            f"prefix={prefix!r}: a built b4t model has no sub-model to prefix; prefix='' "
+            "(the checkpoint layout) is the default here"
         )
-    return report
 
 
 def save_from(

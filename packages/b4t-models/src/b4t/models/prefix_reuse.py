@@ -36,14 +36,17 @@ from torch import nn
 from b4t.models.kv_cache import KVCache, is_identity
 
 __all__ = [
+    "PREFIX_STAGES",
     "PrefixStore",
     "Premise",
     "active_store",
     "extend_outputs",
+    "merge_head_outputs",
     "reuse_or_run",
     "reuse_prefixes",
     "select_and_extend",
     "select_rows",
+    "unilm_premise",
 ]
 
 _ACTIVE: ContextVar[PrefixStore | None] = ContextVar("b4t_models_prefix_store", default=None)
@@ -61,6 +64,17 @@ Merger = Callable[[Any, Any, "torch.Tensor | None", "int | None"], Any]
 # premise(past) -> whether no position before ``past`` attends to a position from
 # ``past`` on in this call's inputs (the mask's part of reuse's premise), checked per call
 Premise = Callable[[int], bool]
+
+PREFIX_STAGES = (
+    "parse_inputs",
+    "apply_embeddings",
+    "apply_main_layers",
+    "apply_final_layers",
+    "layer_kwargs",
+    "run_from",
+)
+"""The methods of :class:`~b4t.models.transformer.Transformer` that prefix reuse runs:
+a subclass overriding one states its ``prefix_reuse`` (else it does not reuse)."""
 
 
 @dataclass
@@ -246,6 +260,44 @@ def extend_outputs(
     if isinstance(new, list | tuple):
         return [select_and_extend(o, n, parents, capacity) for o, n in zip(old, new, strict=True)]
     return select_and_extend(old, new, parents, capacity)
+
+
+def merge_head_outputs(
+    old: Any,
+    new: Any,
+    parents: torch.Tensor | None,
+    capacity: int | None,
+    along_positions: Sequence[bool],
+) -> Any:
+    """The :data:`Merger` of an encoder's outputs ``[hidden, *heads]``: the hidden states
+    (or the list of every layer's) extended, then each head's output extended when it
+    runs along the positions (``along_positions``: MLM scores) or its old rows selected
+    (pooled, NSP: from the first position, which never sees a later one). With no heads
+    the output is the hidden states alone."""
+    if not along_positions:
+        return extend_outputs(old, new, parents, capacity)
+    merged = [extend_outputs(old[0], new[0], parents, capacity)]
+    for k, is_seq in enumerate(along_positions, start=1):
+        if is_seq:
+            merged.append(select_and_extend(old[k], new[k], parents, capacity))
+        else:
+            merged.append(select_rows(old[k], parents))
+    return merged
+
+
+def unilm_premise(segment_ids: torch.Tensor | None) -> Premise:
+    """The premise of an ``application='unilm'`` call: query ``i`` sees key ``j`` iff
+    ``cumsum(s)[j] <= cumsum(s)[i]`` (:func:`b4t.layers.masks.unilm_mask`), so no position
+    before ``past`` sees one from ``past`` on iff ``cumsum(s)`` grows at ``past`` in
+    every row (the first new token is a target token)."""
+
+    def premise(past: int) -> bool:
+        if segment_ids is None or past < 1:
+            return False  # one bidirectional segment: every position sees the new ones
+        c = torch.cumsum(segment_ids.long(), dim=1)
+        return bool((c[:, past:] > c[:, past - 1 : past]).all())
+
+    return premise
 
 
 def reuse_or_run(

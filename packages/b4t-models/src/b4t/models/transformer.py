@@ -1,14 +1,16 @@
 """The config-driven transformer: embeddings -> main layers -> final layers.
 
 One class covers the BERT family; a variant subclasses it only where the graph differs
-(see :mod:`b4t.models.registry`). Checkpoint loading lives in :mod:`b4t.models.loading`.
+(see :mod:`b4t.models.registry`). The stages hand each other a typed
+:class:`~b4t.models.forward_state.ForwardState` (``state_type``); inputs are read by
+:mod:`b4t.models.inputs`; checkpoint loading lives in :mod:`b4t.models.loading`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -16,85 +18,41 @@ from torch.utils.checkpoint import checkpoint as activation_checkpoint
 
 from b4t.layers import (
     Embeddings,
-    LayerNorm,
     MultiHeadAttention,
     TransformerBlock,
     attention_mask,
 )
 from b4t.layers.rotary import RotaryAttention
+from b4t.models import inputs
 from b4t.models.config import ModelConfig
+from b4t.models.forward_state import ForwardState
 from b4t.models.heads import MlmHead, Pooler
+from b4t.models.inputs import SEQ_INPUTS
 from b4t.models.kv_cache import KVCache
 from b4t.models.prefix_reuse import (
+    PREFIX_STAGES,
     Merger,
     Premise,
-    extend_outputs,
+    merge_head_outputs,
     reuse_or_run,
-    select_and_extend,
-    select_rows,
+    unilm_premise,
 )
-from b4t.models.weight_map import FirstOf, WeightSource, expand_weight_map
+from b4t.models.transformer_parts import (
+    APPLICATIONS,
+    EmbeddingNorm,
+    SkippedLayer,
+    checked_application,
+    conditional_size,
+    count_modules,
+    head_activation,
+    hierarchical_positions,
+    kept_layers,
+    refuse_unknown_options,
+    unscale_attention,
+)
+from b4t.models.weight_map import WeightSource, model_weight_map
 
-__all__ = ["SkippedLayer", "Transformer", "hierarchical_positions"]
-
-
-def hierarchical_positions(table: torch.Tensor, size: int, alpha: float = 0.4) -> torch.Tensor:
-    """Extend a learned position table ``[n, E]`` to ``[size, E]`` (hierarchical decomposition).
-
-    With ``u = (table - alpha * table[0]) / (1 - alpha)``, position ``p`` gets
-    ``alpha * u[p // n] + (1 - alpha) * u[p % n]`` (Su, 2020; bert4torch's
-    ``hierarchical_position``); the first ``n`` rows equal ``table``.
-    """
-    n = table.shape[0]
-    if size > n * n:
-        raise ValueError(f"hierarchical_position extends {n} positions to at most {n * n}")
-    u = (table - alpha * table[:1]) / (1 - alpha)
-    pos = torch.arange(size, device=table.device)
-    return alpha * u[pos // n] + (1 - alpha) * u[pos % n]
-
-
-def _conditional_size(module: nn.Module | None) -> int | None:
-    """Width of the condition ``layer_norm_cond`` produces (its weight's second dim, as 0.2.5)."""
-    if module is None:
-        return None
-    weight = getattr(module, "weight", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        raise TypeError(
-            "layer_norm_cond must be a module with a 2-D weight (nn.Embedding, nn.Linear), "
-            f"got {type(module).__name__}"
-        )
-    return int(weight.shape[1])
-
-
-def _head_activation(flag: bool | str, default: str) -> str:
-    """``True`` -> the head's default activation; a string names one (``'linear'``: none)."""
-    return default if flag is True else str(flag)
-
-
-APPLICATIONS = ("encoder", "lm", "unilm")
-
-
-class SkippedLayer(nn.Module):
-    """A layer left out by ``keep_hidden_layers``: returns its input unchanged.
-
-    ``forward(x [B, L, H], ...)`` -> ``(x, None, None)``, the block protocol.
-    """
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[Any, None, None]:
-        return x, None, None
-
-
-class _EmbeddingNorm(LayerNorm):
-    """The embedding LayerNorm of a conditional model: takes its ``cond`` from the model.
-
-    :class:`b4t.layers.Embeddings` calls its norm with one argument; the model sets
-    ``pending_cond`` for the duration of one embedding call.
-    """
-
-    pending_cond: torch.Tensor | None = None
-
-    def forward(self, x: Any, cond: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x, cond if cond is not None else self.pending_cond)
+__all__ = ["APPLICATIONS", "SkippedLayer", "Transformer", "hierarchical_positions"]
 
 
 class Transformer(nn.Module):
@@ -132,14 +90,34 @@ class Transformer(nn.Module):
 
     # the class of the main stack's layers (TransformerBlock's arguments; GPT2-ML's order)
     block_cls: type[nn.Module] = TransformerBlock
-    # keyword inputs of forward() beyond the common ones (token_ids, segment_ids, ...)
+    # keyword inputs of forward() beyond the common ones (token_ids, segment_ids, ...);
+    # each is a field of state_type
     forward_keywords: tuple[str, ...] = ("task_type_ids",)
+    # the typed state the forward stages hand each other (a subclass declares its own
+    # ForwardState subclass when its stages need more names)
+    state_type: ClassVar[type[ForwardState]] = ForwardState
     # b4t parameter names that are indexed by the vocabulary (keep_tokens, compound_tokens)
     vocab_params: tuple[str, ...] = (
         "embeddings.word_embeddings.weight",
         "mlm.bias",
         "mlm.decoder.weight",
     )
+    # Prefix reuse (b4t.models.prefix_reuse): this class's stages can run the positions
+    # past.. of a causal call over a KV cache (run_from), so a seed-style decoding step
+    # that re-reads the whole sequence runs its new tokens only (application 'lm' /
+    # 'unilm', inside a PrefixStore, and only where every layer takes the cache:
+    # layers_take_kv_cache). Each class that overrides one of PREFIX_STAGES states its
+    # own value; one that does not is given False by __init_subclass__.
+    prefix_reuse: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that overrides a stage prefix reuse runs (:data:`PREFIX_STAGES`)
+        without stating ``prefix_reuse`` in its own body does not reuse prefixes: the
+        reuse premise (the stages take the cache and cut the inputs) is not known to
+        hold for its stages."""
+        super().__init_subclass__(**kwargs)
+        if "prefix_reuse" not in cls.__dict__ and any(s in cls.__dict__ for s in PREFIX_STAGES):
+            cls.prefix_reuse = False
 
     def __init__(
         self,
@@ -169,25 +147,14 @@ class Transformer(nn.Module):
     ) -> None:
         super().__init__()
         self.attention_scale = attention_scale
-        if kwargs:
-            name = getattr(variant, "name", type(self).__name__)
-            raise TypeError(
-                f"unknown keyword argument(s) for model={name!r}: {', '.join(sorted(kwargs))} "
-                "(neither a build option nor a ModelConfig field)"
-            )
-        application = str(application).lower()
-        if application not in APPLICATIONS:
-            raise ValueError(f"unknown application={application!r}; use one of {APPLICATIONS}")
-        self.config = config
-        self.variant = variant
-        self.application = application
-        self._prefix_reusable: bool | None = None  # found at the first reusable call
+        refuse_unknown_options(kwargs, getattr(variant, "name", type(self).__name__))
+        self.config, self.variant = config, variant
+        self.application = checked_application(application)
+        self._prefix_layers_ok: bool | None = None  # found at the first reusable call
         self.segment_vocab_size = (
             config.type_vocab_size if segment_vocab_size is None else segment_vocab_size
         )
-        self.with_pool = with_pool or with_nsp
-        self.with_nsp = with_nsp
-        self.with_mlm = with_mlm
+        self.with_pool, self.with_nsp, self.with_mlm = with_pool or with_nsp, with_nsp, with_mlm
         self.output_all_encoded_layers = output_all_encoded_layers
         self.gradient_checkpoint = gradient_checkpoint
         self.custom_position_ids = custom_position_ids
@@ -202,89 +169,83 @@ class Transformer(nn.Module):
         # decoder (or, where the file stores it tied, the word embeddings) and trained
         # apart; tie_emb_prj_weight=True shares the embedding table instead
         self.tie_word_embeddings = bool(tie_emb_prj_weight)
-        n_layers = config.num_hidden_layers
-        self.keep_hidden_layers = (
-            set(range(n_layers)) if keep_hidden_layers is None else set(keep_hidden_layers)
-        )
-        bad = sorted(i for i in self.keep_hidden_layers if not 0 <= int(i) < n_layers)
-        if bad:
-            raise ValueError(f"keep_hidden_layers holds {bad}, outside 0..{n_layers - 1}")
-        if config.share_layers and keep_hidden_layers is not None:
-            raise ValueError("keep_hidden_layers needs unshared layers (not model='albert')")
+        self.keep_hidden_layers = kept_layers(config, keep_hidden_layers)
         self.layer_norm_cond = layer_norm_cond
-        self.conditional_size = _conditional_size(layer_norm_cond)
-        self.n_add_embs = (
-            1
-            if isinstance(layer_add_embs, nn.Module)
-            and not isinstance(layer_add_embs, nn.ModuleList)
-            else len(layer_add_embs or [])
-        )
+        self.conditional_size = conditional_size(layer_norm_cond)
+        self.n_add_embs = count_modules(layer_add_embs)
+        self.embeddings = self._embedding_stage(layer_add_embs)
+        self.layers = self._layer_stage(attention_scale, is_dropout)
+        self.pooler, self.nsp, self.mlm = self._heads()
 
-        self.embeddings = self.build_embeddings(layer_add_embs)
-        if self.conditional_size and getattr(self.embeddings, "layer_norm", None) is not None:
-            old = self.embeddings.layer_norm
-            self.embeddings.layer_norm = _EmbeddingNorm(
-                old.hidden_size,
-                old.eps,
-                self.conditional_size,
-                weight=old.weight is not None,
-                bias=old.bias is not None,
-                norm_mode=old.norm_mode,
-            )
-        word = getattr(self.embeddings, "word_embeddings", None)
+    # ---- construction ------------------------------------------------------------------
+    def _embedding_stage(self, layer_add_embs: Any) -> nn.Module:
+        """:meth:`build_embeddings` with the build options applied: a conditional norm,
+        the padding row without gradient, segment ids read from the word table."""
+        embeddings = self.build_embeddings(layer_add_embs)
+        norm = getattr(embeddings, "layer_norm", None)
+        if self.conditional_size and norm is not None:
+            embeddings.layer_norm = EmbeddingNorm.replacing(norm, self.conditional_size)
+        word = getattr(embeddings, "word_embeddings", None)
         if isinstance(word, nn.Embedding) and 0 <= self.token_pad_ids < word.num_embeddings:
             # as 0.2.5 (nn.Embedding(padding_idx=token_pad_ids)): the padding row gets no
             # gradient; its loaded values are kept
             word.padding_idx = self.token_pad_ids
-        if shared_segment_embeddings:
-            self.embeddings.segment_embeddings = self.embeddings.word_embeddings
-        n_unique = 1 if config.share_layers else n_layers
-        self.layers = nn.ModuleList(
+        if self.shared_segment_embeddings:
+            embeddings.segment_embeddings = embeddings.word_embeddings
+        return embeddings
+
+    def _layer_stage(self, attention_scale: bool, is_dropout: bool) -> nn.ModuleList:
+        """The main stack (one shared layer for ALBERT), with the attention options."""
+        n_layers = self.config.num_hidden_layers
+        n_unique = 1 if self.config.share_layers else n_layers
+        layers = nn.ModuleList(
             self.build_layer(i) if i in self.keep_hidden_layers else SkippedLayer()
             for i in range(n_unique)
         )
         if not attention_scale:
-            self._unscale_attention()
+            unscale_attention(layers, self._model_name())
         # application='lm' without padding: SDPA's causal path (is_causal), no mask tensor,
         # where every layer's attention runs MultiHeadAttention.forward (which honours it)
-        atts = [getattr(layer, "attention", None) for layer in self.layers]
+        atts = [getattr(layer, "attention", None) for layer in layers]
         atts = [a for a in atts if a is not None]
         self.causal_sdpa = (
-            application == "lm"
+            self.application == "lm"
             and bool(atts)
             and all(
                 isinstance(a, MultiHeadAttention) and type(a).forward is MultiHeadAttention.forward
                 for a in atts
             )
         )
-        if self.causal_sdpa:
-            for att in atts:
-                att.is_causal = True
-        if is_dropout:
-            for layer in self.layers:
-                ffn = getattr(layer, "ffn", None)
-                if ffn is not None:
-                    ffn.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.pooler = (
-            Pooler(config.hidden_size, _head_activation(with_pool or True, "tanh"))
+        for att in atts if self.causal_sdpa else ():
+            att.is_causal = True
+        for layer in layers if is_dropout else ():
+            ffn = getattr(layer, "ffn", None)
+            if ffn is not None:
+                ffn.dropout = nn.Dropout(self.config.hidden_dropout_prob)
+        return layers
+
+    def _heads(self) -> tuple[nn.Module | None, nn.Module | None, nn.Module | None]:
+        """The pooler (also for NSP), the NSP classifier and the MLM head asked for."""
+        c = self.config
+        pooler = (
+            Pooler(c.hidden_size, head_activation(self.with_pool or True, "tanh"))
             if self.with_pool
             else None
         )
-        self.nsp = nn.Linear(config.hidden_size, 2) if with_nsp else None
-        self.mlm = (
-            MlmHead(
-                config.hidden_size,
-                config.embedding_dim,
-                config.vocab_size,
-                config.mlm_hidden_act or config.hidden_act,
-                config.layer_norm_eps,
-                tied=self.tie_word_embeddings,
-                activation=_head_activation(with_mlm, "linear"),
-                conditional_size=self.conditional_size,
-            )
-            if with_mlm
-            else None
+        nsp = nn.Linear(c.hidden_size, 2) if self.with_nsp else None
+        if not self.with_mlm:
+            return pooler, nsp, None
+        mlm = MlmHead(
+            c.hidden_size,
+            c.embedding_dim,
+            c.vocab_size,
+            c.mlm_hidden_act or c.hidden_act,
+            c.layer_norm_eps,
+            tied=self.tie_word_embeddings,
+            activation=head_activation(self.with_mlm, "linear"),
+            conditional_size=self.conditional_size,
         )
+        return pooler, nsp, mlm
 
     # ---- construction hooks ------------------------------------------------------------
     def build_embeddings(self, layer_add_embs: Any = None) -> nn.Module:
@@ -329,103 +290,21 @@ class Transformer(nn.Module):
         kwargs.update(overrides)
         return self.block_cls(**kwargs)
 
-    def _unscale_attention(self) -> None:
-        """``attention_scale=False`` (0.2.5's option): scores are not divided by
-        ``sqrt(head_size)``. Every layer's attention must take a ``scale`` (b4t's
-        :class:`~b4t.layers.MultiHeadAttention` family), else the option is refused."""
-        for layer in self.layers:
-            if isinstance(layer, SkippedLayer):
-                continue
-            attention = getattr(layer, "attention", None)
-            own = getattr(type(attention), "attention_scores", None)
-            if not isinstance(attention, MultiHeadAttention) or (
-                own is not MultiHeadAttention.attention_scores
-            ):
-                raise ValueError(
-                    f"attention_scale=False is not supported by {self._model_name()} "
-                    f"(its {type(attention).__name__} scales its scores its own way)"
-                )
-            attention.scale = 1.0
-
     def layer_sequence(self) -> list[nn.Module]:
         """The layers in call order (ALBERT repeats its shared layer)."""
         if len(self.layers) == self.config.num_hidden_layers:
             return list(self.layers)
         return [self.layers[i % len(self.layers)] for i in range(self.config.num_hidden_layers)]
 
-    def layer_kwargs(self, state: dict[str, Any]) -> dict[str, Any]:
+    def layer_kwargs(self, state: ForwardState) -> dict[str, Any]:
         """Extra keywords for every layer (relative-position tables etc.); default none."""
         return {}
 
     # ---- forward -----------------------------------------------------------------------
-    def parse_inputs(self, args: tuple, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Normalise list / positional / keyword inputs into one dict (the seed's order)."""
-        if len(args) == 1 and isinstance(args[0], (list, tuple)):
-            args = tuple(args[0])
-        while args and args[-1] is None:  # a trailing None is no input
-            args = args[:-1]
-        state: dict[str, Any] = {}
-        token_ids = kwargs.pop("token_ids", kwargs.pop("input_ids", None))
-        segment_ids = kwargs.pop("segment_ids", kwargs.pop("token_type_ids", None))
-        position_ids = kwargs.pop("position_ids", None)
-        keep = kwargs.pop("attention_mask", None)
-        cond_input = kwargs.pop("conditional_ids", None)
-        rest = list(args)
-        if rest:
-            first = rest.pop(0)
-            token_ids = first if token_ids is None else token_ids
-        slots = [
-            ("segment", getattr(self, "segment_vocab_size", 0) > 0),
-            ("position", getattr(self, "custom_position_ids", False)),
-            ("mask", getattr(self, "custom_attention_mask", False)),
-            ("cond", getattr(self, "layer_norm_cond", None) is not None),
-        ]
-        slot_names = ["token_ids"] + [
-            name
-            for (slot, present), name in zip(
-                slots,
-                ("segment_ids", "position_ids", "attention_mask", "conditional_ids"),
-                strict=True,
-            )
-            if present
-        ]
-        n_extra = getattr(self, "n_add_embs", 0)
-        slot_names += [f"layer_add_embs[{i}] ids" for i in range(n_extra)]
-        if len(args) > len(slot_names):
-            hint = "" if slots[0][1] else " (segment_vocab_size=0: no segment_ids input)"
-            raise TypeError(
-                f"{self._model_name()} takes {len(slot_names)} positional input(s) "
-                f"({', '.join(slot_names)}) but {len(args)} were given{hint}"
-            )
-        unknown = sorted(set(kwargs) - set(self.forward_keywords) - {"extra_ids"})
-        if unknown:
-            known = ", ".join((*_INPUT_KEYWORDS, "extra_ids", *self.forward_keywords))
-            raise TypeError(
-                f"{self._model_name()}.forward() got unexpected keyword argument(s) "
-                f"{', '.join(unknown)} (accepted: {known})"
-            )
-        for slot, present in slots:
-            if not present or not rest:
-                continue
-            value = rest.pop(0)
-            if slot == "segment":
-                segment_ids = value if segment_ids is None else segment_ids
-            elif slot == "position":
-                position_ids = value if position_ids is None else position_ids
-            elif slot == "mask":
-                keep = value if keep is None else keep
-            else:
-                cond_input = value if cond_input is None else cond_input
-        if token_ids is None:
-            raise ValueError("no token_ids given (pass [token_ids, segment_ids] or token_ids=...)")
-        state["token_ids"] = token_ids
-        state["segment_ids"] = segment_ids
-        state["extra_ids"] = rest + list(kwargs.pop("extra_ids", []))
-        state["attention_mask"] = keep
-        state["position_ids"] = position_ids
-        state["conditional_ids"] = cond_input
-        state.update(kwargs)
-        return state
+    def parse_inputs(self, args: tuple, kwargs: dict[str, Any]) -> ForwardState:
+        """Normalise list / positional / keyword inputs into one :attr:`state_type`
+        (the seed's order; see :func:`b4t.models.inputs.parse_inputs`)."""
+        return inputs.parse_inputs(self, args, kwargs)
 
     def _model_name(self) -> str:
         return f"model={getattr(self.variant, 'name', type(self).__name__)!r}"
@@ -440,74 +319,24 @@ class Transformer(nn.Module):
             return self.run_from(state, None, 0)
         return self.reuse_prefix(state, self.merge_outputs)
 
-    def reuse_prefix(self, state: dict[str, Any], merge: Merger) -> Any:
-        """:meth:`run_from` through the active prefix store (:func:`reuse_or_run`): over the
-        positions its last call did not have when this call extends it."""
-        return reuse_or_run(
-            self,
-            [state[k] for k in _SEQ_KEYS] + list(state["extra_ids"]),
-            [state["conditional_ids"]],
-            lambda cache, past: self.run_from(state, cache, past),
-            merge,
-            self.config.num_hidden_layers,
-            premise=self.prefix_premise(state),
-        )
-
-    def prefix_premise(self, state: dict[str, Any]) -> Premise | None:
-        """The mask's part of prefix reuse's premise for this call (None: causal, always
-        holds). ``unilm``: query ``i`` sees key ``j`` iff ``cumsum(s)[j] <= cumsum(s)[i]``
-        (:func:`b4t.layers.masks.unilm_mask`), so no position before ``past`` sees one
-        from ``past`` on iff ``cumsum(s)`` grows at ``past`` in every row (the first new
-        token is a target token)."""
-        if self.application != "unilm":
-            return None
-        segment_ids = state["segment_ids"]
-
-        def premise(past: int) -> bool:
-            if segment_ids is None or past < 1:
-                return False  # one bidirectional segment: every position sees the new ones
-            c = torch.cumsum(segment_ids.long(), dim=1)
-            return bool((c[:, past:] > c[:, past - 1 : past]).all())
-
-        return premise
-
-    def run_from(self, state: dict[str, Any], cache: KVCache | None, past: int) -> Any:
-        """The three stages; with ``cache``, the layers and heads run for positions
-        ``past..`` only (embeddings and mask are built for the whole sequence, then cut),
-        the keys/values of positions ``..past`` coming from ``cache``."""
-        state = self.apply_embeddings(state)
-        if cache is not None:
-            keep = state["attention_mask"]
-            if keep is None:
-                keep = state["token_ids"].ne(self.token_pad_ids)
-            cache.mask = keep.bool()
-            state["cache"] = cache
-            if past:
-                state["hidden_states"] = state["hidden_states"][:, past:]
-                mask = state["mask"]
-                if mask is not None and mask.shape[-2] > 1:
-                    state["mask"] = mask[:, :, past:]
-        state = self.apply_main_layers(state)
-        return self.apply_final_layers(state)
-
-    def reuses_prefixes(self, state: dict[str, Any]) -> bool:
+    # ---- prefix reuse ------------------------------------------------------------------
+    def reuses_prefixes(self, state: ForwardState) -> bool:
         """Whether this call may reuse a decoding step's prefix (:mod:`b4t.models.prefix_reuse`):
-        a causal application (``lm`` / ``unilm``), a graph that takes the KV cache
-        (:meth:`prefix_graph_reusable`), and only inputs it knows how to cut."""
-        if self.application not in ("lm", "unilm") or set(state) - _STATE_KEYS:
+        a causal application (``lm`` / ``unilm``), a class that states :attr:`prefix_reuse`,
+        layers that take the KV cache (:meth:`layers_take_kv_cache`), and only inputs it
+        knows how to cut (none of the :attr:`forward_keywords`)."""
+        if self.application not in ("lm", "unilm") or not type(self).prefix_reuse:
             return False
-        if self._prefix_reusable is None:
-            self._prefix_reusable = self.prefix_graph_reusable()
-        return self._prefix_reusable
+        if state.given(self.forward_keywords):
+            return False
+        if self._prefix_layers_ok is None:
+            self._prefix_layers_ok = self.layers_take_kv_cache()
+        return self._prefix_layers_ok
 
-    def prefix_graph_reusable(self) -> bool:
-        """Transformer's own stages and plain or rotary attention in every layer."""
-        cls = type(self)
-        stages = ("apply_embeddings", "apply_main_layers", "apply_final_layers")
+    def layers_take_kv_cache(self) -> bool:
+        """Whether every layer runs new positions over a KV cache: plain or rotary
+        attention in b4t's :class:`~b4t.layers.TransformerBlock` (or a skipped layer)."""
         return all(
-            getattr(cls, name) is getattr(Transformer, name)
-            for name in (*stages, "layer_kwargs", "run_from", "parse_inputs")
-        ) and all(
             type(layer) is SkippedLayer
             or (
                 type(layer) is TransformerBlock
@@ -516,97 +345,117 @@ class Transformer(nn.Module):
             for layer in self.layers
         )
 
+    def prefix_graph_reusable(self) -> bool:
+        """:attr:`prefix_reuse` of this class and :meth:`layers_take_kv_cache`."""
+        return type(self).prefix_reuse and self.layers_take_kv_cache()
+
     def merge_outputs(
         self, old: Any, new: Any, parents: torch.Tensor | None, capacity: int | None = None
     ) -> Any:
         """Outputs of a reused prefix: ``old`` (the last call's, rows ``parents``) with
         ``new`` (positions ``past..``) appended; pooled and NSP outputs (from the first
         position, which never sees a later one) are the old ones."""
-        if self.pooler is None and self.mlm is None and self.nsp is None:
-            return extend_outputs(old, new, parents, capacity)
-        merged = [extend_outputs(old[0], new[0], parents, capacity)]
-        k = 1
-        for head, is_seq in ((self.pooler, False), (self.mlm, True), (self.nsp, False)):
-            if head is None:
-                continue
-            if is_seq:
-                merged.append(select_and_extend(old[k], new[k], parents, capacity))
-            else:
-                merged.append(select_rows(old[k], parents))
-            k += 1
-        return merged
+        heads = ((self.pooler, False), (self.mlm, True), (self.nsp, False))
+        along = [seq for head, seq in heads if head is not None]
+        return merge_head_outputs(old, new, parents, capacity, along)
 
+    def reuse_prefix(self, state: ForwardState, merge: Merger) -> Any:
+        """:meth:`run_from` through the active prefix store (:func:`reuse_or_run`): over the
+        positions its last call did not have when this call extends it."""
+        return reuse_or_run(
+            self,
+            [state[k] for k in SEQ_INPUTS] + list(state.extra_ids),
+            [state.conditional_ids],
+            lambda cache, past: self.run_from(state, cache, past),
+            merge,
+            self.config.num_hidden_layers,
+            premise=self.prefix_premise(state),
+        )
+
+    def prefix_premise(self, state: ForwardState) -> Premise | None:
+        """The mask's part of prefix reuse's premise for this call: None (causal, always
+        holds), or for ``unilm`` :func:`~b4t.models.prefix_reuse.unilm_premise`."""
+        if self.application != "unilm":
+            return None
+        return unilm_premise(state.segment_ids)
+
+    def run_from(self, state: ForwardState, cache: KVCache | None, past: int) -> Any:
+        """The three stages; with ``cache``, the layers and heads run for positions
+        ``past..`` only (embeddings and mask are built for the whole sequence, then cut),
+        the keys/values of positions ``..past`` coming from ``cache``."""
+        state = self.apply_embeddings(state)
+        if cache is not None:
+            keep = state.attention_mask
+            if keep is None:
+                keep = state.token_ids.ne(self.token_pad_ids)
+            cache.mask = keep.bool()
+            state.cache = cache
+            if past:
+                state.hidden_states = state.hidden_states[:, past:]
+                mask = state.mask
+                if mask is not None and mask.shape[-2] > 1:
+                    state.mask = mask[:, :, past:]
+        state = self.apply_main_layers(state)
+        return self.apply_final_layers(state)
+
+    # ---- stages ------------------------------------------------------------------------
     def check_segment_ids(self, token_ids: torch.Tensor, segment_ids: Any) -> None:
         """``segment_ids [B, L]``: token_ids' shape, ids in ``0..rows - 1`` of the segment
-        table; given to a model without one, only as ``application='unilm'``'s mask input."""
-        if segment_ids is None:
-            return
-        table = self.embeddings.segment_embeddings
-        if table is None:
-            if self.application != "unilm":
-                raise ValueError(
-                    f"segment_ids given but {self._model_name()} has no segment embeddings "
-                    "(segment_vocab_size=0), so they would be ignored: build with "
-                    "segment_vocab_size=N to use them"
-                )
-            return
-        if segment_ids.shape != token_ids.shape:
-            raise ValueError(
-                f"segment_ids shape {tuple(segment_ids.shape)} differs from token_ids "
-                f"shape {tuple(token_ids.shape)}"
-            )
-        n_seg = table.num_embeddings
-        if segment_ids.numel():
-            low, high = int(segment_ids.min()), int(segment_ids.max())
-            if low < 0 or high >= n_seg:
-                raise ValueError(
-                    f"segment id {low if low < 0 else high} in segment_ids is outside the "
-                    f"segment vocabulary (size {n_seg}: ids 0..{n_seg - 1})"
-                )
+        table; given to a model without one, only as ``application='unilm'``'s mask input
+        (see :func:`b4t.models.inputs.check_segment_ids`)."""
+        inputs.check_segment_ids(self, token_ids, segment_ids)
 
-    def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Stage 1: embeddings, the condition of conditional LayerNorms, the attention mask."""
-        token_ids: torch.Tensor = state["token_ids"]
-        self.embeddings.check_inputs(token_ids)
-        segment_ids = state["segment_ids"]
-        self.check_segment_ids(token_ids, segment_ids)
-        cond = None
-        if self.layer_norm_cond is not None:
-            if state.get("conditional_ids") is None:
-                raise ValueError(
-                    "this model has layer_norm_cond: pass its input after the ids "
-                    "(model([token_ids, segment_ids, cond_input])) or conditional_ids=..."
-                )
-            cond = self.layer_norm_cond(state["conditional_ids"])
-        state["cond"] = cond
-        extra_ids = state["extra_ids"]
+    def _condition(self, state: ForwardState) -> torch.Tensor | None:
+        """The conditional LayerNorms' condition from ``conditional_ids`` (None without
+        ``layer_norm_cond``)."""
+        if self.layer_norm_cond is None:
+            return None
+        if state.conditional_ids is None:
+            raise ValueError(
+                "this model has layer_norm_cond: pass its input after the ids "
+                "(model([token_ids, segment_ids, cond_input])) or conditional_ids=..."
+            )
+        return self.layer_norm_cond(state.conditional_ids)
+
+    def _embed(self, state: ForwardState) -> torch.Tensor:
+        """The embedding module's output ``[B, L, H]`` (its norm conditioned on ``cond``)."""
+        extra_ids = state.extra_ids
         if len(extra_ids) != self.n_add_embs:
             raise ValueError(
                 f"{self._model_name()} has {self.n_add_embs} layer_add_embs but "
                 f"{len(extra_ids)} extra id tensors were given"
             )
         norm = getattr(self.embeddings, "layer_norm", None)
-        if isinstance(norm, _EmbeddingNorm):
-            norm.pending_cond = cond
+        if isinstance(norm, EmbeddingNorm):
+            norm.pending_cond = state.cond
         try:
-            hidden = self.embeddings(
-                token_ids,
-                segment_ids,
-                state["position_ids"],
+            return self.embeddings(
+                state.token_ids,
+                state.segment_ids,
+                state.position_ids,
                 extra_ids,
-                state.get("task_type_ids"),
+                state.task_type_ids,
             )
         finally:
-            if isinstance(norm, _EmbeddingNorm):
+            if isinstance(norm, EmbeddingNorm):
                 norm.pending_cond = None
-        keep = state["attention_mask"]
+
+    def apply_embeddings(self, state: ForwardState) -> ForwardState:
+        """Stage 1: embeddings, the condition of conditional LayerNorms, the attention mask."""
+        token_ids: torch.Tensor = state.token_ids
+        self.embeddings.check_inputs(token_ids)
+        segment_ids = state.segment_ids
+        self.check_segment_ids(token_ids, segment_ids)
+        state.cond = self._condition(state)
+        hidden = self._embed(state)
+        keep = state.attention_mask
         if keep is None:
             keep = token_ids.ne(self.token_pad_ids)
         keep = keep.bool()
         if self.application == "encoder" and bool(keep.all()):
             keep = None
-        state["hidden_states"] = hidden
-        state["mask"] = (
+        state.hidden_states = hidden
+        state.mask = (
             None
             if self.causal_sdpa and bool(keep.all())
             else attention_mask(
@@ -615,19 +464,19 @@ class Transformer(nn.Module):
         )
         return state
 
-    def apply_main_layers(self, state: dict[str, Any]) -> dict[str, Any]:
+    def apply_main_layers(self, state: ForwardState) -> ForwardState:
         """Stage 2: the transformer blocks.
 
-        ``state["encoded_layers"]`` is the list of ``L + 1`` hidden states (the embedding
+        ``state.encoded_layers`` is the list of ``L + 1`` hidden states (the embedding
         output first) when ``output_all_encoded_layers``, else None.
         """
-        hidden = state["hidden_states"]
-        mask = state["mask"]
+        hidden = state.hidden_states
+        mask = state.mask
         extra = self.layer_kwargs(state)
-        if state.get("cond") is not None:
-            extra["cond"] = state["cond"]
+        if state.cond is not None:
+            extra["cond"] = state.cond
         all_layers = [hidden] if self.output_all_encoded_layers else None
-        cache: KVCache | None = state.get("cache")
+        cache: KVCache | None = state.cache
         use_ckpt = self.gradient_checkpoint and self.training and torch.is_grad_enabled()
         for i, layer in enumerate(self.layer_sequence()):
             if cache is not None:
@@ -638,23 +487,21 @@ class Transformer(nn.Module):
                 hidden = layer(hidden, mask, **extra)[0]
             if all_layers is not None:
                 all_layers.append(hidden)
-        state["hidden_states"] = hidden
-        state["encoded_layers"] = all_layers
+        state.hidden_states = hidden
+        state.encoded_layers = all_layers
         return state
 
-    def apply_final_layers(self, state: dict[str, Any]) -> Any:
+    def apply_final_layers(self, state: ForwardState) -> Any:
         """Stage 3: pool / MLM / NSP heads."""
-        hidden = state["hidden_states"]
-        first: Any = state["encoded_layers"] if self.output_all_encoded_layers else hidden
+        hidden = state.hidden_states
+        first: Any = state.encoded_layers if self.output_all_encoded_layers else hidden
         outputs: list[Any] = [first]
         pooled = None
         if self.pooler is not None:
             pooled = self.pooler(hidden)
             outputs.append(pooled)
         if self.mlm is not None:
-            outputs.append(
-                self.mlm(hidden, self.embeddings.word_embeddings.weight, state.get("cond"))
-            )
+            outputs.append(self.mlm(hidden, self.embeddings.word_embeddings.weight, state.cond))
         if self.nsp is not None:
             outputs.append(self.nsp(pooled))
         return outputs if len(outputs) > 1 else first
@@ -702,33 +549,7 @@ class Transformer(nn.Module):
         Only names of parameters this model really has are returned, unless
         ``existing_only=False`` (then parts left out, e.g. heads not asked for, too).
         """
-        if self.variant is None:
-            return {name: name for name in self.state_dict()}
-        template = self.variant.weight_map
-        if callable(template):
-            template = template(self.config, self)
-        mapping = expand_weight_map(template, self.config.num_hidden_layers)
-        if self.mlm is not None and not getattr(self.mlm, "tied", True):
-            # an untied head's bias is its decoder's (transformers' untied layout), and
-            # older files keep it under the tied name only
-            dec_bias = mapping.pop("mlm.decoder.bias", None)
-            bias = mapping.get("mlm.bias")
-            if isinstance(dec_bias, str) and isinstance(bias, str):
-                mapping["mlm.bias"] = FirstOf((dec_bias, bias))
-            # a file saved tied has no decoder weight: start from the embeddings
-            emb = mapping.get("embeddings.word_embeddings.weight")
-            dec = mapping.get("mlm.decoder.weight")
-            if isinstance(emb, str):
-                mapping["mlm.decoder.weight"] = FirstOf((dec, emb)) if isinstance(dec, str) else emb
-        if self.shared_segment_embeddings:
-            # segment ids read the word table: the checkpoint's segment table is not used
-            src = mapping.pop("embeddings.segment_embeddings.weight", None)
-            if src is not None and not existing_only:
-                mapping["unused (shared_segment_embeddings).segment_table"] = src
-        if not existing_only:
-            return mapping
-        own = set(self.state_dict())
-        return {k: v for k, v in mapping.items() if k in own}
+        return model_weight_map(self, existing_only)
 
     def load_weights(
         self,
@@ -739,15 +560,16 @@ class Transformer(nn.Module):
         mapping: dict[str, WeightSource] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Load a checkpoint (file, folder, index or state dict); see :func:`load_into`.
+        """Load a checkpoint (file, folder, index or state dict); see
+        :func:`b4t.models.loading.load_into`.
 
         bert4torch's order ``(path, strict, prefix)`` (``prefix=''``, the checkpoint
         layout, is the only prefix); ``mapping=`` is keyword only: ``None`` is the
         checkpoint layout (the weight map), ``{}`` b4t's own parameter names.
         """
-        from b4t.models.loading import load_into
+        from b4t.models.loading import check_prefix, load_into
 
-        _check_prefix(prefix)
+        check_prefix(prefix)
         return load_into(self, path, mapping=mapping, strict=strict, **kwargs)
 
     def save_weights(
@@ -759,10 +581,10 @@ class Transformer(nn.Module):
     ) -> Path:
         """Write the weights (bert4torch's order ``(path, prefix)``; ``mapping=`` is keyword
         only): ``mapping=None`` the checkpoint layout (loads in transformers),
-        ``mapping={}`` b4t's own names. See :func:`save_from`."""
-        from b4t.models.loading import save_from
+        ``mapping={}`` b4t's own names. See :func:`b4t.models.loading.save_from`."""
+        from b4t.models.loading import check_prefix, save_from
 
-        _check_prefix(prefix)
+        check_prefix(prefix)
         return save_from(self, path, mapping=mapping)
 
     def save_pretrained(
@@ -773,26 +595,3 @@ class Transformer(nn.Module):
         (With b4t-trainer installed, ``save_weights(path)`` writes bert4torch 0.2.5's
         single state-dict file instead.)"""
         return Transformer.save_weights(self, path, mapping=mapping)
-
-
-# inputs aligned with the tokens ([B, L]) that a reused prefix cuts, and every state key
-# a reusable call may carry
-_SEQ_KEYS = ("token_ids", "segment_ids", "position_ids", "attention_mask")
-_INPUT_KEYWORDS = (
-    "token_ids",
-    "input_ids",
-    "segment_ids",
-    "token_type_ids",
-    "position_ids",
-    "attention_mask",
-    "conditional_ids",
-)
-_STATE_KEYS = frozenset((*_SEQ_KEYS, "extra_ids", "conditional_ids"))
-
-
-def _check_prefix(prefix: str | None) -> None:
-    if prefix not in (None, ""):
-        raise ValueError(
-            f"prefix={prefix!r}: a built b4t model has no sub-model to prefix; prefix='' "
-            "(the checkpoint layout) is the default here"
-        )

@@ -10,10 +10,18 @@ concatenated: the fused QKV projection from separate q, k, v), or a :class:`Firs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["Concat", "FirstOf", "WeightSource", "expand_weight_map", "strip_prefix"]
+__all__ = [
+    "Concat",
+    "FirstOf",
+    "WeightSource",
+    "expand_weight_map",
+    "model_weight_map",
+    "strip_prefix",
+]
 
 
 @dataclass(frozen=True)
@@ -87,3 +95,38 @@ def strip_prefix(source: WeightSource, prefix: str) -> WeightSource:
     if isinstance(source, (Concat, FirstOf)):
         return source.rename(fn)
     return source
+
+
+def model_weight_map(model: Any, existing_only: bool = True) -> dict[str, WeightSource]:
+    """``{b4t parameter name: checkpoint key | Concat | FirstOf | None}`` of a built
+    :class:`~b4t.models.transformer.Transformer` (its variant's weight map expanded per
+    layer, with the MLM decoder and shared segment table as built). Only names of
+    parameters the model really has, unless ``existing_only=False`` (then parts left out,
+    e.g. heads not asked for, too)."""
+    if model.variant is None:
+        return {name: name for name in model.state_dict()}
+    template = model.variant.weight_map
+    if callable(template):
+        template = template(model.config, model)
+    mapping = expand_weight_map(template, model.config.num_hidden_layers)
+    if model.mlm is not None and not getattr(model.mlm, "tied", True):
+        # an untied head's bias is its decoder's (transformers' untied layout), and
+        # older files keep it under the tied name only
+        dec_bias = mapping.pop("mlm.decoder.bias", None)
+        bias = mapping.get("mlm.bias")
+        if isinstance(dec_bias, str) and isinstance(bias, str):
+            mapping["mlm.bias"] = FirstOf((dec_bias, bias))
+        # a file saved tied has no decoder weight: start from the embeddings
+        emb = mapping.get("embeddings.word_embeddings.weight")
+        dec = mapping.get("mlm.decoder.weight")
+        if isinstance(emb, str):
+            mapping["mlm.decoder.weight"] = FirstOf((dec, emb)) if isinstance(dec, str) else emb
+    if model.shared_segment_embeddings:
+        # segment ids read the word table: the checkpoint's segment table is not used
+        src = mapping.pop("embeddings.segment_embeddings.weight", None)
+        if src is not None and not existing_only:
+            mapping["unused (shared_segment_embeddings).segment_table"] = src
+    if not existing_only:
+        return mapping
+    own = set(model.state_dict())
+    return {k: v for k, v in mapping.items() if k in own}

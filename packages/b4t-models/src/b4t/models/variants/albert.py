@@ -11,7 +11,8 @@ from torch import nn
 from b4t.models.config import ModelConfig
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
-from b4t.models.weight_map import Concat, WeightSource
+from b4t.models.variants.bert import encoder_layer_map
+from b4t.models.weight_map import WeightSource
 
 __all__ = ["Albert", "SeedAlbert", "albert_weight_map"]
 
@@ -55,22 +56,18 @@ def albert_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weig
         "embeddings.layer_norm.bias": f"{emb}.LayerNorm.bias",
         "embeddings.projection.weight": "albert.encoder.embedding_hidden_mapping_in.weight",
         "embeddings.projection.bias": "albert.encoder.embedding_hidden_mapping_in.bias",
-        "layers.{i}.attention.qkv.weight": Concat(
-            tuple(f"{att}.{p}.weight" for p in ("query", "key", "value"))
-        ),
-        "layers.{i}.attention.qkv.bias": Concat(
-            tuple(f"{att}.{p}.bias" for p in ("query", "key", "value"))
-        ),
-        "layers.{i}.attention.o.weight": f"{att}.dense.weight",
-        "layers.{i}.attention.o.bias": f"{att}.dense.bias",
-        "layers.{i}.norm1.weight": f"{att}.LayerNorm.weight",
-        "layers.{i}.norm1.bias": f"{att}.LayerNorm.bias",
-        "layers.{i}.ffn.intermediate.weight": f"{layer}.ffn.weight",
-        "layers.{i}.ffn.intermediate.bias": f"{layer}.ffn.bias",
-        "layers.{i}.ffn.output.weight": f"{layer}.ffn_output.weight",
-        "layers.{i}.ffn.output.bias": f"{layer}.ffn_output.bias",
-        "layers.{i}.norm2.weight": f"{layer}.full_layer_layer_norm.weight",
-        "layers.{i}.norm2.bias": f"{layer}.full_layer_layer_norm.bias",
+    }
+    mapping.update(
+        encoder_layer_map(
+            qkv=(f"{att}.query", f"{att}.key", f"{att}.value"),
+            o=f"{att}.dense",
+            norm1=f"{att}.LayerNorm",
+            ffn_in=f"{layer}.ffn",
+            ffn_out=f"{layer}.ffn_output",
+            norm2=f"{layer}.full_layer_layer_norm",
+        )
+    )
+    heads: dict[str, WeightSource] = {
         "pooler.dense.weight": "albert.pooler.weight",
         "pooler.dense.bias": "albert.pooler.bias",
         "nsp.weight": "sop_classifier.classifier.weight",
@@ -83,7 +80,7 @@ def albert_weight_map(config: ModelConfig, model: Transformer) -> dict[str, Weig
         "mlm.decoder.weight": "predictions.decoder.weight",
         "mlm.decoder.bias": "predictions.decoder.bias",
     }
-    return mapping
+    return {**mapping, **heads}
 
 
 ALBERT_OPTIONAL = (

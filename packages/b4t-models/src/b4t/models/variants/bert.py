@@ -9,30 +9,49 @@ from b4t.models.config import ConfigError
 from b4t.models.registry import Variant, register_variant
 from b4t.models.weight_map import Concat, WeightSource
 
-__all__ = ["bert_layer_map", "bert_mlm_map", "bert_weight_map", "resolve_roberta"]
+__all__ = [
+    "bert_layer_map",
+    "bert_mlm_map",
+    "bert_weight_map",
+    "encoder_layer_map",
+    "resolve_roberta",
+]
+
+
+def encoder_layer_map(
+    qkv: tuple[str, str, str], o: str, norm1: str, ffn_in: str, ffn_out: str, norm2: str
+) -> dict[str, WeightSource]:
+    """Map of one post-norm encoder layer (b4t's ``TransformerBlock``) from the checkpoint
+    modules holding its parts (each with ``.weight`` and ``.bias``): the query, key and
+    value projections (fused into ``qkv``), the attention output, the two norms and the
+    feed-forward's two projections."""
+    parts = {
+        "attention.o": o,
+        "norm1": norm1,
+        "ffn.intermediate": ffn_in,
+        "ffn.output": ffn_out,
+        "norm2": norm2,
+    }
+    mapping: dict[str, WeightSource] = {}
+    for kind in ("weight", "bias"):
+        mapping[f"layers.{{i}}.attention.qkv.{kind}"] = Concat(tuple(f"{m}.{kind}" for m in qkv))
+    for ours, theirs in parts.items():
+        for kind in ("weight", "bias"):
+            mapping[f"layers.{{i}}.{ours}.{kind}"] = f"{theirs}.{kind}"
+    return mapping
 
 
 def bert_layer_map(layer: str) -> dict[str, WeightSource]:
     """Map of one BERT-layout encoder layer; ``layer`` is e.g. ``'bert.encoder.layer.{i}'``."""
     att = f"{layer}.attention"
-    return {
-        "layers.{i}.attention.qkv.weight": Concat(
-            tuple(f"{att}.self.{p}.weight" for p in ("query", "key", "value"))
-        ),
-        "layers.{i}.attention.qkv.bias": Concat(
-            tuple(f"{att}.self.{p}.bias" for p in ("query", "key", "value"))
-        ),
-        "layers.{i}.attention.o.weight": f"{att}.output.dense.weight",
-        "layers.{i}.attention.o.bias": f"{att}.output.dense.bias",
-        "layers.{i}.norm1.weight": f"{att}.output.LayerNorm.weight",
-        "layers.{i}.norm1.bias": f"{att}.output.LayerNorm.bias",
-        "layers.{i}.ffn.intermediate.weight": f"{layer}.intermediate.dense.weight",
-        "layers.{i}.ffn.intermediate.bias": f"{layer}.intermediate.dense.bias",
-        "layers.{i}.ffn.output.weight": f"{layer}.output.dense.weight",
-        "layers.{i}.ffn.output.bias": f"{layer}.output.dense.bias",
-        "layers.{i}.norm2.weight": f"{layer}.output.LayerNorm.weight",
-        "layers.{i}.norm2.bias": f"{layer}.output.LayerNorm.bias",
-    }
+    return encoder_layer_map(
+        qkv=(f"{att}.self.query", f"{att}.self.key", f"{att}.self.value"),
+        o=f"{att}.output.dense",
+        norm1=f"{att}.output.LayerNorm",
+        ffn_in=f"{layer}.intermediate.dense",
+        ffn_out=f"{layer}.output.dense",
+        norm2=f"{layer}.output.LayerNorm",
+    )
 
 
 def bert_mlm_map(head: str = "cls.predictions") -> dict[str, WeightSource]:

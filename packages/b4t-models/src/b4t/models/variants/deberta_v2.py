@@ -14,6 +14,7 @@ merged into the first layer's output (:class:`DebertaV2Conv`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from b4t.layers import Embeddings, LayerNorm, get_activation, to_additive_mask
 from b4t.layers.deberta_attention import DisentangledSelfAttention
 from b4t.layers.relative_positions import deberta_relative_position
 from b4t.models.config import ModelConfig
+from b4t.models.forward_state import ForwardState
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_layer_map, bert_mlm_map
@@ -141,8 +143,20 @@ class DebertaV2Embeddings(Embeddings):
         return self.dropout(self.layer_norm(x))
 
 
+@dataclass(slots=True, eq=False)
+class DebertaV2State(ForwardState):
+    """:class:`ForwardState` plus ``input_mask [B, L]`` (bool, True = real token), set by
+    an encoder call with padding for the first layer's convolution."""
+
+    input_mask: torch.Tensor | None = None
+
+
 class DebertaV2(Transformer):
     """DeBERTa-v2/v3 encoder: BERT-style post-norm blocks with disentangled attention."""
+
+    state_type = DebertaV2State
+    # its own embedding stage (zeroed padding rows, a query+key mask) and relative layers
+    prefix_reuse = False
 
     def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
         self.deberta = deberta_settings(config)
@@ -206,33 +220,33 @@ class DebertaV2(Transformer):
         )
         return super().build_layer(index, **overrides)
 
-    def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
+    def apply_embeddings(self, state: DebertaV2State) -> DebertaV2State:
         """Embeddings, then (encoder with padding) zeroed padded rows and a query+key mask."""
         state = super().apply_embeddings(state)
-        state["input_mask"] = None
-        if self.application != "encoder" or state["mask"] is None:
+        state.input_mask = None
+        if self.application != "encoder" or state.mask is None:
             return state
-        keep = state["attention_mask"]
+        keep = state.attention_mask
         if keep is None:
-            keep = state["token_ids"].ne(self.config.pad_token_id)
+            keep = state.token_ids.ne(self.config.pad_token_id)
         keep = keep.bool()
-        state["input_mask"] = keep
-        hidden = state["hidden_states"]
-        state["hidden_states"] = hidden * keep[..., None].to(hidden.dtype)
+        state.input_mask = keep
+        hidden = state.hidden_states
+        state.hidden_states = hidden * keep[..., None].to(hidden.dtype)
         both = keep[:, None, :, None] & keep[:, None, None, :]  # [B, 1, L, L]
-        state["mask"] = to_additive_mask(both, hidden.dtype)
+        state.mask = to_additive_mask(both, hidden.dtype)
         return state
 
-    def layer_kwargs(self, state: dict[str, Any]) -> dict[str, Any]:
+    def layer_kwargs(self, state: DebertaV2State) -> DebertaV2State:
         """``rel_embeddings [2S, H]``, ``relative_pos [L, L]`` (and the padding mask for the
         convolution), shared by all layers."""
         extra: dict[str, Any] = {}
         if self.conv is not None:
-            extra["input_mask"] = state.get("input_mask")
+            extra["input_mask"] = state.input_mask
         if self.rel_embeddings is None:
             return extra
         s = self.deberta
-        hidden = state["hidden_states"]
+        hidden = state.hidden_states
         length = hidden.shape[1]
         rel = self.rel_embeddings.weight
         if self.rel_norm is not None:

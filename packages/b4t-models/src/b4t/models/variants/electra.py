@@ -11,6 +11,7 @@ from torch import nn
 
 from b4t.layers import get_activation
 from b4t.models.config import ModelConfig
+from b4t.models.forward_state import ForwardState
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_weight_map
@@ -47,6 +48,8 @@ class Electra(Transformer):
     after the other outputs: ``[hidden_states, (mlm_scores,) discriminator_scores]``.
     """
 
+    prefix_reuse = False  # its own final stage (the discriminator head)
+
     def __init__(
         self, config: ModelConfig, with_discriminator: bool | str = False, **kwargs: Any
     ) -> None:
@@ -58,11 +61,12 @@ class Electra(Transformer):
                 config.hidden_size, config.hidden_act, final
             )
 
-    def apply_final_layers(self, state: dict[str, Any]) -> Any:
+    def apply_final_layers(self, state: ForwardState) -> Any:
+        """The usual outputs, then the discriminator scores ``[B, L]``."""
         outputs = super().apply_final_layers(state)
         if self.discriminator is None:
             return outputs
-        scores = self.discriminator(state["hidden_states"])
+        scores = self.discriminator(state.hidden_states)
         if isinstance(outputs, list) and (self.pooler is not None or self.mlm is not None):
             return [*outputs, scores]
         return [outputs, scores]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from b4t.models.config import ConfigError, ModelConfig
+from b4t.models.forward_state import ForwardState
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import BERT_OPTIONAL, bert_weight_map
@@ -50,14 +51,17 @@ class UIE(Transformer):
     outputs followed by the sigmoid start and end probabilities.
     """
 
+    prefix_reuse = False  # its own final stage (the start/end pointers)
+
     def __init__(self, config: ModelConfig, **kwargs: Any) -> None:
         super().__init__(config, **kwargs)
         self.linear_start = nn.Linear(config.hidden_size, 1)
         self.linear_end = nn.Linear(config.hidden_size, 1)
 
-    def apply_final_layers(self, state: dict[str, Any]) -> Any:
+    def apply_final_layers(self, state: ForwardState) -> Any:
+        """The usual outputs, then the start and end probabilities ``[B, L]``."""
         outputs = super().apply_final_layers(state)
-        hidden = state["hidden_states"]
+        hidden = state.hidden_states
         start = torch.sigmoid(self.linear_start(hidden).squeeze(-1))
         end = torch.sigmoid(self.linear_end(hidden).squeeze(-1))
         if isinstance(outputs, list) and (self.pooler is not None or self.mlm is not None):

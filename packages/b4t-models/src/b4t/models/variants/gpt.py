@@ -10,20 +10,12 @@ unless ``final_activation='linear'``.
 
 from __future__ import annotations
 
-import dataclasses
-
 from b4t.models.config import ModelConfig
 from b4t.models.decoder import CausalLM
 from b4t.models.registry import Variant, register_variant
 from b4t.models.sources import transposed
 from b4t.models.transformer import Transformer
-from b4t.models.variants.gpt2 import (
-    DECODER_OPTIONAL,
-    SEED_DECODER_OPTIONAL,
-    _set_from_raw,
-    seed_layout_resolver,
-    seed_weight_map,
-)
+from b4t.models.variants.gpt2 import DECODER_OPTIONAL, _set_from_raw, with_seed_layout
 from b4t.models.weight_map import WeightSource
 
 __all__ = ["GPT", "gpt_weight_map"]
@@ -86,12 +78,6 @@ _GPT = Variant(
     description="OpenAI GPT (post-norm, learned positions, tied head; HF OpenAIGPTLMHeadModel)",
 )
 # 0.2.5's converted layout (CDial-GPT): BERT names under gpt.*, LayerNorm eps 1e-12
-_GPT_SEED = dataclasses.replace(
-    _GPT,
-    prefix="gpt",
-    weight_map=seed_weight_map("gpt"),
-    preset={"hidden_act": "gelu", "layer_norm_eps": 1e-12},
-    optional_keys=SEED_DECODER_OPTIONAL,
-    description="GPT in bert4torch 0.2.5's converted layout (gpt.*)",
+register_variant(
+    with_seed_layout(_GPT, "GPT", "gpt", {"hidden_act": "gelu", "layer_norm_eps": 1e-12})
 )
-register_variant(dataclasses.replace(_GPT, resolve=seed_layout_resolver(_GPT, _GPT_SEED, "gpt.")))

@@ -27,7 +27,13 @@ from b4t.models.transformer import Transformer
 from b4t.models.variants.bert import bert_layer_map
 from b4t.models.weight_map import WeightSource
 
-__all__ = ["GPT2", "gpt2_weight_map", "seed_layout_resolver", "seed_weight_map"]
+__all__ = [
+    "GPT2",
+    "gpt2_weight_map",
+    "seed_layout_resolver",
+    "seed_weight_map",
+    "with_seed_layout",
+]
 
 
 def _set_from_raw(config: ModelConfig, raw_key: str, field: str, convert: Any = None) -> None:
@@ -116,6 +122,23 @@ def seed_layout_resolver(hf: Variant, seed: Variant, mark: str):  # type: ignore
     return resolve
 
 
+def with_seed_layout(
+    hf: Variant, label: str, prefix: str, preset: dict[str, Any], final_norm: str | None = None
+) -> Variant:
+    """``hf`` (transformers' layout) that also loads bert4torch 0.2.5's converted layout
+    of model ``label``: BERT names under ``prefix`` (:func:`seed_weight_map`) with
+    ``preset``, chosen when the checkpoint's keys start with ``prefix.``."""
+    seed = dataclasses.replace(
+        hf,
+        prefix=prefix,
+        weight_map=seed_weight_map(prefix, final_norm),
+        preset=preset,
+        optional_keys=SEED_DECODER_OPTIONAL,
+        description=f"{label} in bert4torch 0.2.5's converted layout ({prefix}.*)",
+    )
+    return dataclasses.replace(hf, resolve=seed_layout_resolver(hf, seed, f"{prefix}."))
+
+
 _GPT2 = Variant(
     name="gpt2",
     prefix="transformer",
@@ -132,14 +155,12 @@ _GPT2 = Variant(
     description="GPT-2 (pre-norm, learned positions, tied LM head; HF GPT2LMHeadModel)",
 )
 # 0.2.5's converted layout: every LayerNorm eps 1e-12 and the segment table by default
-_GPT2_SEED = dataclasses.replace(
-    _GPT2,
-    prefix="gpt2",
-    weight_map=seed_weight_map("gpt2", "LayerNormFinal"),
-    preset={"hidden_act": "gelu_new", "layer_norm_eps": 1e-12, "pre_norm": True},
-    optional_keys=SEED_DECODER_OPTIONAL,
-    description="GPT-2 in bert4torch 0.2.5's converted layout (gpt2.*)",
-)
 register_variant(
-    dataclasses.replace(_GPT2, resolve=seed_layout_resolver(_GPT2, _GPT2_SEED, "gpt2."))
+    with_seed_layout(
+        _GPT2,
+        "GPT-2",
+        "gpt2",
+        {"hidden_act": "gelu_new", "layer_norm_eps": 1e-12, "pre_norm": True},
+        final_norm="LayerNormFinal",
+    )
 )

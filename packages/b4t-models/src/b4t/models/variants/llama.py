@@ -20,6 +20,7 @@ from torch import nn
 from b4t.layers.gqa import GroupedQueryAttention, rope_cos_sin
 from b4t.models.config import ModelConfig
 from b4t.models.decoder import CausalLM
+from b4t.models.forward_state import DecoderState
 from b4t.models.registry import Variant, register_variant
 from b4t.models.sources import SplitConcat
 from b4t.models.transformer import Transformer
@@ -52,6 +53,9 @@ class LLaMA(CausalLM):
 
     final_norm = True
     model_types = ("llama",)
+    # its layer_kwargs (rotary tables) read the position ids the decoder stage computes
+    # for the new positions: reuse runs as in CausalLM
+    prefix_reuse = True
 
     def normalise_config(self, config: ModelConfig, name: str) -> None:
         super().normalise_config(config, name)
@@ -82,12 +86,13 @@ class LLaMA(CausalLM):
         overrides.setdefault("norm_bias", False)
         return super().build_layer(index, **overrides)
 
-    def layer_kwargs(self, state: dict[str, Any]) -> dict[str, Any]:
+    def layer_kwargs(self, state: DecoderState) -> dict[str, Any]:
+        """``rotary_cos_sin``: the rotary tables of the call's positions, for every layer."""
         cos, sin = rope_cos_sin(
-            state["position_ids"],
+            state.position_ids,
             _head_dim(self.config),
             self.config.extra["rope_theta"],
-            state["hidden_states"].dtype,
+            state.hidden_states.dtype,
         )
         return {"rotary_cos_sin": (cos, sin)}
 

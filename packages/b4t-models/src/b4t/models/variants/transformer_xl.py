@@ -25,6 +25,7 @@ Build options (keyword or config key): ``mem_len`` (0), ``same_length`` (False),
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,6 +36,7 @@ from b4t.layers import AdaptiveEmbedding
 from b4t.layers.linear import linear
 from b4t.layers.xlnet import XlnetLayer, XlnetPositionsEncoding
 from b4t.models.config import ModelConfig
+from b4t.models.forward_state import ForwardState
 from b4t.models.registry import Variant, register_variant
 from b4t.models.transformer import Transformer
 from b4t.models.weight_map import WeightSource
@@ -75,6 +77,20 @@ class LmHead(nn.Module):
         return linear(hidden, weight, self.bias)
 
 
+@dataclass(slots=True, eq=False)
+class XLState(ForwardState):
+    """:class:`ForwardState` of the XL models: ``mems`` (per layer ``[B, M, H]``, the
+    memory), ``mlen`` (M), ``pos_emb [M + L, H]`` (the relative position table),
+    ``seg_mat [B, L, M + L]`` (1 where two segments differ, None without segment ids),
+    ``keep [B | 1, 1, L, M + L]`` (bool, the attention mask; None: nothing masked)."""
+
+    mems: list[torch.Tensor] | None = None
+    mlen: int = 0
+    pos_emb: torch.Tensor | None = None
+    seg_mat: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+
+
 class TransformerXL(Transformer):
     """Transformer-XL encoder stack; returns ``[B, L, H]`` (``[hidden, logits]`` with
     ``with_lm``). Inputs: ``model([token_ids])`` (``[token_ids, segment_ids]`` when a
@@ -82,6 +98,8 @@ class TransformerXL(Transformer):
     """
 
     forward_keywords: tuple[str, ...] = ("mems",)
+    state_type = XLState
+    prefix_reuse = False  # its stages run with a memory of their own, not the KV cache
 
     rel_shift = "transformer_xl"
     default_tied = False
@@ -176,12 +194,12 @@ class TransformerXL(Transformer):
         pos = torch.arange(klen - 1, -1, -1, device=device)
         return pos.clamp(max=self.clamp_len) if self.clamp_len > 0 else pos
 
-    def keep_mask(self, state: dict[str, Any], qlen: int, mlen: int) -> torch.Tensor | None:
+    def keep_mask(self, state: XLState, qlen: int, mlen: int) -> torch.Tensor | None:
         """``[1, 1, Q, K]`` bool: query ``i`` (key ``mlen + i``) sees the memory and the keys
         up to itself; with ``same_length`` every query sees the same number of keys, the
         ``mem_len`` up to itself while ``K > mem_len`` (Transformer-XL's formula)."""
         klen = qlen + mlen
-        device = state["token_ids"].device
+        device = state.token_ids.device
         i = torch.arange(qlen, device=device)[:, None]
         j = torch.arange(klen, device=device)[None, :]
         keep = j <= i + mlen
@@ -191,8 +209,9 @@ class TransformerXL(Transformer):
             keep = keep & (j > i - shift)
         return keep[None, None]
 
-    def apply_embeddings(self, state: dict[str, Any]) -> dict[str, Any]:
-        token_ids: torch.Tensor = state["token_ids"]
+    def apply_embeddings(self, state: XLState) -> XLState:
+        """Stage 1: checks, the memory, the embeddings, relative positions, segments, mask."""
+        token_ids: torch.Tensor = state.token_ids
         if token_ids.dim() != 2:
             raise ValueError(f"token_ids must be [batch, seq_len], got {tuple(token_ids.shape)}")
         if token_ids.numel() and int(token_ids.max()) >= self.config.vocab_size:
@@ -201,7 +220,7 @@ class TransformerXL(Transformer):
                 f"(size {self.config.vocab_size})"
             )
         batch, qlen = token_ids.shape
-        mems = state.get("mems")
+        mems = state.mems
         if mems is not None:
             mems = list(mems)
             if len(mems) < self.config.num_hidden_layers:
@@ -214,11 +233,11 @@ class TransformerXL(Transformer):
                     f"mems are for a batch of {mems[0].shape[0]}, token_ids for {batch}"
                 )
         mlen = mems[0].shape[1] if mems else 0
-        state["mems"], state["mlen"] = mems, mlen
+        state.mems, state.mlen = mems, mlen
         hidden = self.dropout(self.embeddings(token_ids))
         pos = self.position_sequence(qlen, qlen + mlen, token_ids.device)
-        state["pos_emb"] = self.dropout(self.pos_embeddings(pos).to(hidden.dtype))
-        segment_ids = state["segment_ids"]
+        state.pos_emb = self.dropout(self.pos_embeddings(pos).to(hidden.dtype))
+        segment_ids = state.segment_ids
         seg_mat = None
         if segment_ids is not None and self.segment_vocab_size > 0:
             if segment_ids.shape != token_ids.shape:
@@ -229,14 +248,15 @@ class TransformerXL(Transformer):
             past = segment_ids.new_zeros(batch, mlen)
             all_ids = torch.cat([past, segment_ids], dim=1)
             seg_mat = (segment_ids[:, :, None] != all_ids[:, None, :]).long()
-        state["seg_mat"] = seg_mat
-        state["keep"] = self.keep_mask(state, qlen, mlen)
-        state["hidden_states"] = hidden
+        state.seg_mat = seg_mat
+        state.keep = self.keep_mask(state, qlen, mlen)
+        state.hidden_states = hidden
         return state
 
-    def apply_main_layers(self, state: dict[str, Any]) -> dict[str, Any]:
-        hidden = state["hidden_states"]
-        mems = state["mems"]
+    def apply_main_layers(self, state: XLState) -> XLState:
+        """Stage 2: the layers over the memory (which they update when ``mem_len > 0``)."""
+        hidden = state.hidden_states
+        mems = state.mems
         layer_inputs: list[torch.Tensor] = []
         all_layers = [hidden] if self.output_all_encoded_layers else None
         use_ckpt = self.gradient_checkpoint and self.training and torch.is_grad_enabled()
@@ -244,9 +264,9 @@ class TransformerXL(Transformer):
             layer_inputs.append(hidden)
             args = (
                 hidden,
-                state["seg_mat"],
-                state["pos_emb"],
-                state["keep"],
+                state.seg_mat,
+                state.pos_emb,
+                state.keep,
                 None if mems is None else mems[i],
             )
             hidden = (
@@ -261,8 +281,8 @@ class TransformerXL(Transformer):
         hidden = self.dropout(hidden)
         if all_layers is not None:
             all_layers[-1] = hidden
-        state["hidden_states"] = hidden
-        state["encoded_layers"] = all_layers
+        state.hidden_states = hidden
+        state.encoded_layers = all_layers
         return state
 
     def next_mems(
@@ -275,9 +295,10 @@ class TransformerXL(Transformer):
             out.append(full[:, -self.mem_len :].detach())
         return out
 
-    def apply_final_layers(self, state: dict[str, Any]) -> Any:
-        hidden = state["hidden_states"]
-        first = state["encoded_layers"] if self.output_all_encoded_layers else hidden
+    def apply_final_layers(self, state: XLState) -> Any:
+        """Stage 3: the hidden states, with ``with_lm`` also the logits."""
+        hidden = state.hidden_states
+        first = state.encoded_layers if self.output_all_encoded_layers else hidden
         if self.lm_head is None:
             return first
         tied = self.embeddings.weight if self.lm_head.tied else None
