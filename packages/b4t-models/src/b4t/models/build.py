@@ -81,7 +81,7 @@ def _seed_configs(config: ModelConfig, kwargs: dict[str, Any]) -> dict[str, Any]
 
 
 # the steps of a build are the helpers below this function
-# long: build_transformer_model's public signature and docstring (a 45-line body)
+# long: build_transformer_model's public signature (its ~25 arguments, then a 45-line body)
 def _build(
     config_path: str | Path | dict[str, Any] | None = None,
     checkpoint_path: str | Path | Sequence[str | Path] | None = None,
@@ -103,48 +103,7 @@ def _build(
     strict: bool = True,
     **kwargs: Any,
 ) -> Transformer | tuple[Transformer, ModelConfig]:
-    """Build a registered variant and load its checkpoint.
-
-    Args:
-        config_path: ``config.json``, a folder holding one, or a dict of config keys
-            (default: the ``checkpoint_path`` folder's ``config.json``).
-        checkpoint_path: a weights file, sharded index, folder or list of files; None
-            builds randomly initialised weights. A llama.cpp ``.gguf`` file (or a folder
-            holding one) brings its own config and, when ``model`` is left at its
-            default, its architecture (:mod:`b4t.models.gguf`).
-        model: a registered name (``b4t.models.variant_names()``, case-insensitive) or a
-            subclass of :class:`Transformer` (built with its nearest registered
-            variant's preset and weight map).
-        application: ``'encoder'``, ``'lm'`` (causal mask) or ``'unilm'`` (seq2seq mask),
-            case-insensitive. As in bert4torch 0.2.5, ``'lm'`` and ``'unilm'`` turn the
-            MLM head on (``with_mlm=True`` unless a value is given).
-        segment_vocab_size: segment table rows (default: the config's
-            ``type_vocab_size``); 0 drops segment embeddings.
-        with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs and
-            the activation names they take).
-        keep_tokens: keep only these vocabulary rows (embeddings and MLM bias).
-        compound_tokens: append rows, each the mean of the listed (kept) ids (an entry
-            with an id outside the vocabulary warns and gets the mean of every row).
-        gradient_checkpoint: recompute layer activations in backward while training.
-        ignore_invalid_weights: as bert4torch: load what matches, initialise the rest,
-            raise on nothing (the lists are in ``model.load_report``).
-        dtype / device: where the loaded weights live.
-        strict: raise on missing / unexpected / mis-shaped tensors (else warn).
-        **kwargs: ModelConfig field overrides (``hidden_dropout_prob=0``,
-            ``dropout_rate``, ``max_position``, ``embedding_size``,
-            ``attention_head_size``, ``attention_key_size``, ...) and the other
-            bert4torch build options (``custom_position_ids``, ``layer_norm_cond``,
-            ``keep_hidden_layers``, ... see :class:`Transformer`).
-
-    Returns the model in training mode (like any new ``nn.Module``; call ``.eval()`` for
-    inference), or ``(model, config)`` with ``return_model_config``. ``model.configs``
-    is bert4torch's dict (config keys + build keywords), ``model.config`` the typed one.
-
-    As in bert4torch 0.2.5, a config key naming one of these arguments or one of the
-    model class's (``with_pool``, ``shared_segment_embeddings``, ``token_pad_ids``, ...)
-    is that argument, unless it is passed explicitly
-    (:mod:`b4t.models.config_arguments`).
-    """
+    """The build behind :func:`build_transformer_model` (documented there)."""
     options = dict(  # the build options model.configs records and the class takes
         segment_vocab_size=segment_vocab_size,
         with_pool=with_pool,
@@ -326,8 +285,51 @@ def _raw_or_none(config_path: Any, checkpoint_path: Any) -> dict[str, Any] | Non
     return raw_config(config_path)
 
 
-@functools.wraps(_build)
+# the signature users see is _build's (inspect follows __wrapped__); the docstring is here
+@functools.wraps(_build, assigned=("__module__",))
 def build_transformer_model(*args: Any, **kwargs: Any) -> Any:
+    """Build a registered variant and load its checkpoint.
+
+    Args:
+        config_path: ``config.json``, a folder holding one, or a dict of config keys
+            (default: the ``checkpoint_path`` folder's ``config.json``).
+        checkpoint_path: a weights file, sharded index, folder or list of files; None
+            builds randomly initialised weights. A llama.cpp ``.gguf`` file (or a folder
+            holding one) brings its own config and, when ``model`` is left at its
+            default, its architecture (:mod:`b4t.models.gguf`).
+        model: a registered name (``b4t.models.variant_names()``, case-insensitive) or a
+            subclass of :class:`Transformer` (built with its nearest registered
+            variant's preset and weight map).
+        application: ``'encoder'``, ``'lm'`` (causal mask) or ``'unilm'`` (seq2seq mask),
+            case-insensitive. As in bert4torch 0.2.5, ``'lm'`` and ``'unilm'`` turn the
+            MLM head on (``with_mlm=True`` unless a value is given).
+        segment_vocab_size: segment table rows (default: the config's
+            ``type_vocab_size``); 0 drops segment embeddings.
+        with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs and
+            the activation names they take).
+        keep_tokens: keep only these vocabulary rows (embeddings and MLM bias).
+        compound_tokens: append rows, each the mean of the listed (kept) ids (an entry
+            with an id outside the vocabulary warns and gets the mean of every row).
+        gradient_checkpoint: recompute layer activations in backward while training.
+        ignore_invalid_weights: as bert4torch: load what matches, initialise the rest,
+            raise on nothing (the lists are in ``model.load_report``).
+        dtype / device: where the loaded weights live.
+        strict: raise on missing / unexpected / mis-shaped tensors (else warn).
+        **kwargs: ModelConfig field overrides (``hidden_dropout_prob=0``,
+            ``dropout_rate``, ``max_position``, ``embedding_size``,
+            ``attention_head_size``, ``attention_key_size``, ...) and the other
+            bert4torch build options (``custom_position_ids``, ``layer_norm_cond``,
+            ``keep_hidden_layers``, ... see :class:`Transformer`).
+
+    Returns the model in training mode (like any new ``nn.Module``; call ``.eval()`` for
+    inference), or ``(model, config)`` with ``return_model_config``. ``model.configs``
+    is bert4torch's dict (config keys + build keywords), ``model.config`` the typed one.
+
+    As in bert4torch 0.2.5, a config key naming one of these arguments or one of the
+    model class's (``with_pool``, ``shared_segment_embeddings``, ``token_pad_ids``, ...)
+    is that argument, unless it is passed explicitly
+    (:mod:`b4t.models.config_arguments`).
+    """
     bound = _BUILD_SIGNATURE.bind(*args, **kwargs)
     arguments = dict(bound.arguments)
     extra = dict(arguments.pop("kwargs", {}))

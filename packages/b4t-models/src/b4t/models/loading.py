@@ -59,6 +59,8 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.mismatched)
 
     def describe(self, source: str = "checkpoint") -> str:
+        """The mismatches as lines a user reads (missing, unexpected, shapes), headed by
+        ``source``."""
         parts = [f"{source} does not match the model:"]
         if self.missing:
             parts.append(f"  missing ({len(self.missing)}): " + "; ".join(self.missing))

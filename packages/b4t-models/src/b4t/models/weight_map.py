@@ -32,15 +32,19 @@ class Concat:
     dim: int = 0
 
     def load(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The checkpoint's tensors (in ``keys`` order) -> the one b4t tensor."""
         return torch.cat(tensors, dim=self.dim)
 
     def save(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """The b4t tensor -> one equal chunk per checkpoint key (in ``keys`` order)."""
         return list(tensor.chunk(len(self.keys), dim=self.dim))
 
     def format(self, **kw: object) -> Concat:
+        """The same source with ``str.format(**kw)`` applied to each key (``{i}``: a layer)."""
         return Concat(tuple(k.format(**kw) for k in self.keys), self.dim)
 
     def rename(self, fn) -> Concat:  # type: ignore[no-untyped-def]
+        """The same source with ``fn`` applied to each key (a prefix added or removed)."""
         return Concat(tuple(fn(k) for k in self.keys), self.dim)
 
 
