@@ -90,7 +90,7 @@ class CharGPT(nn.Module):
         if past_key_values is None and attention_mask is None:
             return self.transformer(input_ids)  # (B, L, V) logits
         # the decoder protocol: b4t's CausalLM returns (logits, KVCache)
-        return self.transformer(
+        return self.transformer.decode_step(
             input_ids, past_key_values=past_key_values, attention_mask=attention_mask
         )
 

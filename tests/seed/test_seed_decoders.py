@@ -70,8 +70,8 @@ def test_gpt2_ml_linear_logits_and_cache(b4t_seed: dict, tmp_path: Path) -> None
         theirs = seed.predict([ids])
         logits = ours([ids])
         torch.testing.assert_close(torch.softmax(logits, -1), theirs, atol=1e-5, rtol=0)
-        first, cache = ours(ids[:, :5], past_key_values=None)
-        rest, _ = ours(ids[:, 5:], past_key_values=cache)
+        first, cache = ours.decode_step(ids[:, :5], past_key_values=None)
+        rest, _ = ours.decode_step(ids[:, 5:], past_key_values=cache)
     torch.testing.assert_close(torch.cat([first, rest], 1), logits, atol=1e-5, rtol=0)
 
 
