@@ -185,7 +185,7 @@ def test_generation_sizes_the_cache_to_prompt_plus_maxlen(mode: str, tmp_path: P
     caches: list[KVCache] = []
 
     def model(*args: Any, **kwargs: Any) -> Any:
-        logits, cache = ours(*args, **kwargs)
+        logits, cache = ours.decode_step(*args, **kwargs)
         caches.append(cache)
         return logits, cache
 

@@ -40,12 +40,12 @@ def test_packed_model_decodes_like_transformers_and_unpacks(tmp_path: Path, tied
     hf, ours = _llama(tmp_path, tied)
     ids = torch.tensor(PROMPTS)
     with torch.no_grad():
-        plain_logits, _ = ours(ids, past_key_values=None)
+        plain_logits, _ = ours.decode_step(ids)
         state = {k: v.clone() for k, v in ours.state_dict().items()}
         names = ours.pack_for_decoding(rows=3)
         assert ("packed_head" in names) is tied and ("lm_head" in names) is not tied
         assert sum(isinstance(m, PackedLinear) for m in ours.modules()) == len(names)
-        packed_logits, _ = ours(ids, past_key_values=None)
+        packed_logits, _ = ours.decode_step(ids)
         torch.testing.assert_close(packed_logits, plain_logits, rtol=1e-5, atol=1e-5)
         after = ours.state_dict()
         assert list(after) == list(state)
@@ -61,7 +61,7 @@ def test_packed_model_decodes_like_transformers_and_unpacks(tmp_path: Path, tied
         unpack_linears(ours)
         assert ours.packed_head is None
         assert not any(isinstance(m, PackedLinear) for m in ours.modules())
-        assert torch.equal(ours(ids, past_key_values=None)[0], plain_logits)
+        assert torch.equal(ours.decode_step(ids)[0], plain_logits)
 
 
 def test_a_packed_model_refuses_training(tmp_path: Path) -> None:
@@ -69,4 +69,4 @@ def test_a_packed_model_refuses_training(tmp_path: Path) -> None:
     ours.pack_for_decoding()
     ours.train()
     with pytest.raises(RuntimeError, match="inference only"):
-        ours(torch.tensor(PROMPTS), past_key_values=None)[0].sum().backward()
+        ours.decode_step(torch.tensor(PROMPTS))[0].sum().backward()
