@@ -16,6 +16,7 @@ from b4t.models.checkpoint import CheckpointError, read_checkpoint, resolve_chec
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
 from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.gguf import find_gguf, read_gguf
+from b4t.models.quantize_load import load_mode, prepare_modules, quantize_model
 from b4t.models.loading import init_weights, load_into
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer
@@ -99,6 +100,7 @@ def _build(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     strict: bool = True,
+    quantize: str | None = None,
     **kwargs: Any,
 ) -> Transformer | tuple[Transformer, ModelConfig]:
     """Build a registered variant and load its checkpoint.
@@ -128,6 +130,10 @@ def _build(
             raise on nothing (the lists are in ``model.load_report``).
         dtype / device: where the loaded weights live.
         strict: raise on missing / unexpected / mis-shaped tensors (else warn).
+        quantize: ``'gguf'`` (default for a ``.gguf`` file: its Q8_0/Q4_0/Q4_1 matrices
+            stay packed), ``'int8'`` / ``'int4'`` (quantize any checkpoint at load,
+            weight-only, per-group scales), ``'float'`` (default otherwise; a GGUF file
+            dequantized to float32); see :mod:`b4t.models.quantize_load`.
         **kwargs: ModelConfig field overrides (``hidden_dropout_prob=0``,
             ``dropout_rate``, ``max_position``, ``embedding_size``,
             ``attention_head_size``, ``attention_key_size``, ...) and the other
@@ -143,7 +149,9 @@ def _build(
     is that argument, unless it is passed explicitly
     (:mod:`b4t.models.config_arguments`).
     """
-    gguf = read_gguf(gguf_file) if (gguf_file := find_gguf(checkpoint_path)) else None
+    gguf_file = find_gguf(checkpoint_path)
+    quant_mode = load_mode(quantize, gguf_file is not None)
+    gguf = read_gguf(gguf_file, packed=quant_mode == "gguf") if gguf_file else None
     if gguf is not None:  # llama.cpp's file: config, tensors and (by default) model= from it
         model = gguf.variant if model == "bert" else model
         config_path = gguf.config if config_path is None else config_path
@@ -220,6 +228,8 @@ def _build(
     else:
         with torch.device("meta"):
             net = cls(config, **build_kwargs)
+        quant_mode = load_mode(quantize, gguf is not None, config.raw)
+        prepare_modules(net, quant_mode, state, gguf and gguf.blocks, config.raw)
         # user-given modules (layer_add_embs, layer_norm_cond) are real already: kept
         try:
             net.load_report = load_into(
@@ -243,6 +253,7 @@ def _build(
                 ) from exc
             raise
         net.to(device=device, dtype=torch_dtype)
+    quantize_model(net, quant_mode)
     net.configs = _seed_configs(config, seed_kwargs)
     return (net, config) if return_model_config else net
 
