@@ -269,12 +269,15 @@ class QuantizedLinear(nn.Module):
         rows = input.reshape(-1, self.in_features)
         if self.kernel == "dequant":
             out = self._dequant_matmul(rows.float())
+        elif rows.shape[0] <= MAX_KERNEL_ROWS:  # decoding: one call, no copies beyond the casts
+            out = self._packed_matmul(rows.to(torch.bfloat16))
         else:
             chunks = rows.to(torch.bfloat16).split(MAX_KERNEL_ROWS)
-            out = torch.cat([self._packed_matmul(chunk) for chunk in chunks]).float()
+            out = torch.cat([self._packed_matmul(chunk) for chunk in chunks])
+        out = out.to(input.dtype)
         if self.bias is not None:
-            out = out + self.bias
-        return out.to(input.dtype).reshape(*input.shape[:-1], self.out_features)
+            out = out + self.bias.to(input.dtype)
+        return out.reshape(*input.shape[:-1], self.out_features)
 
     def _packed_matmul(self, rows: torch.Tensor) -> torch.Tensor:
         """bfloat16 ``[R, in]`` -> ``[R, out]`` through torch's packed kernels."""
@@ -286,7 +289,7 @@ class QuantizedLinear(nn.Module):
             part = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 rows, packed, self.group_size, scale_zero
             )
-            out = part if out is None else out.float() + part.float()
+            out = part if out is None else out.float().add_(part)
         return out
 
     def _dequant_matmul(self, rows: torch.Tensor) -> torch.Tensor:
