@@ -229,6 +229,9 @@ def release_freed_memory() -> bool:
 
 
 def _layout(module: nn.Module) -> dict[str, Any] | None:
+    """The :func:`save_quantized` entry of a packed module (None for any other module)."""
+    if not isinstance(module, (QuantizedEmbedding, QuantizedLinear)):
+        return None
     common = {"bits": module.bits, "group_size": module.group_size}
     common["asymmetric"] = module.asymmetric
     if isinstance(module, QuantizedEmbedding):
@@ -238,15 +241,13 @@ def _layout(module: nn.Module) -> dict[str, Any] | None:
             "embedding_dim": module.embedding_dim,
             **common,
         }
-    if isinstance(module, QuantizedLinear):
-        return {
-            "kind": "linear",
-            "in_features": module.in_features,
-            "out_features": module.out_features,
-            "bias": module.bias is not None,
-            **common,
-        }
-    return None
+    return {
+        "kind": "linear",
+        "in_features": module.in_features,
+        "out_features": module.out_features,
+        "bias": module.bias is not None,
+        **common,
+    }
 
 
 def save_quantized(model: nn.Module, path: str | Path) -> Path:
