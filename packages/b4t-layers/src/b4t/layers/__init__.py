@@ -52,6 +52,7 @@ from b4t.layers.norms import LayerNorm, RMSNorm
 from b4t.layers.ops import take_along_dim, torch_div
 from b4t.layers.pooling import get_pool_emb
 from b4t.layers.quantized import QuantizedLinear, quantize_linears
+from b4t.layers.quantized_embedding import QuantizedEmbedding
 from b4t.layers.relative_positions import (
     NezhaAttention,
     NezhaRelativePositions,
@@ -97,6 +98,7 @@ __all__ = [
     "NezhaAttention",
     "NezhaRelativePositions",
     "PositionWiseFeedForward",
+    "QuantizedEmbedding",
     "QuantizedLinear",
     "RMSNorm",
     "RelativeMultiHeadAttention",

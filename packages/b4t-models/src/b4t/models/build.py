@@ -16,8 +16,8 @@ from b4t.models.checkpoint import CheckpointError, read_checkpoint, resolve_chec
 from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_config, raw_config
 from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.gguf import find_gguf, read_gguf
-from b4t.models.quantize_load import load_mode, prepare_modules, quantize_model
 from b4t.models.loading import init_weights, load_into
+from b4t.models.quantize_load import load_mode, prepare_modules, quantize_model
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer
 from b4t.models.transformer import Transformer

@@ -39,9 +39,9 @@ from b4t.models.gguf_quants import dequantize
 from b4t.models.weight_map import Concat, FirstOf
 
 __all__ = [
+    "CONFIG_KEY",
     "GROUP_SIZE",
     "QUANTIZE_MODES",
-    "CONFIG_KEY",
     "load_mode",
     "prepare_modules",
     "quantize_model",
@@ -268,7 +268,7 @@ def save_quantized(model: nn.Module, path: str | Path) -> Path:
     if not layouts:
         raise ValueError("save_quantized: the model holds no QuantizedLinear/QuantizedEmbedding")
     mapping = dict(model.variable_mapping())  # type: ignore[operator]
-    for name, tensor in model.state_dict().items():
+    for name in model.state_dict():
         module_name = name.rpartition(".")[0]
         if module_name in layouts:
             mapping[name] = name
