@@ -352,6 +352,7 @@ def test_tiny_gguf_loads_packed_with_the_files_values(tmp_path: Path, tied: bool
             expected = floats.get_submodule(name).weight
             torch.testing.assert_close(module.dequantize(), expected, rtol=0, atol=0)
     table = packed.embeddings.word_embeddings
+    assert (table.qweight is None) == tied  # tied: rows gathered from the packed head
     ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(table(ids), floats.embeddings.word_embeddings(ids), rtol=0, atol=0)
     head_float = floats.embeddings.word_embeddings.weight if tied else floats.lm_head.weight

@@ -25,7 +25,7 @@ transformers = pytest.importorskip("transformers")
 def tiny_llama(folder: Path, tied: bool) -> Path:
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
         tie_word_embeddings=tied,
     )  # fmt: skip
@@ -45,7 +45,7 @@ def logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
     return out
 
 
-IDS = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(3))
+IDS = torch.randint(0, 128, (2, 12), generator=torch.Generator().manual_seed(3))
 
 
 # (mode, bits, relative logit error bound: 8-bit ~1%, 4-bit asymmetric ~10% on random weights)
@@ -63,8 +63,10 @@ def test_quantize_at_load(tmp_path: Path, mode: str, bits: int, bound: float, ti
     assert isinstance(model.lm_head, QuantizedLinear)
     assert len([m for m in packed.values() if isinstance(m, QuantizedLinear)]) == 2 * 5 + 1
     assert all(m.bits == bits and m.group_size == 32 for m in packed.values())
-    if tied:  # the head reads the table's codes
-        assert torch.equal(model.lm_head.codes(), model.embeddings.word_embeddings.codes())
+    if tied:  # one copy of the codes: the table gathers its rows from the packed head
+        table = model.embeddings.word_embeddings
+        assert torch.equal(model.lm_head.codes(), table.codes())
+        assert table.qweight is None and table._head == (model.lm_head,)
     reference = logits(floats, IDS)
     error = float((logits(model, IDS) - reference).abs().max()) / float(reference.abs().max())
     assert error < bound, error

@@ -246,7 +246,10 @@ class QuantizedLinear(nn.Module):
         if self._shared_codes is not None:
             return self._shared_codes if self.bits == 8 else unpack_int4(self._shared_codes)
         if self._int4 is not None:
-            parts = [_int4pack_codes(p, self.out_features, self.in_features) for p, _ in self._int4]
+            parts = [
+                _int4pack_rows_or_codes(p, self.out_features, self.in_features)
+                for p, _ in self._int4
+            ]
             if self.bits == 4:
                 return parts[0]
             hi, lo = parts
@@ -470,6 +473,16 @@ def _dequantize_rows(
 
 
 _INT4PACK_PERMUTATIONS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _int4pack_rows_or_codes(packed: torch.Tensor, out_features: int, in_features: int):
+    """``[out, in]`` codes of torch's int4 layout: a row gather where the layout is
+    row-block local (fast, bounded memory: :mod:`b4t.layers.int4pack_rows`), else the
+    measured full permutation."""
+    from b4t.layers.int4pack_rows import gather_all_rows
+
+    codes = gather_all_rows(packed, out_features, in_features)
+    return _int4pack_codes(packed, out_features, in_features) if codes is None else codes
 
 
 def _int4pack_codes(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:

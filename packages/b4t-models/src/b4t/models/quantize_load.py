@@ -198,6 +198,7 @@ def quantize_model(model: nn.Module, mode: str) -> list[str]:
             if isinstance(module, QuantizedLinear):
                 module.set_kernel("auto")
                 names.append(name)
+        _table_reads_head(model)
         release_freed_memory()
         return names
     if mode not in ("int8", "int4"):
@@ -213,8 +214,18 @@ def quantize_model(model: nn.Module, mode: str) -> list[str]:
         if _tied_head(model):
             model.lm_head = quantized.tied_head()
         packed.append(WORD_TABLE)
+    _table_reads_head(model)
     release_freed_memory()
     return packed
+
+
+def _table_reads_head(model: nn.Module) -> bool:
+    """A packed word table tied to a packed head gathers its rows from the head's codes
+    and drops its own copy, where torch's layout allows
+    (:meth:`QuantizedEmbedding.read_rows_from`)."""
+    if not _is_tied_packed(model):
+        return False
+    return model.embeddings.word_embeddings.read_rows_from(model.lm_head)
 
 
 def release_freed_memory() -> bool:
