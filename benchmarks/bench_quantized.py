@@ -327,13 +327,15 @@ def bandwidth_bound(rates: dict[str, float]) -> None:
 
 
 def memory(path: Path) -> None:
-    """Resident growth of loading the file packed vs dequantized (one process, gc'd)."""
+    """Resident growth of loading the file packed vs dequantized (one process, gc'd, after
+    a first load that imports the modules and pages their code in)."""
     import gc
 
     from b4t.models import build_transformer_model
     from b4t.models.quantize_load import release_freed_memory
 
     size = path.stat().st_size
+    build_transformer_model(checkpoint_path=path)  # warm: modules imported, code paged in
     for mode in ("gguf", "float"):
         gc.collect()
         release_freed_memory()
