@@ -95,6 +95,8 @@ def test_save_quantized_round_trip(tmp_path: Path, tied: bool) -> None:
     assert written.stat().st_size < 0.5 * float_bytes
     back = build_transformer_model(checkpoint_path=tmp_path / "saved", model="llama").eval()
     assert CONFIG_KEY in back.config.raw
+    with pytest.raises(ValueError, match="saved packed"):
+        build_transformer_model(checkpoint_path=tmp_path / "saved", model="llama", quantize="float")
     original, loaded = packed_modules(model), packed_modules(back)
     assert original.keys() == loaded.keys()
     for name, module in original.items():

@@ -63,7 +63,9 @@ WORD_TABLE = "embeddings.word_embeddings"
 
 def load_mode(quantize: str | None, gguf: bool, config: dict[str, Any] | None = None) -> str:
     """Validate ``quantize`` and resolve its default: ``'gguf'`` for a GGUF file,
-    ``'saved'`` for a folder written by :func:`save_quantized`, else ``'float'``."""
+    ``'saved'`` for a folder written by :func:`save_quantized` (which always loads in its
+    own packed layout: ``'int8'`` / ``'int4'`` change nothing, ``'float'`` is an error),
+    else ``'float'``."""
     if quantize is None:
         if gguf:
             return "gguf"
@@ -75,7 +77,13 @@ def load_mode(quantize: str | None, gguf: bool, config: dict[str, Any] | None = 
             "quantize='gguf' keeps a llama.cpp file's blocks packed, but the checkpoint is not "
             "a .gguf file: use quantize='int8' or 'int4' to quantize it at load"
         )
-    if config and CONFIG_KEY in config and quantize != "float":
+    if config and CONFIG_KEY in config:
+        if quantize == "float":
+            raise ValueError(
+                "quantize='float': this checkpoint was saved packed (config.json "
+                f"'{CONFIG_KEY}'); load it packed (quantize=None) and use each module's "
+                "dequantize()"
+            )
         return "saved"  # packed already: its own layout
     return quantize
 
