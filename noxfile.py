@@ -220,6 +220,11 @@ def build(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks against the references, interleaved in one run: nox -s bench -- NAME..."""
     _install_all(session, TORCH_DEFAULT)
+    # llama.cpp for bench_quantized's reference rows: a wheel built once into the wheelhouse
+    # (pip builds it from source in ~30 min on 2 cores); without it those rows are skipped
+    llama_wheels = sorted(WHEELHOUSE.glob("llama_cpp_python-*.whl"))
+    if llama_wheels:
+        session.install(str(llama_wheels[-1]))
     names = session.posargs or sorted(
         p.stem.removeprefix("bench_") for p in (ROOT / "benchmarks").glob("bench_*.py")
     )

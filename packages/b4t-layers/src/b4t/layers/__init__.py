@@ -53,6 +53,7 @@ from b4t.layers.ops import take_along_dim, torch_div
 from b4t.layers.packed import PackedLinear, pack_linears, packing_available, unpack_linears
 from b4t.layers.pooling import get_pool_emb
 from b4t.layers.quantized import QuantizedLinear, quantize_linears
+from b4t.layers.quantized_embedding import QuantizedEmbedding
 from b4t.layers.relative_positions import (
     NezhaAttention,
     NezhaRelativePositions,
@@ -99,6 +100,7 @@ __all__ = [
     "NezhaRelativePositions",
     "PackedLinear",
     "PositionWiseFeedForward",
+    "QuantizedEmbedding",
     "QuantizedLinear",
     "RMSNorm",
     "RelativeMultiHeadAttention",

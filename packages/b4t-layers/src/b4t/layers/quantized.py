@@ -10,8 +10,9 @@ input features of a row (``group_size=None``: one per row). The value of code ``
 
 The state dict holds the portable (canonical) form: ``qweight`` (int8 ``[out, in]`` for 8
 bits; uint8 ``[out, in / 2]`` for 4 bits, code ``2j`` in the low nibble of byte ``j`` and
-code ``2j + 1`` in the high nibble), ``scales`` (float32 ``[out, groups]``), ``mins``
-(float32 ``[out, groups]``, asymmetric 4-bit only) and ``bias``.
+code ``2j + 1`` in the high nibble), ``scales`` (``[out, groups]``), ``mins``
+(``[out, groups]``, asymmetric 4-bit only) and ``bias``. Scales and mins are float32 from
+:meth:`QuantizedLinear.quantize` and float16 (the file's own values) from GGUF blocks.
 
 Kernels (``kernel=``; ``'auto'`` picks from :func:`choose_kernel`):
 
@@ -197,6 +198,9 @@ class QuantizedLinear(nn.Module):
         self.kernel = "dequant"
         self._int4: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._int8_scales: torch.Tensor | None = None
+        # the canonical ``qweight`` while another module keeps it (a tied embedding table):
+        # codes() reads it instead of unpacking torch's int4 layout
+        self._shared_codes: torch.Tensor | None = None
         self.set_kernel(kernel)
 
     # ----- kernels -------------------------------------------------------------------------
@@ -219,17 +223,33 @@ class QuantizedLinear(nn.Module):
         self.kernel = kernel
         self._int8_scales = None
         if kernel == "int8pack":
-            self._int8_scales = self.scales.reshape(-1).to(torch.bfloat16)
+            self._int8_scales = self.scales.reshape(-1).float().to(torch.bfloat16)
         if kernel == "int4pack":
             self._int4 = _int4pack_parts(codes, self.scales, self.mins, self.bits)
             # the canonical codes now live in the packed parts only (see codes())
             self.qweight = torch.empty(0, dtype=self.qweight.dtype)
         return self
 
+    def share_codes(self, qweight: torch.Tensor) -> None:
+        """Record that ``qweight`` (this layer's canonical codes, kept by another module)
+        stays alive: :meth:`codes` then reads it instead of undoing torch's int4 layout."""
+        expected = self.in_features if self.bits == 8 else self.in_features // 2
+        if tuple(qweight.shape) != (self.out_features, expected):
+            raise ValueError(
+                f"share_codes: expected [{self.out_features}, {expected}], got "
+                f"{tuple(qweight.shape)}"
+            )
+        self._shared_codes = qweight
+
     def codes(self) -> torch.Tensor:
         """The integer codes ``[out, in]`` (int8 for 8 bits, uint8 0..15 for 4 bits)."""
+        if self._shared_codes is not None:
+            return self._shared_codes if self.bits == 8 else unpack_int4(self._shared_codes)
         if self._int4 is not None:
-            parts = [_int4pack_codes(p, self.out_features, self.in_features) for p, _ in self._int4]
+            parts = [
+                _int4pack_rows_or_codes(p, self.out_features, self.in_features)
+                for p, _ in self._int4
+            ]
             if self.bits == 4:
                 return parts[0]
             hi, lo = parts
@@ -252,12 +272,15 @@ class QuantizedLinear(nn.Module):
         rows = input.reshape(-1, self.in_features)
         if self.kernel == "dequant":
             out = self._dequant_matmul(rows.float())
+        elif rows.shape[0] <= MAX_KERNEL_ROWS:  # decoding: one call, no copies beyond the casts
+            out = self._packed_matmul(rows.to(torch.bfloat16))
         else:
             chunks = rows.to(torch.bfloat16).split(MAX_KERNEL_ROWS)
-            out = torch.cat([self._packed_matmul(chunk) for chunk in chunks]).float()
+            out = torch.cat([self._packed_matmul(chunk) for chunk in chunks])
+        out = out.to(input.dtype)
         if self.bias is not None:
-            out = out + self.bias
-        return out.to(input.dtype).reshape(*input.shape[:-1], self.out_features)
+            out = out + self.bias.to(input.dtype)
+        return out.reshape(*input.shape[:-1], self.out_features)
 
     def _packed_matmul(self, rows: torch.Tensor) -> torch.Tensor:
         """bfloat16 ``[R, in]`` -> ``[R, out]`` through torch's packed kernels."""
@@ -269,7 +292,7 @@ class QuantizedLinear(nn.Module):
             part = torch.ops.aten._weight_int4pack_mm_for_cpu(
                 rows, packed, self.group_size, scale_zero
             )
-            out = part if out is None else out.float() + part.float()
+            out = part if out is None else out.float().add_(part)
         return out
 
     def _dequant_matmul(self, rows: torch.Tensor) -> torch.Tensor:
@@ -299,6 +322,14 @@ class QuantizedLinear(nn.Module):
             destination[prefix + "qweight"] = codes if self.bits == 8 else pack_int4(codes)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if not any(key.startswith(prefix) for key in state_dict):
+            # nothing of this layer (a partial load): report the keys missing, skip the repack
+            strict, missing = args[1], args[2]
+            if strict:
+                missing.extend(prefix + name for name, _ in self.named_buffers(recurse=False))
+                missing.extend(prefix + name for name, _ in self.named_parameters(recurse=False))
+            return
+        self._shared_codes = None
         kernel = self.kernel
         self.set_kernel("dequant")  # canonical buffers to load into
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -416,8 +447,9 @@ class QuantizedLinear(nn.Module):
 
 
 def _fp16_field(blocks: torch.Tensor, start: int) -> torch.Tensor:
-    """``[out, G, bytes]`` uint8 -> the fp16 field at byte ``start``, float32 ``[out, G]``."""
-    return blocks[..., start : start + 2].contiguous().view(torch.float16).squeeze(-1).float()
+    """``[out, G, bytes]`` uint8 -> the fp16 field at byte ``start``: float16 ``[out, G]``
+    (kept in float16: exact, and half the bytes of float32)."""
+    return blocks[..., start : start + 2].contiguous().view(torch.float16).squeeze(-1)
 
 
 def _dequantize_rows(
@@ -441,6 +473,16 @@ def _dequantize_rows(
 
 
 _INT4PACK_PERMUTATIONS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def _int4pack_rows_or_codes(packed: torch.Tensor, out_features: int, in_features: int):
+    """``[out, in]`` codes of torch's int4 layout: a row gather where the layout is
+    row-block local (fast, bounded memory: :mod:`b4t.layers.int4pack_rows`), else the
+    measured full permutation."""
+    from b4t.layers.int4pack_rows import gather_all_rows
+
+    codes = gather_all_rows(packed, out_features, in_features)
+    return _int4pack_codes(packed, out_features, in_features) if codes is None else codes
 
 
 def _int4pack_codes(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
@@ -477,8 +519,9 @@ def _int4pack_parts(
         scale_zero = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()
         return packed, scale_zero
 
+    scales = scales.float()
     if bits == 4:
-        zero = mins + 8 * scales if mins is not None else torch.zeros_like(scales)
+        zero = mins.float() + 8 * scales if mins is not None else torch.zeros_like(scales)
         return [part(codes, scales, zero)]
     wide = codes.to(torch.int16)
     return [

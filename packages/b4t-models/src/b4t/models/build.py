@@ -17,6 +17,7 @@ from b4t.models.config import ALIASES, ModelConfig, config_from_dict, load_confi
 from b4t.models.config_arguments import accepted_arguments, config_arguments
 from b4t.models.gguf import find_gguf, read_gguf
 from b4t.models.loading import init_weights, load_into
+from b4t.models.quantize_load import load_mode, prepare_modules, quantize_model
 from b4t.models.registry import VARIANTS, Variant, get_variant
 from b4t.models.trainer_surface import with_trainer
 from b4t.models.transformer import Transformer
@@ -101,6 +102,7 @@ def _build(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
     strict: bool = True,
+    quantize: str | None = None,
     **kwargs: Any,
 ) -> Transformer | tuple[Transformer, ModelConfig]:
     """The build behind :func:`build_transformer_model` (documented there)."""
@@ -120,7 +122,8 @@ def _build(
         gradient_checkpoint=gradient_checkpoint,
         ignore_invalid_weights=ignore_invalid_weights,
     )
-    source = _read_source(config_path, checkpoint_path, model)
+    source = _read_source(config_path, checkpoint_path, model, quantize)
+    quant_mode = load_mode(quantize, source.blocks is not None)  # checked before the build
     variant, cls, config, model_kwargs = _configure(source, kwargs, keep_tokens, compound_tokens)
     application = str(application).lower()
     if application in ("lm", "unilm") and not with_mlm and _takes_mlm_for_lm(source.cls):
@@ -140,6 +143,8 @@ def _build(
     else:
         with torch.device("meta"):
             net = cls(config, **build_kwargs)
+        quant_mode = load_mode(quantize, source.blocks is not None, config.raw)
+        prepare_modules(net, quant_mode, source.state, source.blocks, config.raw)
         # user-given modules (layer_add_embs, layer_norm_cond) are real already: kept
         net.load_report = _load(
             net,
@@ -153,6 +158,7 @@ def _build(
             segment_vocab_size=segment_vocab_size,
         )
     net.to(device=device, dtype=torch_dtype)
+    quantize_model(net, quant_mode)
     net.configs = _seed_configs(config, seed_kwargs)
     return (net, config) if return_model_config else net
 
@@ -178,22 +184,29 @@ class _Source:
     files: list[Path] | None = None
     state: dict[str, torch.Tensor] | None = None
     spans: dict[str, Any] | None = None
+    blocks: Any = None  # a GGUF file's packed blocks (None: not a GGUF file)
 
 
 def _read_source(
     config_path: str | Path | dict[str, Any] | None,
     checkpoint_path: str | Path | Sequence[str | Path] | None,
     model: str | Variant | type,
+    quantize: str | None,
 ) -> _Source:
     """``model=`` resolved, the checkpoint's tensors (a llama.cpp ``.gguf`` file brings its
-    config and, for the default ``model='bert'``, its architecture) and the config to read."""
-    gguf = read_gguf(gguf_file) if (gguf_file := find_gguf(checkpoint_path)) else None
+    config and, for the default ``model='bert'``, its architecture; its quantized matrices
+    stay packed unless ``quantize`` asks for floats) and the config to read."""
+    gguf_file = find_gguf(checkpoint_path)
+    packed = gguf_file is not None and load_mode(quantize, True) == "gguf"
+    gguf = read_gguf(gguf_file, packed=packed) if gguf_file else None
     if gguf is not None:
         model = gguf.variant if model == "bert" else model
         config_path = gguf.config if config_path is None else config_path
     variant, cls = _resolve_model(model)
     if gguf is not None:
-        return _Source(model, variant, cls, config_path, [gguf.path], gguf.tensors, {})
+        return _Source(
+            model, variant, cls, config_path, [gguf.path], gguf.tensors, {}, gguf.blocks
+        )
     files = state = spans = None
     if checkpoint_path is not None:
         files = resolve_checkpoint_files(checkpoint_path)  # a missing file fails here, early
@@ -315,6 +328,10 @@ def build_transformer_model(*args: Any, **kwargs: Any) -> Any:
             raise on nothing (the lists are in ``model.load_report``).
         dtype / device: where the loaded weights live.
         strict: raise on missing / unexpected / mis-shaped tensors (else warn).
+        quantize: ``'gguf'`` (default for a ``.gguf`` file: its Q8_0/Q4_0/Q4_1 matrices
+            stay packed), ``'int8'`` / ``'int4'`` (quantize any checkpoint at load,
+            weight-only, per-group scales), ``'float'`` (default otherwise; a GGUF file
+            dequantized to float32); see :mod:`b4t.models.quantize_load`.
         **kwargs: ModelConfig field overrides (``hidden_dropout_prob=0``,
             ``dropout_rate``, ``max_position``, ``embedding_size``,
             ``attention_head_size``, ``attention_key_size``, ...) and the other

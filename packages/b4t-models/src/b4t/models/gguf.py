@@ -32,6 +32,8 @@ from b4t.models.checkpoint import CHECKPOINT_NAMES, CheckpointError
 from b4t.models.gguf_quants import dequantize
 
 __all__ = [
+    "PACKED_TYPES",
+    "GGUFBlocks",
     "GGUFCheckpoint",
     "find_gguf",
     "gguf_config",
@@ -136,6 +138,21 @@ def _field(reader: Any, key: str, default: Any = None) -> Any:
     return default if entry is None else entry.contents()
 
 
+PACKED_TYPES = ("Q8_0", "Q4_0", "Q4_1")
+"""ggml types that ``read_gguf(..., packed=True)`` keeps as blocks (2-D tensors only)."""
+
+
+@dataclass
+class GGUFBlocks:
+    """One quantized matrix as stored: ``raw`` uint8 ``[out, bytes per row]`` (rows in
+    transformers' order: q/k rotary rows already put back), its ggml ``type_name`` and
+    its torch ``shape`` ``(out, in)``."""
+
+    raw: torch.Tensor
+    type_name: str
+    shape: tuple[int, int]
+
+
 @dataclass
 class GGUFCheckpoint:
     """One GGUF file read: ``config`` (transformers ``config.json`` keys), ``tensors``
@@ -147,6 +164,9 @@ class GGUFCheckpoint:
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, Any] = field(default_factory=dict, repr=False)
     types: dict[str, str] = field(default_factory=dict, repr=False)  # GGUF name -> ggml type
+    blocks: dict[str, GGUFBlocks] = field(default_factory=dict, repr=False)
+    """``read_gguf(..., packed=True)``: the matrices kept as their ggml blocks (transformers
+    names), absent from ``tensors``."""
 
     @property
     def variant(self) -> str:
@@ -154,6 +174,7 @@ class GGUFCheckpoint:
         return str(self.config["model_type"])
 
 
+# long: the metadata -> config table, read top to bottom
 def gguf_config(reader: Any, path: Path, tensor_names: set[str]) -> dict[str, Any]:
     """The metadata of an opened ``gguf.GGUFReader`` as transformers LLaMA config keys.
 
@@ -255,9 +276,13 @@ def unpermute_rope(weight: torch.Tensor, heads: int) -> torch.Tensor:
     return weight.reshape(heads, half, 2, *rest).transpose(1, 2).reshape(weight.shape)
 
 
-def read_gguf(path: str | Path) -> GGUFCheckpoint:
+def read_gguf(path: str | Path, packed: bool = False) -> GGUFCheckpoint:
     """Read a LLaMA-architecture GGUF file: config dict, dequantized float32 tensors
-    under transformers' names (q/k rows back in the half-split rotary order)."""
+    under transformers' names (q/k rows back in the half-split rotary order).
+
+    ``packed=True``: matrices of a :data:`PACKED_TYPES` type are not dequantized but
+    kept as their blocks in ``blocks`` (copied out of the file's map, rows reordered
+    like the float tensors'), for ``b4t.models.quantize_load`` to repack."""
     path = Path(path)
     try:
         reader = open_gguf(path)
@@ -271,19 +296,27 @@ def read_gguf(path: str | Path) -> GGUFCheckpoint:
     }
     tensors: dict[str, torch.Tensor] = {}
     types: dict[str, str] = {}
+    blocks: dict[str, GGUFBlocks] = {}
     for info in reader.tensors:
         shape = [int(n) for n in reversed(info.shape.tolist())]
         raw = torch.from_numpy(np.asarray(info.data).reshape(-1).view(np.uint8))
         type_name = info.tensor_type.name
-        tensor = dequantize(raw, type_name, shape, name=info.name)
+        types[info.name] = type_name
         kind = info.name.split(".")[2] if info.name.startswith("blk.") else ""
+        if packed and type_name in PACKED_TYPES and len(shape) == 2:
+            rows = raw.reshape(shape[0], -1)
+            rows = unpermute_rope(rows, rope_heads[kind]) if kind in rope_heads else rows.clone()
+            blocks[hf_name(info.name)] = GGUFBlocks(rows, type_name, (shape[0], shape[1]))
+            continue
+        tensor = dequantize(raw, type_name, shape, name=info.name)
+        if packed and type_name == "F32":
+            tensor = tensor.clone()  # own memory: the file's map is not kept alive
         if kind in rope_heads:
             tensor = unpermute_rope(tensor, rope_heads[kind])
         tensors[hf_name(info.name)] = tensor
-        types[info.name] = type_name
     metadata = {
         key: entry.contents()
         for key, entry in reader.fields.items()
         if not key.startswith("tokenizer.ggml.") or len(entry.data) <= 1
     }
-    return GGUFCheckpoint(path, config, tensors, metadata, types)
+    return GGUFCheckpoint(path, config, tensors, metadata, types, blocks)

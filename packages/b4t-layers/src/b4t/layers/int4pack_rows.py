@@ -1,0 +1,79 @@
+"""Reading rows straight out of torch's CPU int4 layout (``_convert_weight_to_int4pack_for_cpu``).
+
+The layout is private to torch, so nothing here assumes it: :func:`block_positions`
+measures where each code of a 128-row matrix lands (the hexadecimal-digit trick of
+:func:`b4t.layers.quantized._int4pack_codes`) and accepts the layout only when it is
+*row-block local*: rows ``64 b .. 64 b + 63`` fill the nibbles ``64 b K .. 64 (b + 1) K``
+of the packed buffer, each block laid out alike. Then the codes of any rows are a
+gather (:func:`gather_rows`), which lets a tied embedding table read its rows from the
+LM head's packed codes instead of keeping a second copy; where the check fails (another
+torch, a row count that is not whole blocks) the callers keep their canonical codes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ROW_BLOCK", "block_positions", "gather_all_rows", "gather_rows"]
+
+ROW_BLOCK = 64
+"""Rows per block of the layout :func:`block_positions` accepts."""
+
+_POSITIONS: dict[int, torch.Tensor | None] = {}
+
+
+def block_positions(in_features: int) -> torch.Tensor | None:
+    """``[ROW_BLOCK, in_features]`` int64: the nibble (within its block) holding code
+    ``(r, k)`` of a block's row ``r``; None when this torch's layout is not row-block
+    local for this width (or has no int4 CPU packing)."""
+    if in_features in _POSITIONS:
+        return _POSITIONS[in_features]
+    from b4t.layers.quantized import _INT4PACK_PERMUTATIONS, _int4pack_codes, kernel_available
+
+    positions = None
+    if kernel_available("int4pack") and in_features % 2 == 0:
+        rows = 2 * ROW_BLOCK
+        zeros = torch.zeros(rows, in_features, dtype=torch.int32)
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(zeros, 2)
+        _int4pack_codes(packed, rows, in_features)  # measures (and caches) the permutation
+        order = _INT4PACK_PERMUTATIONS[(rows, in_features)]  # packed nibble -> flat index
+        where = torch.empty_like(order)
+        where[order] = torch.arange(order.numel())
+        where = where.reshape(rows, in_features)
+        first = where[:ROW_BLOCK]
+        span = ROW_BLOCK * in_features
+        if int(first.max()) < span and torch.equal(where[ROW_BLOCK:], first + span):
+            positions = first.contiguous()
+    _POSITIONS[in_features] = positions
+    return positions
+
+
+def gather_rows(
+    packed: torch.Tensor, rows: torch.Tensor, out_features: int, in_features: int
+) -> torch.Tensor | None:
+    """The uint8 codes ``[len(rows), in_features]`` of output rows ``rows`` (int64) of a
+    matrix packed by torch's CPU int4 packing; None when the layout is not row-block local
+    (see :func:`block_positions`) or ``out_features`` is not whole blocks."""
+    positions = block_positions(in_features)
+    if positions is None or out_features % ROW_BLOCK:
+        return None
+    nibble = (rows // ROW_BLOCK).unsqueeze(1) * (ROW_BLOCK * in_features)
+    nibble = nibble + positions.index_select(0, rows % ROW_BLOCK)
+    data = packed.reshape(-1).index_select(0, (nibble >> 1).reshape(-1)).reshape(nibble.shape)
+    shift = ((nibble & 1) * 4).to(torch.uint8)
+    return (data >> shift) & 0x0F
+
+
+def gather_all_rows(
+    packed: torch.Tensor, out_features: int, in_features: int, chunk: int = 4096
+) -> torch.Tensor | None:
+    """Every row's codes ``[out, in]`` uint8 through :func:`gather_rows`, ``chunk`` rows at
+    a time (bounded scratch memory); None where :func:`gather_rows` cannot read them."""
+    parts = []
+    for start in range(0, out_features, chunk):
+        rows = torch.arange(start, min(start + chunk, out_features))
+        part = gather_rows(packed, rows, out_features, in_features)
+        if part is None:
+            return None
+        parts.append(part)
+    return torch.cat(parts)
