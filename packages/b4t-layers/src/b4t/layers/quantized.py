@@ -265,6 +265,8 @@ class QuantizedLinear(nn.Module):
         )
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """``input [..., in]`` -> ``[..., out]`` through the layer's kernel (output in the
+        input's dtype)."""
         if input.shape[-1] != self.in_features:
             raise ValueError(
                 f"QuantizedLinear expects input [..., {self.in_features}], got {tuple(input.shape)}"
