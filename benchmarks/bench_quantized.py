@@ -161,13 +161,13 @@ def _b4t_decoder(model, ids: torch.Tensor) -> Callable[[int], list[int]]:
 
     def decode(n: int) -> list[int]:
         with torch.inference_mode():
-            logits, cache = model(ids, past_key_values=None, logits_to_keep=1)
+            logits, cache = model.decode_step(ids, logits_to_keep=1)
             nxt = logits[:, -1:].argmax(-1)
             tokens = []
             start = time.process_time()
             for _ in range(n):
                 tokens.append(int(nxt[0, 0]))
-                logits, cache = model(nxt, past_key_values=cache)
+                logits, cache = model.decode_step(nxt, past_key_values=cache)
                 nxt = logits[:, -1:].argmax(-1)
             decode.seconds = time.process_time() - start
         return tokens
@@ -418,7 +418,7 @@ def perplexity(tokens: int, window: int) -> None:
         with torch.inference_mode():
             for start in range(0, ids.shape[1] - 1, window):
                 chunk = ids[:, start : start + window + 1]
-                logits, _ = model(chunk[:, :-1], past_key_values=None)
+                logits, _ = model.decode_step(chunk[:, :-1])
                 nll += float(F.cross_entropy(logits[0].float(), chunk[0, 1:], reduction="sum"))
                 count += chunk.shape[1] - 1
         ppl = math.exp(nll / count)

@@ -14,7 +14,7 @@ and ``ByteLevelBPETokenizer.from_gguf`` for the tokenizer and its chat template.
 Each answer: the messages are rendered with the model's own chat template
 (``apply_chat_template(messages, add_generation_prompt=True)``), decoded greedily by
 default through ``b4t.generation.batching.BatchScheduler`` (the model's KV cache; the
-decoder protocol, ``past_key_values=``), streamed token by token, and stopped at the
+decoder protocol, ``model.decode_step``), streamed token by token, and stopped at the
 tokenizer's ``stop_token_ids`` (``<|im_end|>`` for SmolLM2) or ``--max-tokens``.
 
 ``--serve`` serves the same service through ``b4t.generation``: ``/v1/chat/completions``

@@ -2,7 +2,7 @@
 
 The model is loaded once for the module (about 5 s); every answer is greedy and short,
 so the whole module stays within seconds of generation on two cores. The reference is a
-greedy loop written out here over the decoder protocol (``past_key_values=``), not the
+greedy loop written out here over the decoder protocol (``decode_step``), not the
 demo's scheduler or service.
 """
 
@@ -72,7 +72,7 @@ def reference(loaded: chat.ChatModel) -> tuple[list[int], int]:
     feed = torch.tensor([ids])
     with torch.no_grad():
         for _ in range(48):
-            logits, cache = loaded.model(feed, past_key_values=cache)
+            logits, cache = loaded.model.decode_step(feed, past_key_values=cache)
             token = int(logits[0, -1].argmax())
             if token in loaded.tokenizer.stop_token_ids:
                 return out, token
