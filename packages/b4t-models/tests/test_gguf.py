@@ -360,12 +360,12 @@ def test_tiny_gguf_loads_packed_with_the_files_values(tmp_path: Path, tied: bool
     head_float = floats.embeddings.word_embeddings.weight if tied else floats.lm_head.weight
     torch.testing.assert_close(packed.lm_head.dequantize(), head_float, rtol=0, atol=0)
     with torch.no_grad():
-        expected, _ = floats(ids, past_key_values=None)
-        fast, _ = packed(ids, past_key_values=None)  # torch's packed kernels: bfloat16 products
+        expected, _ = floats.decode_step(ids)
+        fast, _ = packed.decode_step(ids)  # torch's packed kernels: bfloat16 products
         for module in packed.modules():
             if type(module).__name__ == "QuantizedLinear":
                 module.set_kernel("dequant")
-        exact, _ = packed(ids, past_key_values=None)
+        exact, _ = packed.decode_step(ids)
     torch.testing.assert_close(exact, expected, rtol=0, atol=1e-5)
     scale = float(expected.abs().max())
     assert float((fast - expected).abs().max()) < 0.05 * scale
@@ -441,7 +441,7 @@ def _module_bytes(model: Any) -> int:
 def _perplexity(model: Any, ids: torch.Tensor) -> float:
     """exp(mean next-token cross entropy) of ``ids`` ``[1, L]`` in one window."""
     with torch.no_grad():
-        logits, _ = model(ids[:, :-1], past_key_values=None)
+        logits, _ = model.decode_step(ids[:, :-1])
     loss = torch.nn.functional.cross_entropy(logits[0].float(), ids[0, 1:])
     return float(torch.exp(loss))
 

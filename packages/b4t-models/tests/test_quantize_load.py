@@ -42,7 +42,7 @@ def packed_modules(model: Any) -> dict[str, Any]:
 
 def logits(model: Any, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        out, _ = model(ids, past_key_values=None)
+        out, _ = model.decode_step(ids)
     return out
 
 
