@@ -4,7 +4,8 @@ b4t against transformers, in one run.
     nox -s bench -- chat
     OMP_NUM_THREADS=2 python benchmarks/bench_chat.py [--repeats 3] [--new-tokens 64]
 
-1. Load time: ``build_transformer_model(checkpoint_path=file.gguf)`` against
+1. Load time: ``build_transformer_model(checkpoint_path=file.gguf, quantize='float')``
+   (dequantized to float32, as transformers loads it) against
    ``AutoModelForCausalLM.from_pretrained(folder, gguf_file=...)`` and
    ``AutoTokenizer.from_pretrained(folder, gguf_file=...)``, alternating, best of
    ``--load-repeats``.
@@ -74,7 +75,9 @@ def compare_loading(path: Path, repeats: int) -> tuple[object, object, object]:
     times: dict[str, list[float]] = {"b4t": [], "hf model": [], "hf tokenizer": []}
     ours = hf = tokenizer = None
     for _ in range(repeats):
-        elapsed, ours = timed(lambda: build_transformer_model(checkpoint_path=path))
+        elapsed, ours = timed(
+            lambda: build_transformer_model(checkpoint_path=path, quantize="float")
+        )
         times["b4t"].append(elapsed)
         elapsed, hf = timed(
             lambda: transformers.AutoModelForCausalLM.from_pretrained(
