@@ -90,7 +90,8 @@ class bounded:  # lower case: used like a converter (``int``, ``float``)
 
     Args:
         converter: ``int``, ``float`` or any callable applied first.
-        low, high: inclusive bounds (``None``: open).
+        low: inclusive lower bound (``None``: open).
+        high: inclusive upper bound (``None``: open).
         low_open: exclude ``low`` itself (``bounded(float, 0, low_open=True)``: > 0).
     """
 

@@ -202,7 +202,10 @@ class SeqGeneration(_TextGeneration):
     Args:
         model: a :class:`~b4t.generation.protocol.DecoderModel`.
         tokenizer: anything with ``encode``/``decode`` (optional with id prompts).
-        start_id, end_id, maxlen, minlen: as in :class:`AutoRegressiveDecoder`.
+        start_id: as in :class:`AutoRegressiveDecoder`.
+        end_id: as in :class:`AutoRegressiveDecoder`.
+        maxlen: as in :class:`AutoRegressiveDecoder`.
+        minlen: as in :class:`AutoRegressiveDecoder`.
         pad_id: the id used for left padding (masked out).
         mode: ``'random_sample'`` or ``'beam_search'``.
         use_states: feed one token per step with the KV cache (``True``) or
@@ -243,7 +246,8 @@ class Seq2SeqGeneration(_TextGeneration):
 
     Args:
         model: a :class:`~b4t.generation.protocol.Seq2SeqModel`.
-        Other arguments as in :class:`SeqGeneration`.
+
+    The other arguments are as in :class:`SeqGeneration`.
     """
 
     left_pad = False

@@ -194,7 +194,8 @@ class MultiHeadAttentionLayer(nn.Module):
         ``j - i``), each over ``sqrt(D * scale_factor)``.
 
         Args:
-            query_layer, key_layer: ``[B, N, Q, D]`` / ``[B, N, K, D]``.
+            query_layer: ``[B, N, Q, D]``.
+            key_layer: ``[B, N, K, D]``.
             relative_pos: ``i - j`` ids ``(Q, K)``, ``(B, Q, K)`` or ``(B, 1, Q, K)``;
                 ``None``: this layer's ``relative_positions``.
             rel_embeddings: the relative-position table ``[>= 2S, H]`` (its first ``2S``

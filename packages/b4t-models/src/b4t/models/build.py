@@ -317,15 +317,18 @@ def build_transformer_model(*args: Any, **kwargs: Any) -> Any:
             MLM head on (``with_mlm=True`` unless a value is given).
         segment_vocab_size: segment table rows (default: the config's
             ``type_vocab_size``); 0 drops segment embeddings.
-        with_pool / with_nsp / with_mlm: heads (see :class:`Transformer` for outputs and
-            the activation names they take).
+        with_pool: the pooler head (see :class:`Transformer` for outputs and the
+            activation names the heads take).
+        with_nsp: the next-sentence head.
+        with_mlm: the masked-LM head.
         keep_tokens: keep only these vocabulary rows (embeddings and MLM bias).
         compound_tokens: append rows, each the mean of the listed (kept) ids (an entry
             with an id outside the vocabulary warns and gets the mean of every row).
         gradient_checkpoint: recompute layer activations in backward while training.
         ignore_invalid_weights: as bert4torch: load what matches, initialise the rest,
             raise on nothing (the lists are in ``model.load_report``).
-        dtype / device: where the loaded weights live.
+        dtype: the loaded weights' dtype.
+        device: where the loaded weights live.
         strict: raise on missing / unexpected / mis-shaped tensors (else warn).
         quantize: ``'gguf'`` (default for a ``.gguf`` file: its Q8_0/Q4_0/Q4_1 matrices
             stay packed), ``'int8'`` / ``'int4'`` (quantize any checkpoint at load,
