@@ -81,9 +81,9 @@ def test_the_page_streams_the_answer_into_view(
     seen: list[str] = []  # the answer's text as the page shows it, while it streams
     page.expose_function("b4tSeen", lambda text: seen.append(text))
     page.add_init_script(
-        "new MutationObserver(() => window.b4tSeen(document.getElementById('answer')"
-        ".textContent)).observe(document, {subtree: true, childList: true,"
-        " characterData: true})"
+        "new MutationObserver(() => { const a = document.getElementById('answer');"
+        " if (a) window.b4tSeen(a.textContent); }).observe(document, {subtree: true,"
+        " childList: true, characterData: true})"  # fires before #answer exists too
     )
     query = urllib.parse.urlencode({"prompt": "hello", "max_tokens": 24, "temperature": 0})
     page.goto(f"{serving.url}/?{query}&autostart=1", wait_until="load")
