@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
+import b4t.layers
 from b4t.layers import MultiHeadAttention, to_additive_mask
 
 
@@ -85,3 +87,13 @@ def test_kv_cache_step_equals_full_causal_pass() -> None:
     assert cache[0].shape == (1, 2, 6, 4)
     torch.testing.assert_close(first, full[:, :5], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(step, full[:, 5:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls", ["MultiHeadAttention", "GroupedQueryAttention"])
+def test_head_width_must_divide_the_hidden_size(cls: str) -> None:
+    layer_cls = getattr(b4t.layers, cls)
+    with pytest.raises(
+        ValueError, match="hidden_size 10 is not a multiple of num_attention_heads 3"
+    ):
+        layer_cls(10, 3)
+    assert layer_cls(10, 3, attention_head_size=4).head_size == 4  # an explicit width is kept

@@ -36,6 +36,7 @@ __all__ = [
     "cached_length",
     "causal_bias",
     "extend_cache",
+    "head_size",
 ]
 
 # (context [B, L, H], attention probabilities [B, heads, Q, K] or None, (k, v) cache or None)
@@ -81,6 +82,19 @@ def causal_bias(
     )
 
 
+def head_size(hidden_size: int, num_attention_heads: int, attention_head_size: int | None) -> int:
+    """The per-head width ``D``: ``attention_head_size`` when given, else ``hidden_size //
+    num_attention_heads`` (a ``ValueError`` when that does not divide)."""
+    if attention_head_size is not None:
+        return attention_head_size
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"hidden_size {hidden_size} is not a multiple of "
+            f"num_attention_heads {num_attention_heads}"
+        )
+    return hidden_size // num_attention_heads
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention with a fused ``qkv`` projection and an ``o`` output projection.
 
@@ -110,13 +124,7 @@ class MultiHeadAttention(nn.Module):
         is_causal: bool = False,
     ) -> None:
         super().__init__()
-        if attention_head_size is None:
-            if hidden_size % num_attention_heads:
-                raise ValueError(
-                    f"hidden_size {hidden_size} is not a multiple of "
-                    f"num_attention_heads {num_attention_heads}"
-                )
-            attention_head_size = hidden_size // num_attention_heads
+        attention_head_size = head_size(hidden_size, num_attention_heads, attention_head_size)
         self.num_heads = num_attention_heads
         self.head_size = attention_head_size
         self.inner_size = num_attention_heads * attention_head_size

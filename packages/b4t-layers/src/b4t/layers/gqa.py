@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from b4t.layers.attention import AttentionOutput, causal_bias, extend_cache
+from b4t.layers.attention import AttentionOutput, causal_bias, extend_cache, head_size
 from b4t.layers.linear import Linear
 
 __all__ = ["GroupedQueryAttention", "apply_rope_half", "rope_cos_sin", "rotate_half"]
@@ -90,13 +90,7 @@ class GroupedQueryAttention(nn.Module):
                 f"num_attention_heads {num_attention_heads} is not a multiple of "
                 f"num_key_value_heads {kv_heads}"
             )
-        if attention_head_size is None:
-            if hidden_size % num_attention_heads:
-                raise ValueError(
-                    f"hidden_size {hidden_size} is not a multiple of "
-                    f"num_attention_heads {num_attention_heads}"
-                )
-            attention_head_size = hidden_size // num_attention_heads
+        attention_head_size = head_size(hidden_size, num_attention_heads, attention_head_size)
         self.num_heads = num_attention_heads
         self.num_kv_heads = kv_heads
         self.head_size = attention_head_size
