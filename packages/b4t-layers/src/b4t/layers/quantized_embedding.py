@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from b4t.layers.int4pack_rows import ROW_BLOCK, block_positions, gather_rows
+from b4t.layers.int4pack_rows import ROW_BLOCK, block_positions
 from b4t.layers.quantized import QuantizedLinear, _dequantize_rows, pack_int4, unpack_int4
 
 __all__ = ["QuantizedEmbedding"]
@@ -97,30 +97,23 @@ class QuantizedEmbedding(nn.Module):
 
     def _row_codes(self, ids: torch.Tensor) -> torch.Tensor:
         """Codes ``[len(ids), embedding_dim]`` of rows ``ids`` (int8, or uint8 0..15)."""
-        qweight = self.qweight
-        if self._head and self._head[0]._int4 is None:  # the head went back to its codes
-            qweight = self._head[0].qweight
-        if qweight is not None:
-            codes = qweight.index_select(0, ids)
-            return codes if self.bits == 8 else unpack_int4(codes)
-        head = self._head[0]
-        parts = [
-            gather_rows(packed, ids, self.num_embeddings, self.embedding_dim)
-            for packed, _ in head._int4
-        ]
-        if self.bits == 4:
-            return parts[0]
-        hi, lo = parts
-        return ((hi.to(torch.int16) - 8) * 16 + lo.to(torch.int16)).to(torch.int8)
+        if self._head:
+            return self._head[0].row_codes(ids)
+        codes = self.qweight.index_select(0, ids)
+        return codes if self.bits == 8 else unpack_int4(codes)
 
     def read_rows_from(self, head: QuantizedLinear, samples: int = 64) -> bool:
         """Read rows from ``head``'s packed codes (a tied LM head over this table, kernel
-        ``'int4pack'``) and drop this module's own copy of the codes, when torch's layout
-        allows a row gather (:mod:`b4t.layers.int4pack_rows`) and ``samples`` rows read
-        back equal. Returns whether it did (else nothing changes)."""
-        if self._head or head.kernel != "int4pack" or head.out_features != self.num_embeddings:
+        ``'native'``, or ``'int4pack'`` where torch's layout allows a row gather:
+        :mod:`b4t.layers.int4pack_rows`) and drop this module's own copy of the codes, when
+        ``samples`` rows read back equal. Returns whether it did (else nothing changes)."""
+        if self._head or head.out_features != self.num_embeddings:
             return False
-        if block_positions(self.embedding_dim) is None or self.num_embeddings % ROW_BLOCK:
+        if head.kernel not in ("int4pack", "native"):
+            return False
+        if head.kernel == "int4pack" and (
+            block_positions(self.embedding_dim) is None or self.num_embeddings % ROW_BLOCK
+        ):
             return False
         generator = torch.Generator().manual_seed(0)
         ids = torch.randint(0, self.num_embeddings, (samples,), generator=generator)
