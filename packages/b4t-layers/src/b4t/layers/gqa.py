@@ -117,13 +117,13 @@ class GroupedQueryAttention(nn.Module):
         :func:`rope_cos_sin`, ``past_key_value`` the cached ``(k, v)`` (``K`` = past +
         ``L``), ``attention_mask`` additive ``[B|1, 1, L, K]`` or None (causal)."""
         b, length, _ = hidden_states.shape
-        q, k, v = self.qkv(hidden_states).split([self.q_size, self.kv_size, self.kv_size], -1)
-        q = q.view(b, length, self.num_heads, self.head_size).transpose(1, 2)
-        k = k.view(b, length, self.num_kv_heads, self.head_size).transpose(1, 2)
+        qk, v = self.qkv(hidden_states).split([self.q_size + self.kv_size, self.kv_size], -1)
+        heads = self.num_heads + self.num_kv_heads
+        qk = qk.view(b, length, heads, self.head_size).transpose(1, 2)
+        if rotary_cos_sin is not None:  # queries and keys rotate alike: one call for both
+            qk = apply_rope_half(qk, *rotary_cos_sin)
+        q, k = qk.split([self.num_heads, self.num_kv_heads], 1)
         v = v.view(b, length, self.num_kv_heads, self.head_size).transpose(1, 2)
-        if rotary_cos_sin is not None:
-            cos, sin = rotary_cos_sin
-            q, k = apply_rope_half(q, cos, sin), apply_rope_half(k, cos, sin)
         k, v = extend_cache(past_key_value, k, v)
         present = (k, v) if use_cache else None
         bias = attention_mask

@@ -22,6 +22,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise ``x [..., hidden_size]`` by its root mean square -> same shape."""
+        if x.dtype == torch.float32:  # one op, the same float32 arithmetic
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
         variance = x.float().pow(2).mean(-1, keepdim=True)
         out = x.float() * torch.rsqrt(variance + self.eps)
         return self.weight * out.to(x.dtype)
@@ -90,6 +92,10 @@ class LayerNorm(nn.Module):
             x = x[0]
         if cond is None and self.norm_mode == "normal":
             return F.layer_norm(x, (self.hidden_size,), self.weight, self.bias, self.eps)
+        if self.norm_mode == "rmsnorm" and cond is None and x.dtype == torch.float32:
+            # one op for the formula below (the same float32 arithmetic, in its order)
+            out = F.rms_norm(x, (self.hidden_size,), self.weight, self.eps)
+            return out if self.bias is None else out + self.bias
         if self.norm_mode == "rmsnorm":
             variance = x.float().pow(2).mean(-1, keepdim=True)
             normed = (x.float() * torch.rsqrt(variance + self.eps)).to(x.dtype)
