@@ -52,7 +52,8 @@ TORCH_VERSIONS: dict[str, list[str]] = {
 WHEELHOUSE = Path(os.environ.get("B4T_WHEELHOUSE", Path.home() / ".cache" / "b4t" / "wheelhouse"))
 LOCAL_TORCH = {TORCH_DEFAULT, "2.14.1"}
 
-TEST_TOOLS = ["pytest>=7", "pytest-xdist>=3"]
+# ninja: b4t-layers builds its native quantized kernel with it (torch.utils.cpp_extension)
+TEST_TOOLS = ["pytest>=7", "pytest-xdist>=3", "ninja>=1.11"]
 # The API site's tools, pinned: the site reads the sources statically (griffe), so
 # neither torch nor the packages are installed in its env. ruff formats the signatures.
 DOCS_TOOLS = [

@@ -27,7 +27,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -38,7 +37,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "examples"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
+from clients import run_concurrently  # noqa: E402
 from generate import make_server  # noqa: E402
 from generate_data import CharTokenizer  # noqa: E402
 from generate_model import CharGPT, gpt2_config, load_model  # noqa: E402
@@ -67,25 +68,7 @@ def sequential(url: str, clients: int, tokens: int) -> tuple[float, list[float]]
 
 
 def concurrent(url: str, clients: int, tokens: int) -> tuple[float, list[float]]:
-    results: list[tuple[int, float]] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(clients)
-
-    def client(seed: int) -> None:
-        barrier.wait()
-        result = one_request(url, tokens, seed)
-        with lock:
-            results.append(result)
-
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    if len(results) != clients:
-        raise RuntimeError(f"{clients - len(results)} client(s) failed")
+    results, elapsed = run_concurrently(lambda seed: one_request(url, tokens, seed), clients)
     return sum(n for n, _ in results) / elapsed, [t for _, t in results]
 
 

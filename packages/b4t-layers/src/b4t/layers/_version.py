@@ -1,3 +1,3 @@
 """The version of this distribution, read by hatchling at build time."""
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import time
 import warnings
 from pathlib import Path
 
@@ -52,6 +53,10 @@ TILE = 16
 BLOCK = 32
 """Input columns per activation quantization block (``in_features`` and ``group_size``
 must be multiples of it)."""
+
+STALE_LOCK_SECONDS = 600
+"""A build lock older than this is left from a killed build and removed (a build takes
+about 10 s)."""
 
 SOURCE = Path(__file__).with_name("kernels") / "quant_matmul.cpp"
 
@@ -83,6 +88,12 @@ def _build() -> str:
         return "ninja is not installed (pip install ninja)"
     directory = _cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
+    lock = directory / "lock"  # cpp_extension's; a build killed midway leaves it behind
+    try:
+        if time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+    except OSError:
+        pass
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # compiler-version notes of cpp_extension
