@@ -50,10 +50,11 @@ def test_repacked_layout_round_trips(bits, out):
     assert torch.equal(native_kernel.unpack_codes(packed, out, 96, bits), codes)
     rows = torch.tensor([0, out - 1, out // 2, 15 % out, 0])
     assert torch.equal(native_kernel.row_codes(packed, rows, out, 96, bits), codes[rows])
-    scales = torch.rand(out, 3)
-    tiles = native_kernel.repack_groups(scales)
-    assert tiles.shape == (-(-out // 16), 3, 16)
-    assert torch.equal(native_kernel.unpack_groups(tiles, out), scales)
+    for dtype in (torch.float32, torch.float16):  # GGUF's float16 scales stay float16
+        scales = torch.rand(out, 3).to(dtype)
+        tiles = native_kernel.repack_groups(scales)
+        assert tiles.shape == (-(-out // 16), 3, 16) and tiles.dtype == dtype
+        assert torch.equal(native_kernel.unpack_groups(tiles, out), scales)
 
 
 def test_the_layout_is_the_documented_one():
@@ -89,12 +90,16 @@ def test_the_reference_is_the_dequantized_product_up_to_input_rounding():
 )  # fmt: skip
 @pytest.mark.parametrize(("out", "cols", "group"), [(576, 576, 32), (200, 192, 64), (48, 256, 256)])
 @pytest.mark.parametrize("rows", [1, 3, 8, 13])
-def test_compiled_kernel_equals_the_reference(simd, bits, zero, asym, out, cols, group, rows):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_compiled_kernel_equals_the_reference(
+    simd, bits, zero, asym, out, cols, group, rows, dtype
+):
     _skip_unless(simd)
     codes = _codes(out, cols, bits, seed=rows)
     generator = torch.Generator().manual_seed(out)
-    scales = torch.rand(out, cols // group, generator=generator) * 0.01
+    scales = (torch.rand(out, cols // group, generator=generator) * 0.01).to(dtype)
     mins = -torch.rand(out, cols // group, generator=generator) * 0.05 if asym else None
+    mins = None if mins is None else mins.to(dtype)
     bias = torch.randn(out, generator=generator)
     x = torch.randn(rows, cols, generator=generator)
     got = native_kernel.matmul(
@@ -175,8 +180,10 @@ def test_bad_arguments_name_the_problem():
     x = torch.randn(2, 64)
     with pytest.raises(RuntimeError, match="packed codes must be contiguous uint8 of 2048 bytes"):
         native_kernel.matmul(x, codes[:100], tiles, None, None, 32, 8, 32, 0)
-    with pytest.raises(RuntimeError, match=r"scales must be contiguous float32 \[2, 2, 16\]"):
+    with pytest.raises(RuntimeError, match=r"scales must be contiguous float32 or float16 \[2, 2"):
         native_kernel.matmul(x, codes, tiles.double(), None, None, 32, 8, 32, 0)
+    with pytest.raises(RuntimeError, match="mins must be laid out as the scales"):
+        native_kernel.matmul(x, codes, tiles, tiles.half(), None, 32, 8, 32, 0)
     with pytest.raises(RuntimeError, match="multiples of 32"):
         native_kernel.matmul(torch.randn(2, 48), codes, tiles, None, None, 32, 8, 16, 0)
     with pytest.raises(RuntimeError, match="x must be a contiguous float32"):

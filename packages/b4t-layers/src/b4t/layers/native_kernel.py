@@ -189,16 +189,18 @@ def row_codes(packed: torch.Tensor, ids: torch.Tensor, out: int, cols: int, bits
 
 
 def repack_groups(values: torch.Tensor) -> torch.Tensor:
-    """Per-group floats ``[out, G]`` (scales or mins) -> float32 ``[T, G, 16]`` (padded
-    rows are 0)."""
+    """Per-group floats ``[out, G]`` (scales or mins) -> ``[T, G, 16]`` (padded rows are
+    0), float16 where ``values`` are (GGUF's scales: exact, half the bytes), else
+    float32."""
     out, groups = values.shape
-    padded = torch.zeros(_tiles(out) * TILE, groups)
-    padded[:out] = values.float()
+    dtype = torch.float16 if values.dtype == torch.float16 else torch.float32
+    padded = torch.zeros(_tiles(out) * TILE, groups, dtype=dtype)
+    padded[:out] = values
     return padded.reshape(-1, TILE, groups).transpose(1, 2).contiguous()
 
 
 def unpack_groups(tiles: torch.Tensor, out: int) -> torch.Tensor:
-    """The inverse of :func:`repack_groups`: float32 ``[out, G]``."""
+    """The inverse of :func:`repack_groups`: ``[out, G]`` in the tiles' dtype."""
     return tiles.transpose(1, 2).reshape(-1, tiles.shape[1])[:out]
 
 

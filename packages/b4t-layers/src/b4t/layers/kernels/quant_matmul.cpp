@@ -8,7 +8,8 @@
 //           4 j + i, stored unsigned (code + 128 for int8 codes);
 //   4 bits: uint8 [T, K / 8, 16, 4]: byte (t, j, r, i) holds the code of column 8 j + i
 //           in its low nibble and of column 8 j + 4 + i in its high nibble.
-//   scales (and mins): float32 [T, G, 16]; G = K / group_size groups per row.
+//   scales (and mins): float32 or float16 [T, G, 16]; G = K / group_size groups per row
+//   (float16 where the checkpoint's scales are: GGUF's, read as they are, fewer bytes).
 // A weight's value is (code - zero_code) * scale (+ min when mins are given).
 //
 // Activations are quantized per block of 32 columns to int8 (absmax scale, round to
@@ -20,6 +21,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/Half.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -66,8 +68,9 @@ void quantize_rows(const float* x, int64_t rows, int64_t cols, int8_t* xq, float
 
 struct Problem {
   const uint8_t* w;
-  const float* scales;
-  const float* mins;  // nullptr: symmetric
+  const void* scales;
+  const void* mins;  // nullptr: symmetric
+  bool half;         // scales and mins are float16 (else float32)
   const float* bias;  // nullptr: none
   const int8_t* xq;
   const float* dx;
@@ -77,22 +80,26 @@ struct Problem {
   int64_t blocks() const { return k / kBlock; }
   int64_t groups() const { return k / group_size; }
   int64_t tile_bytes() const { return k * kTile * bits / 8; }
+  // scale (or min) i of the flat [T, G, 16] array
+  float value(const void* base, int64_t i) const {
+    return half ? static_cast<float>(static_cast<const c10::Half*>(base)[i])
+                : static_cast<const float*>(base)[i];
+  }
 };
 
 // The float epilogue of one block for one activation row and one tile (16 lanes).
 inline void block_epilogue(const Problem& p, int64_t t, int64_t r, int64_t b,
                            const int32_t* dot, float* acc) {
   const int64_t g = b * kBlock / p.group_size;
-  const float* s = p.scales + (t * p.groups() + g) * kTile;
+  const int64_t first = (t * p.groups() + g) * kTile;
   const float d = p.dx[r * p.blocks() + b];
   const int32_t sum = p.sx[r * p.blocks() + b];
   const int32_t offset = static_cast<int32_t>(p.zero_code) * sum;
   for (int64_t lane = 0; lane < kTile; ++lane)
-    acc[lane] += s[lane] * (d * static_cast<float>(dot[lane] - offset));
+    acc[lane] += p.value(p.scales, first + lane) * (d * static_cast<float>(dot[lane] - offset));
   if (p.mins) {
-    const float* m = p.mins + (t * p.groups() + g) * kTile;
     const float ds = d * static_cast<float>(sum);
-    for (int64_t lane = 0; lane < kTile; ++lane) acc[lane] += m[lane] * ds;
+    for (int64_t lane = 0; lane < kTile; ++lane) acc[lane] += p.value(p.mins, first + lane) * ds;
   }
 }
 
@@ -169,7 +176,16 @@ inline void block_dots(const uint8_t* wblock, const int32_t* const* x32, int64_t
   for (int r = 0; r < RB; ++r) dots[r] = _mm512_add_epi32(even[r], odd[r]);
 }
 
-template <int RB, int BITS>
+// 16 scales (or mins) from a float32 or float16 array.
+template <bool HALF>
+inline __m512 load_lanes(const void* base, int64_t first) {
+  if (HALF)
+    return _mm512_cvtph_ps(
+        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(static_cast<const c10::Half*>(base) + first)));
+  return _mm512_loadu_ps(static_cast<const float*>(base) + first);
+}
+
+template <int RB, int BITS, bool HALF>
 void tile_rows_vnni(const Problem& p, int64_t t, int64_t r0) {
   const uint8_t* tile = p.w + t * p.tile_bytes();
   const int64_t block_bytes = kBlock * kTile * BITS / 8;
@@ -182,9 +198,9 @@ void tile_rows_vnni(const Problem& p, int64_t t, int64_t r0) {
     __m512i dots[RB];
     block_dots<RB, BITS>(tile + b * block_bytes, x32, b * (kBlock / 4), dots);
     const int64_t g = b * kBlock / p.group_size;
-    const __m512 s = _mm512_loadu_ps(p.scales + (t * p.groups() + g) * kTile);
-    const __m512 m = p.mins ? _mm512_loadu_ps(p.mins + (t * p.groups() + g) * kTile)
-                            : _mm512_setzero_ps();
+    const int64_t first = (t * p.groups() + g) * kTile;
+    const __m512 s = load_lanes<HALF>(p.scales, first);
+    const __m512 m = p.mins ? load_lanes<HALF>(p.mins, first) : _mm512_setzero_ps();
     for (int r = 0; r < RB; ++r) {
       const int64_t at = (r0 + r) * blocks + b;
       const int32_t sum = p.sx[at];
@@ -203,15 +219,15 @@ void tile_rows_vnni(const Problem& p, int64_t t, int64_t r0) {
   }
 }
 
-template <int BITS>
+template <int BITS, bool HALF>
 void tiles_vnni(const Problem& p, int64_t t0, int64_t t1) {
   for (int64_t t = t0; t < t1; ++t) {
     int64_t r = 0;
-    for (; r + 4 <= p.rows; r += 4) tile_rows_vnni<4, BITS>(p, t, r);
+    for (; r + 4 <= p.rows; r += 4) tile_rows_vnni<4, BITS, HALF>(p, t, r);
     switch (p.rows - r) {
-      case 3: tile_rows_vnni<3, BITS>(p, t, r); break;
-      case 2: tile_rows_vnni<2, BITS>(p, t, r); break;
-      case 1: tile_rows_vnni<1, BITS>(p, t, r); break;
+      case 3: tile_rows_vnni<3, BITS, HALF>(p, t, r); break;
+      case 2: tile_rows_vnni<2, BITS, HALF>(p, t, r); break;
+      case 1: tile_rows_vnni<1, BITS, HALF>(p, t, r); break;
       default: break;
     }
   }
@@ -237,14 +253,16 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& packed, const at:
               "quant_matmul: packed codes must be contiguous uint8 of ",
               tiles * kTile * k * bits / 8, " bytes, got ", packed.numel());
   const int64_t groups = k / group_size;
-  TORCH_CHECK(scales.scalar_type() == at::kFloat && scales.is_contiguous() &&
+  const bool half = scales.scalar_type() == at::kHalf;
+  TORCH_CHECK((half || scales.scalar_type() == at::kFloat) && scales.is_contiguous() &&
                   scales.numel() == tiles * groups * kTile,
-              "quant_matmul: scales must be contiguous float32 [", tiles, ", ", groups,
-              ", 16], got ", scales.sizes());
+              "quant_matmul: scales must be contiguous float32 or float16 [", tiles, ", ",
+              groups, ", 16], got ", scales.scalar_type(), " ", scales.sizes());
   if (mins) {
-    TORCH_CHECK(mins->scalar_type() == at::kFloat && mins->is_contiguous() &&
+    TORCH_CHECK(mins->scalar_type() == scales.scalar_type() && mins->is_contiguous() &&
                     mins->numel() == scales.numel(),
-                "quant_matmul: mins must be laid out as the scales, got ", mins->sizes());
+                "quant_matmul: mins must be laid out as the scales (same dtype), got ",
+                mins->scalar_type(), " ", mins->sizes());
   }
   if (bias) {
     TORCH_CHECK(bias->scalar_type() == at::kFloat && bias->is_contiguous() && bias->numel() == n,
@@ -259,8 +277,9 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& packed, const at:
   quantize_rows(x.data_ptr<float>(), rows, k, xq.data(), dx.data(), sx.data());
 
   Problem p{packed.data_ptr<uint8_t>(),
-            scales.data_ptr<float>(),
-            mins ? mins->data_ptr<float>() : nullptr,
+            scales.data_ptr(),
+            mins ? mins->data_ptr() : nullptr,
+            half,
             bias ? bias->data_ptr<float>() : nullptr,
             xq.data(),
             dx.data(),
@@ -272,8 +291,8 @@ at::Tensor quant_matmul(const at::Tensor& x, const at::Tensor& packed, const at:
   at::parallel_for(0, tiles, grain, [&](int64_t t0, int64_t t1) {
 #if B4T_HAVE_VNNI
     if (simd) {
-      if (bits == 8) tiles_vnni<8>(p, t0, t1);
-      else tiles_vnni<4>(p, t0, t1);
+      if (bits == 8) half ? tiles_vnni<8, true>(p, t0, t1) : tiles_vnni<8, false>(p, t0, t1);
+      else half ? tiles_vnni<4, true>(p, t0, t1) : tiles_vnni<4, false>(p, t0, t1);
       return;
     }
 #endif
