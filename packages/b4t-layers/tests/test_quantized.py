@@ -116,6 +116,21 @@ def test_packed_kernels_match_dequant(bits, group, asym, kernels, rows):
         assert float((got - expected).abs().max()) <= tol, kernel
 
 
+@pytest.mark.parametrize("kernel", ["dequant", "int4pack", "native"])
+def test_an_input_needing_a_gradient_gets_one_whatever_the_kernel(kernel):
+    if not kernel_available(kernel):
+        pytest.skip(f"kernel {kernel!r} unavailable here")
+    weight, bias = _weight(), torch.randn(48)
+    layer = QuantizedLinear.quantize(weight, bias, 4, 32, True, kernel=kernel)
+    x = torch.randn(3, 128, requires_grad=True)
+    y = layer(x)
+    assert y.requires_grad
+    (y * torch.arange(48.0)).sum().backward()
+    expected = torch.arange(48.0).expand(3, 48) @ layer.dequantize()
+    torch.testing.assert_close(x.grad, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, F.linear(x, layer.dequantize(), bias), rtol=1e-5, atol=1e-5)
+
+
 def test_auto_kernel_choice():
     if kernel_available("int4pack"):
         assert choose_kernel(4, 32, 48) == "int4pack"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -61,6 +62,7 @@ about 10 s)."""
 SOURCE = Path(__file__).with_name("kernels") / "quant_matmul.cpp"
 
 _STATE: dict[str, object] = {}
+_BUILD_LOCK = threading.Lock()  # one build per process, whichever thread asks first
 
 
 def _cache_dir() -> Path:
@@ -116,14 +118,17 @@ def available() -> bool:
     """Whether the library is loaded (built on the first call; warns once if it cannot
     be)."""
     if "reason" not in _STATE:
-        _STATE["reason"] = _build()
-        if _STATE["reason"] and os.environ.get("B4T_NATIVE_KERNEL", "1") != "0":
-            warnings.warn(
-                f"b4t's native quantized kernel is unavailable ({_STATE['reason']}); "
-                "quantized layers use torch's kernels",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        with _BUILD_LOCK:
+            if "reason" not in _STATE:
+                reason = _build()
+                if reason and os.environ.get("B4T_NATIVE_KERNEL", "1") != "0":
+                    warnings.warn(
+                        f"b4t's native quantized kernel is unavailable ({reason}); "
+                        "quantized layers use torch's kernels",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
+                _STATE["reason"] = reason
     return not _STATE["reason"]
 
 

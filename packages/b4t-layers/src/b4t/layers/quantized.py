@@ -47,7 +47,9 @@ products. Rows above
 :data:`MAX_KERNEL_ROWS` (prefill) are fed to the kernels in chunks of that many rows.
 
 A kernel that the installed torch lacks (or that rejects the shape) is never chosen by
-``'auto'``; asking for it explicitly raises a ``ValueError`` naming the reason.
+``'auto'``; asking for it explicitly raises a ``ValueError`` naming the reason. The
+packed kernels have no derivative: an input that needs a gradient (adapters trained
+before a frozen quantized layer) goes through ``'dequant'``, whatever the kernel.
 """
 
 from __future__ import annotations
@@ -315,6 +317,12 @@ class QuantizedLinear(nn.Module):
                 f"QuantizedLinear expects input [..., {self.in_features}], got {tuple(input.shape)}"
             )
         rows = input.reshape(-1, self.in_features)
+        if input.requires_grad and torch.is_grad_enabled():
+            # the packed kernels have no derivative: gradients flow through the exact path
+            out = self._dequant_matmul(rows.float()).to(input.dtype)
+            if self.bias is not None:
+                out = out + self.bias.to(input.dtype)
+            return out.reshape(*input.shape[:-1], self.out_features)
         if self.kernel == "native":  # bias added in the kernel, in float32
             out = self._native_matmul(rows.float()).to(input.dtype)
             return out.reshape(*input.shape[:-1], self.out_features)
