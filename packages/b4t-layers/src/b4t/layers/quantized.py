@@ -22,11 +22,12 @@ Kernels (``kernel=``; ``'auto'`` picks from :func:`choose_kernel`):
 * ``'int8pack'``: torch's ``_weight_int8pack_mm`` (8 bits, one scale per row only).
 * ``'native'``: b4t's own kernel (:mod:`b4t.layers.native_kernel`, compiled at first use):
   the codes repacked once into tiles of 16 rows, the input quantized per block of 32 to
-  int8 as llama.cpp does, integer dot products (AVX-512 VNNI), scales applied per block
-  in float32. Any bits (8 or 4, Q8_0/Q4_0/Q4_1 alike) with ``group_size`` a multiple of
-  32; 'auto' picks it wherever it was built with its VNNI path. Measured on SmolLM2's
-  shapes, one thread, one row: 1.7-7.6x an fp32 ``F.linear`` for Q8_0 and 2.2-10x for
-  Q4_1, 1.7-3.1x ``'int4pack'`` (``benchmarks/bench_quantized.py``).
+  int8 as llama.cpp does, then what that left quantized again (``input_passes``, 2 by
+  default; 1 is llama.cpp's rounding), integer dot products (AVX-512 VNNI), scales
+  applied per block in float32. Any bits (8 or 4, Q8_0/Q4_0/Q4_1 alike), ``group_size`` a
+  multiple of 32; 'auto' picks it wherever it was built with its VNNI path. Measured on
+  SmolLM2's shapes, one thread, one row, one input pass: 1.7-7.6x an fp32 ``F.linear`` for
+  Q8_0 and 2.2-10x for Q4_1, 1.7-3.1x ``'int4pack'`` (``benchmarks/bench_quantized.py``).
 * ``'int4pack'``: torch's ``_convert_weight_to_int4pack_for_cpu`` (done once, when the
   kernel is set; the module then keeps only the repacked codes) and
   ``_weight_int4pack_mm_for_cpu``, which computes ``(q - 8) * scale + zero`` per group;
@@ -42,9 +43,9 @@ AVX-512; see ``benchmarks/bench_quantized.py``), so both compute in bfloat16: th
 the scales and zeros are rounded to bfloat16 (8 significant bits) and the output comes
 back as bfloat16, then is cast to the input's dtype. That is the one place where the
 packed kernels do not reproduce the dequantized values exactly (relative error about
-2**-8 per value); ``'native'`` instead rounds the input to int8 per block of 32 (relative
-error about 2**-8 of the block's largest value). Use ``kernel='dequant'`` for exact float32
-products. Rows above
+2**-8 per value); ``'native'`` instead rounds the input per block of 32 (error at most
+1/32258 of the block's largest value with two passes, 1/254 with one). Use
+``kernel='dequant'`` for exact float32 products. Rows above
 :data:`MAX_KERNEL_ROWS` (prefill) are fed to the kernels in chunks of that many rows.
 
 A kernel that the installed torch lacks (or that rejects the shape) is never chosen by
@@ -231,6 +232,8 @@ class QuantizedLinear(nn.Module):
         # the native kernel's tiles: codes, scales, mins (see native_kernel.repack_codes)
         self._native: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
         self._int8_scales: torch.Tensor | None = None
+        # int8 passes over the input under the native kernel (native_kernel.set_input_passes)
+        self.input_passes = native_kernel.INPUT_PASSES
         # the canonical ``qweight`` while another module keeps it (a tied embedding table):
         # codes() reads it instead of unpacking torch's int4 layout
         self._shared_codes: torch.Tensor | None = None
@@ -346,9 +349,8 @@ class QuantizedLinear(nn.Module):
         packed, scales, mins = self._native
         zero = 8 if self.bits == 4 and not self.asymmetric else 0
         group = self.in_features if self.group_size is None else self.group_size
-        return native_kernel.matmul(
-            rows, packed, scales, mins, self.bias, self.out_features, self.bits, group, zero
-        )
+        shape = (self.out_features, self.bits, group, zero, True, self.input_passes)
+        return native_kernel.matmul(rows, packed, scales, mins, self.bias, *shape)
 
     def row_codes(self, ids: torch.Tensor) -> torch.Tensor | None:
         """The codes ``[len(ids), in]`` of output rows ``ids`` (int8, or uint8 0..15), read
