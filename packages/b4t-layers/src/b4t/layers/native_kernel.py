@@ -12,10 +12,11 @@ per torch version and CPU), for 8-bit and 4-bit codes alike:
 * activations are quantized per block of 32 columns to int8 (absmax scale, round half to
   even) as llama.cpp does for its ``Q8_0`` dot products, and by default what that left
   is quantized once more (:data:`INPUT_PASSES`): each input value is then within
-  1/64516 of its block's largest value instead of 1/254, at twice the integer work (5-10%
-  of a batch-1 decoding step, about 1.5x at 8 rows). The integer sums are exact and the
-  scales applied per block in float32 (:func:`reference_matmul` is the same arithmetic
-  in PyTorch, which the tests hold the compiled code to);
+  1/64516 of its block's largest value instead of 1/254, at twice the integer work
+  (SmolLM2's decoding steps: 3-10% longer at batch 1, about 1.35x at batch 8). The
+  integer sums are exact and the scales applied per block in float32
+  (:func:`reference_matmul` is the same arithmetic in PyTorch, which the tests hold the
+  compiled code to);
 * the tiles are shared among torch's intra-op threads (``at::parallel_for``).
 
 The library has a portable path (plain loops; ``simd=False``) besides the AVX-512 VNNI
@@ -67,7 +68,7 @@ about 10 s)."""
 INPUT_PASSES = 2
 """int8 passes over each input block a new ``QuantizedLinear`` makes under this kernel:
 2 (the second quantizes what the first left) keeps SmolLM2's greedy answers on its fp32
-model's; 1 is llama.cpp's rounding, about 1.5x faster at 8 rows."""
+model's; 1 is llama.cpp's rounding, about 1.35x faster at 8 rows."""
 
 SOURCE = Path(__file__).with_name("kernels") / "quant_matmul.cpp"
 

@@ -44,7 +44,7 @@ the scales and zeros are rounded to bfloat16 (8 significant bits) and the output
 back as bfloat16, then is cast to the input's dtype. That is the one place where the
 packed kernels do not reproduce the dequantized values exactly (relative error about
 2**-8 per value); ``'native'`` instead rounds the input per block of 32 (error at most
-1/32258 of the block's largest value with two passes, 1/254 with one). Use
+1/64516 of the block's largest value with two passes, 1/254 with one). Use
 ``kernel='dequant'`` for exact float32 products. Rows above
 :data:`MAX_KERNEL_ROWS` (prefill) are fed to the kernels in chunks of that many rows.
 
