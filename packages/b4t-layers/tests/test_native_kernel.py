@@ -270,3 +270,21 @@ def test_input_passes_set_per_model_and_two_passes_are_closer_to_exact():
     assert float((two - exact).abs().max()) * 50 < float((one - exact).abs().max())
     with pytest.raises(ValueError, match="input passes must be 1 or 2, got 3"):
         native_kernel.set_input_passes(model, 3)
+
+
+@needs_library
+@pytest.mark.parametrize("simd", PATHS)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_input_gives_non_finite_outputs_in_its_row_only(simd, bad):
+    _skip_unless(simd)
+    codes, scales = _codes(48, 128, 4), torch.rand(48, 4)
+    packed, tiles = native_kernel.repack_codes(codes, 4), native_kernel.repack_groups(scales)
+    x = torch.randn(3, 128)
+    clean = native_kernel.matmul(x, packed, tiles, tiles, None, 48, 4, 32, 0, simd)
+    x[1, 70] = bad
+    got = native_kernel.matmul(x, packed, tiles, tiles, None, 48, 4, 32, 0, simd)
+    assert bool(got[1].isnan().all())
+    assert torch.equal(got[[0, 2]], clean[[0, 2]])
+    assert bool(
+        native_kernel.reference_matmul(x, codes, scales, scales, None, 32, 0)[1].isnan().all()
+    )

@@ -57,9 +57,15 @@ void quantize_rows(const float* x, int64_t rows, int64_t cols, int64_t levels, i
       for (int64_t l = 0; l < levels; ++l) {
         const int64_t v = r * levels + l;
         float amax = 0.f;
-        for (int64_t i = 0; i < kBlock; ++i) amax = std::fmax(amax, std::fabs(left[i]));
-        const float d = amax / 127.f;
-        const float inv = amax > 0.f ? 127.f / amax : 0.f;
+        bool finite = true;
+        for (int64_t i = 0; i < kBlock; ++i) {
+          finite = finite && std::isfinite(left[i]);
+          amax = std::fmax(amax, std::fabs(left[i]));
+        }
+        // a NaN or an infinity: the block's scale is NaN, so the row's outputs are NaN
+        // (as a float product's would be), not the rounding of a meaningless value
+        const float d = finite ? amax / 127.f : std::nanf("");
+        const float inv = finite && amax > 0.f ? 127.f / amax : 0.f;
         int32_t sum = 0;
         int8_t* dst = xq + v * cols + b * kBlock;
         for (int64_t i = 0; i < kBlock; ++i) {
