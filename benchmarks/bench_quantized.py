@@ -391,11 +391,8 @@ def serve_throughput(clients: int, tokens: int, rounds: int = 2) -> None:
     }
     rates: dict[str, list[float]] = {label: [] for label in services}
     for service, scheduler in services.values():  # warm up: first-call costs, untimed
-        scheduler.start()
-        try:
+        with scheduler:  # BatchScheduler starts and stops as a context manager
             run_concurrently(lambda k, service=service: chat.answer(service, HELLO, 4), 2)
-        finally:
-            scheduler.stop()
     for _ in range(rounds):
         for label, (service, scheduler) in services.items():
 
@@ -403,11 +400,8 @@ def serve_throughput(clients: int, tokens: int, rounds: int = 2) -> None:
                 messages = [{"role": "user", "content": f"Tell me fact number {k} about the sea."}]
                 return chat.answer(service, messages, tokens).tokens
 
-            scheduler.start()
-            try:
+            with scheduler:
                 counts, wall = run_concurrently(client, clients)
-            finally:
-                scheduler.stop()
             rates[label].append(sum(counts) / wall)
             rate = rates[label][-1]
             print(f"  server, {clients} clients x <= {tokens} tokens, {label}: "

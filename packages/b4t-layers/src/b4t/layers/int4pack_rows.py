@@ -24,6 +24,7 @@ __all__ = [
     "gather_all_rows",
     "gather_rows",
     "int4pack_codes",
+    "int4pack_join",
     "int4pack_parts",
     "int4pack_rows_or_codes",
 ]
@@ -147,3 +148,12 @@ def int4pack_parts(
         part((wide >> 4) + 8, 16 * scales, torch.zeros_like(scales)),
         part(wide & 0x0F, scales, 8 * scales),
     ]
+
+
+def int4pack_join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The inverse of :func:`int4pack_parts` on codes read back: one part's uint8 codes as
+    they are (4 bits); for 8 bits, ``hi`` and ``lo`` joined into int8 ``16 * (hi - 8) + lo``."""
+    if len(parts) == 1:
+        return parts[0]
+    hi, lo = parts
+    return ((hi.to(torch.int16) - 8) * 16 + lo.to(torch.int16)).to(torch.int8)

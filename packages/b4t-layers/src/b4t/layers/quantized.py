@@ -61,7 +61,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from b4t.layers import native_kernel
-from b4t.layers.int4pack_rows import gather_rows, int4pack_parts, int4pack_rows_or_codes
+from b4t.layers.int4pack_rows import (
+    gather_rows,
+    int4pack_join,
+    int4pack_parts,
+    int4pack_rows_or_codes,
+)
 
 __all__ = [
     "KERNELS",
@@ -300,10 +305,7 @@ class QuantizedLinear(nn.Module):
                 int4pack_rows_or_codes(p, self.out_features, self.in_features)
                 for p, _ in self._int4
             ]
-            if self.bits == 4:
-                return parts[0]
-            hi, lo = parts
-            return ((hi.to(torch.int16) - 8) * 16 + lo.to(torch.int16)).to(torch.int8)
+            return int4pack_join(parts)
         if self.bits == 8:
             return self.qweight
         return unpack_int4(self.qweight)
@@ -322,16 +324,12 @@ class QuantizedLinear(nn.Module):
                 f"QuantizedLinear expects input [..., {self.in_features}], got {tuple(input.shape)}"
             )
         rows = input.reshape(-1, self.in_features)
-        if input.requires_grad and torch.is_grad_enabled():
-            # the packed kernels have no derivative: gradients flow through the exact path
-            out = self._dequant_matmul(rows.float()).to(input.dtype)
-            if self.bias is not None:
-                out = out + self.bias.to(input.dtype)
-            return out.reshape(*input.shape[:-1], self.out_features)
-        if self.kernel == "native":  # bias added in the kernel, in float32
+        # the packed kernels have no derivative: gradients flow through the exact path
+        exact = self.kernel == "dequant" or (input.requires_grad and torch.is_grad_enabled())
+        if self.kernel == "native" and not exact:  # bias added in the kernel, in float32
             out = self._native_matmul(rows.float()).to(input.dtype)
             return out.reshape(*input.shape[:-1], self.out_features)
-        if self.kernel == "dequant":
+        if exact:
             out = self._dequant_matmul(rows.float())
         elif rows.shape[0] <= MAX_KERNEL_ROWS:  # decoding: one call, no copies beyond the casts
             out = self._packed_matmul(rows.to(torch.bfloat16))
@@ -367,12 +365,7 @@ class QuantizedLinear(nn.Module):
             gather_rows(packed, ids, self.out_features, self.in_features)
             for packed, _ in self._int4
         ]
-        if parts[0] is None:
-            return None
-        if self.bits == 4:
-            return parts[0]
-        hi, lo = parts
-        return ((hi.to(torch.int16) - 8) * 16 + lo.to(torch.int16)).to(torch.int8)
+        return None if parts[0] is None else int4pack_join(parts)
 
     def _packed_matmul(self, rows: torch.Tensor) -> torch.Tensor:
         """bfloat16 ``[R, in]`` -> ``[R, out]`` through torch's packed kernels."""

@@ -259,8 +259,8 @@ void tiles_vnni(const Problem& p, int64_t t0, int64_t t1) {
     int64_t r = 0;
     for (; r + kRows <= p.rows; r += kRows) tile_rows_vnni<kRows, BITS, HALF, L>(p, t, r);
     switch (p.rows - r) {
-      case 3: tile_rows_vnni<(kRows > 3 ? 3 : 1), BITS, HALF, L>(p, t, r); break;
-      case 2: tile_rows_vnni<(kRows > 2 ? 2 : 1), BITS, HALF, L>(p, t, r); break;
+      case 3: tile_rows_vnni<3, BITS, HALF, L>(p, t, r); break;
+      case 2: tile_rows_vnni<2, BITS, HALF, L>(p, t, r); break;
       case 1: tile_rows_vnni<1, BITS, HALF, L>(p, t, r); break;
       default: break;
     }
